@@ -1,0 +1,5 @@
+import sys
+
+from clipcrawl.cli import main
+
+sys.exit(main())

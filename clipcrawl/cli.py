@@ -1,0 +1,71 @@
+"""The ``clipcrawl`` command line.
+
+Commands live in :mod:`clipcrawl.pipelines.commands`, one module each, discovered here; a
+module exposes ``ORDER`` (position in ``--help``) and ``register(app)``. Command modules keep
+their heavy imports inside the command functions so ``clipcrawl --help`` stays fast.
+
+Exit codes: 0 success, 1 failure, 2 unusable config or input, 3 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+from clipcrawl.pipelines.progress import setup_logging
+from clipcrawl.schemas.config import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+
+app = typer.Typer(
+    name="clipcrawl",
+    help="Build image-text datasets for CLIP-style pretraining: crawl, download, filter, dedup, write.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    log_format: str = typer.Option("auto", "--log-format", help="auto (bars on a TTY), text, or json lines."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
+) -> None:
+    if log_format not in ("auto", "text", "json"):
+        raise typer.BadParameter("use auto, text or json", param_hint="--log-format")
+    setup_logging(log_format, verbose=verbose, quiet=quiet)
+
+
+def _register_commands() -> None:
+    from clipcrawl.pipelines import commands
+
+    mods = [importlib.import_module(f"{commands.__name__}.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
+    for mod in sorted(mods, key=lambda m: getattr(m, "ORDER", 100)):
+        if hasattr(mod, "register"):
+            mod.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=True)
+    except ConfigError as e:
+        print(f"clipcrawl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:  # typer/click exit codes pass through
+        code = e.code
+        if code is None:
+            return EXIT_OK
+        return code if isinstance(code, int) else EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Collect: the polite async crawler, HTML extraction and Common Crawl readers."""

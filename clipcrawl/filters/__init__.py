@@ -1,0 +1,1 @@
+"""Filter: image decode/resize, caption rules, CLIP scoring and deduplication."""

@@ -1,0 +1,1 @@
+"""Passes over shards: the Stage contract, engines, writers, stats, report and CLI wiring."""

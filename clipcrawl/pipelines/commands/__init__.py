@@ -1,0 +1,1 @@
+"""CLI commands, one module each: ``ORDER`` and ``register(app)``. Discovered by clipcrawl.cli."""

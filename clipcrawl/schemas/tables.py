@@ -1,0 +1,194 @@
+"""Arrow schemas of every artifact clipcrawl writes: the single source of truth.
+
+Writers never build their own column lists: they call :func:`conform` with one of the
+schemas below, which casts known columns, fills missing ones with nulls, drops transient
+in-memory columns (image bytes, embeddings) and keeps user columns (``--save-additional-columns``)
+at the end. ``tests/schemas`` asserts that every writer's output matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+
+# ---------------------------------------------------------------- pairs
+#: Candidate (image URL, caption) pairs found by the crawler or the Common Crawl reader.
+PAIRS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # sample_key(url, caption)
+        pa.field("url", pa.string(), nullable=False),  # absolute image URL
+        pa.field("caption", pa.string()),
+        pa.field("page_url", pa.string()),  # page the pair was found on
+        pa.field("source", pa.string()),  # crawl | commoncrawl | list
+        pa.field("caption_source", pa.string()),  # alt | figcaption | title | aria-label | wat | list ...
+        pa.field("page_title", pa.string()),
+        pa.field("page_language", pa.string()),  # BCP-47 from <html lang> / Content-Language
+        pa.field("img_width_attr", pa.int32()),  # declared width/height attributes, when present
+        pa.field("img_height_attr", pa.int32()),
+        pa.field("found_at", TIMESTAMP),
+    ]
+)
+
+# ---------------------------------------------------------------- pages
+#: One row per page the crawler fetched or refused.
+PAGES = pa.schema(
+    [
+        pa.field("url", pa.string(), nullable=False),  # normalised frontier URL
+        pa.field("final_url", pa.string()),  # after redirects
+        pa.field("status", pa.string(), nullable=False),  # PageStatus
+        pa.field("error_message", pa.string()),
+        pa.field("http_status", pa.int16()),
+        pa.field("content_type", pa.string()),
+        pa.field("charset", pa.string()),
+        pa.field("depth", pa.int32()),
+        pa.field("bytes", pa.int64()),
+        pa.field("n_pairs", pa.int32()),
+        pa.field("n_links", pa.int32()),
+        pa.field("title", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("fetched_at", TIMESTAMP),
+    ]
+)
+
+# ---------------------------------------------------------------- samples
+#: img2dataset's metadata columns, in its order, then ours.
+IMG2DATASET_COLUMNS: tuple[str, ...] = (
+    "url",
+    "caption",
+    "key",
+    "status",
+    "error_message",
+    "width",
+    "height",
+    "original_width",
+    "original_height",
+    "exif",
+    "sha256",
+)
+
+SAMPLES = pa.schema(
+    [
+        # --- img2dataset-compatible
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # Status
+        pa.field("error_message", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("original_width", pa.int32()),
+        pa.field("original_height", pa.int32()),
+        pa.field("exif", pa.string()),  # JSON object of EXIF tags
+        pa.field("sha256", pa.string()),  # hex sha256 of the downloaded bytes
+        # --- provenance (from the pairs)
+        pa.field("page_url", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("caption_source", pa.string()),
+        pa.field("page_title", pa.string()),
+        pa.field("page_language", pa.string()),
+        # --- download details
+        pa.field("mime_type", pa.string()),  # e.g. image/jpeg (decoded format, not the header)
+        pa.field("bytes", pa.int64()),  # size of the downloaded body
+        pa.field("http_status", pa.int16()),
+        pa.field("pixel_hash", pa.string()),  # hex hash of the resized pixels (exact-pixel dedup)
+        pa.field("phash", pa.uint64()),  # 64-bit perceptual hash of the image
+        # --- CLIP scoring
+        pa.field("clip_similarity", pa.float32()),  # cosine of L2-normalised embeddings
+        pa.field("clip_model", pa.string()),  # "<name>/<pretrained>" or checkpoint path
+        pa.field("punsafe", pa.float32()),  # zero-shot probability, LAION's name
+        pa.field("pwatermark", pa.float32()),
+        # --- dedup
+        pa.field("duplicate_of", pa.string()),  # key of the kept representative
+        pa.field("dedup_method", pa.string()),  # DedupMethod
+        # --- bookkeeping
+        pa.field("shard", pa.string()),  # shard id the sample was written to (e.g. "00012")
+        pa.field("run", pa.int32()),  # run number that produced it (incremental runs)
+    ]
+)
+
+#: Columns that live only in memory between stages; sinks never write them to Parquet.
+IMAGE_COLUMN = "image"  # encoded (resized) image bytes
+TRANSIENT_COLUMNS: frozenset[str] = frozenset({IMAGE_COLUMN, "image_embedding", "text_embedding"})
+
+# ---------------------------------------------------------------- stats
+#: Per-shard statistics; the JSON form (``NNNNN_stats.json``) is img2dataset's, plus ours.
+STATS = pa.schema(
+    [
+        pa.field("shard", pa.string()),
+        pa.field("count", pa.int64()),
+        pa.field("successes", pa.int64()),
+        pa.field("failed_to_download", pa.int64()),
+        pa.field("failed_to_resize", pa.int64()),
+        pa.field("filtered_text", pa.int64()),
+        pa.field("failed_to_score", pa.int64()),
+        pa.field("filtered_clip", pa.int64()),
+        pa.field("duplicate", pa.int64()),
+        pa.field("duration", pa.float64()),  # seconds
+        pa.field("start_time", pa.float64()),  # unix time
+        pa.field("end_time", pa.float64()),
+        pa.field("bytes_downloaded", pa.int64()),
+        pa.field("status_dict", pa.map_(pa.string(), pa.int64())),  # img2dataset: counts per error/status
+    ]
+)
+
+ALL_SCHEMAS: dict[str, pa.Schema] = {"pairs": PAIRS, "pages": PAGES, "samples": SAMPLES, "stats": STATS}
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """An empty table of ``schema``."""
+    return schema.empty_table()
+
+
+def conform(
+    table: pa.Table,
+    schema: pa.Schema,
+    *,
+    keep_extra: bool = True,
+    drop: Iterable[str] = TRANSIENT_COLUMNS,
+) -> pa.Table:
+    """Return ``table`` cast to ``schema``: schema columns first, in order, with their types.
+
+    Missing schema columns are added as nulls; columns named in ``drop`` are removed; other
+    columns (user extras) are appended after the schema columns when ``keep_extra``.
+    Raises ``ValueError`` naming the column when a cast is impossible or a non-nullable
+    column holds nulls (a bug in the writer, never bad input).
+    """
+    drop = set(drop)
+    n = table.num_rows
+    arrays: list[pa.Array] = []
+    fields: list[pa.Field] = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            if col.type != field.type:
+                try:
+                    col = col.cast(field.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise ValueError(f"column {field.name!r}: cannot cast {col.type} to {field.type}: {e}") from e
+        else:
+            col = pa.nulls(n, type=field.type)
+        if not field.nullable and col.null_count:
+            raise ValueError(f"column {field.name!r} is non-nullable but has {col.null_count} nulls")
+        arrays.append(col)
+        fields.append(field)
+    if keep_extra:
+        for name in table.column_names:
+            if name in schema.names or name in drop:
+                continue
+            arrays.append(table.column(name))
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def check(table: pa.Table, schema: pa.Schema) -> None:
+    """Assert that ``table`` starts with exactly ``schema``'s fields (names, order, types)."""
+    head = table.schema.names[: len(schema)]
+    if head != schema.names:
+        raise ValueError(f"columns {head} differ from schema {schema.names}")
+    for field in schema:
+        got = table.schema.field(field.name).type
+        if got != field.type:
+            raise ValueError(f"column {field.name!r} has type {got}, schema says {field.type}")

@@ -1,0 +1,144 @@
+"""robots.txt (RFC 9309, parsed by protego) and robots directives (X-Robots-Tag, meta robots).
+
+:class:`RobotsCache` fetches ``/robots.txt`` once per origin (concurrent callers share one
+fetch), applies our user-agent token and exposes Crawl-delay. Per RFC 9309: a 4xx means no
+restrictions, a 5xx or network failure means complete disallow (until the entry expires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from yarl import URL
+
+from clipcrawl.crawler.netguard import BlockedAddressError
+
+#: robots.txt files larger than this are truncated before parsing (RFC 9309 asks for >= 500 KiB).
+MAX_ROBOTS_BYTES = 512 * 1024
+
+
+def user_agent_token(user_agent: str) -> str:
+    """``"clipcrawl/0.1 (+https://...)"`` -> ``"clipcrawl"`` (the token robots rules match)."""
+    return user_agent.split("/", 1)[0].split(" ", 1)[0].strip().lower() or user_agent.lower()
+
+
+def robots_tag_disallows(values: Iterable[str], ua_token: str, directives: Iterable[str]) -> str | None:
+    """Check X-Robots-Tag header values (or meta robots contents) against ``directives``.
+
+    A value is ``"noai, noimageai"`` (applies to everyone) or ``"somebot: noindex"`` (applies
+    only to that user-agent token). Returns the first matching directive, or None.
+    """
+    wanted = {d.strip().lower() for d in directives}
+    for value in values:
+        head, sep, rest = value.partition(":")
+        scoped = bool(sep) and "," not in head and " " not in head.strip() and head.strip().lower() not in wanted
+        if scoped:
+            token, body = head.strip().lower(), rest
+            if token not in (ua_token, "*"):
+                continue
+        else:
+            body = value
+        for d in body.split(","):
+            d = d.strip().lower()
+            if d in wanted:
+                return d
+    return None
+
+
+@dataclass(frozen=True)
+class RobotsVerdict:
+    allowed: bool
+    crawl_delay: float = 0.0
+    reason: str | None = None
+    blocked: bool = False  # the host itself is refused by the address guard
+
+
+@dataclass
+class _Entry:
+    parser: object | None  # protego.Protego, or None for "allow all"
+    disallow_all: bool
+    reason: str | None
+    expires: float
+    blocked: bool = False
+
+
+#: fetch(url) -> (http status or None on network error, body bytes)
+RobotsFetch = Callable[[str], Awaitable[tuple[int | None, bytes]]]
+
+
+class RobotsCache:
+    """Per-origin robots.txt verdicts for one user agent."""
+
+    def __init__(self, fetch: RobotsFetch, user_agent: str, ttl: float = 24 * 3600, error_ttl: float = 600) -> None:
+        self._fetch = fetch
+        self.token = user_agent_token(user_agent)
+        self.ttl, self.error_ttl = ttl, error_ttl
+        self._entries: dict[str, _Entry] = {}
+        self._pending: dict[str, asyncio.Future[_Entry]] = {}
+        self.fetches = 0  # robots.txt requests made (tests assert "once per host")
+
+    @staticmethod
+    def origin(url: str | URL) -> str:
+        u = url if isinstance(url, URL) else URL(url)
+        return str(u.origin())
+
+    async def check(self, url: str) -> RobotsVerdict:
+        entry = await self._entry(self.origin(url))
+        if entry.disallow_all:
+            return RobotsVerdict(False, 0.0, entry.reason, entry.blocked)
+        if entry.parser is None:
+            return RobotsVerdict(True)
+        p = entry.parser
+        allowed = p.can_fetch(url, self.token)  # type: ignore[attr-defined]
+        delay = p.crawl_delay(self.token) or 0.0  # type: ignore[attr-defined]
+        rate = p.request_rate(self.token)  # type: ignore[attr-defined]
+        if rate is not None and rate.requests:
+            delay = max(delay, rate.seconds / rate.requests)
+        return RobotsVerdict(bool(allowed), float(delay), None if allowed else "disallowed by robots.txt")
+
+    async def _entry(self, origin: str) -> _Entry:
+        entry = self._entries.get(origin)
+        if entry is not None and entry.expires > time.monotonic():
+            return entry
+        fut = self._pending.get(origin)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[origin] = fut
+        try:
+            entry = await self._load(origin)
+            self._entries[origin] = entry
+            fut.set_result(entry)
+            return entry
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self._pending.pop(origin, None)
+
+    async def _load(self, origin: str) -> _Entry:
+        from protego import Protego
+
+        self.fetches += 1
+        now = time.monotonic()
+        try:
+            status, body = await self._fetch(origin + "/robots.txt")
+        except BlockedAddressError as e:
+            return _Entry(None, True, f"blocked: {e}", now + self.error_ttl, blocked=True)
+        except Exception as e:  # noqa: BLE001 - any failure means "unreachable"
+            status, body = None, b""
+            err = f"{type(e).__name__}: {e}"
+        else:
+            err = None
+        if status is None:
+            return _Entry(None, True, f"robots.txt unreachable ({err or 'network error'})", now + self.error_ttl)
+        if status >= 500:
+            return _Entry(None, True, f"robots.txt unreachable (HTTP {status})", now + self.error_ttl)
+        if status >= 400 or not body.strip():
+            return _Entry(None, False, None, now + self.ttl)
+        text = body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace")
+        return _Entry(Protego.parse(text), False, None, now + self.ttl)

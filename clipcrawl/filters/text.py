@@ -1,0 +1,74 @@
+"""Caption rules, applied before CLIP because they cost nothing.
+
+LAION and DataComp drop captions that carry no description: empty or very short texts,
+file names (``IMG_1234.jpg``), bare URLs, numbers, and stock words such as "image" or "logo".
+Each rule gives a reason, recorded as ``"text: <reason>"`` on rows it drops.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import pyarrow as pa
+
+from clipcrawl.pipelines.stage import Stage, mark, ok_mask
+from clipcrawl.schemas.config import TextFilterConfig
+from clipcrawl.schemas.status import Status
+
+GENERIC_CAPTIONS = frozenset(
+    """image images img photo photos picture pictures pic pics foto logo icon thumbnail thumb banner avatar
+    untitled placeholder spacer blank default click here read more more image not found no image
+    screenshot graphic graphics figure fig illustration header footer button arrow loading""".split()
+) | {"click here", "read more", "image not found", "no image", "no photo", "not found"}
+
+_FILENAME = re.compile(r"^[\w\-. ()]+\.(jpe?g|png|gif|webp|bmp|svg|tiff?|avif|heic)$", re.I)
+_CAMERA = re.compile(r"^(img|dsc|dscn|dscf|pict|pxl|mvimg|image|photo|screenshot)[_\- ]?\d[\d_\- ]*$", re.I)
+_URL = re.compile(r"^(https?://|www\.)\S+$", re.I)
+_NO_LETTERS = re.compile(r"^[\W\d_]+$")
+_WORD = re.compile(r"\w+")
+
+
+def caption_problem(caption: str | None, cfg: TextFilterConfig, deny: list[re.Pattern[str]] | None = None) -> str | None:
+    """Why ``caption`` fails the rules, or None when it passes."""
+    if caption is None or not caption.strip():
+        return "empty caption"
+    text = " ".join(caption.split())
+    if len(text) < cfg.min_chars:
+        return f"caption shorter than {cfg.min_chars} characters"
+    if len(text) > cfg.max_chars:
+        return f"caption longer than {cfg.max_chars} characters"
+    if len(_WORD.findall(text)) < cfg.min_words:
+        return f"caption has fewer than {cfg.min_words} words"
+    if cfg.drop_generic:
+        low = text.lower().strip(" .:-_|")
+        if low in GENERIC_CAPTIONS:
+            return "generic caption"
+        if _FILENAME.match(text) or _CAMERA.match(text):
+            return "caption is a file name"
+        if _URL.match(text):
+            return "caption is a URL"
+        if _NO_LETTERS.match(text):
+            return "caption has no letters"
+    for pat in deny or ():
+        if pat.search(text):
+            return f"caption matches deny pattern {pat.pattern!r}"
+    return None
+
+
+class FilterCaptions(Stage):
+    """Set ``filtered_text`` on rows whose caption fails a rule."""
+
+    name: ClassVar[str] = "text"
+
+    def __init__(self, config: TextFilterConfig | None = None) -> None:
+        self.config = config or TextFilterConfig()
+        self._deny = [re.compile(p) for p in self.config.deny_patterns]
+
+    def process(self, table: pa.Table) -> pa.Table:
+        if not self.config.enabled or table.num_rows == 0:
+            return table
+        ok = ok_mask(table)
+        captions = table.column("caption").to_pylist()
+        reasons = [caption_problem(c, self.config, self._deny) if keep else None for c, keep in zip(captions, ok)]
+        return mark(table, [r is not None for r in reasons], Status.FILTERED_TEXT, self.name, reasons)

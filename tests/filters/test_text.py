@@ -1,0 +1,40 @@
+import pyarrow as pa
+import pytest
+
+from clipcrawl.filters.text import FilterCaptions, caption_problem
+from clipcrawl.schemas.config import TextFilterConfig
+
+
+@pytest.mark.parametrize(
+    "caption,reason",
+    [
+        ("a red circle on a white background", None),
+        ("Eiffel tower at night", None),
+        ("东京塔の夜景", None),
+        (None, "empty caption"),
+        ("   ", "empty caption"),
+        ("ab", "caption shorter than 3 characters"),
+        ("Image", "generic caption"),
+        ("logo.", "generic caption"),
+        ("IMG_1234.JPG", "caption is a file name"),
+        ("DSC 0042", "caption is a file name"),
+        ("https://example.com/x.png", "caption is a URL"),
+        ("12345", "caption has no letters"),
+        ("x" * 3000, "caption longer than 2000 characters"),
+    ],
+)
+def test_caption_problem(caption, reason):
+    assert caption_problem(caption, TextFilterConfig()) == reason
+
+
+def test_stage_marks_only_success_rows():
+    t = pa.table({
+        "caption": ["a blue square", "IMG_1.jpg", "photo", "a buy now banner ad"],
+        "status": ["success", "success", "failed_to_download", "success"],
+        "error_message": [None, None, "download: HTTP 404", None],
+    })
+    out = FilterCaptions(TextFilterConfig(deny_patterns=[r"(?i)buy now"]))(t)
+    assert out.column("status").to_pylist() == ["success", "filtered_text", "failed_to_download", "filtered_text"]
+    assert out.column("error_message").to_pylist()[1] == "text: caption is a file name"
+    assert out.column("error_message").to_pylist()[2] == "download: HTTP 404"
+    assert "deny pattern" in out.column("error_message").to_pylist()[3]

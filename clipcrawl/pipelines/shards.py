@@ -41,6 +41,19 @@ def tar_mtime() -> int:
 
 
 # ------------------------------------------------------------------ paths
+def configure_storage(url: str | os.PathLike[str], storage_options: dict[str, Any] | None) -> None:
+    """Make ``storage_options`` (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}`` for S3) the
+    defaults of ``url``'s protocol for every later fsspec call in this process (``fsspec.config.conf``).
+
+    Without it, s3fs reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_ENDPOINT_URL`` and
+    fsspec reads ``FSSPEC_S3_ENDPOINT_URL`` (any ``FSSPEC_<PROTOCOL>_<OPTION>``) from the environment.
+    """
+    if not storage_options:
+        return
+    protocol = fsspec.core.split_protocol(os.fspath(url))[0] or "file"
+    fsspec.config.conf.setdefault(protocol, {}).update(storage_options)
+
+
 def fs_and_path(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, path = fsspec.core.url_to_fs(os.fspath(url))
     return fs, path.rstrip("/")
@@ -100,6 +113,7 @@ def list_shards(path: str | os.PathLike[str], done_only: bool = True) -> list[Sh
     if not fs.isdir(p):
         return []
     names = set()
+    fs.invalidate_cache(p)  # object-store listings are cached per process; other writers add shards
     for f in fs.ls(p, detail=False):
         base = f.rstrip("/").rsplit("/", 1)[-1]
         stem = base[: -len(STATS_SUFFIX)] if base.endswith(STATS_SUFFIX) else (
@@ -123,14 +137,22 @@ def is_done(ref: ShardRef) -> bool:
 # ------------------------------------------------------------------ atomic writes
 @contextmanager
 def atomic_open(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open ``url`` for writing so readers never see a partial file."""
+    """Open ``url`` for writing so readers never see a partial file.
+
+    Locally: a hidden temp file in the same folder, fsynced, then renamed over the final name.
+    Object stores: the object appears when its upload completes on close; if the block raises,
+    the upload is discarded (multipart aborted) instead of publishing a partial object, and a
+    killed process never completes it. Text modes write UTF-8.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'wb' or 'w', not {mode!r}")
     fs, path = fs_and_path(url)
     parent = path.rsplit("/", 1)[0]
     if _is_local(fs):
         os.makedirs(parent, exist_ok=True)
         tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            with open(tmp, mode) as f:
+            with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
@@ -138,9 +160,31 @@ def atomic_open(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    else:  # object stores publish an object only when its upload completes
-        with fs.open(path, mode) as f:
-            yield f
+        return
+    raw = fs.open(path, "wb")
+    out: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8") if mode == "w" else raw
+    try:
+        yield out
+        out.flush()
+    except BaseException:
+        _discard(fs, path, raw)
+        raise
+    if isinstance(out, io.TextIOWrapper):
+        out.detach()
+    raw.close()
+
+
+def _discard(fs: fsspec.AbstractFileSystem, path: str, raw: Any) -> None:
+    """Abandon an unfinished remote write without publishing it."""
+    if isinstance(raw, fsspec.spec.AbstractBufferedFile):
+        raw.discard()  # s3fs/gcsfs: abort the multipart upload; nothing was published yet
+        raw.closed = True  # so close() (and __del__) never flushes the partial buffer
+        return
+    try:  # other filesystems: best effort, remove whatever close() published
+        raw.close()
+        fs.rm(path)
+    except Exception:  # noqa: BLE001 - already failing; keep the original error
+        pass
 
 
 def write_parquet(table: pa.Table, url: str) -> None:
@@ -161,7 +205,7 @@ def read_parquet(url: str, columns: Sequence[str] | None = None) -> pa.Table:
 
 def read_json(url: str) -> Any:
     fs, path = fs_and_path(url)
-    with fs.open(path, "r") as f:
+    with fs.open(path, "r", encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -289,9 +333,17 @@ def write_shard(
     start_time: float | None = None,
     bytes_downloaded: int = 0,
     extra_stats: dict[str, Any] | None = None,
+    image_exts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Write one finished shard: images of ``success`` rows, Parquet of every row, stats last."""
+    """Write one finished shard: images of ``success`` rows, Parquet of every row, stats last.
+
+    ``image_exts``: one member extension per row (resharding mixed jpg/png/webp inputs);
+    default ``image_ext`` for all.
+    """
     start_time = time.time() if start_time is None else start_time
+    exts = list(image_exts) if image_exts is not None else [image_ext] * table.num_rows
+    if len(exts) != table.num_rows:
+        raise ValueError(f"image_exts has {len(exts)} entries for {table.num_rows} rows")
     images = (table.column(IMAGE_COLUMN).to_pylist() if IMAGE_COLUMN in table.column_names
               else [None] * table.num_rows)
     parquet_table = conform(table, SAMPLES)
@@ -301,9 +353,9 @@ def write_shard(
     if output_format == "webdataset":
         with atomic_open(ref.tar) as f:
             w = TarShardWriter(f)
-            for r, img, keep in zip(rows, images, ok):
+            for r, img, keep, ext in zip(rows, images, ok, exts):
                 if keep:
-                    w.add(r["key"], {image_ext: img, "txt": r.get("caption") or "", "json": sample_metadata(r)})
+                    w.add(r["key"], {ext: img, "txt": r.get("caption") or "", "json": sample_metadata(r)})
             w.close()
     elif output_format == "files":
         _write_files_folder(ref, rows, images, ok, image_ext)

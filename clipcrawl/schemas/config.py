@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_USER_AGENT = "clipcrawl/0.1 (+https://github.com/clipcrawl/clipcrawl)"
 #: X-Robots-Tag / meta robots directives that forbid use of an image for AI training.
@@ -203,9 +211,30 @@ class DedupConfig(_Model):
 
 
 # ---------------------------------------------------------------- output
+#: storage_options keys whose values are secrets: never written to runs/NNNN/config.yaml.
+SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential")
+
+
 class OutputConfig(_Model):
     output_format: Literal["webdataset", "parquet", "files"] = "webdataset"
     samples_per_shard: int = Field(10_000, ge=1)
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for the dataset URL, e.g. {endpoint_url: http://host:9000} for S3-compatible "
+        "stores. Prefer credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; secret values are redacted "
+        "in the saved config.",
+    )
+
+    @field_serializer("storage_options")
+    def _redact_secrets(self, v: dict[str, Any]) -> dict[str, Any]:
+        return _redact(v)
+
+
+def _redact(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: "<redacted>" if any(w in str(k).lower() for w in SECRET_OPTION_WORDS) else _redact(x)
+                for k, x in v.items()}
+    return v
 
 
 # ---------------------------------------------------------------- run

@@ -25,10 +25,13 @@ from clipcrawl.crawler.robots import RobotsCache
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 #: error_kind values; the downloader and crawler map them onto their statuses.
-KINDS = ("http", "timeout", "connection", "blocked", "redirect", "too_large", "rejected", "robots", "invalid", "tls")
+KINDS = ("http", "timeout", "connection", "blocked", "redirect", "too_large", "rejected", "robots", "invalid", "tls",
+         "refused")
 
 #: accept(response) -> reason to refuse it before its body is read, or None.
 Accept = Callable[[aiohttp.ClientResponse], "str | None"]
+#: follow(url) -> reason not to follow a redirect to ``url`` (error_kind "refused"), or None.
+Follow = Callable[[str], "str | None"]
 
 
 @dataclass
@@ -108,13 +111,15 @@ class Fetcher:
             self.session = None
 
     # ------------------------------------------------------------------ public
-    async def fetch(self, url: str, accept: Accept | None = None, robots: bool | None = None) -> FetchResult:
-        """GET ``url`` with retries; never raises for network or HTTP failures."""
+    async def fetch(self, url: str, accept: Accept | None = None, robots: bool | None = None,
+                    follow: Follow | None = None) -> FetchResult:
+        """GET ``url`` with retries; never raises for network or HTTP failures. ``follow`` vets each
+        redirect target before it is requested (the crawler keeps to its allowed domains with it)."""
         robots = self.cfg.respect_robots if robots is None else robots
         t0 = time.monotonic()
         res = FetchResult(url, url)
         for attempt in range(self.cfg.retries + 1):
-            res = await self._fetch_once(url, accept, robots)
+            res = await self._fetch_once(url, accept, robots, follow)
             res.attempts = attempt + 1
             if not res.retryable or attempt == self.cfg.retries:
                 break
@@ -130,7 +135,8 @@ class Fetcher:
         return res
 
     # ------------------------------------------------------------------ internals
-    async def _fetch_once(self, url: str, accept: Accept | None, robots: bool) -> FetchResult:
+    async def _fetch_once(self, url: str, accept: Accept | None, robots: bool,
+                          follow: Follow | None = None) -> FetchResult:
         assert self.session is not None, "use 'async with Fetcher(...)'"
         res = FetchResult(url, url)
         seen = {url}
@@ -144,6 +150,10 @@ class Fetcher:
             reason = check_url(u, self.cfg.allow_private, self._networks)
             if reason:
                 return _fail(res, "blocked" if "address" in reason else "invalid", reason)
+            if hop and follow is not None:
+                reason = follow(str(u))
+                if reason:
+                    return _fail(res, "refused", reason)
             delay = 0.0
             if robots:
                 verdict = await self.robots.check(str(u))

@@ -64,6 +64,22 @@ class CrawlConfig(_Model):
     revisit_after_days: float | None = Field(
         None, gt=0, description="In incremental runs, refetch pages older than this."
     )
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="CIDR ranges exempt from the private-address guard (e.g. an intranet)."
+    )
+    rows_per_chunk: int = Field(10_000, ge=1, description="Rows per pairs/pages Parquet chunk file.")
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for c in v:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"allowed network {c!r} is not a CIDR range like 10.0.0.0/8") from None
+        return v
 
     @field_validator("seeds")
     @classmethod

@@ -1,0 +1,137 @@
+"""Decode HTML bytes the way a browser would, with a detector as the last resort.
+
+Order (WHATWG "encoding sniffing", simplified): a byte-order mark; then UTF-8 if the body has
+non-ASCII bytes and they are all valid UTF-8 (a legacy-encoded text almost never is, while
+"charset=iso-8859-1" headers on UTF-8 pages are common: here we deliberately part from WHATWG);
+the charset of the HTTP ``Content-Type`` header; a ``<meta charset>`` or
+``<meta http-equiv="Content-Type">`` in the first :data:`PRESCAN_BYTES`; then charset-normalizer
+(with a web-popularity tie-break); then windows-1252. Labels map as browsers map them (``iso-8859-1`` and ``ascii`` decode as
+windows-1252, ``gb2312``/``gbk`` as gb18030, ``shift_jis`` as cp932, ``euc-kr`` as cp949), so
+the bytes 0x80-0x9F of a "latin-1" page become the quotes and dashes its author typed.
+Undecodable bytes become U+FFFD; decoding never fails.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import re
+
+PRESCAN_BYTES = 16384  # WHATWG scans 1024; real pages put long scripts/styles before the meta
+DETECT_BYTES = 200_000  # bytes handed to charset-normalizer
+
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9._:+-]+)""", re.I)
+_META = re.compile(rb"<meta\s[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:+-]+)", re.I)
+
+# WHATWG label -> the Python codec that decodes like a browser does
+_WHATWG = {
+    "iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "l1": "cp1252",
+    "iso_8859-1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "cp819": "cp1252", "ibm819": "cp1252",
+    "iso-8859-9": "cp1254", "latin5": "cp1254", "iso-8859-11": "cp874", "tis-620": "cp874",
+    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "csgb2312": "gb18030", "chinese": "gb18030",
+    "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "ms_kanji": "cp932",
+    "windows-31j": "cp932", "euc-kr": "cp949", "ks_c_5601-1987": "cp949", "windows-949": "cp949",
+    "big5": "big5hkscs", "x-x-big5": "big5hkscs", "utf8": "utf-8", "unicode-1-1-utf-8": "utf-8",
+}
+# Python codec name -> the name we report (WHATWG's)
+_PRETTY = {"cp932": "shift_jis", "cp949": "euc-kr", "big5hkscs": "big5", "cp874": "windows-874",
+           "euc_jp": "euc-jp", "iso2022_jp": "iso-2022-jp", "mac-roman": "macintosh", "utf-16-le": "utf-16le",
+           "utf-16-be": "utf-16be"}
+
+
+@functools.lru_cache(maxsize=256)
+def codec_for(label: str | None, from_meta: bool = False) -> str | None:
+    """A charset label -> Python codec name that decodes it as browsers do, or None if unknown."""
+    if not label:
+        return None
+    label = label.strip().strip("\"'").lower()
+    name = _WHATWG.get(label, label)
+    try:
+        name = codecs.lookup(name).name
+    except LookupError:
+        return None
+    if name in ("latin-1", "iso8859-1", "ascii"):
+        name = "cp1252"
+    if from_meta and name.startswith("utf-16"):
+        name = "utf-8"  # a meta can't truthfully declare UTF-16 (it was read as ASCII): WHATWG says utf-8
+    return name
+
+
+def pretty_name(codec: str) -> str:
+    """``cp1252`` -> ``windows-1252``, ``iso8859-2`` -> ``iso-8859-2``."""
+    if codec in _PRETTY:
+        return _PRETTY[codec]
+    if re.fullmatch(r"cp125\d", codec):
+        return "windows-" + codec[2:]
+    if codec.startswith("iso8859-"):
+        return "iso-" + codec[3:]
+    return codec.replace("_", "-")
+
+
+def header_charset(content_type: str | None) -> str | None:
+    """The charset parameter of a Content-Type header value, if any."""
+    if not content_type:
+        return None
+    m = _HEADER_CHARSET.search(content_type)
+    return m.group(1) if m else None
+
+
+def meta_charset(head: bytes) -> str | None:
+    """The charset a ``<meta>`` near the top of the document declares, if any."""
+    m = _META.search(head[:PRESCAN_BYTES])
+    return m.group(1).decode("ascii", "replace") if m else None
+
+
+#: legacy encodings by how common they are on the web: the tie-breaker between near-equal guesses
+WEB_RANK = ("utf-8", "cp1252", "gb18030", "cp1251", "cp932", "cp949", "euc_jp", "iso8859-2", "cp1250", "big5hkscs",
+            "cp1256", "cp1253", "cp1254", "cp874", "cp1255", "koi8-r", "iso8859-15", "cp1257")
+CHAOS_MARGIN = 0.03  # guesses this close to the best (in mess ratio) count as ties
+
+
+def detect(body: bytes) -> str | None:
+    """charset-normalizer's guess, as a codec name. Short Latin texts decode with little "chaos"
+    in several single-byte code pages; among such near-ties the most common one on the web wins
+    (so French in windows-1252 is not read as Baltic windows-1257)."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(body[:DETECT_BYTES]))
+    if not matches:
+        return None
+    best = matches[0]
+    rank = {c: i for i, c in enumerate(WEB_RANK)}
+    scored = []
+    for m in matches:
+        if m.chaos > best.chaos + CHAOS_MARGIN or m.coherence < best.coherence - 0.05:
+            continue
+        for enc in m.could_be_from_charset or [m.encoding]:
+            codec = codec_for(enc)
+            if codec is not None:
+                scored.append((rank.get(codec, len(rank)), codec))
+    return min(scored)[1] if scored else codec_for(best.encoding)
+
+
+def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str, str]:
+    """Decode a page. Returns ``(text, charset, how)`` with ``charset`` the reported (WHATWG) name
+    and ``how`` one of ``bom``, ``header``, ``meta``, ``utf-8``, ``detected``, ``default``."""
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom):].decode(name, "replace"), pretty_name(name), "bom"
+    ascii_only = body.isascii()
+    if not ascii_only:
+        try:  # non-ASCII bytes that form valid UTF-8 are UTF-8 whatever the page claims
+            return body.decode("utf-8"), "utf-8", "utf-8"
+        except UnicodeDecodeError:
+            pass
+    codec = codec_for(header_charset(content_type))
+    how = "header"
+    if codec is None:
+        codec, how = codec_for(meta_charset(body), from_meta=True), "meta"
+    if codec is not None:
+        return body.decode(codec, "replace"), pretty_name(codec), how
+    if ascii_only:
+        return body.decode("ascii"), "utf-8", "utf-8"
+    codec = detect(body)
+    if codec is not None:
+        return body.decode(codec, "replace"), pretty_name(codec), "detected"
+    return body.decode("cp1252", "replace"), "windows-1252", "default"

@@ -1,0 +1,282 @@
+"""The polite, resumable, link-following crawler: seed pages in, (image URL, caption) pairs out.
+
+``crawl(config, out_dir)`` writes::
+
+    out_dir/state/frontier.sqlite     the frontier and everything found (see clipcrawl.crawler.frontier)
+    out_dir/pairs/NNNNN.parquet       PAIRS schema, one row per pair key (first page wins)
+    out_dir/pages/NNNNN.parquet       PAGES schema, one row per processed page, with its PageStatus
+
+Rules: only http(s); hosts under the allowed registered domains (default: the seeds'); URLs
+matching a deny pattern, or whose path ends in a known non-HTML extension, are never queued;
+links are followed up to ``max_depth`` hops (links one hop deeper are kept queued, so a rerun
+with a larger ``--max-depth`` continues); ``max_pages`` bounds the URLs processed in total,
+across runs (a rerun with a larger value continues). Fetching goes through
+:class:`clipcrawl.crawler.fetch.Fetcher`: robots.txt and Crawl-delay, per-host slots and delay,
+retries with Retry-After, the private-address guard on every hop; a redirect that leaves the
+allowed domains is not followed (status ``off_domain``, target in ``final_url``). Only HTML
+responses are read (the ``accept`` hook refuses others before the body). Pages whose meta robots
+or ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex give no pairs (``meta_noai``);
+``nofollow`` gives no links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clipcrawl.crawler.extract import extract_page
+from clipcrawl.crawler.fetch import FetchConfig, Fetcher, FetchResult
+from clipcrawl.crawler.frontier import Claim, Frontier
+from clipcrawl.crawler.output import ChunkWriter
+from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
+from clipcrawl.crawler.urls import host_of, normalize_url, registered_domain, same_site
+from clipcrawl.pipelines.progress import Progress, log
+from clipcrawl.schemas.config import NOAI_DIRECTIVES, ConfigError, CrawlConfig
+from clipcrawl.schemas.keys import sample_key
+from clipcrawl.schemas.status import PageStatus
+
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+#: links whose path ends like this are never queued (they would be refused as not HTML anyway)
+_EXTS = ("jpg jpeg png gif webp avif bmp tif tiff svg ico pdf zip gz tgz bz2 xz 7z rar tar mp3 mp4 m4a m4v mov avi "
+         "wmv webm mkv ogg ogv wav flac css js json xml rss atom woff woff2 ttf otf eot exe dmg iso apk bin doc docx "
+         "xls xlsx ppt pptx odt ods csv")
+SKIP_EXTENSIONS = frozenset(_EXTS.split())
+_KIND_STATUS = {
+    "robots": PageStatus.ROBOTS_DISALLOWED, "blocked": PageStatus.BLOCKED_ADDRESS,
+    "redirect": PageStatus.REDIRECT_LIMIT, "too_large": PageStatus.TOO_LARGE, "rejected": PageStatus.NOT_HTML,
+    "http": PageStatus.HTTP_ERROR, "refused": PageStatus.OFF_DOMAIN,
+}
+_HTML_SNIFF = re.compile(rb"<(!doctype\s+html|html|head|body|title|meta|div|p|a\s)", re.I)
+
+
+@dataclass
+class CrawlSummary:
+    out_dir: str
+    pages: int = 0  # processed in this run
+    pairs: int = 0  # new pair keys in this run
+    errors: int = 0  # pages of this run not "ok"/"meta_noai"
+    by_status: dict[str, int] = field(default_factory=dict)
+    pages_total: int = 0  # across runs
+    pairs_total: int = 0
+    queued: int = 0  # URLs still queued (within max_depth)
+    bytes: int = 0
+    elapsed: float = 0.0
+    stop_reason: str = ""  # "frontier exhausted" | "max_pages reached"
+    requeued: int = 0  # in-flight URLs of an interrupted run, queued again
+    revisits: int = 0  # pages queued again by revisit_after_days
+
+    @property
+    def pages_per_s(self) -> float:
+        return self.pages / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def read_seeds(config: CrawlConfig) -> list[str]:
+    """The config's seeds plus its seeds file (one URL per line, ``#`` comments), normalised."""
+    raw = list(config.seeds)
+    if config.seeds_file is not None:
+        for i, line in enumerate(Path(config.seeds_file).read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                if not line.lower().startswith(("http://", "https://")):
+                    raise ConfigError(f"{config.seeds_file}:{i}: {line!r} is not an http(s) URL")
+                raw.append(line)
+    out = []
+    for s in raw:
+        u = normalize_url(s)
+        if u is None:
+            raise ConfigError(f"seed {s!r} is not a usable http(s) URL (fix: check its host and port)")
+        out.append(u)
+    if not out:
+        raise ConfigError(f"{config.seeds_file}: no seed URLs in the file (fix: one http(s) URL per line)")
+    return list(dict.fromkeys(out))
+
+
+def _domain(d: str) -> str:
+    """An allowed-domain entry -> its normalised host (``*.Example.com.`` -> ``example.com``)."""
+    d = d.strip().lower().removeprefix("*.").strip(".")
+    u = normalize_url(f"http://{d}/") if d and "/" not in d else None
+    if u is None:
+        raise ConfigError(f"allowed domain {d!r} is not a host name (fix: e.g. example.com)")
+    return host_of(u)
+
+
+class Crawler:
+    """One crawl of ``config`` into ``out_dir``; ``await Crawler(...).run()``."""
+
+    def __init__(self, config: CrawlConfig, out_dir: str | Path, progress: bool = True) -> None:
+        self.cfg = config
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.seeds = read_seeds(config)
+        domains = config.allowed_domains or [registered_domain(host_of(s)) for s in self.seeds]
+        self.allowed = frozenset(_domain(d) for d in domains)
+        try:
+            self.deny = [re.compile(p) for p in config.deny_patterns]
+        except re.error as e:
+            raise ConfigError(f"deny pattern {e.pattern!r}: {e} (fix: use a valid Python regex)") from None
+        self.token = user_agent_token(config.user_agent)
+        self._host_ok: dict[str, bool] = {}
+        self.summary = CrawlSummary(out_dir=str(self.out))
+        self.frontier: Frontier | None = None
+        self.writer: ChunkWriter | None = None
+
+    # ------------------------------------------------------------------ filters
+    def host_allowed(self, host: str) -> bool:
+        ok = self._host_ok.get(host)
+        if ok is None:
+            ok = self._host_ok[host] = same_site(host, self.allowed)
+        return ok
+
+    def wanted(self, url: str) -> bool:
+        """May ``url`` be queued? Allowed domain, no deny pattern, not an obvious non-HTML file."""
+        if not self.host_allowed(host_of(url)):
+            return False
+        path = url.split("://", 1)[1].split("?", 1)[0]
+        last = path.rsplit("/", 1)[-1]
+        if "." in last and last.rsplit(".", 1)[1].lower() in SKIP_EXTENSIONS:
+            return False
+        return not any(p.search(url) for p in self.deny)
+
+    def _follow(self, url: str) -> str | None:
+        u = normalize_url(url)
+        if u is None or not self.host_allowed(host_of(u)):
+            return f"redirect leaves the allowed domains: {url}"
+        return None
+
+    @staticmethod
+    def _accept(resp) -> str | None:
+        mime = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if mime and mime not in HTML_TYPES:
+            return f"not HTML: {mime}"
+        return None
+
+    def fetch_config(self) -> FetchConfig:
+        c = self.cfg
+        return FetchConfig(
+            user_agent=c.user_agent, timeout=c.timeout, max_bytes=c.max_page_bytes, max_redirects=c.max_redirects,
+            retries=c.retries, allow_private=c.allow_private_networks, allowed_networks=tuple(c.allowed_networks),
+            respect_robots=c.respect_robots, per_host_concurrency=c.per_host_concurrency, delay=c.delay,
+            total_concurrency=c.concurrency)
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> CrawlSummary:
+        t0 = time.monotonic()
+        with Frontier(self.out / "state", self.cfg.revisit_after_days) as frontier:
+            self.frontier = frontier
+            self.writer = ChunkWriter(frontier, self.out, self.cfg.rows_per_chunk)
+            self.writer.recover()
+            self.summary.requeued, self.summary.revisits = frontier.requeued, frontier.revisits
+            frontier.add(self.seeds, 0)
+            try:
+                async with Fetcher(self.fetch_config()) as fetcher:
+                    await self._loop(fetcher)
+                    self.summary.bytes = fetcher.bytes_downloaded
+            finally:
+                self.writer.flush(final=True)
+                counts = frontier.counts()
+                s = self.summary
+                s.pages_total, s.pairs_total = counts.get("pages", 0), counts.get("pairs", 0)
+                s.queued = counts.get("queued", 0)
+                s.elapsed = time.monotonic() - t0
+        return self.summary
+
+    async def _loop(self, fetcher: Fetcher) -> None:
+        assert self.frontier is not None
+        cfg, frontier = self.cfg, self.frontier
+        done_before = frontier.processed()
+        total = max(0, cfg.max_pages - done_before)
+        pending: set[asyncio.Task] = set()
+        with Progress("crawl", total=total, unit="pages", enabled=self.progress) as bar:
+            while True:
+                room = min(cfg.concurrency - len(pending), cfg.max_pages - done_before - self.summary.pages - len(pending))
+                for claim in frontier.claim(room, cfg.max_depth):
+                    pending.add(asyncio.ensure_future(self._process(fetcher, claim)))
+                if not pending:
+                    reached = done_before + self.summary.pages >= cfg.max_pages
+                    self.summary.stop_reason = "max_pages reached" if reached else "frontier exhausted"
+                    return
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()
+                    bar.update(1, pairs=self.summary.pairs, errors=self.summary.errors)
+                assert self.writer is not None
+                self.writer.flush()
+
+    async def _process(self, fetcher: Fetcher, claim: Claim) -> None:
+        now = time.time()
+        res = await fetcher.fetch(claim.url, accept=self._accept, follow=self._follow)
+        final = normalize_url(res.final_url) or res.final_url
+        headers = res.headers or {}
+        page = {"url": claim.url, "final_url": final, "http_status": res.status, "depth": claim.depth,
+                "content_type": headers.get("Content-Type"), "fetched_at": now}
+        pairs: list[dict] = []
+        links: list[str] = []
+        if res.ok:
+            try:
+                status = self._parse(res, final, page, pairs, links)
+            except Exception as e:  # noqa: BLE001 - a page the parser chokes on is data, not a crash
+                log.warning("crawl: cannot parse %s: %s", final, e)
+                pairs.clear()
+                links.clear()
+                status, page["error_message"] = PageStatus.FETCH_ERROR, f"crawl: parse error: {type(e).__name__}: {e}"
+        else:
+            status = _KIND_STATUS.get(res.error_kind or "", PageStatus.FETCH_ERROR)
+            page["error_message"] = f"crawl: {res.error}"
+        page["status"] = status.value
+        ok = status in (PageStatus.OK, PageStatus.META_NOAI)
+        assert self.frontier is not None
+        done = self.frontier.complete(claim, page, pairs, links, ok=ok, final_url=final if res.ok else None)
+        s = self.summary
+        s.pages += 1
+        s.pairs += done.new_pairs
+        s.errors += not ok
+        s.by_status[status.value] = s.by_status.get(status.value, 0) + 1
+        if self.writer is not None:
+            self.writer.added(pages=1, pairs=done.new_pairs)
+
+    def _parse(self, res: FetchResult, final: str, page: dict, pairs: list[dict], links: list[str]) -> PageStatus:
+        body = res.body or b""
+        page["bytes"] = len(body)
+        ctype = page["content_type"]
+        if not ctype and not _HTML_SNIFF.search(body[:2048]):
+            page["error_message"] = "crawl: no content type and the body does not look like HTML"
+            return PageStatus.NOT_HTML
+        p = extract_page(body, final, ctype, ua_token=self.token)
+        tags = [v for k, v in (res.headers or {}).items() if k.lower() == "x-robots-tag"]
+        tag_noai = robots_tag_disallows(tags, self.token, (*NOAI_DIRECTIVES, "none")) if tags else None
+        tag_nofollow = robots_tag_disallows(tags, self.token, ("nofollow", "none")) if tags else None
+        language = p.language or _content_language(res.headers)
+        page.update(charset=p.charset, title=p.title, language=language)
+        noai = p.noai_reason or tag_noai
+        if not (p.nofollow or tag_nofollow):
+            links.extend(u for u in p.links if self.wanted(u))
+        page["n_links"] = len(links)
+        page["n_pairs"] = len(p.pairs) + p.n_withheld
+        if noai:
+            page["error_message"] = f"crawl: pairs withheld ({noai}; {page['n_pairs']} pairs)"
+            return PageStatus.META_NOAI
+        now = page["fetched_at"]
+        for c in p.pairs:
+            pairs.append({"key": sample_key(c.url, c.caption), "url": c.url, "caption": c.caption, "page_url": final,
+                          "caption_source": c.caption_source, "page_title": p.title, "page_language": language,
+                          "img_width_attr": c.width, "img_height_attr": c.height, "found_at": now})
+        return PageStatus.OK
+
+
+def _content_language(headers: dict[str, str] | None) -> str | None:
+    for k, v in (headers or {}).items():
+        if k.lower() == "content-language" and v.strip():
+            return v.split(",")[0].strip() or None
+    return None
+
+
+def crawl(config: CrawlConfig, out_dir: str | Path, progress: bool = True) -> CrawlSummary:
+    """Run (or continue) the crawl of ``config`` into ``out_dir``; see the module doc."""
+    crawler = Crawler(config, out_dir, progress=progress)
+    summary = asyncio.run(crawler.run())
+    log.info("crawl: %d pages (%.1f/s), %d new pairs, %d errors; %s", summary.pages, summary.pages_per_s,
+             summary.pairs, summary.errors, summary.stop_reason)
+    return summary

@@ -1,0 +1,262 @@
+"""HTML -> (image URL, caption) pairs and links, with selectolax's Lexbor parser.
+
+``extract_page(html, url, content_type)`` is a contract: the crawler and the Common Crawl reader
+call it on raw page bytes. The rules, in order:
+
+Decoding
+    :func:`clipcrawl.crawler.charset.decode_html`: BOM, HTTP charset, ``<meta>`` charset, UTF-8,
+    charset-normalizer. Entities are decoded by the parser; all text is whitespace-collapsed.
+
+Base URL
+    The first ``<base href>`` (resolved against the page URL, http(s) only), else the page URL.
+
+Meta robots
+    ``<meta name="robots">`` and ``<meta name="<our UA token>">`` directives (lowercased) are
+    collected in ``meta_robots``. Any of ``noai, noimageai, noindex, noimageindex`` (or ``none``)
+    sets ``noai``: the page gives **no pairs** (``n_withheld`` counts them). ``nofollow`` (or
+    ``none``) sets ``nofollow``: the page gives **no links**.
+
+Image URL, per ``<img>`` (``<noscript>`` images included: Lexbor parses them as elements)
+    1. the largest candidate of ``srcset``, ``data-srcset``, ``data-lazy-srcset`` and, when the
+       image sits in a ``<picture>``, of each ``<source srcset|data-srcset>`` whose ``type`` is not
+       SVG. Largest = biggest ``w`` descriptor; ``x`` descriptors (no descriptor = ``1x``) count
+       only when no candidate has a ``w``; a source whose ``type`` is a raster format Pillow
+       decodes everywhere (jpeg, png, webp, gif) or absent beats avif/jxl/other types;
+    2. else the first usable of the lazy attributes :data:`LAZY_SRC_ATTRS`;
+    3. else ``src``.
+    A candidate is usable when it resolves (against the base URL) to an http(s) URL whose path is
+    not ``.svg``/``.svgz``; ``data:`` and ``blob:`` URIs never are. URLs go through
+    :func:`clipcrawl.crawler.urls.normalize_url`.
+
+Skipped images
+    no usable URL; declared ``width`` or ``height`` of 2 pixels or less (tracking pixels and
+    spacers); no caption (below).
+
+Caption, first non-empty of
+    ``figcaption`` (text of the first ``<figcaption>`` of the nearest enclosing ``<figure>``),
+    ``alt``, ``title``, ``aria-label``; ``caption_source`` says which. Images without any are
+    skipped and counted (``n_uncaptioned``): a pair without text teaches CLIP nothing.
+
+Pairs are unique per page by (URL, caption), in document order.
+
+Links
+    ``<a href>`` and ``<area href>`` resolved against the base URL, normalised, http(s) only,
+    unique, in document order; links with ``rel`` containing ``nofollow`` are dropped, and all of
+    them when the page is ``nofollow``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from selectolax.lexbor import LexborHTMLParser
+
+from clipcrawl.crawler.charset import decode_html
+from clipcrawl.crawler.srcset import best_candidate, parse_srcset
+from clipcrawl.crawler.urls import normalize_url
+from clipcrawl.schemas.config import NOAI_DIRECTIVES
+
+__all__ = ["PairCandidate", "Page", "extract_page", "LAZY_SRC_ATTRS", "SRCSET_ATTRS", "DEFAULT_UA_TOKEN"]
+
+DEFAULT_UA_TOKEN = "clipcrawl"
+SRCSET_ATTRS = ("srcset", "data-srcset", "data-lazy-srcset")
+#: single-URL lazy-loading attributes (lazysizes, WordPress/jQuery lazyload, pagespeed, echo.js, layzr ...)
+LAZY_SRC_ATTRS = (
+    "data-src", "data-lazy-src", "data-original", "data-lazy", "data-url", "data-hi-res-src",
+    "data-full-url", "data-pagespeed-lazy-src", "data-actualsrc", "data-echo", "data-normal",
+)
+CAPTION_ATTRS = ("alt", "title", "aria-label")
+MAX_PIXEL_SIDE = 2  # declared width/height at or below this: a tracking pixel or spacer
+_NOAI = frozenset(NOAI_DIRECTIVES) | {"none"}
+_NOFOLLOW = frozenset({"nofollow", "none"})
+_INT = re.compile(r"^\s*(\d+)(?:\.\d*)?\s*(?:px)?\s*$", re.I)
+_LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+_SVG_PATH = re.compile(r"\.svgz?$", re.I)
+
+
+@dataclass
+class PairCandidate:
+    url: str  # absolute, normalised image URL
+    caption: str
+    caption_source: str  # figcaption | alt | title | aria-label
+    width: int | None = None  # declared width/height attributes
+    height: int | None = None
+
+
+@dataclass
+class Page:
+    url: str
+    base_url: str
+    charset: str
+    pairs: list[PairCandidate] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    title: str | None = None
+    language: str | None = None
+    meta_robots: list[str] = field(default_factory=list)  # directives that apply to us
+    nofollow: bool = False
+    noai: bool = False
+    noai_reason: str | None = None  # the directive, e.g. "noimageai"
+    n_images: int = 0  # <img> elements seen
+    n_uncaptioned: int = 0  # usable images skipped for lack of a caption
+    n_withheld: int = 0  # pairs withheld because of noai
+
+
+def clean_text(s: str | None) -> str:
+    """Collapse whitespace (entities are already decoded by the parser)."""
+    return " ".join(s.split()) if s else ""
+
+
+def _dim(v: str | None) -> int | None:
+    if not v:
+        return None
+    m = _INT.match(v)
+    return min(int(m.group(1)), 2**31 - 1) if m else None
+
+
+def _language(v: str | None) -> str | None:
+    if not v:
+        return None
+    v = v.split(",")[0].strip().replace("_", "-")
+    if not _LANG.match(v):
+        return None
+    parts = v.split("-")
+    out = [parts[0].lower()]
+    for p in parts[1:]:
+        out.append(p.upper() if len(p) == 2 else p.title() if len(p) == 4 else p.lower())
+    return "-".join(out)
+
+
+def _usable(raw: str | None, base: str) -> str | None:
+    if not raw:
+        return None
+    raw = raw.strip()
+    if not raw or raw[:5].lower() in ("data:", "blob:"):
+        return None
+    u = normalize_url(raw, base)
+    if u is None or _SVG_PATH.search(u.split("?", 1)[0]):
+        return None
+    return u
+
+
+def _image_url(attrs: dict, picture_sources: list[dict], base: str) -> str | None:
+    """Rule 'Image URL' of the module doc."""
+    cands = []
+    for a in SRCSET_ATTRS:
+        v = attrs.get(a)
+        if v:
+            cands.extend((True, c) for c in parse_srcset(v))
+    for s in picture_sources:
+        typ = (s.get("type") or "").lower()
+        if "svg" in typ:
+            continue
+        raster = not typ or any(t in typ for t in ("jpeg", "jpg", "png", "webp", "gif"))
+        for a in ("srcset", "data-srcset"):
+            v = s.get(a)
+            if v:
+                cands.extend((raster, c) for c in parse_srcset(v))
+    if cands:
+        for c in best_candidate(cands):
+            u = _usable(c, base)
+            if u:
+                return u
+    for a in LAZY_SRC_ATTRS:
+        u = _usable(attrs.get(a), base)
+        if u:
+            return u
+    return _usable(attrs.get("src"), base)
+
+
+def _meta(tree: LexborHTMLParser, ua_token: str) -> tuple[list[str], str | None]:
+    directives: list[str] = []
+    lang = None
+    for m in tree.css("meta"):
+        a = m.attributes
+        name = (a.get("name") or "").strip().lower()
+        if name in ("robots", ua_token):
+            directives.extend(d.strip().lower() for d in (a.get("content") or "").split(",") if d.strip())
+        elif lang is None and (a.get("http-equiv") or "").strip().lower() == "content-language":
+            lang = a.get("content")
+    return directives, lang
+
+
+def _figure_captions(tree: LexborHTMLParser) -> dict[int, str]:
+    """img mem_id -> text of its nearest figure's figcaption (outer figures first, inner override)."""
+    out: dict[int, str] = {}
+    for fig in tree.css("figure"):
+        cap_node = fig.css_first("figcaption")
+        if cap_node is None:
+            continue
+        cap = clean_text(cap_node.text(deep=True, separator=""))
+        for img in fig.css("img"):
+            out[img.mem_id] = cap
+    return out
+
+
+def extract_page(html: bytes, url: str, content_type: str | None = None, *,
+                 ua_token: str = DEFAULT_UA_TOKEN) -> Page:
+    """Parse one HTML page into pairs, links and page facts (see the module doc for the rules)."""
+    text, charset, _how = decode_html(html, content_type) if isinstance(html, bytes) else (html, "utf-8", "str")
+    tree = LexborHTMLParser(text)
+    base = normalize_url(url) or url
+    b = tree.css_first("base[href]")
+    if b is not None:
+        base = normalize_url(b.attributes.get("href") or "", base) or base
+    page = Page(url=url, base_url=base, charset=charset)
+
+    t = tree.css_first("title")
+    page.title = clean_text(t.text()) if t is not None else None
+    if not page.title:
+        og = tree.css_first('meta[property="og:title"]')
+        page.title = clean_text(og.attributes.get("content")) if og is not None else None
+    page.title = page.title or None
+    directives, meta_lang = _meta(tree, ua_token)
+    h = tree.css_first("html")
+    page.language = _language(h.attributes.get("lang") if h is not None else None) or _language(meta_lang)
+    page.meta_robots = directives
+    page.nofollow = any(d in _NOFOLLOW for d in directives)
+    noai = next((d for d in directives if d in _NOAI), None)
+    page.noai, page.noai_reason = noai is not None, noai
+
+    figcaps = _figure_captions(tree)
+    seen: set[tuple[str, str]] = set()
+    for img in tree.css("img"):
+        page.n_images += 1
+        attrs = img.attributes
+        w, h_ = _dim(attrs.get("width")), _dim(attrs.get("height"))
+        if (w is not None and w <= MAX_PIXEL_SIDE) or (h_ is not None and h_ <= MAX_PIXEL_SIDE):
+            continue
+        parent = img.parent
+        sources = [s.attributes for s in parent.css("source")] if parent is not None and parent.tag == "picture" else []
+        src = _image_url(attrs, sources, base)
+        if src is None:
+            continue
+        caption, how = figcaps.get(img.mem_id, ""), "figcaption"
+        if not caption:
+            for a in CAPTION_ATTRS:
+                caption = clean_text(attrs.get(a))
+                if caption:
+                    how = a
+                    break
+        if not caption:
+            page.n_uncaptioned += 1
+            continue
+        if (src, caption) in seen:
+            continue
+        seen.add((src, caption))
+        page.pairs.append(PairCandidate(src, caption, how, w, h_))
+    if page.noai:
+        page.n_withheld, page.pairs = len(page.pairs), []
+
+    if not page.nofollow:
+        links: dict[str, None] = {}
+        for a in tree.css("a[href], area[href]"):
+            attrs = a.attributes
+            rel = attrs.get("rel")
+            if rel and "nofollow" in rel.lower().split():
+                continue
+            u = normalize_url(attrs.get("href") or "", base)
+            if u is not None:
+                links[u] = None
+        page.links = list(links)
+    return page

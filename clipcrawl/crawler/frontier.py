@@ -1,0 +1,236 @@
+"""The crawl's durable state: one SQLite database (WAL mode) under ``DIR/state/``.
+
+Tables
+    ``urls``   one row per normalised URL: depth, state (queued, in-flight, done, failed,
+               redirected), attempts, fetched_at. ``redirected`` marks a redirect target so a link
+               to it is never fetched again; it is not a processed page.
+    ``pages``  one row per processed page (a revisit adds a row), with the ``PAGES`` columns.
+    ``pairs``  one row per pair key (``sample_key(url, caption)``): a pair seen on several pages
+               keeps the first page that gave it.
+
+Crash safety
+    Everything a processed page produces (its ``urls`` state, its ``pages`` row, its pairs, the
+    links it queues) is written in **one transaction**, so a ``kill -9`` loses at most pages that
+    were in flight, which are re-queued on the next open. Parquet output is derived from the
+    database: :meth:`Frontier.seal_chunk` first assigns unsealed rows a chunk number (committed),
+    then the caller writes ``NNNNN.parquet`` atomically from :meth:`Frontier.chunk_rows`; on the
+    next run, chunks whose file is missing are written again from the same rows. A pair therefore
+    lands in exactly one chunk file, never zero, never two.
+
+One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+QUEUED, IN_FLIGHT, DONE, FAILED, REDIRECTED = "queued", "in-flight", "done", "failed", "redirected"
+
+PAGE_COLUMNS = ("url", "final_url", "status", "error_message", "http_status", "content_type", "charset",
+                "depth", "bytes", "n_pairs", "n_links", "title", "language", "fetched_at")
+PAIR_COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_title", "page_language",
+                "img_width_attr", "img_height_attr", "found_at")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS urls (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    depth INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    fetched_at REAL,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS urls_queue ON urls(state, depth, id);
+CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, {", ".join(PAGE_COLUMNS)}, chunk INTEGER);
+CREATE INDEX IF NOT EXISTS pages_chunk ON pages(chunk);
+CREATE TABLE IF NOT EXISTS pairs (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, {", ".join(PAIR_COLUMNS[1:])}, chunk INTEGER
+);
+CREATE INDEX IF NOT EXISTS pairs_chunk ON pairs(chunk);
+"""
+
+
+class FrontierLocked(RuntimeError):
+    """Another crawl process holds this output directory."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    url: str
+    depth: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Completed:
+    new_pairs: int
+    new_links: int
+
+
+class Frontier:
+    """``with Frontier(out_dir / "state") as f: ...`` (single process, single thread)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], revisit_after_days: float | None = None) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise FrontierLocked(f"{self.dir}: another crawl is running on this directory") from None
+        self.db = sqlite3.connect(self.dir / "frontier.sqlite", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
+        self.revisits = 0
+        if revisit_after_days:
+            cutoff = time.time() - revisit_after_days * 86400
+            self.revisits = self._execute(
+                f"UPDATE urls SET state='{QUEUED}' WHERE state IN ('{DONE}','{FAILED}') AND fetched_at < ?",
+                (cutoff,))
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None  # type: ignore[assignment]
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> Frontier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            n = self.db.execute(sql, args).rowcount
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n
+
+    # ------------------------------------------------------------------ queue
+    def add(self, urls: Iterable[str], depth: int) -> int:
+        """Queue URLs (seeds); a known queued URL moves to the smaller depth. Returns new rows."""
+        self.db.execute("BEGIN IMMEDIATE")
+        before = self.db.total_changes
+        self._upsert(urls, depth, time.time())
+        n = self.db.total_changes - before
+        self.db.execute("COMMIT")
+        return n
+
+    def _upsert(self, urls: Iterable[str], depth: int, now: float) -> None:
+        self.db.executemany(
+            "INSERT INTO urls(url, depth, state, added_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(url) DO UPDATE SET depth=excluded.depth "
+            f"WHERE excluded.depth < urls.depth AND urls.state='{QUEUED}'",
+            ((u, depth, QUEUED, now) for u in urls))
+
+    def claim(self, n: int, max_depth: int) -> list[Claim]:
+        """Atomically move up to ``n`` queued URLs (shallowest first) to in-flight."""
+        if n <= 0:
+            return []
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute(
+                f"SELECT id, url, depth, attempts FROM urls WHERE state='{QUEUED}' AND depth <= ? "
+                "ORDER BY depth, id LIMIT ?", (max_depth, n)).fetchall()
+            self.db.executemany(f"UPDATE urls SET state='{IN_FLIGHT}' WHERE id=?", ((r[0],) for r in rows))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return [Claim(*r) for r in rows]
+
+    def complete(self, claim: Claim, page: dict[str, Any], pairs: Sequence[dict[str, Any]],
+                 links: Sequence[str], ok: bool, final_url: str | None = None) -> Completed:
+        """Record one processed page in one transaction (see the module doc)."""
+        now = page.get("fetched_at") or time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("UPDATE urls SET state=?, attempts=attempts+1, fetched_at=? WHERE id=?",
+                            (DONE if ok else FAILED, now, claim.id))
+            self.db.execute(f"INSERT INTO pages({', '.join(PAGE_COLUMNS)}) VALUES ({', '.join('?' * len(PAGE_COLUMNS))})",
+                            tuple(page.get(c) for c in PAGE_COLUMNS))
+            before = self.db.total_changes
+            self.db.executemany(
+                f"INSERT OR IGNORE INTO pairs({', '.join(PAIR_COLUMNS)}) VALUES ({', '.join('?' * len(PAIR_COLUMNS))})",
+                (tuple(p.get(c) for c in PAIR_COLUMNS) for p in pairs))
+            new_pairs = self.db.total_changes - before
+            if final_url and final_url != claim.url:
+                self.db.execute(
+                    "INSERT INTO urls(url, depth, state, fetched_at, added_at) VALUES (?, ?, ?, ?, ?) "
+                    f"ON CONFLICT(url) DO UPDATE SET state='{REDIRECTED}', fetched_at=excluded.fetched_at "
+                    f"WHERE urls.state='{QUEUED}'", (final_url, claim.depth, REDIRECTED, now, now))
+            before = self.db.total_changes
+            self._upsert(links, claim.depth + 1, now)
+            new_links = self.db.total_changes - before
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return Completed(new_pairs, new_links)
+
+    # ------------------------------------------------------------------ counts
+    def processed(self) -> int:
+        """URLs finished (done or failed): what ``max_pages`` bounds."""
+        return self.db.execute(f"SELECT COUNT(*) FROM urls WHERE state IN ('{DONE}','{FAILED}')").fetchone()[0]
+
+    def has_queued(self, max_depth: int) -> bool:
+        q = f"SELECT 1 FROM urls WHERE state='{QUEUED}' AND depth <= ? LIMIT 1"
+        return self.db.execute(q, (max_depth,)).fetchone() is not None
+
+    def counts(self) -> dict[str, int]:
+        out = dict(self.db.execute("SELECT state, COUNT(*) FROM urls GROUP BY state").fetchall())
+        out["pages"] = self.db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+        out["pairs"] = self.db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+        return out
+
+    def unsealed(self, table: str) -> int:
+        return self.db.execute(f"SELECT COUNT(*) FROM {_table(table)} WHERE chunk IS NULL").fetchone()[0]
+
+    # ------------------------------------------------------------------ chunks
+    def seal_chunk(self, table: str, max_rows: int) -> int | None:
+        """Give up to ``max_rows`` unsealed rows of ``pages``/``pairs`` the next chunk number."""
+        t = _table(table)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            n = self.db.execute(f"SELECT COALESCE(MAX(chunk), -1) + 1 FROM {t}").fetchone()[0]
+            cur = self.db.execute(
+                f"UPDATE {t} SET chunk=? WHERE id IN (SELECT id FROM {t} WHERE chunk IS NULL ORDER BY id LIMIT ?)",
+                (n, max_rows))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n if cur.rowcount else None
+
+    def chunks(self, table: str) -> list[int]:
+        t = _table(table)
+        return [r[0] for r in self.db.execute(f"SELECT DISTINCT chunk FROM {t} WHERE chunk IS NOT NULL ORDER BY 1")]
+
+    def chunk_rows(self, table: str, chunk: int) -> list[dict[str, Any]]:
+        t = _table(table)
+        cols = PAGE_COLUMNS if t == "pages" else PAIR_COLUMNS
+        cur = self.db.execute(f"SELECT {', '.join(cols)} FROM {t} WHERE chunk=? ORDER BY id", (chunk,))
+        return [dict(zip(cols, r)) for r in cur]
+
+
+def _table(name: str) -> str:
+    if name not in ("pages", "pairs"):
+        raise ValueError(f"unknown table {name!r}")
+    return name

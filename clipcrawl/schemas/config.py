@@ -106,9 +106,17 @@ class CrawlConfig(_Model):
 class CommonCrawlConfig(_Model):
     """Pairs from Common Crawl WARC or WAT files (local paths or fsspec URLs)."""
 
-    paths: list[str] = Field(..., min_length=1, description="WARC/WAT files or globs.")
-    format: Literal["auto", "warc", "wat"] = "auto"
-    max_records: int | None = Field(None, ge=1, description="Stop after this many records (sampling).")
+    paths: list[str] = Field(..., min_length=1, description="WARC/WAT/ARC files or globs (gzipped or not).")
+    format: Literal["auto", "warc", "wat"] = Field(
+        "auto", description="auto: HTML responses and WAT metadata records both; warc/wat: only that kind."
+    )
+    max_records: int | None = Field(None, ge=1, description="Read at most this many records of each input (sampling).")
+    workers: int | None = Field(None, ge=1, description="Input files read in parallel; default: CPU count.")
+    pairs_per_file: int = Field(100_000, ge=1, description="Rows per pairs/NNNNN.parquet file.")
+    max_html_bytes: int = Field(5_000_000, ge=1024, description="Parse at most this many bytes of one HTML page.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec storage options for remote inputs (e.g. s3fs profile/credentials)."
+    )
 
     @field_validator("paths")
     @classmethod

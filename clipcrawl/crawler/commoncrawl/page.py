@@ -1,0 +1,109 @@
+"""What the WARC and WAT paths both produce: one page's pair candidates, and the helpers they share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from clipcrawl.schemas.config import NOAI_DIRECTIVES
+
+_WS = re.compile(r"\s+")
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_SVG = re.compile(r"\.svgz?$", re.IGNORECASE)
+
+
+class Skip(Exception):
+    """The record holds no page to take pairs from; ``reason`` is the counter to bump."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Candidate:
+    """One (image URL, caption) pair found on a page, before keying."""
+
+    url: str  # absolute, normalised
+    caption: str
+    caption_source: str
+    width: int | None = None  # declared width/height attributes
+    height: int | None = None
+
+
+@dataclass
+class PageInfo:
+    url: str
+    title: str | None = None
+    language: str | None = None
+    date: datetime | None = None  # capture time (WARC-Date)
+    noai: bool = False
+    pairs: list[Candidate] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # image candidates left out, by reason
+
+
+def unescape_entities(s: str) -> str:
+    """Decode HTML character references that end with ``;`` (old WAT files keep ``&amp;`` raw).
+
+    Only terminated references: ``?a=1&copy=2`` stays as written, unlike ``html.unescape``.
+    """
+    if "&" not in s or not _ENTITY.search(s):
+        return s
+    import html
+
+    return _ENTITY.sub(lambda m: html.unescape(m.group(0)), s)
+
+
+def clean_text(s: str | None) -> str:
+    """Collapse whitespace, strip; entity-decoded."""
+    if not s:
+        return ""
+    return _WS.sub(" ", unescape_entities(s)).strip()
+
+
+def is_svg(url: str) -> bool:
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    return bool(_SVG.search(path))
+
+
+def noai_directives(value: str | None) -> bool:
+    """Does a robots value (meta content, X-Robots-Tag) carry a directive that forbids AI use?
+
+    ``X-Robots-Tag: otherbot: noindex`` is addressed to another crawler and ignored; ``none``
+    means ``noindex, nofollow``.
+    """
+    if not value:
+        return False
+    for part in value.lower().split(","):
+        token = part.strip()
+        if ":" in token:  # "googlebot: noindex" (user-agent scoped) or "unavailable_after: date"
+            agent, _, rest = token.partition(":")
+            if agent.strip() not in ("*", "all", "clipcrawl", "robots"):
+                continue
+            token = rest.strip()
+        if token in NOAI_DIRECTIVES or token == "none":
+            return True
+    return False
+
+
+def parse_warc_date(value: str | None) -> datetime | None:
+    """``2020-08-08T17:27:41Z`` (also fractional seconds, offsets); None when invalid (ClueWeb09)."""
+    if not value:
+        return None
+    v = value.strip()
+    if v.endswith("Z"):
+        v = v[:-1] + "+00:00"
+    try:
+        d = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
+
+
+def first_language(value: str | None) -> str | None:
+    """``Content-Language: de-DE, en`` -> ``de-DE``."""
+    if not value:
+        return None
+    tag = value.split(",", 1)[0].strip()
+    return tag if re.fullmatch(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*", tag) else None

@@ -1,0 +1,196 @@
+"""Stream the records of one WARC, WAT or ARC file: FastWARC first, warcio where FastWARC fails.
+
+Nothing here holds more than one record block in memory (and at most ``max_block_bytes`` of it).
+Records are yielded as :class:`RawRecord` (the WARC headers we need plus the block bytes, HTTP
+message included); damaged files raise :class:`ArchiveError` *after* every readable record has
+been yielded, so callers keep what was readable and record the message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+READ_CHUNK = 1 << 20
+
+
+class ArchiveError(Exception):
+    """The file could not be read to its end; the message says where and why."""
+
+
+@dataclass
+class RawRecord:
+    type: str  # warcinfo | response | request | metadata | revisit | resource | conversion ...
+    target_uri: str | None
+    date: str | None  # WARC-Date as written
+    content_type: str | None  # WARC Content-Type (application/http; msgtype=response, application/json ...)
+    identified_type: str | None  # WARC-Identified-Payload-Type (Common Crawl)
+    truncated: str | None  # WARC-Truncated reason (length, time, disconnect ...)
+    block: bytes  # record block: the HTTP message of a response, the JSON of a WAT record
+    declared_length: int  # Content-Length of the record
+    offset: int | None = None  # position of the record in the (compressed) file, when known
+    capped: bool = False  # reading stopped at max_block_bytes (the rest was skipped on purpose)
+
+    @property
+    def cut(self) -> bool:
+        """The file ended inside this record: bytes are missing (cut gzip, partial download)."""
+        return len(self.block) < self.declared_length and not self.capped
+
+
+def clean_target_uri(uri: str | None) -> str | None:
+    """``<https://x/>`` (wget/dolma writes WARC 1.0's grammar literally) -> ``https://x/``."""
+    if uri is None:
+        return None
+    uri = uri.strip()
+    if len(uri) >= 2 and uri[0] == "<" and uri[-1] == ">":
+        uri = uri[1:-1].strip()
+    return uri or None
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _read_block(reader: Any, declared: int, limit: int) -> tuple[bytes, bool]:
+    """Read a record block up to ``limit`` bytes; returns (bytes, capped)."""
+    want = declared if 0 <= declared <= limit else limit
+    parts: list[bytes] = []
+    got = 0
+    while got < want:
+        b = reader.read(min(READ_CHUNK, want - got))
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts), declared > limit and got == limit
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int((value or "").strip())
+    except ValueError:
+        return -1
+
+
+# ------------------------------------------------------------------ fastwarc
+def _iter_fastwarc(path: str, limit: int, fs_kwargs: dict[str, Any] | None) -> Iterator[RawRecord]:
+    from fastwarc.warc import ArchiveIterator
+
+    if is_local(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        it = ArchiveIterator(local, parse_http=False, fsspec_args=False)
+        yield from _fastwarc_records(it, limit)
+    else:
+        with fsspec.open(path, "rb", **(fs_kwargs or {})) as f:
+            yield from _fastwarc_records(ArchiveIterator(f, parse_http=False), limit)
+
+
+def _fastwarc_records(it: Any, limit: int) -> Iterator[RawRecord]:
+    for rec in it:
+        h = rec.headers
+        declared = _int(h.get("Content-Length"))
+        block, capped = _read_block(rec.reader, declared, limit)
+        yield RawRecord(
+            type=(h.get("WARC-Type") or str(rec.record_type)).strip().lower(),
+            target_uri=clean_target_uri(h.get("WARC-Target-URI")),
+            date=h.get("WARC-Date"),
+            content_type=h.get("Content-Type"),
+            identified_type=h.get("WARC-Identified-Payload-Type"),
+            truncated=h.get("WARC-Truncated"),
+            block=block,
+            declared_length=declared,
+            offset=rec.stream_pos,
+            capped=capped,
+        )
+
+
+# ------------------------------------------------------------------ warcio
+def _iter_warcio(path: str, limit: int, fs_kwargs: dict[str, Any] | None) -> Iterator[RawRecord]:
+    try:
+        from warcio.archiveiterator import ArchiveIterator
+    except ImportError as e:  # pragma: no cover - warcio is installed with clipcrawl[dev]
+        raise ArchiveError("warcio is not installed (pip install warcio) and FastWARC cannot read this file") from e
+    with fsspec.open(path, "rb", **(fs_kwargs or {})) as f:
+        it = ArchiveIterator(f, arc2warc=True, no_record_parse=True)
+        for rec in it:
+            h = rec.rec_headers
+            # rec.length: the block length warcio reads (ARC headers converted to WARC ones
+            # declare the ARC record's length, not the converted block's)
+            declared = rec.length if rec.length is not None else _int(h.get_header("Content-Length"))
+            block, capped = _read_block(rec.raw_stream, declared, limit)
+            yield RawRecord(
+                type=(rec.rec_type or "").strip().lower(),
+                target_uri=clean_target_uri(h.get_header("WARC-Target-URI")),
+                date=h.get_header("WARC-Date"),
+                content_type=h.get_header("Content-Type"),
+                identified_type=h.get_header("WARC-Identified-Payload-Type"),
+                truncated=h.get_header("WARC-Truncated"),
+                block=block,
+                declared_length=declared,
+                offset=it.get_record_offset(),
+                capped=capped,
+            )
+
+
+def _describe(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return f"{type(e).__name__}: {msg[:300]}"
+
+
+@dataclass
+class ReadInfo:
+    """Which reader(s) produced the records, filled while iterating."""
+
+    reader: str = "fastwarc"
+    note: str | None = None  # e.g. FastWARC's error when warcio took over
+
+
+def iter_records(
+    path: str,
+    *,
+    max_block_bytes: int = 20_000_000,
+    fs_kwargs: dict[str, Any] | None = None,
+    info: ReadInfo | None = None,
+) -> Iterator[RawRecord]:
+    """Every record of ``path`` (local path or fsspec URL; gzip or not), streamed.
+
+    FastWARC reads first. If it fails, warcio (which also reads ARC files) reads the file from the
+    start and the records FastWARC already yielded are skipped, so warcio continues where FastWARC
+    stopped when it can. Raises :class:`ArchiveError` once neither can go further.
+    """
+    info = info if info is not None else ReadInfo()
+    if is_local(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        if not os.path.isfile(local):
+            raise ArchiveError(f"{path}: no such file")
+    n = 0
+    try:
+        for rec in _iter_fastwarc(path, max_block_bytes, fs_kwargs):
+            n += 1
+            yield rec
+        return
+    except (OSError, ValueError, EOFError, RuntimeError) as e:
+        fast_err = _describe(e)
+    at = f"after record {n}" if n else "at the first record"
+    m = 0
+    try:
+        for rec in _iter_warcio(path, max_block_bytes, fs_kwargs):
+            m += 1
+            if m <= n:
+                continue
+            if info.reader == "fastwarc":
+                info.reader = "warcio" if n == 0 else "fastwarc+warcio"
+                info.note = f"FastWARC stopped {at} ({fast_err}); warcio read on"
+            yield rec
+    except ArchiveError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parser failure on a damaged file ends the file
+        if m <= n:
+            raise ArchiveError(f"unreadable {at}: {fast_err}; warcio: {_describe(e)}") from None
+        raise ArchiveError(f"unreadable after record {m}: {_describe(e)} (FastWARC stopped {at}: {fast_err})") from None
+    if m <= n:
+        raise ArchiveError(f"unreadable {at}: {fast_err} (warcio found no further record)")

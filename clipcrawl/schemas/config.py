@@ -169,7 +169,15 @@ class DownloadConfig(_Model):
     max_image_area: float = Field(math.inf, gt=0, description="Pixels above this -> failed_to_resize.")
     max_aspect_ratio: float = Field(math.inf, gt=0, description="Larger/smaller side above this -> failed_to_resize.")
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    encode_quality: int = Field(95, ge=1, le=100)
+    encode_quality: int | None = Field(
+        None, ge=0, le=100, description="jpg/webp quality (default 95); png: zlib level 0-9 (default 9), as img2dataset."
+    )
+    max_decode_pixels: int = Field(
+        100_000_000, ge=1, description="Header size above this many pixels -> failed_to_resize before decoding."
+    )
+    jpeg_draft_gap: float = Field(
+        2.0, ge=0, description="Decode JPEGs DCT-scaled to >= this x the output size (0: always full decode)."
+    )
     timeout: float = Field(10.0, gt=0)
     retries: int = Field(0, ge=0)
     concurrency: int = Field(64, ge=1, description="Image requests in flight in total.")
@@ -179,8 +187,27 @@ class DownloadConfig(_Model):
     respect_robots: bool = True
     disallowed_header_directives: list[str] = Field(default_factory=lambda: list(NOAI_DIRECTIVES))
     allow_private_networks: bool = False
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="CIDRs exempt from the private-address guard (e.g. an intranet)."
+    )
     max_bytes: int = Field(30_000_000, ge=1024, description="Bodies larger than this -> failed_to_download.")
     workers: int | None = Field(None, ge=1, description="Decode/resize processes; default: CPU count.")
+
+    @property
+    def quality(self) -> int:
+        """``encode_quality`` with img2dataset's per-format default."""
+        if self.encode_quality is not None:
+            return self.encode_quality
+        return 9 if self.encode_format == "png" else 95
+
+    @model_validator(mode="after")
+    def _quality_range(self) -> DownloadConfig:
+        q = self.encode_quality
+        if q is not None and self.encode_format == "png" and q > 9:
+            raise ValueError(f"encode_quality {q} is out of range for png: it is the zlib level 0-9 (img2dataset's meaning)")
+        if q is not None and self.encode_format != "png" and q < 1:
+            raise ValueError(f"encode_quality {q} is out of range for {self.encode_format}: use 1-100")
+        return self
 
 
 # ---------------------------------------------------------------- filters

@@ -1,0 +1,109 @@
+"""``clipcrawl download INPUT --out DIR``: img2dataset-compatible image download (async, resumable)."""
+
+from __future__ import annotations
+
+import typer
+
+ORDER = 20
+
+
+def download(
+    input: str = typer.Argument(..., help="URL list (parquet/csv/tsv/json/jsonl/txt, optionally .gz), a folder of "
+                                          "them, or crawl/Common Crawl output (DIR with pairs/)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder (or fsspec URL) for NNNNN.tar/.parquet/_stats.json."),
+    input_format: str = typer.Option("auto", "--input-format", help="auto (from the extension), parquet, csv, tsv, "
+                                                                    "json, jsonl or txt."),
+    url_col: str = typer.Option("url", "--url-col", help="Column holding the image URLs."),
+    caption_col: str | None = typer.Option(None, "--caption-col", help="Column holding the captions "
+                                                                         "(default: 'caption' when present)."),
+    save_additional_columns: str | None = typer.Option(
+        None, "--save-additional-columns", help="Comma-separated input columns to keep in the output metadata."),
+    output_format: str = typer.Option("webdataset", "--output-format", help="webdataset, parquet or files."),
+    image_size: int = typer.Option(256, "--image-size", help="Target size in pixels."),
+    resize_mode: str = typer.Option("border", "--resize-mode",
+                                    help="no, border, keep_ratio, keep_ratio_largest or center_crop."),
+    resize_only_if_bigger: bool = typer.Option(False, "--resize-only-if-bigger", help="Never upscale."),
+    min_image_size: int = typer.Option(0, "--min-image-size", help="Smaller side below this -> failed_to_resize."),
+    max_image_area: float = typer.Option(float("inf"), "--max-image-area", help="Pixels above this -> failed_to_resize."),
+    max_aspect_ratio: float = typer.Option(float("inf"), "--max-aspect-ratio",
+                                           help="Larger/smaller side above this -> failed_to_resize."),
+    encode_format: str = typer.Option("jpg", "--encode-format", help="jpg, png or webp."),
+    encode_quality: int | None = typer.Option(None, "--encode-quality",
+                                              help="jpg/webp quality (95); png: zlib level 0-9 (9)."),
+    samples_per_shard: int = typer.Option(10_000, "--samples-per-shard", "--number-sample-per-shard",
+                                          help="Input rows per shard."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per request."),
+    retries: int = typer.Option(0, "--retries", help="Retries on timeouts, resets, 429 and 5xx."),
+    concurrency: int = typer.Option(64, "--concurrency", help="Requests in flight in total."),
+    per_host_concurrency: int = typer.Option(16, "--per-host-concurrency", help="Requests in flight per host."),
+    workers: int | None = typer.Option(None, "--workers", help="Decode/resize processes (default: CPU count)."),
+    user_agent: str | None = typer.Option(None, "--user-agent", help="User-Agent header (its first token is matched "
+                                                                     "by robots.txt and X-Robots-Tag)."),
+    disallowed_header_directives: str | None = typer.Option(
+        None, "--disallowed-header-directives",
+        help="Comma-separated X-Robots-Tag directives that refuse an image (default noai,noimageai,noindex,"
+             "noimageindex; '' or [] turns the check off)."),
+    no_robots: bool = typer.Option(False, "--no-robots", help="Do not fetch or obey robots.txt."),
+    allow_private_networks: bool = typer.Option(False, "--allow-private-networks",
+                                                help="Allow private/loopback addresses (intranets, tests)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Refetch failed_to_download rows of finished shards and rewrite them."),
+) -> None:
+    """Download and resize the images of a URL list into img2dataset-compatible shards.
+
+    Finished shards are skipped, so rerunning the same command resumes an interrupted download.
+    """
+    from clipcrawl.pipelines.download import download as run_download
+    from clipcrawl.schemas.config import DownloadConfig, OutputConfig, UrlListConfig, parse_config
+
+    src = "clipcrawl download"
+    urls = parse_config({"path": input, "input_format": input_format, "url_col": url_col,
+                         "caption_col": caption_col or "caption",
+                         "save_additional_columns": _split(save_additional_columns) or []}, UrlListConfig, src)
+    dl = {"image_size": image_size, "resize_mode": resize_mode, "resize_only_if_bigger": resize_only_if_bigger,
+          "min_image_size": min_image_size, "max_image_area": max_image_area, "max_aspect_ratio": max_aspect_ratio,
+          "encode_format": encode_format, "encode_quality": encode_quality, "timeout": timeout, "retries": retries,
+          "concurrency": concurrency, "per_host_concurrency": per_host_concurrency, "workers": workers,
+          "respect_robots": not no_robots, "allow_private_networks": allow_private_networks}
+    if user_agent:
+        dl["user_agent"] = user_agent
+    directives = _split(disallowed_header_directives)
+    if directives is not None:
+        dl["disallowed_header_directives"] = directives
+    config = parse_config(dl, DownloadConfig, src)
+    output = parse_config({"output_format": output_format, "samples_per_shard": samples_per_shard}, OutputConfig, src)
+    summary = run_download(urls, out, config, output, retry_failed=retry_failed)
+    _print_summary(summary)
+
+
+def _split(value: str | None) -> list[str] | None:
+    """``"a,b"`` -> ["a", "b"]; also accepts img2dataset's ``'["a","b"]'`` and ``[]``."""
+    if value is None:
+        return None
+    v = value.strip()
+    if v.startswith("[") and v.endswith("]"):
+        v = v[1:-1]
+    return [p.strip().strip("'\"") for p in v.split(",") if p.strip().strip("'\"")]
+
+
+def _print_summary(s) -> None:  # noqa: ANN001 - DownloadSummary, imported lazily
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"download -> {s.out}", show_header=False, title_justify="left")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    total = sum(s.status_counts.values())
+    t.add_row("shards written / retried / already done",
+              f"{s.shards_written} / {s.shards_retried} / {s.shards_skipped}")
+    t.add_row("samples (all shards)", f"{total:,}")
+    for status, n in sorted(s.status_counts.items(), key=lambda kv: -kv[1]):
+        t.add_row(f"  {status}", f"{n:,} ({n / total:.1%})" if total else "0")
+    t.add_row("fetched this run", f"{s.fetched:,} in {s.duration:.1f}s ({s.rate:,.1f} images/s)")
+    t.add_row("downloaded", f"{s.bytes_downloaded / 1e6:,.1f} MB")
+    Console(stderr=False).print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("download")(download)
+

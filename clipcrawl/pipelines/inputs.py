@@ -1,0 +1,256 @@
+"""Read image-URL inputs (img2dataset's formats, or crawl output) into pairs tables and input shards.
+
+Inputs: a file or a folder of files in one of img2dataset's formats (``parquet``, ``csv``,
+``tsv``, ``json`` (array of records), ``jsonl``, ``txt`` (one URL per line), each optionally
+``.gz``), or crawl / Common Crawl output (``DIR/pairs/*.parquet`` in the PAIRS schema, also found
+as ``DATASET/crawl/pairs``). Columns are renamed to ``url``/``caption``; ``save_additional_columns``
+travel with the rows. Files are read in sorted order and cut into shards of ``samples_per_shard``
+rows per file, numbered on across files (img2dataset's layout), so the same input always gives
+the same shards. A repeated (url, caption) pair is kept once: later copies get status
+``duplicate`` (``dedup_method`` url, ``duplicate_of`` the first copy's key) and are never fetched.
+Unusable input raises :class:`ConfigError` naming the file, the column and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clipcrawl.pipelines.shards import fs_and_path, read_parquet
+from clipcrawl.schemas.config import ConfigError, UrlListConfig
+from clipcrawl.schemas.keys import sample_key
+from clipcrawl.schemas.status import DedupMethod, Status
+from clipcrawl.schemas.tables import PAIRS, SAMPLES
+
+FORMATS = ("parquet", "csv", "tsv", "json", "jsonl", "txt")
+#: Column names img2dataset and our SAMPLES schema reserve; not allowed as additional columns.
+RESERVED_COLUMNS = frozenset(SAMPLES.names) | {"md5", "shard_id"}
+DUPLICATE_MESSAGE = "input: duplicate of an earlier row with the same url and caption"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str  # one of FORMATS, or "pairs" (crawl output, PAIRS schema)
+    compression: str | None = None  # "gzip" or None
+
+
+@dataclass
+class InputShard:
+    id: int
+    table: pa.Table  # pairs columns + status/error_message/duplicate_of/dedup_method + extras
+    source: str  # input file it came from
+
+
+# ------------------------------------------------------------------ finding files
+def detect_format(path: str) -> tuple[str | None, str | None]:
+    """``x.tsv.gz`` -> ("tsv", "gzip"); unknown extension -> (None, ...)."""
+    name = path.rsplit("/", 1)[-1].lower()
+    compression = None
+    if name.endswith(".gz"):
+        compression, name = "gzip", name[:-3]
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    return (ext if ext in FORMATS else None), compression
+
+
+def _pairs_dir(fs, path: str) -> str | None:
+    for sub in ("pairs", "crawl/pairs"):
+        cand = f"{path}/{sub}"
+        if fs.isdir(cand):
+            return cand
+    return None
+
+
+def find_inputs(cfg: UrlListConfig) -> list[InputFile]:
+    """The input files of ``cfg.path``, sorted; raises ConfigError when there are none."""
+    fs, path = fs_and_path(cfg.path)
+    if not fs.exists(path):
+        raise ConfigError(f"{cfg.path}: input not found (fix: pass an existing file or folder)")
+    if fs.isdir(path):
+        pairs = _pairs_dir(fs, path)
+        if pairs is not None:
+            files = sorted(f for f in fs.ls(pairs, detail=False) if f.endswith(".parquet") and "/." not in f)
+            if not files:
+                raise ConfigError(f"{pairs}: no pairs Parquet files (fix: run the crawl first, or pass a URL list)")
+            return [InputFile(_url(cfg.path, path, f), "pairs") for f in files]
+        out = []
+        for f in sorted(fs.ls(path, detail=False)):
+            fmt, comp = detect_format(f)
+            base = f.rsplit("/", 1)[-1]
+            if base.startswith((".", "_")) or fmt is None:
+                continue
+            if cfg.input_format in ("auto", fmt):
+                out.append(InputFile(_url(cfg.path, path, f), fmt, comp))
+        if not out:
+            want = "any of " + ", ".join(FORMATS) if cfg.input_format == "auto" else f"*.{cfg.input_format}[.gz]"
+            raise ConfigError(f"{cfg.path}: no input files ({want}) in this folder (fix: check --input-format)")
+        return out
+    fmt, comp = detect_format(path)
+    if cfg.input_format != "auto":
+        fmt = cfg.input_format
+    if fmt is None:
+        raise ConfigError(
+            f"{cfg.path}: cannot tell the input format from the file name (fix: pass --input-format "
+            f"{'|'.join(FORMATS)})"
+        )
+    return [InputFile(cfg.path, fmt, comp)]
+
+
+def _url(original: str, stripped: str, found: str) -> str:
+    """Re-attach the protocol fsspec stripped (s3://bucket/x -> ls gives bucket/x)."""
+    if "://" in original and "://" not in found:
+        return original.split("://", 1)[0] + "://" + found
+    return found
+
+
+# ------------------------------------------------------------------ reading one file
+def _open_bytes(f: InputFile) -> bytes:
+    fs, path = fs_and_path(f.path)
+    with fs.open(path, "rb") as fh:
+        data = fh.read()
+    if f.compression == "gzip" or data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return data
+
+
+def _read_raw(f: InputFile, cfg: UrlListConfig) -> pa.Table:
+    import pyarrow.csv as pcsv
+
+    try:
+        if f.format in ("parquet", "pairs"):
+            return read_parquet(f.path)
+        data = _open_bytes(f)
+        if f.format == "txt":
+            text = data.decode("utf-8-sig", errors="replace")
+            urls = [line.strip() for line in text.splitlines() if line.strip()]
+            return pa.table({cfg.url_col: pa.array(urls, pa.string())})
+        if f.format in ("csv", "tsv"):
+            parse = pcsv.ParseOptions(delimiter="\t" if f.format == "tsv" else ",", newlines_in_values=True)
+            return pcsv.read_csv(io.BytesIO(data), parse_options=parse)
+        if f.format == "jsonl":
+            rows = [json.loads(line) for line in data.decode("utf-8-sig").splitlines() if line.strip()]
+            return pa.Table.from_pylist(rows)
+        if f.format == "json":
+            obj = json.loads(data.decode("utf-8-sig"))
+            if isinstance(obj, dict):  # pandas' column-oriented form {"url": {"0": ...}}
+                obj = [dict(zip(obj, vals)) for vals in zip(*(list(v.values()) if isinstance(v, dict) else v
+                                                               for v in obj.values()))]
+            if not isinstance(obj, list):
+                raise ValueError("expected a JSON array of records")
+            return pa.Table.from_pylist(obj)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader error is an unusable input
+        raise ConfigError(
+            f"{f.path}: cannot read it as {f.format}: {type(e).__name__}: {e} "
+            f"(fix: check the file, or pass the right --input-format)".replace("\n", " ")
+        ) from None
+    raise ConfigError(f"{f.path}: unknown input format {f.format!r} (fix: use one of {', '.join(FORMATS)})")
+
+
+def read_input_file(f: InputFile, cfg: UrlListConfig) -> pa.Table:
+    """One input file -> a pairs table (key, url, caption, source, ... + additional columns)."""
+    raw = _read_raw(f, cfg)
+    cols = raw.column_names
+    if f.format == "pairs":
+        if "url" not in cols:
+            raise ConfigError(f"{f.path}: not a pairs file (no 'url' column) (fix: pass the crawl output folder)")
+        return _with_keys(raw, None if "caption" not in cols else "caption", "url", keep=cols)
+    if cfg.url_col not in cols:
+        raise ConfigError(
+            f"{f.path}: no URL column {cfg.url_col!r} (columns: {', '.join(cols) or 'none'}) "
+            f"(fix: pass --url-col with the column holding the image URLs)"
+        )
+    caption_col = cfg.caption_col if f.format != "txt" else None
+    if caption_col is not None and caption_col not in cols:
+        if caption_col != "caption":  # the default name may be absent (no captions); a chosen one may not
+            raise ConfigError(
+                f"{f.path}: no caption column {caption_col!r} (columns: {', '.join(cols)}) "
+                f"(fix: pass --caption-col with the right name, or leave it out)"
+            )
+        caption_col = None
+    extras = list(cfg.save_additional_columns)
+    bad = sorted(set(extras) & RESERVED_COLUMNS)
+    if bad:
+        raise ConfigError(f"--save-additional-columns: {', '.join(bad)} are reserved output columns (fix: drop them)")
+    missing = [c for c in extras if c not in cols]
+    if missing:
+        raise ConfigError(
+            f"{f.path}: additional column(s) {', '.join(missing)} not found (columns: {', '.join(cols)}) "
+            f"(fix: correct --save-additional-columns)"
+        )
+    return _with_keys(raw, caption_col, cfg.url_col, keep=extras)
+
+
+def _strings(col: pa.ChunkedArray) -> list[str | None]:
+    if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+        col = col.cast(pa.string()) if not pa.types.is_null(col.type) else pa.nulls(len(col), pa.string())
+    return col.to_pylist()
+
+
+def _with_keys(raw: pa.Table, caption_col: str | None, url_col: str, keep: list[str]) -> pa.Table:
+    urls = [(u or "").strip() for u in _strings(raw.column(url_col))]
+    captions = _strings(raw.column(caption_col)) if caption_col else [None] * raw.num_rows
+    keys = [sample_key(u, c) for u, c in zip(urls, captions)]
+    arrays = {"key": pa.array(keys, pa.string()), "url": pa.array(urls, pa.string()),
+              "caption": pa.array(captions, pa.string())}
+    if "source" not in keep:
+        arrays["source"] = pa.array(["list"] * raw.num_rows, pa.string())
+    for c in keep:
+        if c not in arrays and c not in (url_col, caption_col):
+            arrays[c] = raw.column(c)
+    return pa.table(arrays)
+
+
+# ------------------------------------------------------------------ public API
+def read_url_list(cfg: UrlListConfig) -> pa.Table:
+    """All rows of all input files as one pairs table (duplicates included)."""
+    tables = [read_input_file(f, cfg) for f in find_inputs(cfg)]
+    if not tables:
+        return PAIRS.empty_table()
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def mark_input_duplicates(table: pa.Table, seen: set[int]) -> pa.Table:
+    """Add status/error_message/duplicate_of/dedup_method; repeated keys become ``duplicate``."""
+    keys = table.column("key").to_pylist()
+    status, errors, dup_of, method = [], [], [], []
+    for k in keys:
+        h = int(k[:16], 16)
+        if h in seen:
+            status.append(Status.DUPLICATE.value)
+            errors.append(DUPLICATE_MESSAGE)
+            dup_of.append(k)
+            method.append(DedupMethod.URL.value)
+        else:
+            seen.add(h)
+            status.append(Status.SUCCESS.value)
+            errors.append(None)
+            dup_of.append(None)
+            method.append(None)
+    for name, values in (("status", status), ("error_message", errors), ("duplicate_of", dup_of),
+                         ("dedup_method", method)):
+        table = table.append_column(name, pa.array(values, pa.string()))
+    return table
+
+
+def plan_input_shards(cfg: UrlListConfig, samples_per_shard: int) -> Iterator[InputShard]:
+    """Deterministic input shards: per file in sorted order, ``samples_per_shard`` rows each."""
+    seen: set[int] = set()
+    shard_id = 0
+    for f in find_inputs(cfg):
+        table = mark_input_duplicates(read_input_file(f, cfg), seen)
+        for start in range(0, table.num_rows, samples_per_shard):
+            yield InputShard(shard_id, table.slice(start, samples_per_shard), os.path.basename(f.path))
+            shard_id += 1
+
+
+def count_rows(table: pa.Table, status: str) -> int:
+    return int(pc.sum(pc.equal(table.column("status"), status)).as_py() or 0)

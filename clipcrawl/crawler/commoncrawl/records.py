@@ -109,13 +109,14 @@ def _fastwarc_records(it: Any, limit: int) -> Iterator[RawRecord]:
 
 
 # ------------------------------------------------------------------ warcio
-def _iter_warcio(path: str, limit: int, fs_kwargs: dict[str, Any] | None) -> Iterator[RawRecord]:
+def _iter_warcio(path: str, limit: int, fs_kwargs: dict[str, Any] | None, arc: bool) -> Iterator[RawRecord]:
     try:
         from warcio.archiveiterator import ArchiveIterator
     except ImportError as e:  # pragma: no cover - warcio is installed with clipcrawl[dev]
         raise ArchiveError("warcio is not installed (pip install warcio) and FastWARC cannot read this file") from e
     with fsspec.open(path, "rb", **(fs_kwargs or {})) as f:
-        it = ArchiveIterator(f, arc2warc=True, no_record_parse=True)
+        # arc2warc only for real ARC files: warcio would read any text line as an ARC header
+        it = ArchiveIterator(f, arc2warc=arc, no_record_parse=True)
         for rec in it:
             h = rec.rec_headers
             # rec.length: the block length warcio reads (ARC headers converted to WARC ones
@@ -134,6 +135,28 @@ def _iter_warcio(path: str, limit: int, fs_kwargs: dict[str, Any] | None) -> Ite
                 offset=it.get_record_offset(),
                 capped=capped,
             )
+
+
+def _sniff(path: str, fs_kwargs: dict[str, Any] | None) -> str | None:
+    """"warc", "arc" or None, from the first bytes (gunzipped when gzipped)."""
+    import gzip
+    import zlib
+
+    try:
+        with fsspec.open(path, "rb", **(fs_kwargs or {})) as f:
+            head = f.read(2)
+            f.seek(0)
+            if head == b"\x1f\x8b":
+                with gzip.GzipFile(fileobj=f) as g:
+                    head = g.read(16)
+            else:
+                head = f.read(16)
+    except (OSError, EOFError, zlib.error):
+        return None
+    head = head.lstrip(b"\r\n")
+    if head.startswith(b"WARC/"):
+        return "warc"
+    return "arc" if head.startswith(b"filedesc://") else None
 
 
 def _describe(e: BaseException) -> str:
@@ -176,9 +199,12 @@ def iter_records(
     except (OSError, ValueError, EOFError, RuntimeError) as e:
         fast_err = _describe(e)
     at = f"after record {n}" if n else "at the first record"
+    kind = _sniff(path, fs_kwargs)
+    if kind is None:
+        raise ArchiveError(f"unreadable {at}: {fast_err} (the file starts with neither a WARC nor an ARC header)")
     m = 0
     try:
-        for rec in _iter_warcio(path, max_block_bytes, fs_kwargs):
+        for rec in _iter_warcio(path, max_block_bytes, fs_kwargs, arc=kind == "arc"):
             m += 1
             if m <= n:
                 continue
@@ -186,8 +212,10 @@ def iter_records(
                 info.reader = "warcio" if n == 0 else "fastwarc+warcio"
                 info.note = f"FastWARC stopped {at} ({fast_err}); warcio read on"
             yield rec
-    except ArchiveError:
-        raise
+    except ArchiveError as e:
+        if m <= n:
+            raise ArchiveError(f"unreadable {at}: {fast_err}; warcio: {e}") from None
+        raise ArchiveError(f"unreadable after record {m}: {e} (FastWARC stopped {at}: {fast_err})") from None
     except Exception as e:  # noqa: BLE001 - any parser failure on a damaged file ends the file
         if m <= n:
             raise ArchiveError(f"unreadable {at}: {fast_err}; warcio: {_describe(e)}") from None

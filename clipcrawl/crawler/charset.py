@@ -4,8 +4,9 @@ Order (WHATWG "encoding sniffing", simplified): a byte-order mark; then UTF-8 if
 non-ASCII bytes and they are all valid UTF-8 (a legacy-encoded text almost never is, while
 "charset=iso-8859-1" headers on UTF-8 pages are common: here we deliberately part from WHATWG);
 the charset of the HTTP ``Content-Type`` header; a ``<meta charset>`` or
-``<meta http-equiv="Content-Type">`` in the first :data:`PRESCAN_BYTES`; then charset-normalizer
-(with a web-popularity tie-break); then windows-1252. Labels map as browsers map them (``iso-8859-1`` and ``ascii`` decode as
+``<meta http-equiv="Content-Type">`` in the first :data:`PRESCAN_BYTES`; then charset-normalizer,
+restricted to the code pages of the ``<html lang>`` language when there is one (else with a
+web-popularity tie-break); then windows-1252. Labels map as browsers map them (``iso-8859-1`` and ``ascii`` decode as
 windows-1252, ``gb2312``/``gbk`` as gb18030, ``shift_jis`` as cp932, ``euc-kr`` as cp949), so
 the bytes 0x80-0x9F of a "latin-1" page become the quotes and dashes its author typed.
 Undecodable bytes become U+FFFD; decoding never fails.
@@ -87,18 +88,51 @@ def meta_charset(head: bytes) -> str | None:
 WEB_RANK = ("utf-8", "cp1252", "gb18030", "cp1251", "cp932", "cp949", "euc_jp", "iso8859-2", "cp1250", "big5hkscs",
             "cp1256", "cp1253", "cp1254", "cp874", "cp1255", "koi8-r", "iso8859-15", "cp1257")
 CHAOS_MARGIN = 0.03  # guesses this close to the best (in mess ratio) count as ties
+LANG_MARGIN = 0.1  # the page language's code page wins unless it is this much messier than the best
+_LANG_GROUPS = (
+    ("cp1252", "en fr de es pt it nl sv da no nb nn fi is ca eu gl ga af sq id ms sw lb fo oc br co wa"),
+    ("cp1250 iso8859_2", "pl cs sk hu sl hr bs ro"),
+    ("cp1257 iso8859_13", "lt lv et"),
+    ("cp1254 iso8859_9", "tr az"),
+    ("cp1251 koi8_r koi8_u", "ru uk bg be sr mk kk ky tg mn"),
+    ("cp1253 iso8859_7", "el"),
+    ("cp1255 iso8859_8", "he yi"),
+    ("cp1256 iso8859_6", "ar fa ur"),
+    ("cp874", "th"),
+    ("cp1258", "vi"),
+    ("cp932 euc_jp iso2022_jp", "ja"),
+    ("gb18030 big5", "zh"),
+    ("cp949", "ko"),
+)
+#: primary language subtag -> the legacy code pages its pages were written in
+LANG_CODECS = {lang: tuple(codecs_.split()) for codecs_, langs in _LANG_GROUPS for lang in langs.split()}
+_HTML_LANG = re.compile(rb"<html[^>]*?\slang\s*=\s*[\"']?\s*([A-Za-z]{2,3})\b", re.I)
 
 
-def detect(body: bytes) -> str | None:
-    """charset-normalizer's guess, as a codec name. Short Latin texts decode with little "chaos"
-    in several single-byte code pages; among such near-ties the most common one on the web wins
-    (so French in windows-1252 is not read as Baltic windows-1257)."""
+def lang_hint(body: bytes) -> str | None:
+    """The primary subtag of ``<html lang>``, read from the raw bytes."""
+    m = _HTML_LANG.search(body[:PRESCAN_BYTES])
+    return m.group(1).decode("ascii").lower() if m else None
+
+
+def detect(body: bytes, lang: str | None = None) -> str | None:
+    """charset-normalizer's guess, as a codec name. When the page names its language, only that
+    language's legacy code pages are tried (short Latin texts decode with little "chaos" in many
+    code pages: French is not Baltic windows-1257). Otherwise, among near-ties, the code page most
+    common on the web wins."""
     from charset_normalizer import from_bytes
 
-    matches = list(from_bytes(body[:DETECT_BYTES]))
+    sample = body[:DETECT_BYTES]
+    matches = list(from_bytes(sample))
     if not matches:
         return None
     best = matches[0]
+    isolation = LANG_CODECS.get(lang or "")
+    if isolation:
+        guess = from_bytes(sample, cp_isolation=list(isolation)).best()
+        # a wrong lang attribute (a CMS default "en") must not force a much messier decoding
+        if guess is not None and guess.chaos <= best.chaos + LANG_MARGIN:
+            return codec_for(guess.encoding)
     rank = {c: i for i, c in enumerate(WEB_RANK)}
     scored = []
     for m in matches:
@@ -131,7 +165,7 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str,
         return body.decode(codec, "replace"), pretty_name(codec), how
     if ascii_only:
         return body.decode("ascii"), "utf-8", "utf-8"
-    codec = detect(body)
+    codec = detect(body, lang_hint(body))
     if codec is not None:
         return body.decode(codec, "replace"), pretty_name(codec), "detected"
     return body.decode("cp1252", "replace"), "windows-1252", "default"

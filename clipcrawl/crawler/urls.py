@@ -39,6 +39,7 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 _CLEAN_PATH = re.compile(r"^[A-Za-z0-9/:@!$&'()*+,;=._~-]*$")
 _CLEAN_QUERY = re.compile(r"^[A-Za-z0-9/:@!$&'()*+,;=._~?-]*$")
 _HOST_OK = re.compile(r"^[a-z0-9._-]+$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 
 def _fix_escape(m: re.Match[str]) -> str:
@@ -201,6 +202,8 @@ def registered_domain(host: str) -> str:
     host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if not host:
         return ""
+    if "." not in host or _IPV4.match(host):  # localhost, IPv4: no need to load the suffix list
+        return host
     r = _extractor()(host)
     if r.ipv4 or r.ipv6:
         return host

@@ -199,3 +199,19 @@ def test_testdata_arc_is_read_through_warcio(testdata):
     assert info.reader == "warcio" and "FastWARC" in (info.note or "")
     assert [r.type for r in recs] == ["warcinfo", "response"]
     assert recs[1].target_uri == "http://example.com/" and not recs[1].cut
+
+
+def test_cut_inside_a_record_left_unread_is_still_noticed(tmp_path):
+    import os
+
+    full = write_warc(tmp_path / "f.warc.gz", [
+        {"uri": "https://e.org/", "body": PAGE, "http": http_response(PAGE)},
+        {"uri": "https://e.org/", "type": "resource", "body": os.urandom(50_000), "content_type": "image/jpeg"},
+    ]).read_bytes()
+    cut = tmp_path / "c.warc.gz"
+    cut.write_bytes(full[: len(full) - 5000])
+    recs = list(iter_records(str(cut), read_types=frozenset({"response"})))
+    assert [r.type for r in recs] == ["warcinfo", "response", "resource"]
+    assert recs[0].block == b"" and recs[0].capped and not recs[0].cut  # skipped, complete
+    assert not recs[1].cut and recs[1].block
+    assert recs[2].block == b"" and recs[2].cut

@@ -76,7 +76,8 @@ def test_robots_for_other_agents_do_not_count():
 @pytest.mark.parametrize("rec,reason", [
     (wat_record("https://e.org/", [], status="404"), "http_status"),
     (wat_record("https://e.org/", [], warc_type="request"), "not_response"),
-    ({"uri": "https://e.org/", "body": b"{not json"}, "bad_json"),
+    ({"uri": "https://e.org/", "body": b'{"Envelope": {"HTTP-Response-Metadata": {'}, "bad_json"),  # cut record
+    ({"uri": "https://e.org/", "body": b"not json at all"}, "bad_json"),
     ({"uri": "https://e.org/", "body": json.dumps({"Envelope": {"WARC-Header-Metadata": {"WARC-Type": "response"},
       "Payload-Metadata": {"HTTP-Response-Metadata": {"Headers": {}}}}}).encode()}, "not_html"),
 ])

@@ -8,9 +8,7 @@ from datetime import datetime, timezone
 
 from clipcrawl.schemas.config import NOAI_DIRECTIVES
 
-_WS = re.compile(r"\s+")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
-_SVG = re.compile(r"\.svgz?$", re.IGNORECASE)
 
 
 class Skip(Exception):
@@ -59,12 +57,12 @@ def clean_text(s: str | None) -> str:
     """Collapse whitespace, strip; entity-decoded."""
     if not s:
         return ""
-    return _WS.sub(" ", unescape_entities(s)).strip()
+    return " ".join(unescape_entities(s).split())
 
 
 def is_svg(url: str) -> bool:
-    path = url.split("?", 1)[0].split("#", 1)[0]
-    return bool(_SVG.search(path))
+    path = url.split("?", 1)[0].split("#", 1)[0].lower()
+    return path.endswith((".svg", ".svgz"))
 
 
 def noai_directives(value: str | None) -> bool:

@@ -25,6 +25,7 @@ from clipcrawl.schemas.keys import sample_key, shard_name
 from clipcrawl.schemas.tables import PAIRS, conform
 
 SOURCE = "commoncrawl"
+READ_TYPES = frozenset({"response", "metadata"})  # the blocks of other records are skipped unread
 MAX_ERRORS_KEPT = 5
 _COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_title", "page_language",
             "img_width_attr", "img_height_attr", "found_at")
@@ -145,7 +146,8 @@ def process_file(
     cut: str | None = None
     pending_records = pending_pairs = 0
     try:
-        for rec in iter_records(path, max_block_bytes=opts.max_record_bytes, fs_kwargs=opts.fs_kwargs, info=info):
+        for rec in iter_records(path, max_block_bytes=opts.max_record_bytes, fs_kwargs=opts.fs_kwargs, info=info,
+                                read_types=READ_TYPES):
             if opts.max_records is not None and rep.records >= opts.max_records:
                 rep.limited = True
                 break

@@ -73,6 +73,8 @@ def _header(headers: Any, name: str) -> str | None:
 
 def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
     """The page and pair candidates of one WAT record; raises :class:`Skip` when there is none."""
+    if b'"HTTP-Response-Metadata"' not in payload:  # request/metadata/warcinfo records: no JSON parse
+        raise Skip("not_response" if payload.lstrip()[:1] == b"{" else "bad_json")
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
@@ -114,8 +116,11 @@ def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
     for link in html.get("Links") or ():
         if not isinstance(link, dict) or link.get("path") != IMG_SRC:
             continue
-        src = link.get("url") or link.get("href") or ""
-        if not isinstance(src, str) or src.strip().lower().startswith("data:"):
+        src = link.get("url") or link.get("href")
+        if not isinstance(src, str) or not src.strip():
+            dropped["bad_url"] = dropped.get("bad_url", 0) + 1
+            continue
+        if src.lstrip()[:5].lower() in ("data:", "blob:"):
             dropped["data_uri"] = dropped.get("data_uri", 0) + 1
             continue
         caption, source = clean_text(link.get("alt") if isinstance(link.get("alt"), str) else ""), "wat"

@@ -239,3 +239,37 @@ def test_resiliparse_cc_warc_pairs_against_its_documented_counts(testdata, tmp_p
     for r in rows:
         per_page[r["page_url"]] = per_page.get(r["page_url"], 0) + 1
     assert per_page["http://044545.com/topic/20200207/015849.html"] == 2  # 4 alts, 3 of them identical
+
+
+@pytest.mark.network
+def test_inputs_over_http(tmp_path):
+    """fsspec URLs (here http on 127.0.0.1; s3:// and https://data.commoncrawl.org the same way),
+    including the warcio fallback, which reopens the URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    make_warc(serve / "a.warc.gz")
+    make_wat(serve / "b.wat.gz")
+    trailing = serve / "t.warc.gz"
+    trailing.write_bytes(raw_record("response", "http://t.org/", b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n"
+                                    + PAGE) + b"not a record" * 20)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):  # noqa: ANN002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(serve)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        s = read_commoncrawl(_cfg([f"{base}/a.warc.gz", f"{base}/b.wat.gz", f"{base}/t.warc.gz",
+                                   f"{base}/missing.warc.gz"]), tmp_path / "out", workers=1, progress=False)
+    finally:
+        server.shutdown()
+    assert (s.done, s.failed, s.unusable) == (2, 2, 1)
+    assert s.pairs == 8 + 2 + 2
+    assert any("missing.warc.gz: not found" in e for e in s.errors) and any("t.warc.gz" in e and "after record 1" in e
+                                                                 for e in s.errors)

@@ -92,7 +92,7 @@ def _iter_fastwarc(path: str, limit: int, fs_kwargs: dict[str, Any] | None, type
         it = ArchiveIterator(local, parse_http=False, fsspec_args=False)
         yield from _fastwarc_records(it, limit, types)
     else:
-        with fsspec.open(path, "rb", **(fs_kwargs or {})) as f:
+        with _open(path, fs_kwargs) as f:
             yield from _fastwarc_records(ArchiveIterator(f, parse_http=False), limit, types)
 
 
@@ -125,7 +125,7 @@ def _iter_warcio(path: str, limit: int, fs_kwargs: dict[str, Any] | None, arc: b
         from warcio.archiveiterator import ArchiveIterator
     except ImportError as e:  # pragma: no cover - warcio is installed with clipcrawl[dev]
         raise ArchiveError("warcio is not installed (pip install warcio) and FastWARC cannot read this file") from e
-    with fsspec.open(path, "rb", **(fs_kwargs or {})) as f:
+    with _open(path, fs_kwargs) as f:
         # arc2warc only for real ARC files: warcio would read any text line as an ARC header
         it = ArchiveIterator(f, arc2warc=arc, no_record_parse=True)
         for rec in it:
@@ -151,25 +151,28 @@ def _iter_warcio(path: str, limit: int, fs_kwargs: dict[str, Any] | None, arc: b
 
 
 def _sniff(path: str, fs_kwargs: dict[str, Any] | None) -> str | None:
-    """"warc", "arc" or None, from the first bytes (gunzipped when gzipped)."""
-    import gzip
+    """"warc", "arc" or None, from the first bytes (gunzipped when gzipped); no seeking."""
     import zlib
 
     try:
-        with fsspec.open(path, "rb", **(fs_kwargs or {})) as f:
-            head = f.read(2)
-            f.seek(0)
-            if head == b"\x1f\x8b":
-                with gzip.GzipFile(fileobj=f) as g:
-                    head = g.read(16)
-            else:
-                head = f.read(16)
+        with _open(path, fs_kwargs) as f:
+            head = f.read(1 << 16)
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 64)
     except (OSError, EOFError, zlib.error):
         return None
     head = head.lstrip(b"\r\n")
     if head.startswith(b"WARC/"):
         return "warc"
     return "arc" if head.startswith(b"filedesc://") else None
+
+
+def _open(path: str, fs_kwargs: dict[str, Any] | None) -> Any:
+    """fsspec file for sequential reading: http(s) streams (no range requests) unless told otherwise."""
+    kw = dict(fs_kwargs or {})
+    if path.startswith(("http://", "https://")):
+        kw.setdefault("block_size", 0)
+    return fsspec.open(path, "rb", **kw)
 
 
 def _describe(e: BaseException) -> str:
@@ -212,6 +215,10 @@ def iter_records(
             n += 1
             yield rec
         return
+    except FileNotFoundError as e:
+        if n == 0:
+            raise ArchiveError(f"not found ({_describe(e)})") from None
+        fast_err = _describe(e)
     except (OSError, ValueError, EOFError, RuntimeError) as e:
         fast_err = _describe(e)
     at = f"after record {n}" if n else "at the first record"

@@ -142,7 +142,7 @@ def _alloc_shared() -> int:
 
 def _work(path: str, opts: ReadOptions, out_dir: str) -> FileReport:
     q = _W["queue"]
-    return process_file(path, opts, out_dir, _alloc_shared, lambda r, p: q.put((path, r)))
+    return process_file(path, opts, out_dir, _alloc_shared, lambda r, p: q.put((path, r, p)))
 
 
 def read_commoncrawl(
@@ -188,32 +188,40 @@ def read_commoncrawl(
         ids = iter(range(first_id, 1 << 62))
         with bar:
             for path in todo:
-                finished(process_file(path, opts, out, lambda: next(ids), lambda r, _p: bar.update(r)))
+                live = [summary.pairs]
+
+                def tick(records: int, pairs: int, live: list[int] = live) -> None:
+                    live[0] += pairs
+                    bar.update(records, pairs=live[0])
+
+                finished(process_file(path, opts, out, lambda: next(ids), tick))
     else:
-        _run_pool(todo, opts, out, n_workers, first_id, bar, finished)
+        _run_pool(todo, opts, out, n_workers, first_id, bar, finished, lambda: summary.pairs)
     summary.seconds = round(time.monotonic() - t0, 3)
     return summary
 
 
 def _run_pool(todo: list[str], opts: ReadOptions, out: str, n_workers: int, first_id: int, bar: Progress,
-              finished: Callable[[FileReport], None]) -> None:
+              finished: Callable[[FileReport], None], summary_pairs: Callable[[], int]) -> None:
     """Workers are started (first submit) before the bar, whose refresh thread would make fork unsafe."""
     ctx = _mp_context()
     if ctx.get_start_method() == "fork":
         _warm_up(opts)
     counter, queue = ctx.Value("q", first_id), ctx.Queue()
     shown: Counter[str] = Counter()  # records shown on the bar, per input
+    live_pairs: Counter[str] = Counter()  # pairs of inputs still being read
     reported: set[str] = set()  # inputs whose final report arrived (late progress messages ignored)
 
     def drain() -> None:
         while True:
             try:
-                path, records = queue.get_nowait()
+                path, records, pairs = queue.get_nowait()
             except queue_mod.Empty:
                 return
             if path not in reported:
                 shown[path] += records
-                bar.update(records)
+                live_pairs[path] += pairs
+                bar.update(records, pairs=summary_pairs() + sum(live_pairs.values()))
 
     with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(counter, queue)) as pool:
@@ -231,6 +239,7 @@ def _run_pool(todo: list[str], opts: ReadOptions, out: str, n_workers: int, firs
                         rep = FileReport(input=path, status="failed", error=f"worker crashed: {e!r}"[:500])
                     drain()
                     reported.add(path)
+                    live_pairs.pop(path, None)
                     bar.update(max(0, rep.records - shown.pop(path, 0)))
                     finished(rep)
 

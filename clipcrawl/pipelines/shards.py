@@ -319,9 +319,19 @@ def shard_stats(table: pa.Table, start_time: float, end_time: float, bytes_downl
 
 
 # ------------------------------------------------------------------ writing a shard
+#: 64-bit unsigned columns written to ``<key>.json`` as 16 hex digits: JSON readers turn integers
+#: above 2**53 into floats, and Hugging Face ``datasets`` fails on integers >= 2**63.
+JSON_HEX_COLUMNS = ("phash",)
+
+
 def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
-    """The ``<key>.json`` document of one sample: its Parquet row minus transient columns."""
-    return {k: v for k, v in row.items() if k != IMAGE_COLUMN and not k.endswith("_embedding")}
+    """The ``<key>.json`` document of one sample: its Parquet row minus transient columns
+    (``phash`` as a 16-hex-digit string)."""
+    out = {k: v for k, v in row.items() if k != IMAGE_COLUMN and not k.endswith("_embedding")}
+    for k in JSON_HEX_COLUMNS:
+        if isinstance(out.get(k), int):
+            out[k] = f"{out[k]:016x}"
+    return out
 
 
 def write_shard(

@@ -63,12 +63,12 @@ def shard_table(shard_id: int, n: int = 12, png_every: int = 0, run: int = 1) ->
             "bytes": len(image) if image else None, "http_status": 200 if image else 404,
             "clip_similarity": 0.31 + (g % 10) / 100 if image else None,
             "clip_model": "tiny" if image else None,
-            "phash": (g * 2654435761) % (1 << 64) if image else None,
+            "phash": int(hashlib.sha256(url.encode()).hexdigest()[:16], 16) | 1 << 63 if image else None,
             "run": run, "image": image, "ext": "png" if png else "jpg",
         })
     cols = {k: [r[k] for r in rows] for k in rows[0] if k != "ext"}
-    t = pa.table(cols)
-    return t.set_column(t.schema.get_field_index("phash"), "phash", pa.array(cols["phash"], pa.uint64()))
+    cols["phash"] = pa.array(cols["phash"], pa.uint64())
+    return pa.table(cols)
 
 
 def row_exts(table: pa.Table) -> list[str]:

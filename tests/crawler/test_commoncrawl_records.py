@@ -57,10 +57,11 @@ def write_warc(path: Path, records: list[dict], gz: bool = True) -> Path:
 
 
 def raw_record(kind: str, uri: str, block: bytes, headers: dict[str, str] | None = None,
-               content_type: str = "application/http; msgtype=response", gz: bool = True) -> bytes:
+               content_type: str = "application/http; msgtype=response", gz: bool = True,
+               date: str = "2024-05-18T01:58:10Z") -> bytes:
     """One WARC record written by hand (for HTTP messages warcio would rewrite)."""
     head = [
-        "WARC/1.0", f"WARC-Type: {kind}", f"WARC-Target-URI: {uri}", "WARC-Date: 2024-05-18T01:58:10Z",
+        "WARC/1.0", f"WARC-Type: {kind}", f"WARC-Target-URI: {uri}", f"WARC-Date: {date}",
         f"WARC-Record-ID: <urn:uuid:{abs(hash((kind, uri, block))):032x}>",
         f"Content-Type: {content_type}", f"Content-Length: {len(block)}",
         *(f"{k}: {v}" for k, v in (headers or {}).items()),

@@ -273,3 +273,16 @@ def test_inputs_over_http(tmp_path):
     assert s.pairs == 8 + 2 + 2
     assert any("missing.warc.gz: not found" in e for e in s.errors) and any("t.warc.gz" in e and "after record 1" in e
                                                                  for e in s.errors)
+
+
+def test_lf_only_http_and_precise_or_invalid_dates(tmp_path):
+    """ClueWeb09-style LF-only HTTP headers; WARC/1.1 microsecond dates (found_at is ms); invalid dates."""
+    block = b"HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Encoding: gzip\n\n" + _html(7)
+    p = tmp_path / "d.warc.gz"
+    p.write_bytes(raw_record("response", "http://d.org/a", block, date="2021-03-04T05:06:07.123456Z")
+                  + raw_record("response", "http://d.org/b", block, date="2008-10-294T05:21:46-0700"))
+    s = read_commoncrawl(_cfg([p]), tmp_path / "out", workers=1, progress=False)
+    assert (s.done, s.pairs) == (1, 4)
+    dates = {r["page_url"]: r["found_at"] for r in _pairs(tmp_path / "out")}
+    assert dates["http://d.org/b"] is None
+    assert dates["http://d.org/a"].isoformat() == "2021-03-04T05:06:07.123000+00:00"

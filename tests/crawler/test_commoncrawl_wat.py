@@ -92,6 +92,16 @@ def test_entities_only_terminated_references():
     assert unescape_entities("caf&#233; &lt;b&gt;") == "café <b>"
 
 
+def test_lone_surrogates_in_wat_json_do_not_break_the_page():
+    body = (b'{"Envelope": {"WARC-Header-Metadata": {"WARC-Type": "response", "WARC-Target-URI": "https://s.org/"},'
+            b' "Payload-Metadata": {"HTTP-Response-Metadata": {"Response-Message": {"Status": "200"},'
+            b' "HTML-Metadata": {"Head": {"Title": "T\\ud800"}, "Links": [{"path": "IMG@/src",'
+            b' "url": "/a\\udc00.jpg", "alt": "x\\ud83d y"}]}}}}}')
+    page = page_from_wat(body)
+    assert page.title == "T\ufffd"
+    assert [(c.url, c.caption) for c in page.pairs] == [("https://s.org/a%EF%BF%BD.jpg", "x\ufffd y")]
+
+
 # ------------------------------------------------------------------ real Common Crawl files
 def _wat_pages(path):
     pages = []

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from clipcrawl.schemas.config import NOAI_DIRECTIVES
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
 
@@ -42,10 +43,13 @@ class PageInfo:
 
 
 def unescape_entities(s: str) -> str:
-    """Decode HTML character references that end with ``;`` (old WAT files keep ``&amp;`` raw).
+    """Decode HTML character references that end with ``;`` (old WAT files keep ``&amp;`` raw),
+    and replace lone surrogates (JSON may escape them; Arrow and UTF-8 refuse them) with U+FFFD.
 
     Only terminated references: ``?a=1&copy=2`` stays as written, unlike ``html.unescape``.
     """
+    if not s.isascii() and _SURROGATE.search(s):
+        s = _SURROGATE.sub("\ufffd", s)
     if "&" not in s or not _ENTITY.search(s):
         return s
     import html
@@ -85,18 +89,27 @@ def noai_directives(value: str | None) -> bool:
     return False
 
 
+_W3CDTF = re.compile(r"^(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?)(?:\.(\d+))?)?\s*(Z|[+-]\d\d:?\d\d)?$")
+
+
 def parse_warc_date(value: str | None) -> datetime | None:
-    """``2020-08-08T17:27:41Z`` (also fractional seconds, offsets); None when invalid (ClueWeb09)."""
-    if not value:
+    """W3C-DTF as WARC writes it (``2020-08-08T17:27:41Z``, fractions of any length, offsets,
+    date only), in UTC, to the millisecond (``found_at`` is timestamp[ms]); None when invalid
+    (ClueWeb09's ``2008-10-294T...``)."""
+    m = _W3CDTF.match((value or "").strip())
+    if not m:
         return None
-    v = value.strip()
-    if v.endswith("Z"):
-        v = v[:-1] + "+00:00"
+    day, clock, frac, tz = m.groups()
+    clock = clock or "00:00:00"
+    if len(clock) == 5:
+        clock += ":00"
+    ms = (frac or "")[:3].ljust(3, "0")
+    tz = "+00:00" if tz in (None, "Z") else (tz if ":" in tz else f"{tz[:3]}:{tz[3:]}")
     try:
-        d = datetime.fromisoformat(v)
+        d = datetime.fromisoformat(f"{day}T{clock}.{ms}000{tz}")
     except ValueError:
         return None
-    return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
+    return d.astimezone(timezone.utc)
 
 
 def first_language(value: str | None) -> str | None:

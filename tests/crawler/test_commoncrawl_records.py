@@ -216,3 +216,12 @@ def test_cut_inside_a_record_left_unread_is_still_noticed(tmp_path):
     assert recs[0].block == b"" and recs[0].capped and not recs[0].cut  # skipped, complete
     assert not recs[1].cut and recs[1].block
     assert recs[2].block == b"" and recs[2].cut
+
+
+def test_content_decoding_is_capped():
+    brotli = pytest.importorskip("brotli")
+    bomb = b"<html>" + b"a" * 5_000_000
+    for coding, data in (("br", brotli.compress(bomb)), ("gzip", gzip.compress(bomb))):
+        msg = parse_http(f"HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\n\r\n".encode() + data)
+        out = decode_body(msg, limit=10_000)
+        assert out.startswith(b"<html>aaa") and len(out) <= 10_000, coding

@@ -116,13 +116,21 @@ def decode_body(msg: HttpMessage, limit: int = 50_000_000) -> bytes:
     elif "deflate" in coding:
         out = _inflate(body, zlib.MAX_WBITS, limit) or _inflate(body, -zlib.MAX_WBITS, limit)
     elif "br" in coding and not _SNIFF.search(body[:1024]):
-        try:
-            import brotli
-
-            out = brotli.decompress(body)[:limit]
-        except Exception:  # noqa: BLE001 - brotli missing or data already decoded/broken
-            out = None
+        out = _unbrotli(body, limit)
     return out if out else body  # stored decoded despite the header (ClueWeb09, many crawlers)
+
+
+def _unbrotli(data: bytes, limit: int) -> bytes | None:
+    try:
+        import brotli
+
+        d = brotli.Decompressor()
+        try:
+            return d.process(data, output_buffer_limit=limit)[:limit] or None
+        except TypeError:  # brotli < 1.2: no output limit; refuse what could be a bomb
+            return d.process(data)[:limit] if len(data) * 50 <= limit else None
+    except Exception:  # noqa: BLE001 - brotli missing, or data already decoded/broken
+        return None
 
 
 def looks_like_html(body: bytes) -> bool:

@@ -167,6 +167,7 @@ def test_globs_and_output_readable_by_the_downloader(tmp_path):
     out = tmp_path / "out"
     s = read_commoncrawl(_cfg([tmp_path / "x-*.w*.gz"]), out, workers=1, progress=False)
     assert s.inputs == 2 and s.pairs == 10
+    assert read_commoncrawl(_cfg([tmp_path]), out, workers=1, progress=False).already_done == 2  # a folder
     cfg = UrlListConfig(path=str(out))
     assert {f.format for f in find_inputs(cfg)} == {"pairs"}
     assert read_url_list(cfg).num_rows == 10

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import re
 import threading
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from clipcrawl.pipelines.shards import fs_and_path, read_json
 from clipcrawl.schemas.config import CommonCrawlConfig, ConfigError
 
 _GLOB = set("*?[")
+_ARCHIVE = re.compile(r"\.(?:warc|wat|arc)(?:\.gz)?$", re.IGNORECASE)
 
 
 @dataclass
@@ -73,11 +75,19 @@ class CommonCrawlSummary:
 
 
 def expand_inputs(paths: list[str], fs_kwargs: dict[str, Any] | None = None) -> list[str]:
-    """Globs expanded (sorted, any fsspec filesystem), duplicates removed, order kept."""
+    """Globs expanded (sorted, any fsspec filesystem), local folders expanded to the .warc/.wat/.arc(.gz)
+    files under them, duplicates removed, order kept."""
     out: dict[str, None] = {}
     for p in paths:
         if not any(c in _GLOB for c in p):
-            out[p] = None
+            fs, stripped = fsspec.core.url_to_fs(p, **(fs_kwargs or {}))
+            if "://" not in p and fs.isdir(stripped):  # a local folder: its archive files
+                found = sorted(f for f in fs.find(stripped) if _ARCHIVE.search(f.rsplit("/", 1)[-1]))
+                if not found:
+                    raise ConfigError(f"Common Crawl input folder {p!r} holds no .warc/.wat/.arc files")
+                out.update(dict.fromkeys(found))
+            else:
+                out[p] = None
             continue
         fs, _ = fsspec.core.url_to_fs(p, **(fs_kwargs or {}))
         matches = sorted(fs.glob(p if "://" not in p else fs._strip_protocol(p)))

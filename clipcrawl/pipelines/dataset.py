@@ -4,6 +4,7 @@ Layout of a dataset ``DATASET`` (a local folder or any fsspec URL, e.g. ``s3://b
 
     DATASET/shards/NNNNN.{tar,parquet} NNNNN_stats.json   # written by the run, one shard at a time
     DATASET/samples/NNNNN.parquet                         # kept (status success) rows of shard NNNNN
+    DATASET/shards/sizes.json                             # {"NNNNN.tar": kept samples}, for open_clip_train
     DATASET/manifest.json                                 # runs, shards and counts: the commit point
 
 Why ``samples/`` and not one ``samples.parquet``: an incremental run only adds shards, so it only
@@ -51,6 +52,7 @@ from clipcrawl.schemas.status import Status
 MANIFEST = "manifest.json"
 SAMPLES_DIR = "samples"
 SHARDS_DIR = "shards"
+SIZES = "sizes.json"  # samples per tar, the file open_clip_train's get_dataset_size reads
 FORMAT = "clipcrawl-dataset"
 FORMAT_VERSION = 1
 
@@ -180,6 +182,8 @@ def publish(dataset: str | os.PathLike[str], run_id: int, shard_refs: Sequence[S
     }
     manifest["version"] = int(manifest.get("version", 0)) + 1
     manifest["updated"] = _utc(now)
+    sizes = {f"{n}.tar": s["samples_kept"] for n, s in manifest["shards"].items()}
+    write_json(sizes, f"{root}/{SHARDS_DIR}/{SIZES}")  # open_clip_train reads it: no --train-num-samples
     write_json(manifest, manifest_path(root))  # last: the commit point
     return entry
 

@@ -16,12 +16,16 @@ Meta robots
     sets ``noai``: the page gives **no pairs** (``n_withheld`` counts them). ``nofollow`` (or
     ``none``) sets ``nofollow``: the page gives **no links**.
 
-Image URL, per ``<img>`` (``<noscript>`` images included: Lexbor parses them as elements)
-    1. the largest candidate of ``srcset``, ``data-srcset``, ``data-lazy-srcset`` and, when the
-       image sits in a ``<picture>``, of each ``<source srcset|data-srcset>`` whose ``type`` is not
-       SVG. Largest = biggest ``w`` descriptor; ``x`` descriptors (no descriptor = ``1x``) count
-       only when no candidate has a ``w``; a source whose ``type`` is a raster format Pillow
-       decodes everywhere (jpeg, png, webp, gif) or absent beats avif/jxl/other types;
+Image URL, per ``<img>`` (``<noscript>`` images included: Lexbor parses them as elements;
+``<template>`` contents are inert, as in a browser, and ignored)
+    1. the largest candidate of each ``<source>``'s srcset whose ``type`` is not SVG, when the
+       image sits in a ``<picture>`` (directly or in a ``<noscript>`` there), and of the image's. An element's srcset is the first of
+       ``data-lazy-srcset``, ``data-srcset``, ``srcset`` that has candidates (lazy-loading scripts
+       put the real one in the ``data-`` attribute and a placeholder in ``srcset``); candidates
+       with a ``w`` of 2 or less are placeholders. Largest = biggest ``w`` descriptor; ``x``
+       descriptors (no descriptor = ``1x``) count only when no candidate has a ``w``; ties keep
+       document order; a source whose ``type`` is a raster format Pillow decodes everywhere
+       (jpeg, png, webp, gif) or absent beats avif/jxl/other types;
     2. else the first usable of the lazy attributes :data:`LAZY_SRC_ATTRS`;
     3. else ``src``.
     A candidate is usable when it resolves (against the base URL) to an http(s) URL whose path is
@@ -139,22 +143,28 @@ def _usable(raw: str | None, base: str) -> str | None:
     return u
 
 
+def _srcset(attrs: dict) -> list:
+    """Candidates of the first srcset-like attribute, lazy ones first (a lazy-loading script
+    replaces ``srcset`` with them), minus placeholders (a ``w`` of 2 pixels or less)."""
+    for a in reversed(SRCSET_ATTRS):
+        v = attrs.get(a)
+        if v:
+            cands = [c for c in parse_srcset(v) if c.w is None or c.w > MAX_PIXEL_SIDE]
+            if cands:
+                return cands
+    return []
+
+
 def _image_url(attrs: dict, picture_sources: list[dict], base: str) -> str | None:
     """Rule 'Image URL' of the module doc."""
     cands = []
-    for a in SRCSET_ATTRS:
-        v = attrs.get(a)
-        if v:
-            cands.extend((True, c) for c in parse_srcset(v))
-    for s in picture_sources:
+    for s in picture_sources:  # in document order: the sources, then the image
         typ = (s.get("type") or "").lower()
         if "svg" in typ:
             continue
         raster = not typ or any(t in typ for t in ("jpeg", "jpg", "png", "webp", "gif"))
-        for a in ("srcset", "data-srcset"):
-            v = s.get(a)
-            if v:
-                cands.extend((raster, c) for c in parse_srcset(v))
+        cands.extend((raster, c) for c in _srcset(s))
+    cands.extend((True, c) for c in _srcset(attrs))
     if cands:
         for c in best_candidate(cands):
             u = _usable(c, base)
@@ -227,6 +237,8 @@ def extract_page(html: bytes, url: str, content_type: str | None = None, *,
         if (w is not None and w <= MAX_PIXEL_SIDE) or (h_ is not None and h_ <= MAX_PIXEL_SIDE):
             continue
         parent = img.parent
+        if parent is not None and parent.tag == "noscript":  # <picture>...<noscript><img></noscript></picture>
+            parent = parent.parent
         sources = [s.attributes for s in parent.css("source")] if parent is not None and parent.tag == "picture" else []
         src = _image_url(attrs, sources, base)
         if src is None:

@@ -1,0 +1,101 @@
+"""The SQLite frontier: atomic claims, one-transaction completion, resume, chunk recovery, locking."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from clipcrawl.crawler.frontier import Frontier, FrontierLocked
+from clipcrawl.crawler.output import ChunkWriter
+from clipcrawl.schemas.tables import PAGES, PAIRS, check
+
+
+def _page(url: str, status: str = "ok") -> dict:
+    return {"url": url, "final_url": url, "status": status, "depth": 0, "fetched_at": time.time()}
+
+
+def _pair(key: str, page: str) -> dict:
+    return {"key": key, "url": f"http://a.com/{key}.jpg", "caption": key, "page_url": page, "found_at": time.time()}
+
+
+def test_claim_complete_and_resume(tmp_path):
+    with Frontier(tmp_path) as f:
+        assert f.add(["http://a.com/", "http://a.com/x"], 0) == 2
+        assert f.add(["http://a.com/"], 0) == 0  # known
+        c = f.claim(10, max_depth=3)
+        assert [x.url for x in c] == ["http://a.com/", "http://a.com/x"] and f.claim(10, 3) == []
+        done = f.complete(c[0], _page(c[0].url), [_pair("k1", c[0].url), _pair("k2", c[0].url)],
+                          ["http://a.com/x", "http://a.com/y", "http://a.com/z"], ok=True)
+        assert (done.new_pairs, done.new_links) == (2, 2)
+        done = f.complete(c[1], _page(c[1].url), [_pair("k1", c[1].url)], [], ok=True)
+        assert done.new_pairs == 0  # a pair seen on two pages keeps one row
+        nxt = f.claim(1, max_depth=3)
+        assert [(x.url, x.depth) for x in nxt] == [("http://a.com/y", 1)]
+        assert f.processed() == 2
+    # "kill": the claimed URL was never completed; reopening queues it again
+    with Frontier(tmp_path) as f:
+        assert f.requeued == 1
+        assert [x.url for x in f.claim(10, 3)] == ["http://a.com/y", "http://a.com/z"]
+        assert f.counts()["pairs"] == 2 and f.counts()["pages"] == 2
+
+
+def test_depth_limit_and_shallower_rediscovery(tmp_path):
+    with Frontier(tmp_path) as f:
+        f.add(["http://a.com/deep"], 5)
+        assert f.claim(10, max_depth=3) == [] and not f.has_queued(3) and f.has_queued(5)
+        f.add(["http://a.com/deep"], 1)  # found again closer to a seed
+        assert [x.depth for x in f.claim(10, 3)] == [1]
+
+
+def test_redirect_target_is_not_fetched_again(tmp_path):
+    with Frontier(tmp_path) as f:
+        f.add(["http://a.com/r", "http://a.com/target"], 0)
+        r = f.claim(1, 3)[0]
+        f.complete(r, _page(r.url), [], [], ok=True, final_url="http://a.com/target")
+        assert f.claim(10, 3) == []
+        assert f.processed() == 1
+
+
+def test_revisit_requeues_old_pages(tmp_path):
+    with Frontier(tmp_path) as f:
+        f.add(["http://a.com/"], 0)
+        c = f.claim(1, 3)[0]
+        f.complete(c, {**_page(c.url), "fetched_at": time.time() - 3 * 86400}, [], [], ok=True)
+    with Frontier(tmp_path, revisit_after_days=7) as f:
+        assert f.revisits == 0
+    with Frontier(tmp_path, revisit_after_days=2) as f:
+        assert f.revisits == 1 and [x.attempts for x in f.claim(5, 3)] == [1]
+
+
+def test_one_crawl_per_directory(tmp_path):
+    with Frontier(tmp_path), pytest.raises(FrontierLocked):
+        Frontier(tmp_path)
+    Frontier(tmp_path).close()  # released
+
+
+def test_chunks_are_written_once_even_after_a_crash(tmp_path):
+    state, out = tmp_path / "state", tmp_path
+    with Frontier(state) as f:
+        f.add([f"http://a.com/{i}" for i in range(5)], 0)
+        for i, c in enumerate(f.claim(5, 3)):
+            f.complete(c, _page(c.url), [_pair(f"k{i}", c.url)], [], ok=True)
+        w = ChunkWriter(f, out, rows_per_chunk=2)
+        w.flush()  # two full chunks per table; one row of each stays unsealed
+        assert sorted(p.name for p in (out / "pairs").iterdir()) == ["00000.parquet", "00001.parquet"]
+        # a crash between sealing a chunk and writing its file
+        assert f.seal_chunk("pairs", 2) == 2
+    with Frontier(state) as f:
+        w = ChunkWriter(f, out, rows_per_chunk=2)
+        assert w.recover() == 1  # pairs/00002 written from the database
+        w.flush(final=True)  # pages/00002 (the last page)
+    tables = {t: [pq.read_table(p) for p in sorted((out / t).glob("*.parquet"))] for t in ("pairs", "pages")}
+    keys = [k for t in tables["pairs"] for k in t.column("key").to_pylist()]
+    assert sorted(keys) == [f"k{i}" for i in range(5)]  # none lost, none twice
+    assert sum(t.num_rows for t in tables["pages"]) == 5
+    for t in tables["pairs"]:
+        check(t, PAIRS)
+        assert set(t.column("source").to_pylist()) == {"crawl"}
+    for t in tables["pages"]:
+        check(t, PAGES)

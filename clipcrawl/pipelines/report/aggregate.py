@@ -1,0 +1,207 @@
+"""Every number of the stats report, computed from the Parquet files with DuckDB.
+
+:func:`aggregate` returns a plain JSON-serialisable dict (``clipcrawl stats --json`` prints it);
+the terminal and HTML renderers only format it. Run/throughput history is in
+:mod:`.history`, sample grids in :mod:`.samples`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from clipcrawl.pipelines.report import distributions as dist
+from clipcrawl.pipelines.report import history
+from clipcrawl.pipelines.report.captions import captions
+from clipcrawl.pipelines.report.layout import DatasetParts, clip_threshold
+from clipcrawl.pipelines.report.sql import (
+    NORMALISE_ERROR,
+    connect,
+    count_rows,
+    files_sql,
+    group_counts,
+    host_of,
+    load_samples,
+    rows,
+    scalar,
+)
+from clipcrawl.schemas.status import Status
+
+#: Drop statuses in pipeline order, with the name of the funnel step their survivors reach.
+FUNNEL_STEPS: tuple[tuple[str, str], ...] = (
+    (Status.FAILED_TO_DOWNLOAD.value, "downloaded"),
+    (Status.FAILED_TO_RESIZE.value, "decoded + resized"),
+    (Status.FILTERED_TEXT.value, "passed text rules"),
+    (Status.FAILED_TO_SCORE.value, "scored by CLIP"),
+    (Status.FILTERED_CLIP.value, "passed CLIP threshold"),
+    (Status.DUPLICATE.value, "after dedup"),
+)
+MAX_CAUSES = 12  # per status; the rest is summed into "(other causes)"
+TOP_DOMAINS = 20
+
+
+def _pct(n: int, base: int) -> float | None:
+    return round(100.0 * n / base, 2) if base else None
+
+
+def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int | None = None) -> dict[str, Any]:
+    """The report's numbers. ``threshold`` overrides the config's ``filters.clip.threshold``."""
+    thr_src = "--threshold" if threshold is not None else None
+    if threshold is None:
+        threshold, thr_src = clip_threshold(parts)
+    con = connect(threads)
+    out: dict[str, Any] = {"dataset": parts.describe(), "threshold": threshold, "threshold_source": thr_src}
+    out["pages"] = _pages(con, parts)
+    out["pairs"] = _pairs(con, parts)
+    if parts.sample_files:
+        have = load_samples(con, parts.sample_files)
+        out["columns_missing"] = sorted(
+            c for c in ("clip_similarity", "punsafe", "pwatermark", "dedup_method", "page_language", "run")
+            if c not in have
+        )
+        out["statuses"] = group_counts(con, "s", "status")
+        out["funnel"] = _funnel(con, out)
+        out["causes"] = _causes(con)
+        out["domains"] = _domains(con)
+        out["captions"] = captions(parts.sample_files, threads)
+        out["languages"] = dist.languages(con)
+        out["images"] = dist.images(con)
+        out["clip"] = dist.clip(con, threshold)
+        out["safety"] = {name: dist.rate(con, name) for name in ("punsafe", "pwatermark")}
+        out["dedup"] = group_counts(con, "s", "coalesce(dedup_method, 'unknown')", f"status = '{Status.DUPLICATE}'")
+        out["shards"] = {k: v for k, v in sorted(group_counts(con, "s", "shard").items())}
+        out["by_run"] = _by_run(con)
+    else:
+        out["funnel"] = _funnel(con, out)
+    out["throughput"] = history.throughput(parts)
+    out["runs"] = history.runs(parts, out.get("by_run", {}))
+    out["manifest"] = history.manifest(parts)
+    con.close()
+    return out
+
+
+def _pages(con, parts: DatasetParts) -> dict[str, Any] | None:
+    if not parts.page_files:
+        return None
+    src = files_sql(parts.page_files)
+    by_status = group_counts(con, src, "status")
+    causes = rows(con, f"""SELECT status, {NORMALISE_ERROR.format(col="m")} AS c, sum(n)
+                           FROM (SELECT status, error_message AS m, count(*) AS n FROM {src}
+                                 WHERE status <> 'ok' GROUP BY 1, 2)
+                           GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 30""")
+    return {
+        "total": count_rows(con, parts.page_files),
+        "by_status": by_status,
+        "causes": [{"status": s, "cause": c or "(no message)", "count": int(n)} for s, c, n in causes],
+    }
+
+
+def _pairs(con, parts: DatasetParts) -> dict[str, Any] | None:
+    if not parts.pair_files:
+        return None
+    src = files_sql(parts.pair_files)
+    return {
+        "total": count_rows(con, parts.pair_files),
+        "by_caption_source": group_counts(con, src, "caption_source"),
+    }
+
+
+def _funnel(con, out: dict[str, Any]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = []
+    if out.get("pages"):
+        ok = out["pages"]["by_status"].get("ok", 0)
+        steps.append({"step": "pages crawled", "count": out["pages"]["total"], "pct": None, "note": f"{ok} ok"})
+    if out.get("pairs"):
+        steps.append({"step": "pairs found", "count": out["pairs"]["total"], "pct": None})
+    if "statuses" not in out:  # no shard Parquet files
+        return steps
+    statuses: dict[str, int] = out["statuses"]
+    total = sum(statuses.values())
+    pairs = out["pairs"]["total"] if out.get("pairs") else None
+    steps.append({"step": "samples", "count": total, "pct": 100.0,
+                  "note": f"{_pct(total, pairs)}% of pairs" if pairs else None})
+    order = list(FUNNEL_STEPS)
+    # Text rules may run before the download: then no filtered_text row was ever fetched.
+    n_text = statuses.get(Status.FILTERED_TEXT.value, 0)
+    if n_text and not scalar(con, f"SELECT count(*) FROM s WHERE status = '{Status.FILTERED_TEXT}' AND fetched"):
+        order.insert(0, order.pop(2))
+    scored = scalar(con, "SELECT count(clip) FROM s")
+    left = total
+    for status, name in order:
+        dropped = statuses.get(status, 0)
+        if status == Status.FILTERED_TEXT and not dropped:
+            continue
+        if status in (Status.FAILED_TO_SCORE, Status.FILTERED_CLIP) and not (dropped or scored):
+            continue
+        if status == Status.DUPLICATE and not dropped:
+            continue
+        prev = left
+        left -= dropped
+        steps.append({"step": name, "count": left, "pct": _pct(left, total), "dropped": dropped,
+                      "status": status, "pct_prev": _pct(left, prev)})
+    written = statuses.get(Status.SUCCESS.value, 0)
+    other = total - sum(statuses.get(s, 0) for s, _ in FUNNEL_STEPS) - written
+    steps.append({"step": "written", "count": written, "pct": _pct(written, total),
+                  "note": f"{other} rows with unknown status" if other else None})
+    return steps
+
+
+def _causes(con) -> list[dict[str, Any]]:
+    # normalise the distinct (status, message) pairs, not every row
+    got = rows(con, f"""SELECT status, coalesce({NORMALISE_ERROR.format(col="m")}, '(no message)') AS cause, sum(n)
+                        FROM (SELECT status, error_message AS m, count(*) AS n FROM s
+                              WHERE status <> '{Status.SUCCESS}' GROUP BY 1, 2)
+                        GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2""")
+    total = scalar(con, "SELECT count(*) FROM s") or 1
+    per: dict[str, list[tuple[str, int]]] = {}
+    for status, cause, n in got:
+        per.setdefault(status, []).append((cause, int(n)))
+    out = []
+    for status, items in per.items():
+        keep, rest = items[:MAX_CAUSES], items[MAX_CAUSES:]
+        if rest:
+            keep.append((f"(other causes: {len(rest)})", sum(n for _, n in rest)))
+        out += [{"status": status, "cause": c, "count": n, "pct": _pct(n, total)} for c, n in keep]
+    return sorted(out, key=lambda r: -r["count"])
+
+
+def _registered_domains(hosts: list[str]) -> dict[str, str]:
+    """host -> registered domain (offline public-suffix snapshot); IPs and unknowns stay hosts."""
+    try:
+        import tldextract
+
+        ex = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    except Exception:  # noqa: BLE001 - optional nicety; hosts are a fine fallback
+        ex = None
+    out = {}
+    for h in hosts:
+        d = ""
+        if ex is not None and h:
+            r = ex(h)
+            d = getattr(r, "top_domain_under_public_suffix", None) or (f"{r.domain}.{r.suffix}" if r.suffix else "")
+        out[h] = d or (h.removeprefix("www.") if h else "(no host)")
+    return out
+
+
+def _domains(con, max_lookups: int = 50_000) -> dict[str, Any]:
+    got = rows(con, f"SELECT authority, count(*) AS n, count(*) FILTER (WHERE status = '{Status.SUCCESS}') "
+                    "FROM s GROUP BY authority ORDER BY n DESC")
+    hosts = [host_of(a) for a, _, _ in got]
+    mapping = _registered_domains(list(dict.fromkeys(hosts[:max_lookups])))
+    pairs: Counter[str] = Counter()
+    kept: Counter[str] = Counter()
+    for h, (_, n, k) in zip(hosts, got):
+        d = mapping.get(h) or (h or "(no host)").removeprefix("www.")
+        pairs[d] += int(n)
+        kept[d] += int(k)
+    top = [{"domain": d, "pairs": n, "kept": kept[d], "kept_pct": _pct(kept[d], n)}
+           for d, n in pairs.most_common(TOP_DOMAINS)]
+    return {"distinct": len(pairs), "top": top}
+
+
+def _by_run(con) -> dict[str, dict[str, int]]:
+    got = rows(con, "SELECT run, status, count(*) FROM s GROUP BY 1, 2 ORDER BY 1, 2")
+    out: dict[str, dict[str, int]] = {}
+    for run, status, n in got:
+        out.setdefault("unknown" if run is None else str(run), {})[status] = int(n)
+    return out

@@ -1,0 +1,118 @@
+"""DuckDB helpers for the report: one in-memory table of the few derived columns it needs.
+
+The samples Parquet files are read once, column-pruned, into ``s`` (status, error message,
+URL authority, language, sizes, scores, dedup method, run, shard). Every aggregate is a
+GROUP BY over ``s``; per-row work is kept to cheap string functions: regexes (error
+normalisation) and host parsing run on the grouped distinct values only. Captions are
+measured separately with pyarrow (:mod:`.captions`); images are never loaded here.
+Columns a file lacks (plain img2dataset output has no CLIP columns) read as NULL.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+#: error_message -> cause: URLs, quoted strings, hex ids and numbers replaced, 80 chars max.
+NORMALISE_ERROR = r"""
+left(trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+    regexp_replace({col}, '[A-Za-z][A-Za-z0-9+.-]*://[^\s''"<>]*', '<url>', 'g'),
+    '''[^'']*''|"[^"]*"', '<str>', 'g'),
+    '(/[^\s/]+){{2,}}/?', '<path>', 'g'),
+    '\b[0-9A-Fa-f]{{8,}}\b', '<hex>', 'g'),
+    '\d+x\d+', 'NxN', 'g'),
+    '(^|[^A-Za-z0-9.])[-+]?\d+(\.\d+)?', '\1N', 'g'),
+    '\s+', ' ', 'g')), 80)
+"""
+
+
+
+def connect(threads: int | None = None):
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads={int(threads)}")
+    con.execute("SET preserve_insertion_order=false")
+    con.execute("SET enable_progress_bar=false")
+    return con
+
+
+def files_sql(files: list[Path]) -> str:
+    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{quoted}], union_by_name=true, filename=true)"
+
+
+def columns_of(con, files: list[Path]) -> set[str]:
+    rows = con.execute(f"DESCRIBE SELECT * FROM {files_sql(files)}").fetchall()
+    return {r[0] for r in rows}
+
+
+def load_samples(con, files: list[Path]) -> set[str]:
+    """Create table ``s`` from the samples Parquet; return the column names the files have."""
+    have = columns_of(con, files)
+
+    def col(name: str, cast: str) -> str:
+        return f"CAST({name} AS {cast})" if name in have else f"CAST(NULL AS {cast})"
+
+    status = "coalesce(status, 'unknown')" if "status" in have else "'success'"
+    url = col("url", "VARCHAR")
+    select = f"""
+        {status} AS status,
+        {col("error_message", "VARCHAR")} AS error_message,
+        split_part(split_part(split_part(split_part({url}, '://', 2), '/', 1), '?', 1), '#', 1) AS authority,
+        nullif(lower(split_part(replace(trim({col("page_language", "VARCHAR")}), '_', '-'), '-', 1)), '') AS lang,
+        {col("original_width", "INTEGER")} AS ow,
+        {col("original_height", "INTEGER")} AS oh,
+        {col("clip_similarity", "DOUBLE")} AS clip,
+        {col("punsafe", "DOUBLE")} AS punsafe,
+        {col("pwatermark", "DOUBLE")} AS pwatermark,
+        {col("dedup_method", "VARCHAR")} AS dedup_method,
+        {col("run", "INTEGER")} AS run,
+        parse_filename(filename, true) AS shard,
+        ({col("original_width", "INTEGER")} IS NOT NULL OR {col("sha256", "VARCHAR")} IS NOT NULL) AS fetched
+    """
+    con.execute(f"CREATE TABLE s AS SELECT {select} FROM {files_sql(files)}")
+    return have
+
+
+def host_of(authority: str | None) -> str:
+    """Lower-case host of a URL authority (``user@Host:port`` -> ``host``; IPv6 keeps its brackets)."""
+    if not authority:
+        return ""
+    h = authority.rsplit("@", 1)[-1]
+    h = h[: h.index("]") + 1] if h.startswith("[") and "]" in h else h.split(":", 1)[0]
+    return h.lower().rstrip(".")
+
+
+def rows(con, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    return con.execute(sql, params or []).fetchall()
+
+
+def scalar(con, sql: str, params: list[Any] | None = None) -> Any:
+    return con.execute(sql, params or []).fetchone()[0]
+
+
+def count_rows(con, files: list[Path]) -> int:
+    """Row count of Parquet files from their footers (no data read)."""
+    if not files:
+        return 0
+    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    return int(scalar(con, f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata([{quoted}])"))
+
+
+def group_counts(con, table_sql: str, key: str, where: str = "TRUE") -> dict[str, int]:
+    got = rows(con, f"SELECT {key} AS k, count(*) FROM {table_sql} WHERE {where} GROUP BY k ORDER BY 2 DESC")
+    return {("unknown" if k is None else str(k)): int(n) for k, n in got}
+
+
+def clean(x: Any) -> Any:
+    """JSON-safe number: NaN/inf -> None, numpy scalars -> Python."""
+    if x is None:
+        return None
+    if hasattr(x, "item"):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x

@@ -120,13 +120,9 @@ def s3_server(tmp_path_factory) -> S3Server:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    finally:  # its data dir is temporary: no graceful shutdown needed
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

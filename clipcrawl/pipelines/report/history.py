@@ -14,8 +14,8 @@ from clipcrawl.pipelines.report.layout import DatasetParts, read_json
 from clipcrawl.pipelines.report.sql import clean
 
 MAX_POINTS = 500  # timeline points kept (downsampled evenly)
-_START_KEYS = ("start_time", "started_at", "start", "begin", "created_at")
-_END_KEYS = ("end_time", "finished_at", "ended_at", "end", "completed_at")
+_START_KEYS = ("started", "start_time", "started_at", "start", "begin", "created_at")
+_END_KEYS = ("finished", "end_time", "finished_at", "ended_at", "end", "completed_at")
 
 
 def to_unix(value: Any) -> float | None:
@@ -126,7 +126,8 @@ def _run_id(name: Any) -> str:
 
 
 def runs(parts: DatasetParts, by_run: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
-    """One row per run: times and state from run.json, sample counts from the ``run`` column."""
+    """One row per run: times and state from run.json, publish details from manifest.json, sample
+    counts from the ``run`` column."""
     out: dict[str, dict[str, Any]] = {}
     for d in parts.run_dirs:
         rid = _run_id(d.name)
@@ -139,10 +140,20 @@ def runs(parts: DatasetParts, by_run: dict[str, dict[str, int]]) -> list[dict[st
             for k in ("status", "state", "version", "mode"):
                 if isinstance(info.get(k), (str, int, float)):
                     row[k] = info[k]
-            counts = info.get("counts") or info.get("stats")
-            if isinstance(counts, dict):
-                row["run_json_counts"] = {k: v for k, v in counts.items() if isinstance(v, (int, float))}
+            for k in ("counts", "stats", "timings"):
+                if isinstance(info.get(k), dict):
+                    row[f"run_json_{k}"] = {a: b for a, b in info[k].items() if isinstance(b, (int, float))}
+            if isinstance(info.get("error"), str):
+                row["error"] = info["error"]
         out[rid] = row
+    data = read_json(parts.manifest) if parts.manifest is not None else None
+    for entry in (data.get("runs") if isinstance(data, dict) else None) or []:
+        if isinstance(entry, dict) and "run" in entry:
+            row = out.setdefault(_run_id(entry["run"]), {"run": _run_id(entry["run"])})
+            for k, name in (("time", "published"), ("shards_added", "shards_added"),
+                            ("samples_total", "manifest_samples"), ("samples_kept", "manifest_kept")):
+                if isinstance(entry.get(k), (str, int, float)):
+                    row[name] = entry[k]
     for rid, counts in by_run.items():
         row = out.setdefault(rid, {"run": rid})
         row["samples"] = sum(counts.values())
@@ -160,6 +171,9 @@ def manifest(parts: DatasetParts) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return {"error": f"{parts.manifest.name} is not a JSON object"}
     scalars = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    for k, v in data.items():  # one level of nesting: {"totals": {"runs": 2}} -> "totals.runs"
+        if isinstance(v, dict) and v and all(isinstance(x, (str, int, float, bool)) for x in v.values()):
+            scalars.update({f"{k}.{kk}": vv for kk, vv in v.items()})
     lists = {}
     for k, v in data.items():
         if isinstance(v, list) and v and all(isinstance(e, dict) for e in v):

@@ -175,11 +175,11 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
     runs = agg.get("runs") or []
     if runs:
         rrows = [[_e(r["run"]), _e(r.get("start")), _e(r.get("end")), _num(r.get("duration")),
-                  _num(r.get("samples")), _num(r.get("kept")), _e(r.get("status") or r.get("state") or "")]
-                 for r in runs]
+                  _e(r.get("published")), _num(r.get("samples")), _num(r.get("kept")),
+                  _e(r.get("status") or r.get("state") or "")] for r in runs]
         parts.append(_section("History across runs", _plot(plots.runs(runs), "runs"),
-                              table(["run", "start (UTC)", "end (UTC)", "seconds", "samples", "kept", "state"],
-                                    rrows, {3, 4, 5}), sid="runs"))
+                              table(["run", "start (UTC)", "end (UTC)", "seconds", "published", "samples", "kept",
+                                     "state"], rrows, {3, 5, 6}), sid="runs"))
     man = agg.get("manifest")
     if man and (man.get("fields") or man.get("lists")):
         blocks = [table(["field", "value"], [[_e(k), _e(v)] for k, v in (man.get("fields") or {}).items()])]

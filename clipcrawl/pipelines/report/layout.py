@@ -5,9 +5,11 @@ A report works on a dataset dir (``crawl/pages``, ``crawl/pairs``, ``shards/``, 
 ``NNNNN.tar``, ``NNNNN_stats.json``) at the top level. Every part is optional: the report uses
 whatever exists.
 
-Dropped samples are not in the shard tars (they hold kept samples only). When a writer keeps
-the images of dropped samples it puts them in ``<shards>/dropped/NNNNN.tar`` with the same
-member naming (``<key>.jpg`` ...); the sample grids take images from there when present.
+Kept images live in ``NNNNN.tar`` (webdataset), ``NNNNN/<key>.jpg`` (output_format files) or a
+``jpg``/``png``/``webp`` column of ``NNNNN.parquet`` (output_format parquet). Dropped samples are
+in none of them (they hold kept samples only). When a writer keeps the images of dropped samples
+it puts them in ``<shards>/dropped/NNNNN.tar`` with the same member naming (``<key>.jpg`` ...);
+the sample grids take images from there when present.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class DatasetParts:
     stats_files: list[Path] = field(default_factory=list)  # NNNNN_stats.json
     tar_files: dict[str, Path] = field(default_factory=dict)  # shard id -> NNNNN.tar (kept samples)
     dropped_tars: dict[str, Path] = field(default_factory=dict)  # shard id -> dropped/NNNNN.tar
+    image_dirs: dict[str, Path] = field(default_factory=dict)  # shard id -> NNNNN/ (output_format files)
     page_files: list[Path] = field(default_factory=list)  # crawl/pages/*.parquet
     pair_files: list[Path] = field(default_factory=list)  # crawl/pairs/*.parquet
     run_dirs: list[Path] = field(default_factory=list)  # runs/NNNN/
@@ -87,6 +90,7 @@ def find_parts(path: str | Path) -> DatasetParts:
         parts.stats_files = _numbered(sd, "_stats.json")
         parts.tar_files = _tars(sd)
         parts.dropped_tars = _tars(sd / "dropped")
+        parts.image_dirs = {p.name: p for p in sorted(sd.iterdir()) if p.is_dir() and _SHARD_RE.match(p.name)}
     crawl = root / "crawl"
     parts.page_files = _parquets(crawl / "pages")
     parts.pair_files = _parquets(crawl / "pairs")

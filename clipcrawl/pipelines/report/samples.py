@@ -1,11 +1,13 @@
 """Sample grids: random kept samples, the lowest-scoring kept, the highest-scoring dropped by CLIP.
 
 Rows are picked from the Parquet with DuckDB (only key/url/caption/status/score columns).
-Thumbnails are read from the shard tars: kept samples from ``NNNNN.tar`` (random ones come
-from at most ``max_tars`` tars). Shard tars hold kept samples only, so a dropped sample's
-image is looked up in ``dropped/NNNNN.tar`` (same member naming, written by writers that keep
-dropped images) and then in ``NNNNN.tar``; when neither holds it, its card shows the caption
-and URL without an image (``image`` is None).
+Thumbnails of kept samples are read from their shard: ``NNNNN.tar`` (only the headers are
+scanned until the wanted members are found), ``NNNNN/<key>.jpg`` (output_format files) or the
+image column of ``NNNNN.parquet`` (output_format parquet); random ones come from at most
+``max_tars`` shards. Shards hold kept samples only, so a dropped sample's image is looked up in
+``dropped/NNNNN.tar`` (same member naming, written by writers that keep dropped images) and
+then in the shard itself; when none holds it, its card shows the caption and URL without an
+image (``image`` is None).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import io
 import random
 import tarfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,20 +94,78 @@ def read_images(tar_path: Path, keys: set[str]) -> dict[str, bytes]:
     return found
 
 
-def _attach_images(cards: list[SampleCard], tars_for: Any) -> None:
-    by_tar: dict[Path, set[str]] = {}
+def read_dir_images(folder: Path, keys: set[str]) -> dict[str, bytes]:
+    """Images of ``keys`` from a shard folder (``output_format: files``)."""
+    found: dict[str, bytes] = {}
+    for key in keys:
+        for ext in IMAGE_EXTS:
+            p = folder / f"{key}{ext}"
+            if p.is_file():
+                found[key] = p.read_bytes()
+                break
+    return found
+
+
+def read_parquet_images(path: Path, keys: set[str]) -> dict[str, bytes]:
+    """Images of ``keys`` from an image column (jpg/png/webp) of a shard Parquet (``output_format: parquet``)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.ParquetFile(path).schema_arrow.names
+        col = next((c for c in ("jpg", "png", "webp", "jpeg") if c in names), None)
+        if col is None or "key" not in names:
+            return {}
+        t = pq.read_table(path, columns=["key", col], filters=[("key", "in", sorted(keys))])
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in zip(t.column("key").to_pylist(), t.column(col).to_pylist()) if v}
+
+
+Source = tuple[str, Callable[[set[str]], dict[str, bytes]]]  # (label, keys -> image bytes)
+
+
+def _attach_images(cards: list[SampleCard], sources_for: Callable[[str], list[Source]]) -> None:
+    """Fill ``image`` of each card from the first of its shard's sources that holds it."""
+    needed: dict[str, tuple[Source, set[str]]] = {}
+    order: list[str] = []
     for card in cards:
-        for tar in tars_for(card.shard):
-            by_tar.setdefault(tar, set()).add(card.key)
-    for tar, keys in by_tar.items():
+        for src in sources_for(card.shard):
+            if src[0] not in needed:
+                needed[src[0]] = (src, set())
+                order.append(src[0])
+            needed[src[0]][1].add(card.key)
+    for label in order:
+        (_, load), keys = needed[label]
         missing = {c.key for c in cards if c.image is None and c.key in keys}
         if not missing:
             continue
-        for key, data in read_images(tar, missing).items():
+        for key, data in load(missing).items():
             thumb = thumbnail(data)
             for card in cards:
                 if card.key == key and card.image is None and thumb:
-                    card.image, card.image_from = thumb, tar.name if tar.parent.name != "dropped" else f"dropped/{tar.name}"
+                    card.image, card.image_from = thumb, label
+
+
+def kept_sources(parts: DatasetParts, shard: str) -> list[Source]:
+    out: list[Source] = []
+    if shard in parts.tar_files:
+        tar = parts.tar_files[shard]
+        out.append((tar.name, lambda keys, t=tar: read_images(t, keys)))
+    if shard in parts.image_dirs:
+        folder = parts.image_dirs[shard]
+        out.append((f"{folder.name}/", lambda keys, f=folder: read_dir_images(f, keys)))
+    pq_file = next((f for f in parts.sample_files if f.stem == shard), None)
+    if pq_file is not None:
+        out.append((pq_file.name, lambda keys, f=pq_file: read_parquet_images(f, keys)))
+    return out
+
+
+def dropped_sources(parts: DatasetParts, shard: str) -> list[Source]:
+    out: list[Source] = []
+    if shard in parts.dropped_tars:
+        tar = parts.dropped_tars[shard]
+        out.append((f"dropped/{tar.name}", lambda keys, t=tar: read_images(t, keys)))
+    return out + kept_sources(parts, shard)
 
 
 def pick_samples(
@@ -120,7 +181,7 @@ def pick_samples(
     if not files:
         return {"random_kept": [], "lowest_kept": [], "top_dropped_clip": []}
     con = connect()
-    with_tar = [f for f in files if f.stem in parts.tar_files] or files
+    with_tar = [f for f in files if f.stem in parts.tar_files or f.stem in parts.image_dirs] or files
     rng = random.Random(seed)
     chosen = sorted(rng.sample(with_tar, min(max_tars, len(with_tar))))
     ok = f"status = '{Status.SUCCESS}'"
@@ -132,12 +193,6 @@ def pick_samples(
     }
     con.close()
     if images:
-        def kept_tars(shard: str) -> list[Path]:
-            return [parts.tar_files[shard]] if shard in parts.tar_files else []
-
-        def dropped_tars(shard: str) -> list[Path]:
-            return [p for p in (parts.dropped_tars.get(shard), parts.tar_files.get(shard)) if p is not None]
-
-        _attach_images(grids["random_kept"] + grids["lowest_kept"], kept_tars)
-        _attach_images(grids["top_dropped_clip"], dropped_tars)
+        _attach_images(grids["random_kept"] + grids["lowest_kept"], lambda shard: kept_sources(parts, shard))
+        _attach_images(grids["top_dropped_clip"], lambda shard: dropped_sources(parts, shard))
     return {name: [asdict(c) for c in cards] for name, cards in grids.items()}

@@ -103,7 +103,7 @@ def _runs(agg: dict[str, Any]) -> Table:
     t = _table("Runs", ("run", "left"), ("start (UTC)", "left"), ("seconds", "right"), ("samples", "right"),
                ("kept", "right"), ("state", "left"))
     for r in agg.get("runs") or []:
-        t.add_row(r["run"], r.get("start") or "", _n(r.get("duration")), _n(r.get("samples")), _n(r.get("kept")),
+        t.add_row(r["run"], r.get("start") or r.get("published") or "", _n(r.get("duration")), _n(r.get("samples")), _n(r.get("kept")),
                   str(r.get("status") or r.get("state") or ""))
     return t
 

@@ -26,3 +26,13 @@ def demo_samples(demo) -> dict:
     from clipcrawl.pipelines.report.samples import pick_samples
 
     return pick_samples(find_parts(demo.root))
+
+
+@pytest.fixture(scope="session")
+def demo_html(demo, tmp_path_factory) -> str:
+    """The page ``clipcrawl stats DEMO --html FILE`` writes (rendered once per session)."""
+    from clipcrawl.cli import main
+
+    out = tmp_path_factory.mktemp("html") / "sub" / "report.html"
+    assert main(["-q", "stats", str(demo.root), "--html", str(out), "--json"]) == 0
+    return out.read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ import json
 import math
 import random
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,17 +209,39 @@ def _crawl(root: Path, samples: pa.Table, rng: random.Random) -> None:
 
 
 def _runs(root: Path, samples: pa.Table, t0: float) -> None:
-    runs = sorted(set(samples.column("run").to_pylist()))
-    entries = []
-    for r in runs:
+    """runs/NNNN/{config.yaml,run.json} and manifest.json in the formats clipcrawl.pipelines.run/dataset write."""
+    run_col, status_col = samples.column("run").to_pylist(), samples.column("status").to_pylist()
+    shard_col = samples.column("shard").to_pylist()
+    entries, shards = [], {}
+    for r in sorted(set(run_col)):
         d = root / "runs" / f"{r:04d}"
         d.mkdir(parents=True, exist_ok=True)
         d.joinpath("config.yaml").write_text(
             f"dataset: {root}\nsources:\n  crawl:\n    seeds: [https://{DOMAINS[0]}/]\n"
             f"filters:\n  clip:\n    threshold: {THRESHOLD}\n")
         start = t0 + (r - 1) * 3600
+        names = sorted({s for s, x in zip(shard_col, run_col) if x == r})
+        counts = {}
+        for st, x in zip(status_col, run_col):
+            if x == r:
+                counts[st] = counts.get(st, 0) + 1
         d.joinpath("run.json").write_text(json.dumps(
-            {"run": r, "started_at": start, "finished_at": start + 1500, "status": "completed"}))
-        n = sum(1 for x in samples.column("run").to_pylist() if x == r)
-        entries.append({"run": r, "samples": n, "created_at": start})
-    (root / "manifest.json").write_text(json.dumps({"name": "shapes-demo", "version": len(runs), "runs": entries}))
+            {"run": r, "state": "done", "started": start, "finished": start + 1500, "config_sha256": "0" * 64,
+             "planned_shards": names, "published_shards": names, "counts": counts,
+             "timings": {"collect": 300.0, "process": 1150.0, "publish": 50.0}, "error": None}))
+        for name in names:
+            n = sum(1 for s in shard_col if s == name)
+            kept = sum(1 for s, st in zip(shard_col, status_col) if s == name and st == "success")
+            shards[name] = {"run": r, "samples_total": n, "samples_kept": kept, "tar_bytes": 0}
+        entries.append({"run": r, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + 1500)),
+                        "shards": names, "shards_added": len(names),
+                        "samples_total": sum(shards[n]["samples_total"] for n in names),
+                        "samples_kept": sum(shards[n]["samples_kept"] for n in names), "config_hash": "0" * 64,
+                        "summary": {}})
+    manifest = {"format": "clipcrawl-dataset", "format_version": 1, "version": len(entries),
+                "updated": entries[-1]["time"], "shards_dir": "shards", "samples_dir": "samples",
+                "totals": {"runs": len(entries), "shards": len(shards),
+                           "samples_total": sum(v["samples_total"] for v in shards.values()),
+                           "samples_kept": sum(v["samples_kept"] for v in shards.values())},
+                "runs": entries, "shards": shards}
+    (root / "manifest.json").write_text(json.dumps(manifest))

@@ -89,7 +89,8 @@ def test_distributions_match_pandas(demo, demo_agg):
     for run in demo_agg["runs"]:
         sub = df[df["run"] == int(run["run"])]
         assert run["samples"] == len(sub) and run["kept"] == int((sub["status"] == "success").sum())
-        assert run["status"] == "completed" and run["duration"] == 1500
+        assert run["state"] == "done" and run["duration"] == 1500 and run["manifest_kept"] == run["kept"]
+        assert run["run_json_counts"] == sub["status"].value_counts().to_dict()
 
 
 def test_domains_match_pandas(demo, demo_agg):

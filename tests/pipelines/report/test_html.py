@@ -50,8 +50,8 @@ window.addEventListener('load', () => {
 
 
 @pytest.fixture(scope="module")
-def page(demo_agg, demo_samples) -> str:
-    return render(demo_agg, demo_samples)
+def page(demo_html) -> str:
+    return demo_html
 
 
 def test_self_contained(page):

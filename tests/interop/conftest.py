@@ -135,8 +135,15 @@ def s3_url(s3_server) -> str:
 def wds_overlay() -> Path:
     """A folder holding webdataset 0.2.86 for open_clip_train (installed on first use)."""
     if not (OVERLAY / "webdataset" / "__init__.py").is_file():
-        r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(OVERLAY),
+        tmp = OVERLAY.with_name(f"{OVERLAY.name}.tmp-{uuid.uuid4().hex[:8]}")  # complete, then renamed
+        r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp),
                             OVERLAY_WDS], capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
             pytest.skip(f"cannot install {OVERLAY_WDS} into {OVERLAY}: {r.stderr.strip()[-500:]}")
+        shutil.rmtree(OVERLAY, ignore_errors=True)
+        try:
+            os.replace(tmp, OVERLAY)
+        except OSError:  # another session installed it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
     return OVERLAY

@@ -49,6 +49,7 @@ _KIND_STATUS = {
     "redirect": PageStatus.REDIRECT_LIMIT, "too_large": PageStatus.TOO_LARGE, "rejected": PageStatus.NOT_HTML,
     "http": PageStatus.HTTP_ERROR, "refused": PageStatus.OFF_DOMAIN,
 }
+CLAIM_WINDOW = 512  # queued URLs scanned per claim for hosts with free slots
 _HTML_SNIFF = re.compile(rb"<(!doctype\s+html|html|head|body|title|meta|div|p|a\s)", re.I)
 
 
@@ -108,6 +109,9 @@ class Crawler:
 
     def __init__(self, config: CrawlConfig, out_dir: str | Path, progress: bool = True) -> None:
         self.cfg = config
+        if "://" in str(out_dir):
+            raise ConfigError(f"crawl output {out_dir}: must be a local directory (the frontier is SQLite); "
+                              "copy pairs/ and pages/ to object storage afterwards")
         self.out = Path(out_dir)
         self.progress = progress
         self.seeds = read_seeds(config)
@@ -119,6 +123,7 @@ class Crawler:
             raise ConfigError(f"deny pattern {e.pattern!r}: {e} (fix: use a valid Python regex)") from None
         self.token = user_agent_token(config.user_agent)
         self._host_ok: dict[str, bool] = {}
+        self._inflight: dict[str, int] = {}  # host -> pages claimed and not finished
         self.summary = CrawlSummary(out_dir=str(self.out))
         self.frontier: Frontier | None = None
         self.writer: ChunkWriter | None = None
@@ -192,7 +197,7 @@ class Crawler:
         with Progress("crawl", total=total, unit="pages", enabled=self.progress) as bar:
             while True:
                 room = min(cfg.concurrency - len(pending), cfg.max_pages - done_before - self.summary.pages - len(pending))
-                for claim in frontier.claim(room, cfg.max_depth):
+                for claim in frontier.claim(room, cfg.max_depth, take=self._take, window=CLAIM_WINDOW):
                     pending.add(asyncio.ensure_future(self._process(fetcher, claim)))
                 if not pending:
                     reached = done_before + self.summary.pages >= cfg.max_pages
@@ -205,7 +210,23 @@ class Crawler:
                 assert self.writer is not None
                 self.writer.flush()
 
+    def _take(self, url: str) -> bool:
+        """Claim ``url`` now? Not while its host already has 2 x per-host-concurrency pages in flight."""
+        host = host_of(url)
+        n = self._inflight.get(host, 0)
+        if n >= 2 * self.cfg.per_host_concurrency:
+            return False
+        self._inflight[host] = n + 1
+        return True
+
     async def _process(self, fetcher: Fetcher, claim: Claim) -> None:
+        try:
+            await self._process_one(fetcher, claim)
+        finally:
+            host = host_of(claim.url)
+            self._inflight[host] -= 1
+
+    async def _process_one(self, fetcher: Fetcher, claim: Claim) -> None:
         now = time.time()
         res = await fetcher.fetch(claim.url, accept=self._accept, follow=self._follow)
         final = normalize_url(res.final_url) or res.final_url

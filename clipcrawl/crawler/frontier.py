@@ -26,7 +26,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,15 +140,27 @@ class Frontier:
             f"WHERE excluded.depth < urls.depth AND urls.state='{QUEUED}'",
             ((u, depth, QUEUED, now) for u in urls))
 
-    def claim(self, n: int, max_depth: int) -> list[Claim]:
-        """Atomically move up to ``n`` queued URLs (shallowest first) to in-flight."""
+    def claim(self, n: int, max_depth: int, take: Callable[[str], bool] | None = None,
+              window: int = 0) -> list[Claim]:
+        """Atomically move up to ``n`` queued URLs (shallowest first) to in-flight. With ``take``,
+        only URLs it accepts are claimed, from the first ``max(window, n)`` queued ones (the
+        crawler skips hosts that already have enough pages in flight, so one slow host does not
+        hold every worker)."""
         if n <= 0:
             return []
         self.db.execute("BEGIN IMMEDIATE")
         try:
             rows = self.db.execute(
                 f"SELECT id, url, depth, attempts FROM urls WHERE state='{QUEUED}' AND depth <= ? "
-                "ORDER BY depth, id LIMIT ?", (max_depth, n)).fetchall()
+                "ORDER BY depth, id LIMIT ?", (max_depth, max(n, window) if take else n)).fetchall()
+            if take is not None:
+                picked = []
+                for r in rows:
+                    if take(r[1]):
+                        picked.append(r)
+                        if len(picked) == n:
+                            break
+                rows = picked
             self.db.executemany(f"UPDATE urls SET state='{IN_FLIGHT}' WHERE id=?", ((r[0],) for r in rows))
             self.db.execute("COMMIT")
         except BaseException:

@@ -242,3 +242,25 @@ def test_resume_after_kill(tmp_path):
     assert len(ref_pages) == n and len(ref_pairs) == 1 + 3 * n  # every page, 3 pairs each + the shared logo
     assert run_pages == ref_pages
     assert run_pairs == ref_pairs
+
+
+def test_deny_patterns_and_allowed_domains(tmp_path):
+    with LoopbackServer(rules_site) as srv:
+        s = crawl(_cfg(srv.base + "/", max_depth=2, deny_patterns=[r"/charset/", r"/deep/\d+$"]), tmp_path / "a",
+                  progress=False)
+        hits = srv.log.counts()
+        assert s.pages > 10 and not any(p.startswith(("/charset/", "/deep/")) for p in hits)
+        # an allowed domain that is not the seed's: only the seed itself is processed (it is never filtered)
+        s = crawl(_cfg(srv.base + "/", allowed_domains=["example.com"]), tmp_path / "b", progress=False)
+        assert s.pages == 1
+
+
+def test_cli_exit_codes(tmp_path):
+    from clipcrawl.cli import main
+    from clipcrawl.crawler.frontier import Frontier
+
+    assert main(["crawl", "--seeds", "ftp://x.invalid/", "--out", str(tmp_path)]) == 2  # unusable seed
+    assert main(["crawl", "--out", str(tmp_path)]) == 2  # no seed at all
+    assert main(["crawl", "--seeds", "http://x.invalid/", "--out", str(tmp_path), "--deny-pattern", "("]) == 2
+    with Frontier(tmp_path / "locked" / "state"):  # another crawl holds the directory
+        assert main(["crawl", "--seeds", "http://x.invalid/", "--out", str(tmp_path / "locked")]) == 3

@@ -99,3 +99,20 @@ def test_chunks_are_written_once_even_after_a_crash(tmp_path):
         assert set(t.column("source").to_pylist()) == {"crawl"}
     for t in tables["pages"]:
         check(t, PAGES)
+
+
+def test_claim_skips_busy_hosts(tmp_path):
+    with Frontier(tmp_path) as f:
+        f.add([f"http://slow.com/{i}" for i in range(10)] + ["http://fast.com/1", "http://fast.com/2"], 0)
+        per_host: dict[str, int] = {}
+
+        def take(url: str) -> bool:
+            host = url.split("/")[2]
+            if per_host.get(host, 0) >= 2:
+                return False
+            per_host[host] = per_host.get(host, 0) + 1
+            return True
+
+        got = [c.url for c in f.claim(4, 3, take=take, window=64)]
+        assert got == ["http://slow.com/0", "http://slow.com/1", "http://fast.com/1", "http://fast.com/2"]
+        assert [c.url for c in f.claim(4, 3)] == [f"http://slow.com/{i}" for i in range(2, 6)]  # the rest stay queued

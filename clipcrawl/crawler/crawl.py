@@ -49,6 +49,9 @@ _KIND_STATUS = {
     "redirect": PageStatus.REDIRECT_LIMIT, "too_large": PageStatus.TOO_LARGE, "rejected": PageStatus.NOT_HTML,
     "http": PageStatus.HTTP_ERROR, "refused": PageStatus.OFF_DOMAIN,
 }
+#: page statuses counted as errors; robots, noai, not-HTML and off-domain refusals are expected outcomes
+ERROR_STATUSES = frozenset({PageStatus.HTTP_ERROR, PageStatus.FETCH_ERROR, PageStatus.TOO_LARGE,
+                            PageStatus.REDIRECT_LIMIT, PageStatus.BLOCKED_ADDRESS})
 CLAIM_WINDOW = 512  # queued URLs scanned per claim for hosts with free slots
 _HTML_SNIFF = re.compile(rb"<(!doctype\s+html|html|head|body|title|meta|div|p|a\s)", re.I)
 
@@ -58,7 +61,7 @@ class CrawlSummary:
     out_dir: str
     pages: int = 0  # processed in this run
     pairs: int = 0  # new pair keys in this run
-    errors: int = 0  # pages of this run not "ok"/"meta_noai"
+    errors: int = 0  # pages of this run that failed (ERROR_STATUSES); refusals are not errors
     by_status: dict[str, int] = field(default_factory=dict)
     pages_total: int = 0  # across runs
     pairs_total: int = 0
@@ -253,7 +256,7 @@ class Crawler:
         s = self.summary
         s.pages += 1
         s.pairs += done.new_pairs
-        s.errors += not ok
+        s.errors += status in ERROR_STATUSES
         s.by_status[status.value] = s.by_status.get(status.value, 0) + 1
         if self.writer is not None:
             self.writer.added(pages=1, pairs=done.new_pairs)

@@ -184,3 +184,15 @@ def test_empty_shard_and_missing_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no shards"):
         find_parts(tmp_path / "empty")
+
+
+def test_crawl_output_only(demo, tmp_path):
+    import shutil
+
+    shutil.copytree(demo.root / "crawl", tmp_path / "crawl")
+    agg = aggregate(find_parts(tmp_path))
+    pages = pd.read_parquet(tmp_path / "crawl" / "pages")
+    assert [(s["step"], s["count"]) for s in agg["funnel"]] == [
+        ("pages crawled", len(pages)), ("pairs found", len(pd.read_parquet(tmp_path / "crawl" / "pairs")))]
+    assert agg["pages"]["by_status"] == pages["status"].value_counts().to_dict()
+    assert sum(c["count"] for c in agg["pages"]["causes"]) == int((pages["status"] != "ok").sum())

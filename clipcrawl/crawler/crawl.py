@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcrawl.crawler.extract import extract_page
+from clipcrawl.crawler.extract import extract_page, normalize_language
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher, FetchResult
 from clipcrawl.crawler.frontier import Claim, Frontier
 from clipcrawl.crawler.output import ChunkWriter
@@ -235,7 +235,7 @@ class Crawler:
         final = normalize_url(res.final_url) or res.final_url
         headers = res.headers or {}
         page = {"url": claim.url, "final_url": final, "http_status": res.status, "depth": claim.depth,
-                "content_type": headers.get("Content-Type"), "fetched_at": now}
+                "content_type": _header(headers, "content-type"), "fetched_at": now}
         pairs: list[dict] = []
         links: list[str] = []
         if res.ok:
@@ -290,11 +290,16 @@ class Crawler:
         return PageStatus.OK
 
 
-def _content_language(headers: dict[str, str] | None) -> str | None:
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    """A response header by case-insensitive name (FetchResult.headers keeps the server's spelling)."""
     for k, v in (headers or {}).items():
-        if k.lower() == "content-language" and v.strip():
-            return v.split(",")[0].strip() or None
+        if k.lower() == name:
+            return v
     return None
+
+
+def _content_language(headers: dict[str, str] | None) -> str | None:
+    return normalize_language(_header(headers, "content-language"))
 
 
 def crawl(config: CrawlConfig, out_dir: str | Path, progress: bool = True) -> CrawlSummary:

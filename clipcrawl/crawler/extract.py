@@ -118,7 +118,8 @@ def _dim(v: str | None) -> int | None:
     return min(int(m.group(1)), 2**31 - 1) if m else None
 
 
-def _language(v: str | None) -> str | None:
+def normalize_language(v: str | None) -> str | None:
+    """``"en_us"`` -> ``"en-US"``, ``"de, en"`` -> ``"de"``; None for anything not shaped like BCP 47."""
     if not v:
         return None
     v = v.split(",")[0].strip().replace("_", "-")
@@ -222,7 +223,7 @@ def extract_page(html: bytes, url: str, content_type: str | None = None, *,
     page.title = page.title or None
     directives, meta_lang = _meta(tree, ua_token)
     h = tree.css_first("html")
-    page.language = _language(h.attributes.get("lang") if h is not None else None) or _language(meta_lang)
+    page.language = normalize_language(h.attributes.get("lang") if h is not None else None) or normalize_language(meta_lang)
     page.meta_robots = directives
     page.nofollow = any(d in _NOFOLLOW for d in directives)
     noai = next((d for d in directives if d in _NOAI), None)

@@ -140,8 +140,10 @@ def test_crawl_delay_spaces_requests(tmp_path):
     with LoopbackServer(functools.partial(rules_site, crawl_delay=0.3)) as srv:
         crawl(_cfg(srv.base + "/", max_pages=5, max_depth=1), tmp_path, progress=False)
         times = sorted(h.t for h in srv.log.hits if h.path != "/robots.txt")
+    gaps = [b - a for a, b in zip(times, times[1:])]
     assert len(times) >= 4
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.28
+    # starts are spaced 0.3 s apart by the client; arrival jitter on a loaded machine eats a little of it
+    assert min(gaps) >= 0.2 and sum(gaps) / len(gaps) >= 0.28
 
 
 def test_private_addresses_refused_without_exception(tmp_path):

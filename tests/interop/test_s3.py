@@ -119,3 +119,34 @@ def test_killed_writer_publishes_nothing(s3_url):
     fs, path = fs_and_path(url)
     fs.invalidate_cache()
     assert not fs.exists(path)
+
+
+HF_S3 = """
+import json, sys
+from datasets import load_dataset
+opts = json.loads(sys.argv[3])
+ds = load_dataset("webdataset", data_files={"train": json.loads(sys.argv[1])}, split="train", cache_dir=sys.argv[2],
+                  storage_options=opts)
+print(json.dumps([[r["__key__"], r["txt"], r["json"]["url"], list(r["jpg"].size)] for r in ds]))
+"""
+
+
+def test_hf_datasets_reads_shards_on_s3(s3_server, s3_url, tmp_path):
+    """Training code reads the dataset where it lives: HF ``datasets`` downloads the tars from S3.
+
+    Its offline mode refuses every remote URL (s3 too), and its streaming mode passes ``block_size``
+    to s3fs, which rejects it (datasets 5.2 / s3fs 2026.9); so the Hub endpoint points at a closed
+    loopback port instead: any Hub request fails locally, none is needed."""
+    pytest.importorskip("datasets")
+    make_dataset(s3_url, n_shards=2, n=12)
+    tars = [r.tar for r in list_shards(s3_url)]
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf")}
+    opts = {**s3_server.storage_options, "client_kwargs": {"region_name": "us-east-1"}}
+    r = subprocess.run([sys.executable, "-c", HF_S3, json.dumps(tars), str(tmp_path / "cache"), json.dumps(opts)],
+                       env={**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_"))}, **env},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    expected = kept_samples(s3_url, ["key", "caption", "url"]).to_pylist()
+    assert [(k, t, u) for k, t, u, _ in rows] == [(e["key"], e["caption"], e["url"]) for e in expected]
+    assert all(size == [64, 64] for *_, size in rows) and len(rows) == 16

@@ -71,6 +71,7 @@ class CrawlSummary:
     stop_reason: str = ""  # "frontier exhausted" | "max_pages reached"
     requeued: int = 0  # in-flight URLs of an interrupted run, queued again
     revisits: int = 0  # pages queued again by revisit_after_days
+    retried: int = 0  # transient failures of earlier runs queued again
 
     @property
     def pages_per_s(self) -> float:
@@ -176,7 +177,8 @@ class Crawler:
             self.frontier = frontier
             self.writer = ChunkWriter(frontier, self.out, self.cfg.rows_per_chunk)
             self.writer.recover()
-            self.summary.requeued, self.summary.revisits = frontier.requeued, frontier.revisits
+            s = self.summary
+            s.requeued, s.revisits, s.retried = frontier.requeued, frontier.revisits, frontier.retried
             frontier.add(self.seeds, 0)
             try:
                 async with Fetcher(self.fetch_config()) as fetcher:
@@ -252,7 +254,8 @@ class Crawler:
         page["status"] = status.value
         ok = status in (PageStatus.OK, PageStatus.META_NOAI)
         assert self.frontier is not None
-        done = self.frontier.complete(claim, page, pairs, links, ok=ok, final_url=final if res.ok else None)
+        done = self.frontier.complete(claim, page, pairs, links, ok=ok, final_url=final if res.ok else None,
+                                      retryable=res.retryable)
         s = self.summary
         s.pages += 1
         s.pairs += done.new_pairs

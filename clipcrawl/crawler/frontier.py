@@ -11,7 +11,8 @@ Tables
 Crash safety
     Everything a processed page produces (its ``urls`` state, its ``pages`` row, its pairs, the
     links it queues) is written in **one transaction**, so a ``kill -9`` loses at most pages that
-    were in flight, which are re-queued on the next open. Parquet output is derived from the
+    were in flight, which are re-queued on the next open (as are transient failures, up to
+    :data:`MAX_ATTEMPTS` tries). Parquet output is derived from the
     database: :meth:`Frontier.seal_chunk` first assigns unsealed rows a chunk number (committed),
     then the caller writes ``NNNNN.parquet`` atomically from :meth:`Frontier.chunk_rows`; on the
     next run, chunks whose file is missing are written again from the same rows. A pair therefore
@@ -32,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 QUEUED, IN_FLIGHT, DONE, FAILED, REDIRECTED = "queued", "in-flight", "done", "failed", "redirected"
+#: a page that failed transiently (timeout, connection, 429/5xx) is queued again on the next run
+#: until it has been tried this many times (each try already includes the fetcher's own retries)
+MAX_ATTEMPTS = 3
 
 PAGE_COLUMNS = ("url", "final_url", "status", "error_message", "http_status", "content_type", "charset",
                 "depth", "bytes", "n_pairs", "n_links", "title", "language", "fetched_at")
@@ -45,6 +49,7 @@ CREATE TABLE IF NOT EXISTS urls (
     depth INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    retryable INTEGER NOT NULL DEFAULT 0,
     fetched_at REAL,
     added_at REAL NOT NULL
 );
@@ -93,6 +98,9 @@ class Frontier:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
+        self.retried = self._execute(
+            f"UPDATE urls SET state='{QUEUED}' WHERE state='{FAILED}' AND retryable=1 AND attempts < ?",
+            (MAX_ATTEMPTS,))
         self.revisits = 0
         if revisit_after_days:
             cutoff = time.time() - revisit_after_days * 86400
@@ -169,13 +177,14 @@ class Frontier:
         return [Claim(*r) for r in rows]
 
     def complete(self, claim: Claim, page: dict[str, Any], pairs: Sequence[dict[str, Any]],
-                 links: Sequence[str], ok: bool, final_url: str | None = None) -> Completed:
+                 links: Sequence[str], ok: bool, final_url: str | None = None,
+                 retryable: bool = False) -> Completed:
         """Record one processed page in one transaction (see the module doc)."""
         now = page.get("fetched_at") or time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("UPDATE urls SET state=?, attempts=attempts+1, fetched_at=? WHERE id=?",
-                            (DONE if ok else FAILED, now, claim.id))
+            self.db.execute("UPDATE urls SET state=?, attempts=attempts+1, fetched_at=?, retryable=? WHERE id=?",
+                            (DONE if ok else FAILED, now, int(retryable and not ok), claim.id))
             self.db.execute(f"INSERT INTO pages({', '.join(PAGE_COLUMNS)}) VALUES ({', '.join('?' * len(PAGE_COLUMNS))})",
                             tuple(page.get(c) for c in PAGE_COLUMNS))
             before = self.db.total_changes

@@ -116,3 +116,20 @@ def test_claim_skips_busy_hosts(tmp_path):
         got = [c.url for c in f.claim(4, 3, take=take, window=64)]
         assert got == ["http://slow.com/0", "http://slow.com/1", "http://fast.com/1", "http://fast.com/2"]
         assert [c.url for c in f.claim(4, 3)] == [f"http://slow.com/{i}" for i in range(2, 6)]  # the rest stay queued
+
+
+def test_transient_failures_are_retried_on_later_runs(tmp_path):
+    from clipcrawl.crawler.frontier import MAX_ATTEMPTS
+
+    with Frontier(tmp_path) as f:
+        f.add(["http://a.com/flaky", "http://a.com/gone"], 0)
+        for c in f.claim(2, 3):
+            f.complete(c, _page(c.url, "fetch_error"), [], [], ok=False, retryable=c.url.endswith("flaky"))
+    for run in range(1, MAX_ATTEMPTS):
+        with Frontier(tmp_path) as f:
+            assert f.retried == 1
+            c = f.claim(5, 3)
+            assert [x.url for x in c] == ["http://a.com/flaky"] and c[0].attempts == run
+            f.complete(c[0], _page(c[0].url, "fetch_error"), [], [], ok=False, retryable=True)
+    with Frontier(tmp_path) as f:
+        assert f.retried == 0 and f.claim(5, 3) == []  # tried MAX_ATTEMPTS times: given up

@@ -115,8 +115,14 @@ class CommonCrawlConfig(_Model):
     pairs_per_file: int = Field(100_000, ge=1, description="Rows per pairs/NNNNN.parquet file.")
     max_html_bytes: int = Field(5_000_000, ge=1024, description="Parse at most this many bytes of one HTML page.")
     storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec storage options for remote inputs (e.g. s3fs profile/credentials)."
+        default_factory=dict,
+        description="fsspec storage options for remote inputs (e.g. s3fs profile); secret values are redacted "
+        "in the saved config.",
     )
+
+    @field_serializer("storage_options")
+    def _redact_secrets(self, v: dict[str, Any]) -> dict[str, Any]:
+        return _redact(v)
 
     @field_validator("paths")
     @classmethod

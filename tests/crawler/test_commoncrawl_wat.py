@@ -36,7 +36,7 @@ def test_img_links_with_alt_become_pairs_resolved_and_normalised():
     ]
     page = _page(wat_record("https://example.com/dir/page.html?q=1", links,
                             head={"Title": " Cats &amp; dogs ", "Metas": [{"name": "description", "content": "x"}]},
-                            headers={"Content-Type": "text/html", "Content-Language": "de-DE, en"}))
+                            headers={"Content-Type": "text/html", "Content-Language": "de-de, en"}))
     assert page.url == "https://example.com/dir/page.html?q=1"
     assert page.title == "Cats & dogs" and page.language == "de-DE"
     assert page.date is not None and page.date.year == 2024

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from clipcrawl.crawler.extract import normalize_language
 from clipcrawl.schemas.config import NOAI_DIRECTIVES
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -113,8 +114,5 @@ def parse_warc_date(value: str | None) -> datetime | None:
 
 
 def first_language(value: str | None) -> str | None:
-    """``Content-Language: de-DE, en`` -> ``de-DE``."""
-    if not value:
-        return None
-    tag = value.split(",", 1)[0].strip()
-    return tag if re.fullmatch(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*", tag) else None
+    """``Content-Language: de-de, en`` -> ``de-DE``, normalised as the crawler does ``<html lang>``."""
+    return normalize_language(value)

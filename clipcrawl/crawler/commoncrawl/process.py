@@ -106,9 +106,9 @@ class _Chunks:
         table = pa.table({k: self.cols[k] for k in _COLUMNS})
         table = table.append_column("source", pa.array([SOURCE] * n, pa.string()))
         name = shard_name(self.alloc())
+        self.on_write(name)  # listed in the state first: a rerun removes it even if killed mid-write
         write_parquet(conform(table, PAIRS), f"{self.out_dir}/pairs/{name}.parquet")
         self.cols = {c: [] for c in _COLUMNS}
-        self.on_write(name)
 
 
 def _page(rec: RawRecord, opts: ReadOptions) -> PageInfo:
@@ -136,7 +136,7 @@ def process_file(
     rep = FileReport(input=path, max_records=opts.max_records)
     state_url = f"{out_dir}/state/{state_name(path)}.json"
 
-    def wrote(name: str) -> None:
+    def wrote(name: str) -> None:  # called before the chunk is written
         rep.chunks.append(name)
         rep.seconds = round(time.monotonic() - t0, 3)
         write_json(rep.to_json(), state_url)

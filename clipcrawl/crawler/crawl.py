@@ -65,9 +65,11 @@ class CrawlSummary:
     by_status: dict[str, int] = field(default_factory=dict)
     pages_total: int = 0  # across runs
     pairs_total: int = 0
-    queued: int = 0  # URLs still queued (within max_depth)
+    queued: int = 0  # URLs still queued within max_depth (max_pages stopped the crawl first)
+    deeper: int = 0  # URLs queued one hop beyond max_depth (a rerun with a larger --max-depth takes them)
     bytes: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # the whole call, opening and final writes included
+    crawl_seconds: float = 0.0  # the fetch loop alone
     stop_reason: str = ""  # "frontier exhausted" | "max_pages reached"
     requeued: int = 0  # in-flight URLs of an interrupted run, queued again
     revisits: int = 0  # pages queued again by revisit_after_days
@@ -75,7 +77,8 @@ class CrawlSummary:
 
     @property
     def pages_per_s(self) -> float:
-        return self.pages / self.elapsed if self.elapsed > 0 else 0.0
+        t = self.crawl_seconds or self.elapsed
+        return self.pages / t if t > 0 else 0.0
 
 
 def read_seeds(config: CrawlConfig) -> list[str]:
@@ -189,7 +192,8 @@ class Crawler:
                 counts = frontier.counts()
                 s = self.summary
                 s.pages_total, s.pairs_total = counts.get("pages", 0), counts.get("pairs", 0)
-                s.queued = counts.get("queued", 0)
+                s.queued = frontier.queued(self.cfg.max_depth)
+                s.deeper = counts.get("queued", 0) - s.queued
                 s.elapsed = time.monotonic() - t0
         return self.summary
 
@@ -199,6 +203,7 @@ class Crawler:
         done_before = frontier.processed()
         total = max(0, cfg.max_pages - done_before)
         pending: set[asyncio.Task] = set()
+        t0 = time.monotonic()
         with Progress("crawl", total=total, unit="pages", enabled=self.progress) as bar:
             while True:
                 room = min(cfg.concurrency - len(pending), cfg.max_pages - done_before - self.summary.pages - len(pending))
@@ -207,6 +212,7 @@ class Crawler:
                 if not pending:
                     reached = done_before + self.summary.pages >= cfg.max_pages
                     self.summary.stop_reason = "max_pages reached" if reached else "frontier exhausted"
+                    self.summary.crawl_seconds = time.monotonic() - t0
                     return
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:

@@ -211,6 +211,10 @@ class Frontier:
         """URLs finished (done or failed): what ``max_pages`` bounds."""
         return self.db.execute(f"SELECT COUNT(*) FROM urls WHERE state IN ('{DONE}','{FAILED}')").fetchone()[0]
 
+    def queued(self, max_depth: int) -> int:
+        q = f"SELECT COUNT(*) FROM urls WHERE state='{QUEUED}' AND depth <= ?"
+        return self.db.execute(q, (max_depth,)).fetchone()[0]
+
     def has_queued(self, max_depth: int) -> bool:
         q = f"SELECT 1 FROM urls WHERE state='{QUEUED}' AND depth <= ? LIMIT 1"
         return self.db.execute(q, (max_depth,)).fetchone() is not None

@@ -61,7 +61,9 @@ def _print_summary(s) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"crawl of {s.out_dir}: {s.stop_reason}", show_header=True)
+    console = Console(stderr=True)
+    console.print(f"[bold]crawl of {s.out_dir}[/bold]: {s.stop_reason}", highlight=False)
+    t = Table(show_header=True)
     t.add_column("")
     t.add_column("this run", justify="right")
     t.add_column("total", justify="right")
@@ -71,12 +73,14 @@ def _print_summary(s) -> None:
     for status, n in sorted(s.by_status.items(), key=lambda kv: -kv[1]):
         t.add_row(f"  {status}", str(n), "")
     t.add_row("still queued", "", str(s.queued))
+    if s.deeper:
+        t.add_row("beyond --max-depth", "", str(s.deeper))
     t.add_row("pages/s", f"{s.pages_per_s:.1f}", "")
     t.add_row("downloaded", f"{s.bytes / 1e6:.1f} MB", "")
-    t.add_row("time", f"{s.elapsed:.1f} s", "")
-    if s.requeued:
-        t.add_row("resumed in-flight", str(s.requeued), "")
-    Console(stderr=True).print(t)
+    t.add_row("time", f"{s.elapsed:.1f} s (fetching {s.crawl_seconds:.1f} s)", "")
+    if s.requeued or s.retried or s.revisits:
+        t.add_row("queued again", f"{s.requeued} interrupted, {s.retried} retried, {s.revisits} revisits", "")
+    console.print(t)
 
 
 def register(app: typer.Typer) -> None:

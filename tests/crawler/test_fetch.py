@@ -198,3 +198,21 @@ def test_pure_helpers():
     assert robots_tag_disallows(["clipcrawl: noai"], "clipcrawl", ["noai"]) == "noai"
     assert robots_tag_disallows(["all"], "clipcrawl", ["noai"]) is None
     assert check_url("ftp://x/y") and check_url("file:///etc/passwd")
+
+
+def test_follow_hook_vets_redirect_targets():
+    async def main():
+        hits: dict = {}
+        runner, base = await _serve(hits)
+        try:
+            async with Fetcher(_cfg()) as f:
+                refuse = lambda u: "not there" if u.endswith("/redirect/2") else None  # noqa: E731
+                r = await f.fetch(base + "/redirect/1", follow=refuse)
+                assert r.error_kind == "refused" and r.error == "not there" and r.redirects == 1
+                assert r.final_url.endswith("/redirect/2")
+                r = await f.fetch(base + "/redirect/9", follow=refuse)  # 9 -> 10 -> /ok: allowed
+                assert r.ok and r.final_url.endswith("/ok") and r.redirects == 2
+        finally:
+            await runner.cleanup()
+
+    _run(main())

@@ -95,7 +95,8 @@ def main() -> None:
     per_cpu = s.pages / cpu
     print(f"machine: {os.cpu_count()} cores, load average before the crawl {load}; "
           f"site: {args.pages} pages served by a separate process")
-    print(f"clipcrawl crawl : {s.pages} pages, {s.pairs} pairs in {wall:.2f}s wall = {rate:.0f} pages/s; status {s.by_status}")
+    print(f"clipcrawl crawl : {s.pages} pages, {s.pairs} pairs in {wall:.2f}s wall = {rate:.0f} pages/s "
+          f"(fetch loop alone {s.pages_per_s:.0f} pages/s); status {s.by_status}")
     print(f"  CPU: crawler {cpu:.2f}s ({per_cpu:.0f} pages per CPU-second), server {srv_cpu:.2f}s "
           f"({s.pages / max(srv_cpu, 1e-9):.0f} pages per CPU-second)")
     print(f"bare aiohttp GET: {args.pages} pages in {bare:.2f}s = {bare_rate:.0f} pages/s (fetch only, same server)")

@@ -172,9 +172,11 @@ def _image_url(attrs: dict, picture_sources: list[dict], base: str) -> str | Non
             if u:
                 return u
     for a in LAZY_SRC_ATTRS:
-        u = _usable(attrs.get(a), base)
-        if u:
-            return u
+        v = attrs.get(a)
+        if v:
+            u = _usable(v, base)
+            if u:
+                return u
     return _usable(attrs.get("src"), base)
 
 

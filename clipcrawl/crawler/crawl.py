@@ -199,27 +199,38 @@ class Crawler:
 
     async def _loop(self, fetcher: Fetcher) -> None:
         assert self.frontier is not None
-        cfg, frontier = self.cfg, self.frontier
-        done_before = frontier.processed()
-        total = max(0, cfg.max_pages - done_before)
+        done_before = self.frontier.processed()
+        total = max(0, self.cfg.max_pages - done_before)
         pending: set[asyncio.Task] = set()
         t0 = time.monotonic()
         with Progress("crawl", total=total, unit="pages", enabled=self.progress) as bar:
-            while True:
-                room = min(cfg.concurrency - len(pending), cfg.max_pages - done_before - self.summary.pages - len(pending))
-                for claim in frontier.claim(room, cfg.max_depth, take=self._take, window=CLAIM_WINDOW):
-                    pending.add(asyncio.ensure_future(self._process(fetcher, claim)))
-                if not pending:
-                    reached = done_before + self.summary.pages >= cfg.max_pages
-                    self.summary.stop_reason = "max_pages reached" if reached else "frontier exhausted"
-                    self.summary.crawl_seconds = time.monotonic() - t0
-                    return
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    t.result()
-                    bar.update(1, pairs=self.summary.pairs, errors=self.summary.errors)
-                assert self.writer is not None
-                self.writer.flush()
+            try:
+                await self._run_pending(fetcher, bar, pending, done_before, t0)
+            finally:  # interrupted (Ctrl-C, a bug): stop the pages in flight; they are queued again next run
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _run_pending(self, fetcher: Fetcher, bar: Progress, pending: set[asyncio.Task], done_before: int,
+                           t0: float) -> None:
+        cfg, frontier = self.cfg, self.frontier
+        assert frontier is not None and self.writer is not None
+        while True:
+            room = min(cfg.concurrency - len(pending), cfg.max_pages - done_before - self.summary.pages - len(pending))
+            for claim in frontier.claim(room, cfg.max_depth, take=self._take, window=CLAIM_WINDOW):
+                pending.add(asyncio.ensure_future(self._process(fetcher, claim)))
+            if not pending:
+                reached = done_before + self.summary.pages >= cfg.max_pages
+                self.summary.stop_reason = "max_pages reached" if reached else "frontier exhausted"
+                self.summary.crawl_seconds = time.monotonic() - t0
+                return
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            pending.difference_update(done)
+            for t in done:
+                t.result()
+                bar.update(1, pairs=self.summary.pairs, errors=self.summary.errors)
+            self.writer.flush()
 
     def _take(self, url: str) -> bool:
         """Claim ``url`` now? Not while its host already has 2 x per-host-concurrency pages in flight."""

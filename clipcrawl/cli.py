@@ -64,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:
             return EXIT_OK
         return code if isinstance(code, int) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("clipcrawl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug or an infrastructure failure: one line, traceback with -v
+        import logging
+
+        if logging.getLogger("clipcrawl").isEnabledFor(logging.DEBUG):
+            raise
+        print(f"clipcrawl: failed: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -197,6 +197,21 @@ def rebuild(dataset: str | os.PathLike[str], run_id: int = 0, summary: dict[str,
     return publish(dataset, run_id, refs, summary)
 
 
+def refresh(dataset: str | os.PathLike[str], shard_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Re-publish already published shards after a command rewrote their Parquet in place (``clipcrawl
+    score``, dedup): ``samples/`` and the manifest counts follow. Each affected run is published again
+    with all its shards, its summary and config hash (unchanged shards are not rewritten)."""
+    root = _root(dataset)
+    manifest = load_manifest(root)
+    wanted = set(manifest["shards"] if shard_names is None else shard_names)
+    entries = []
+    for run in manifest["runs"]:
+        if wanted & set(run["shards"]):
+            refs = [ShardRef(f"{root}/{SHARDS_DIR}", n) for n in run["shards"]]
+            entries.append(publish(root, run["run"], refs, run.get("summary"), config_hash=run.get("config_hash")))
+    return entries
+
+
 # ------------------------------------------------------------------ reading
 def samples_files(dataset: str | os.PathLike[str]) -> list[str]:
     """``samples/NNNNN.parquet`` of every shard the manifest lists, in shard order."""

@@ -15,6 +15,7 @@ from clipcrawl.pipelines.dataset import (
     load_manifest,
     publish,
     rebuild,
+    refresh,
     samples_files,
 )
 from clipcrawl.pipelines.shards import ShardRef, list_shards, write_shard
@@ -118,3 +119,24 @@ def test_publish_refuses_foreign_or_unfinished_shards(tmp_path):
     with pytest.raises(ValueError, match="not finished"):
         publish(str(tmp_path / "ds"), 1, [ref])
     assert list_shards(str(tmp_path / "ds")) == []
+
+
+def test_refresh_after_an_in_place_rewrite(tmp_path):
+    """``clipcrawl score --threshold`` rewrites shard Parquet files in place: refresh follows."""
+    root = str(tmp_path / "ds")
+    make_dataset(root, n_shards=2)
+    make_dataset(root, n_shards=1, run=2, first=2)
+    t = shard_table(1)
+    status = ["filtered_clip" if s == "success" and i % 2 else s for i, s in enumerate(t.column("status").to_pylist())]
+    t = t.set_column(t.schema.get_field_index("status"), "status", pa.array(status))
+    write_shard(ShardRef.of(f"{root}/shards", 1), t, start_time=0.0)
+    before = _snapshot(root)
+    entries = refresh(root, ["00001"])
+    assert [e["run"] for e in entries] == [1] and entries[0]["samples_kept"] == 8 + 4
+    assert entries[0]["summary"] == {"note": "test"} and entries[0]["shards"] == ["00000", "00001"]
+    after = _snapshot(root)
+    assert after["samples/00000.parquet"] == before["samples/00000.parquet"]  # untouched
+    assert after["samples/00001.parquet"] != before["samples/00001.parquet"]
+    m = load_manifest(root)
+    assert m["totals"]["samples_kept"] == 8 + 4 + 8 and kept_samples(root).num_rows == 20
+    assert refresh(root) and _snapshot(root) == after  # nothing left to change

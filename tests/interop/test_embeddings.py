@@ -90,5 +90,12 @@ def test_clipcrawl_score_save_embeddings_layout(tmp_path):
         pytest.skip(f"clipcrawl score has another interface: {r.stderr.strip()[-300:]}")
     assert r.returncode == 0, r.stderr[-2000:]
     layout = check_embeddings(str(ds / "embeddings"))
-    assert layout.rows > 0 and layout.image_dim == layout.text_dim
+    assert layout.rows == 16 and layout.image_dim == layout.text_dim
+    # row i of the concatenated metadata (sorted part names) is kept sample i
+    meta = pd.concat([pd.read_parquet(f) for f in sorted((ds / "embeddings" / "metadata").glob("*.parquet"))])
+    assert {"image_path", "caption", "url"} <= set(meta.columns)
+    kept = kept_samples(str(ds), ["key", "url", "caption"]).to_pandas()
+    assert meta["url"].tolist() == kept["url"].tolist() and meta["caption"].tolist() == kept["caption"].tolist()
+    img = np.concatenate([np.load(f) for f in sorted((ds / "embeddings" / "img_emb").glob("*.npy"))])
+    assert np.isfinite(img.astype(np.float32)).all()
     shutil.rmtree(ds / "embeddings")

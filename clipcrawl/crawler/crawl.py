@@ -37,6 +37,7 @@ from clipcrawl.pipelines.progress import Progress, log
 from clipcrawl.schemas.config import NOAI_DIRECTIVES, ConfigError, CrawlConfig
 from clipcrawl.schemas.keys import sample_key
 from clipcrawl.schemas.status import PageStatus
+from clipcrawl.pipelines.failpoints import failpoint
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 #: links whose path ends like this are never queued (they would be refused as not HTML anyway)
@@ -273,6 +274,7 @@ class Crawler:
         assert self.frontier is not None
         done = self.frontier.complete(claim, page, pairs, links, ok=ok, final_url=final if res.ok else None,
                                       retryable=res.retryable)
+        failpoint("crawl.page")
         s = self.summary
         s.pages += 1
         s.pairs += done.new_pairs

@@ -1,0 +1,26 @@
+"""Named crash points for crash-safety tests (the "failpoint" technique of storage engines).
+
+``failpoint("shard.before_stats")`` does nothing unless ``CLIPCRAWL_FAILPOINT`` names that point
+(``name`` or ``name:N`` for its N-th hit in this process); then the process SIGKILLs itself there,
+exactly like ``kill -9`` from outside: no cleanup, no atexit, no flush. Tests use it to stop a run
+at a chosen step and check that the next run ends with the same dataset as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    spec = os.environ.get("CLIPCRAWL_FAILPOINT")
+    if not spec:
+        return
+    target, _, nth = spec.partition(":")
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

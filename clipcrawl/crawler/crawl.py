@@ -33,11 +33,11 @@ from clipcrawl.crawler.frontier import Claim, Frontier
 from clipcrawl.crawler.output import ChunkWriter
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
 from clipcrawl.crawler.urls import host_of, normalize_url, registered_domain, same_site
+from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.pipelines.progress import Progress, log
 from clipcrawl.schemas.config import NOAI_DIRECTIVES, ConfigError, CrawlConfig
 from clipcrawl.schemas.keys import sample_key
 from clipcrawl.schemas.status import PageStatus
-from clipcrawl.pipelines.failpoints import failpoint
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 #: links whose path ends like this are never queued (they would be refused as not HTML anyway)

@@ -16,11 +16,8 @@ rows of finished shards and rewrites those shards (img2dataset #452). Output mem
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +27,8 @@ import pyarrow.compute as pc
 
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
-from clipcrawl.filters.images import ResizedImage, ResizeOptions, resize_image
+from clipcrawl.filters.images import ResizedImage, ResizeOptions
+from clipcrawl.filters.images.pool import DecodePool
 from clipcrawl.pipelines import shards as sh
 from clipcrawl.pipelines.inputs import plan_input_shards
 from clipcrawl.pipelines.progress import Progress, log
@@ -40,24 +38,7 @@ from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN
 
 XROBOTS_MESSAGE = "Use of image disallowed by X-Robots-Tag directive"
-DECODE_QUEUE_PER_WORKER = 4
-
-# ------------------------------------------------------------------ decode workers
-_OPTS: ResizeOptions | None = None
-
-
-def _init_worker(opts: ResizeOptions) -> None:
-    global _OPTS
-    _OPTS = opts
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None  # this process is ours: max_decode_pixels replaces Pillow's bomb limit
-
-
-def _decode(data: bytes) -> ResizedImage:
-    assert _OPTS is not None, "worker not initialised"
-    return resize_image(data, _OPTS)
-
+DECODE_QUEUE_PER_WORKER = 8  # bodies waiting for a decoder, per worker (bounds memory)
 
 # ------------------------------------------------------------------ the stage
 @dataclass
@@ -113,7 +94,7 @@ class FetchImages(Stage):
         self.counters = FetchCounters()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fetcher: Fetcher | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: DecodePool | None = None
 
     # -------------------------------------------------------------- lifecycle
     @property
@@ -124,14 +105,9 @@ class FetchImages(Stage):
         self._loop = asyncio.new_event_loop()
         self._fetcher = Fetcher(fetch_config(self.config))
         self._loop.run_until_complete(self._fetcher.__aenter__())
-        self._pool = self._new_pool()
+        self._pool = DecodePool(ResizeOptions.from_config(self.config), self.workers).start()
         self._ua_token = user_agent_token(self.config.user_agent)
         self._directives = [d.strip().lower() for d in self.config.disallowed_header_directives if d.strip()]
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(ResizeOptions.from_config(self.config),))
 
     def teardown(self) -> None:
         if self._loop is not None:
@@ -140,7 +116,7 @@ class FetchImages(Stage):
             self._loop.run_until_complete(asyncio.sleep(0.05))  # let aiohttp close its transports
             self._loop.close()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
         self._loop = self._fetcher = self._pool = None
         self._is_setup = False
 
@@ -181,25 +157,11 @@ class FetchImages(Stage):
             res = await self._fetcher.fetch(url, accept=self._accept)
         if not res.ok or res.body is None:
             return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {res.error or 'empty response'}", res.status)
-        img = await self._decode(res.body)
+        assert self._pool is not None
+        img = await self._pool.resize(res.body)
         if img.error:
             return _Outcome(Status.FAILED_TO_RESIZE.value, f"resize: {img.error}", res.status, len(res.body), img)
         return _Outcome(Status.SUCCESS.value, None, res.status, len(res.body), img)
-
-    async def _decode(self, body: bytes) -> ResizedImage:
-        loop = asyncio.get_running_loop()
-        for attempt in range(2):
-            pool = self._pool
-            try:
-                return await loop.run_in_executor(pool, _decode, body)
-            except BrokenProcessPool:  # a decoder died (OOM kill, segfault): new pool, one more try
-                if self._pool is pool:
-                    log.warning("decode worker died; restarting the pool")
-                    self._pool = self._new_pool()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                if attempt == 1:
-                    break
-        return ResizedImage(error="decoder process crashed on this image")
 
 
 _COLUMNS = (("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()),

@@ -49,7 +49,7 @@ class ResizeOptions:
     max_image_area: float = math.inf
     max_aspect_ratio: float = math.inf
     encode_format: str = "jpg"
-    encode_quality: int = 95  # png: zlib level 0-9 (img2dataset's meaning)
+    encode_quality: int | None = None  # jpg/webp 1-100 (default 95); png: zlib level 0-9 (default 9)
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
     jpeg_draft_gap: float = 2.0  # JPEG DCT-scaled decode to >= gap x output size; 0 = full decode
 
@@ -151,10 +151,11 @@ def _resize_into(out: ResizedImage, data: bytes, opts: ResizeOptions, bbox: Sequ
     im = _crop_or_pad(im, geo)
     fmt, _ = ENCODERS[opts.encode_format]
     buf = io.BytesIO()
+    q = opts.encode_quality
     if fmt == "PNG":
-        im.save(buf, fmt, compress_level=opts.encode_quality)
+        im.save(buf, fmt, compress_level=min(9, 9 if q is None else q))
     else:
-        im.save(buf, fmt, quality=opts.encode_quality)
+        im.save(buf, fmt, quality=95 if q is None else q)
     out.image = buf.getvalue()
     out.width, out.height = im.size
 

@@ -43,6 +43,7 @@ def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
 @dataclass
 class Request:
     path: str
+    query: str
     user_agent: str | None
 
 
@@ -65,7 +66,7 @@ class HostileServer:
 
         @web.middleware
         async def record(request: web.Request, handler):
-            self.requests.append(Request(request.path, request.headers.get("User-Agent")))
+            self.requests.append(Request(request.path, request.query_string, request.headers.get("User-Agent")))
             return await handler(request)
 
         async def robots(_):

@@ -6,11 +6,10 @@
     out_dir/pairs/NNNNN.parquet       PAIRS schema, one row per pair key (first page wins)
     out_dir/pages/NNNNN.parquet       PAGES schema, one row per processed page, with its PageStatus
 
-Rules: only http(s); hosts under the allowed registered domains (default: the seeds'); URLs
-matching a deny pattern, or whose path ends in a known non-HTML extension, are never queued;
-links are followed up to ``max_depth`` hops (links one hop deeper are kept queued, so a rerun
-with a larger ``--max-depth`` continues); ``max_pages`` bounds the URLs processed in total,
-across runs (a rerun with a larger value continues). Fetching goes through
+Rules: only http(s); what is in scope (allowed domains, deny patterns, non-HTML extensions) is
+decided by :mod:`clipcrawl.crawler.scope`; links are followed up to ``max_depth`` hops (links one
+hop deeper are kept queued, so a rerun with a larger ``--max-depth`` continues); ``max_pages``
+bounds the URLs processed in total, across runs (a rerun with a larger value continues). Fetching goes through
 :class:`clipcrawl.crawler.fetch.Fetcher`: robots.txt and Crawl-delay, per-host slots and delay,
 retries with Retry-After, the private-address guard on every hop; a redirect that leaves the
 allowed domains is not followed (status ``off_domain``, target in ``final_url``). Only HTML
@@ -32,7 +31,8 @@ from clipcrawl.crawler.fetch import FetchConfig, Fetcher, FetchResult
 from clipcrawl.crawler.frontier import Claim, Frontier
 from clipcrawl.crawler.output import ChunkWriter
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
-from clipcrawl.crawler.urls import host_of, normalize_url, registered_domain, same_site
+from clipcrawl.crawler.scope import CrawlScope, read_seeds  # noqa: F401 - read_seeds is re-exported
+from clipcrawl.crawler.urls import host_of, normalize_url
 from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.pipelines.progress import Progress, log
 from clipcrawl.schemas.config import NOAI_DIRECTIVES, ConfigError, CrawlConfig
@@ -40,11 +40,6 @@ from clipcrawl.schemas.keys import sample_key
 from clipcrawl.schemas.status import PageStatus
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-#: links whose path ends like this are never queued (they would be refused as not HTML anyway)
-_EXTS = ("jpg jpeg png gif webp avif bmp tif tiff svg ico pdf zip gz tgz bz2 xz 7z rar tar mp3 mp4 m4a m4v mov avi "
-         "wmv webm mkv ogg ogv wav flac css js json xml rss atom woff woff2 ttf otf eot exe dmg iso apk bin doc docx "
-         "xls xlsx ppt pptx odt ods csv")
-SKIP_EXTENSIONS = frozenset(_EXTS.split())
 _KIND_STATUS = {
     "robots": PageStatus.ROBOTS_DISALLOWED, "blocked": PageStatus.BLOCKED_ADDRESS,
     "redirect": PageStatus.REDIRECT_LIMIT, "too_large": PageStatus.TOO_LARGE, "rejected": PageStatus.NOT_HTML,
@@ -82,36 +77,6 @@ class CrawlSummary:
         return self.pages / t if t > 0 else 0.0
 
 
-def read_seeds(config: CrawlConfig) -> list[str]:
-    """The config's seeds plus its seeds file (one URL per line, ``#`` comments), normalised."""
-    raw = list(config.seeds)
-    if config.seeds_file is not None:
-        for i, line in enumerate(Path(config.seeds_file).read_text(encoding="utf-8").splitlines(), 1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                if not line.lower().startswith(("http://", "https://")):
-                    raise ConfigError(f"{config.seeds_file}:{i}: {line!r} is not an http(s) URL")
-                raw.append(line)
-    out = []
-    for s in raw:
-        u = normalize_url(s)
-        if u is None:
-            raise ConfigError(f"seed {s!r} is not a usable http(s) URL (fix: check its host and port)")
-        out.append(u)
-    if not out:
-        raise ConfigError(f"{config.seeds_file}: no seed URLs in the file (fix: one http(s) URL per line)")
-    return list(dict.fromkeys(out))
-
-
-def _domain(d: str) -> str:
-    """An allowed-domain entry -> its normalised host (``*.Example.com.`` -> ``example.com``)."""
-    d = d.strip().lower().removeprefix("*.").strip(".")
-    u = normalize_url(f"http://{d}/") if d and "/" not in d else None
-    if u is None:
-        raise ConfigError(f"allowed domain {d!r} is not a host name (fix: e.g. example.com)")
-    return host_of(u)
-
-
 class Crawler:
     """One crawl of ``config`` into ``out_dir``; ``await Crawler(...).run()``."""
 
@@ -123,41 +88,12 @@ class Crawler:
         self.out = Path(out_dir)
         self.progress = progress
         self.seeds = read_seeds(config)
-        domains = config.allowed_domains or [registered_domain(host_of(s)) for s in self.seeds]
-        self.allowed = frozenset(_domain(d) for d in domains)
-        try:
-            self.deny = [re.compile(p) for p in config.deny_patterns]
-        except re.error as e:
-            raise ConfigError(f"deny pattern {e.pattern!r}: {e} (fix: use a valid Python regex)") from None
+        self.scope = CrawlScope(config, self.seeds)
         self.token = user_agent_token(config.user_agent)
-        self._host_ok: dict[str, bool] = {}
         self._inflight: dict[str, int] = {}  # host -> pages claimed and not finished
         self.summary = CrawlSummary(out_dir=str(self.out))
         self.frontier: Frontier | None = None
         self.writer: ChunkWriter | None = None
-
-    # ------------------------------------------------------------------ filters
-    def host_allowed(self, host: str) -> bool:
-        ok = self._host_ok.get(host)
-        if ok is None:
-            ok = self._host_ok[host] = same_site(host, self.allowed)
-        return ok
-
-    def wanted(self, url: str) -> bool:
-        """May ``url`` be queued? Allowed domain, no deny pattern, not an obvious non-HTML file."""
-        if not self.host_allowed(host_of(url)):
-            return False
-        path = url.split("://", 1)[1].split("?", 1)[0]
-        last = path.rsplit("/", 1)[-1]
-        if "." in last and last.rsplit(".", 1)[1].lower() in SKIP_EXTENSIONS:
-            return False
-        return not any(p.search(url) for p in self.deny)
-
-    def _follow(self, url: str) -> str | None:
-        u = normalize_url(url)
-        if u is None or not self.host_allowed(host_of(u)):
-            return f"redirect leaves the allowed domains: {url}"
-        return None
 
     @staticmethod
     def _accept(resp) -> str | None:
@@ -251,7 +187,7 @@ class Crawler:
 
     async def _process_one(self, fetcher: Fetcher, claim: Claim) -> None:
         now = time.time()
-        res = await fetcher.fetch(claim.url, accept=self._accept, follow=self._follow)
+        res = await fetcher.fetch(claim.url, accept=self._accept, follow=self.scope.follow)
         final = normalize_url(res.final_url) or res.final_url
         headers = res.headers or {}
         page = {"url": claim.url, "final_url": final, "http_status": res.status, "depth": claim.depth,
@@ -298,7 +234,7 @@ class Crawler:
         page.update(charset=p.charset, title=p.title, language=language)
         noai = p.noai_reason or tag_noai
         if not (p.nofollow or tag_nofollow):
-            links.extend(u for u in p.links if self.wanted(u))
+            links.extend(u for u in p.links if self.scope.wanted(u))
         page["n_links"] = len(links)
         page["n_pairs"] = len(p.pairs) + p.n_withheld
         if noai:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.schemas.keys import shard_name
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN, SAMPLES, conform
@@ -167,6 +168,9 @@ def atomic_open(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
         yield out
         out.flush()
     except BaseException:
+        if isinstance(out, io.TextIOWrapper):  # unhook it so its finaliser never touches the discarded file
+            with suppress(Exception):
+                out.detach()
         _discard(fs, path, raw)
         raise
     if isinstance(out, io.TextIOWrapper):
@@ -375,6 +379,7 @@ def write_shard(
     else:
         raise ValueError(f"unknown output_format {output_format!r}")
     write_parquet(parquet_table, ref.parquet)
+    failpoint("shard.before_stats")
     stats = shard_stats(parquet_table, start_time, time.time(), bytes_downloaded, shard=ref.name)
     stats.update(extra_stats or {})
     write_json(stats, ref.stats)  # last: marks the shard as done

@@ -90,6 +90,9 @@ def test_failed_write_publishes_nothing(s3_url):
     with pytest.raises(RuntimeError), atomic_open(url) as f:
         f.write(b"partial" * 1000)
         raise RuntimeError("writer crashed")
+    with pytest.raises(KeyboardInterrupt), atomic_open(url, "w") as f:
+        f.write("é partial")
+        raise KeyboardInterrupt
     fs, path = fs_and_path(url)
     fs.invalidate_cache()
     assert not fs.exists(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,9 +24,26 @@ _OPTS: ResizeOptions | None = None
 CRASHED = "decoder process crashed on this image"
 
 
-def _init_worker(opts: ResizeOptions) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Decoders must not outlive a parent that was killed (kill -9): they would hold its pipes."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(opts: ResizeOptions, parent: int | None = None) -> None:
     global _OPTS
     _OPTS = opts
+    if parent is not None:
+        _exit_with_parent(parent)
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # this process is ours: max_decode_pixels replaces Pillow's bomb limit
@@ -44,11 +62,13 @@ class DecodePool:
         self.max_tasks = workers * tasks_per_worker
         self._queue: deque[tuple[bytes, asyncio.Future[ResizedImage], bool]] = deque()
         self._running = 0
+        self.restarts = 0
         self._executor: ProcessPoolExecutor | None = None
 
     def _new_executor(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.opts,))
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(self.opts, os.getpid()))
 
     def start(self) -> DecodePool:
         if self._executor is None:
@@ -66,6 +86,15 @@ class DecodePool:
         self._dispatch()
         return await fut
 
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if self._executor is broken:
+            from clipcrawl.pipelines.progress import log
+
+            log.warning("an image decoder process died; restarting the pool")
+            self.restarts += 1
+            self._executor = self._new_executor()
+            broken.shutdown(wait=False, cancel_futures=True)
+
     def _dispatch(self) -> None:
         assert self._executor is not None, "DecodePool.start() first"
         loop = asyncio.get_running_loop()
@@ -74,20 +103,21 @@ class DecodePool:
             while self._queue and len(batch) < self.max_batch and not batch[0][2] and not self._queue[0][2]:
                 batch.append(self._queue.popleft())
             executor = self._executor
+            try:
+                cfut = executor.submit(_resize_batch, [b for b, _, _ in batch])
+            except (BrokenProcessPool, RuntimeError):  # broken before we noticed: new pool, same batch
+                self._queue.extendleft(reversed(batch))
+                self._replace(executor)
+                continue
             self._running += 1
-            task = loop.run_in_executor(executor, _resize_batch, [b for b, _, _ in batch])
+            task = asyncio.wrap_future(cfut, loop=loop)
             task.add_done_callback(partial(self._done, batch, executor))
 
     def _done(self, batch: list, executor: ProcessPoolExecutor, task: asyncio.Future) -> None:
         self._running -= 1
         exc = None if task.cancelled() else task.exception()
         if isinstance(exc, BrokenProcessPool) or task.cancelled():
-            if self._executor is executor:
-                from clipcrawl.pipelines.progress import log
-
-                log.warning("an image decoder process died; restarting the pool")
-                self._executor = self._new_executor()
-                executor.shutdown(wait=False, cancel_futures=True)
+            self._replace(executor)
             for body, fut, retried in batch:
                 if fut.done():
                     continue

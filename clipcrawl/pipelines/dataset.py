@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.pipelines.shards import (
     ShardRef,
     _json_default,
@@ -184,6 +185,7 @@ def publish(dataset: str | os.PathLike[str], run_id: int, shard_refs: Sequence[S
     manifest["updated"] = _utc(now)
     sizes = {f"{n}.tar": s["samples_kept"] for n, s in manifest["shards"].items()}
     write_json(sizes, f"{root}/{SHARDS_DIR}/{SIZES}")  # open_clip_train reads it: no --train-num-samples
+    failpoint("publish.before_manifest")
     write_json(manifest, manifest_path(root))  # last: the commit point
     return entry
 

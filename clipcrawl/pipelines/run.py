@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clipcrawl.pipelines import shards as sh
+from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.pipelines.lock import RunLock
 from clipcrawl.pipelines.progress import Progress
 from clipcrawl.schemas.config import RunConfig, dump_config
@@ -304,11 +305,13 @@ def run(cfg: RunConfig) -> RunState:
     from clipcrawl.pipelines.engine import make_engine
 
     ds = Dataset(cfg.dataset)
+    sh.configure_storage(cfg.dataset, cfg.output.storage_options)
     if "://" not in ds.root:
         import os
 
         os.makedirs(ds.root, exist_ok=True)
     with RunLock(ds.root):
+        clean_temp(ds)
         st = _start_or_resume(cfg, ds)
         try:
             t0 = time.time()
@@ -322,6 +325,7 @@ def run(cfg: RunConfig) -> RunState:
                 t1 = time.time()
                 plan(cfg, ds, st, st.sources.get("folders", []))
                 st.timings["plan"] = time.time() - t1
+                failpoint("run.planned")
                 st.state = "process"
                 ds.save_state(st)
             if st.state == "process":
@@ -392,3 +396,21 @@ def _rm(url: str) -> None:
     fs, path = sh.fs_and_path(url)
     if fs.exists(path):
         fs.rm(path)
+
+
+def clean_temp(ds: Dataset) -> int:
+    """Remove temp files a killed run left behind (``.NAME.tmp-XXXX``; readers never see them)."""
+    if "://" in ds.root:
+        return 0  # object stores publish whole objects: nothing partial is left
+    import glob
+    import os
+
+    n = 0
+    for pattern in (".*.tmp-*", "*/.*.tmp-*", "*/*/.*.tmp-*", "*/*/*/.*.tmp-*"):
+        for path in glob.glob(os.path.join(ds.root, pattern)):
+            if os.path.isfile(path):
+                os.remove(path)
+                n += 1
+    if n:
+        log.info("removed %d temp files left by an interrupted run", n)
+    return n

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.schemas.status import Status
 
 
@@ -106,4 +107,5 @@ def run_stages(table: pa.Table, stages: Sequence[Stage]) -> pa.Table:
     """Apply stages in order (the local engine's inner loop)."""
     for stage in stages:
         table = stage(table)
+        failpoint(f"stage.{stage.name}")
     return table

@@ -144,9 +144,33 @@ class DemoSiteContent:
         self.files["/private/secret-circle.jpg"] = self.files[f"/img/{names[4]}.jpg"]
         self._page("/private/index.html", "Private", '<img src="/private/secret-circle.jpg" alt="a secret circle">')
         exp.private_paths |= {"/private/index.html", "/private/secret-circle.jpg"}
-        index = "".join(f'<li><a href="{p}">{p}</a></li>' for p in links)
+        self.galleries = links
+        self._render_index()
+
+    def _render_index(self) -> None:
+        index = "".join(f'<li><a href="{p}">{p}</a></li>' for p in self.galleries)
         self._page("/", "Shapes of the world", f'<ul>{index}</ul><p><a href="/blog/mirrors.html">mirrors</a> '
                    '<a href="/private/index.html">private</a> <a href="https://example.invalid/">elsewhere</a></p>')
+
+    def add_gallery(self, n_images: int = 6) -> list[str]:
+        """Grow the site: ``n_images`` new images on a new gallery page linked from the index.
+        Returns the new image URLs (paths)."""
+        start, new = len(self.images), []
+        parts = []
+        for i in range(start, start + n_images):
+            scene = random_scene(self.rng)
+            img = draw_scene(scene, self.rng)
+            img = img.resize((max(img.width, 160) * 2, max(img.height, 160) * 2))
+            name = f"{scene.colour}-{scene.shape}-{i:02d}"
+            self.images[name] = DemoImage(name, scene, _encode(img, quality=92), img.size)
+            self.files[f"/img/{name}.jpg"] = (self.images[name].jpeg, "image/jpeg")
+            parts.append(f'<img src="/img/{name}.jpg" alt="{html.escape(self.caption(name), quote=True)}">')
+            new.append(f"/img/{name}.jpg")
+        path = f"/gallery/{len(self.galleries) + 1}.html"
+        self._page(path, f"Gallery {len(self.galleries) + 1}", "".join(parts) + '<p><a href="/">home</a></p>')
+        self.galleries.append(path)
+        self._render_index()
+        return new
 
 
 class DemoSite:

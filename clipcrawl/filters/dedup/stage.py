@@ -1,0 +1,197 @@
+"""``MarkDuplicates``: every enabled dedup method, within the batch and against the index.
+
+Order per batch: evaluation sets first (pHash, then semantic), then for each method (url, sha256,
+pixels, phash, semantic) the reference sets (published samples, then earlier batches of this run)
+and then the batch itself, grouped by the keep rule (see :mod:`.groups`). Only rows still
+``success`` take part; a dropped row gets status ``duplicate``, ``duplicate_of`` (the kept key, or
+the eval image's name), ``dedup_method`` and ``error_message = "dedup: ..."``.
+
+Published samples are immutable, so a new sample matching one is always the duplicate. The kept
+rows of each batch are remembered (pending) so later batches of the run dedup against them;
+:meth:`MarkDuplicates.commit` writes them to ``DATASET/dedup`` once the run has published its
+shards (a run that dies before that leaves the index as it was; the next run's :func:`sync_index`
+catches up from the published shards anyway). Run the stage in one process per dataset.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
+from clipcrawl.filters.dedup.groups import Marks, keep_rank
+from clipcrawl.filters.dedup.match import Hits, Reference, group_exact, group_phash, group_semantic
+from clipcrawl.filters.dedup.store import DedupIndex
+from clipcrawl.pipelines.progress import log
+from clipcrawl.pipelines.stage import Stage, mark, ok_mask, set_column
+from clipcrawl.schemas.config import ClipConfig, DedupConfig
+from clipcrawl.schemas.status import DedupMethod, Status
+
+_EXACT_TEXT = {
+    "url": "same normalised URL and caption as",
+    "sha256": "same image bytes (sha256) as",
+    "pixels": "same decoded pixels as",
+}
+
+
+class MarkDuplicates(Stage):
+    name: ClassVar[str] = "dedup"
+    requires_extra: ClassVar[str | None] = "dedup"
+    _transient = ("index", "_eval", "_base", "_layers")
+
+    def __init__(self, config: DedupConfig | None = None, dataset: str | None = None,
+                 clip: ClipConfig | None = None, *, sync: bool = True):
+        self.config = config or DedupConfig()
+        self.dataset = dataset
+        self.clip = clip
+        self.sync = sync
+        self.index: DedupIndex | None = None
+        self._eval: Reference | None = None
+        self._base: Reference | None = None
+        self._layers: list[Reference] = []
+        self.counts: dict[str, int] = {m.value: 0 for m in DedupMethod}
+
+    # ---------------------------------------------------------------- setup
+    @property
+    def index_dir(self) -> str | None:
+        if not self.config.index:
+            return None
+        if self.config.index_dir:
+            return self.config.index_dir
+        from clipcrawl.filters.dedup.rebuild import default_index_dir
+
+        return default_index_dir(self.dataset) if self.dataset else None
+
+    def setup(self) -> None:
+        self._eval, self._base, self._layers = None, None, []
+        self.index = DedupIndex.open(self.index_dir)
+        if self.dataset and self.config.index and self.sync:
+            from clipcrawl.filters.dedup.rebuild import sync_index
+
+            sync_index(self.index, self.dataset)
+        if self.config.exclude_near:
+            from clipcrawl.filters.dedup.evalset import load_eval_set
+
+            embedder = None
+            if self.config.semantic and self.clip is not None:
+                from clipcrawl.filters.dedup.embed import ImageEmbedder
+
+                embedder = ImageEmbedder(self.clip.model, self.clip.pretrained, self.clip.device)
+            cache = self.index_dir if self.index_dir and "://" not in self.index_dir else None
+            self._eval = Reference(load_eval_set(self.config.exclude_near, embedder, cache))
+
+    def commit(self) -> None:
+        """Persist the kept samples of this run (call after its shards are published)."""
+        if getattr(self, "index", None) is not None:
+            self.index.commit()
+
+    # ---------------------------------------------------------------- process
+    def _references(self) -> list[tuple[Reference, str]]:
+        """(reference, where): published rows (fixed for the run), then this run's earlier batches."""
+        assert self.index is not None
+        if self._base is None:
+            self._base = Reference(self.index.committed)
+        out = [(self._base, "published")] if len(self._base) else []
+        return out + [(layer, "earlier batch") for layer in self._layers]
+
+    def _remember(self, fp: Fingerprints) -> None:
+        """Add kept rows as a search layer; merge equal-sized layers (amortised O(n log n) builds)."""
+        layer = Reference(fp)
+        while self._layers and len(self._layers[-1]) <= len(layer):
+            layer = Reference(Fingerprints.concat([self._layers.pop().fp, layer.fp]))
+        self._layers.append(layer)
+        self.index.add(fp)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        cfg = self.config
+        if not cfg.enabled or table.num_rows == 0:
+            return table
+        if getattr(self, "index", None) is None:
+            self.setup()
+        active = ok_mask(table)
+        if (cfg.pixels or cfg.phash) and active.any():
+            table = fill_image_hashes(table, np.flatnonzero(active))
+        fp = fingerprints(table)
+        marks = Marks(table.num_rows, active.copy())
+        rank = keep_rank(table)
+        if fp.emb is not None and fp.model and self.index.embedding_model and fp.model != self.index.embedding_model:
+            log.warning("dedup: batch embeddings (%s) differ from the index's (%s)", fp.model,
+                        self.index.embedding_model)
+        if self._eval is not None:
+            self._match_eval(fp, marks)
+        refs = self._references()
+        for method in self._methods(fp):
+            for ref, where in refs:
+                self._match_reference(method, ref, where, fp, marks)
+            self._group(method, fp, marks, rank)
+        table = self._write(table, marks)
+        kept = np.flatnonzero(ok_mask(table))
+        if len(kept):
+            self._remember(fp.take(kept))
+        if "shard" in table.column_names:
+            self.index.note_shards({s for s in table.column("shard").to_pylist() if s})
+        return table
+
+    def _methods(self, fp: Fingerprints) -> list[str]:
+        cfg = self.config
+        out = [m for m in ("url", "sha256", "pixels", "phash") if getattr(cfg, m)]
+        if cfg.semantic and fp.emb is not None:
+            out.append("semantic")
+        return out
+
+    def _match_eval(self, fp: Fingerprints, marks: Marks) -> None:
+        cfg, ref = self.config, self._eval
+        assert ref is not None
+        k = cfg.eval_phash_max_distance if cfg.eval_phash_max_distance is not None else cfg.phash_max_distance
+        tau = cfg.eval_semantic_threshold or cfg.semantic_threshold
+        hits = ref.phash(fp, marks.active, k)
+        self._apply(hits, ref, marks, DedupMethod.EVAL_SET, "near-duplicate of evaluation image {} (pHash distance {:.0f})")
+        if cfg.semantic and fp.emb is not None and ref.fp.emb is not None:
+            hits = ref.semantic(fp, marks.active, tau)
+            self._apply(hits, ref, marks, DedupMethod.EVAL_SET, "near-duplicate of evaluation image {} (CLIP cosine {:.3f})")
+
+    def _match_reference(self, method: str, ref: Reference, where: str, fp: Fingerprints, marks: Marks) -> None:
+        cfg = self.config
+        if method in _EXACT_TEXT:
+            hits = ref.exact(method, fp, marks.active)
+            text = f"{_EXACT_TEXT[method]} {{}} ({where})"
+        elif method == "phash":
+            hits = ref.phash(fp, marks.active, cfg.phash_max_distance)
+            text = f"pHash distance {{1:.0f}} <= {cfg.phash_max_distance} to {{0}} ({where})"
+        else:
+            hits = ref.semantic(fp, marks.active, cfg.semantic_threshold)
+            text = f"CLIP cosine {{1:.3f}} >= {cfg.semantic_threshold} to {{0}} ({where})"
+        self._apply(hits, ref, marks, DedupMethod(method), text)
+
+    def _apply(self, hits: Hits, ref: Reference, marks: Marks, method: DedupMethod, text: str) -> None:
+        rows = np.flatnonzero(hits.ref >= 0)
+        keys = [ref.fp.key[j] for j in hits.ref[rows]]
+        msgs = [text.format(k, v) for k, v in zip(keys, hits.value[rows])]
+        self.counts[method.value] += marks.mark(rows.tolist(), keys, method.value, msgs)
+
+    def _group(self, method: str, fp: Fingerprints, marks: Marks, rank: np.ndarray) -> None:
+        cfg = self.config
+        if method in _EXACT_TEXT:
+            groups = group_exact(fp, method, marks.active, rank)
+            text = _EXACT_TEXT[method] + " {}"
+        elif method == "phash":
+            groups = group_phash(fp, marks.active, rank, cfg.phash_max_distance)
+            text = f"pHash distance {{1:.0f}} <= {cfg.phash_max_distance} to {{0}}"
+        else:
+            groups = group_semantic(fp, marks.active, rank, cfg.semantic_threshold)
+            text = f"CLIP cosine {{1:.3f}} >= {cfg.semantic_threshold} to {{0}}"
+        rows = np.flatnonzero(groups.leaders.leader >= 0)
+        keys = [fp.key[j] for j in groups.leaders.leader[rows]]
+        msgs = [text.format(k, v) for k, v in zip(keys, groups.value[rows])]
+        self.counts[method] += marks.mark(rows.tolist(), keys, method, msgs)
+
+    def _write(self, table: pa.Table, marks: Marks) -> pa.Table:
+        marked = marks.marked
+        table = mark(table, marked, Status.DUPLICATE, self.name, marks.message)
+        for col, values in (("duplicate_of", marks.duplicate_of), ("dedup_method", marks.method)):
+            old = table.column(col).to_pylist() if col in table.column_names else [None] * table.num_rows
+            new = [v if m else o for v, o, m in zip(values, old, marked)]
+            table = set_column(table, col, pa.array(new, pa.string()))
+        return table

@@ -1,0 +1,263 @@
+"""The persistent dedup index of published samples (``DATASET/dedup/``), crash-safe.
+
+Layout::
+
+    DATASET/dedup/index.json            # the commit point: segments, indexed shards, embedding model
+    DATASET/dedup/seg-<id>.parquet      # key, url_hash, sha256, pixels, phash (uint64 fingerprints), shard
+    DATASET/dedup/seg-<id>.emb.npy      # float16 unit image embeddings, one row per segment row
+    DATASET/dedup/.lock                 # held while committing
+
+``add()`` keeps rows in memory (pending); ``commit()`` writes the pending rows as a new segment
+(temp file, fsync, rename), then replaces ``index.json`` the same way. A crash before the
+``index.json`` rename leaves the previous index intact (the half-written segment is unreferenced
+and removed by the next commit), so a killed run can never corrupt it. Segments are compacted into
+one when there are more than ``MAX_SEGMENTS``. Exact fingerprints are 64-bit (blake2b of the
+normalised URL + caption, first 64 bits of sha256 and pixel hashes): a false match needs a 2^-64
+collision. The index lives on a local filesystem (atomic rename); for an ``s3://`` dataset give a
+local ``DedupConfig.index_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clipcrawl.filters.dedup.columns import Fingerprints, fingerprints
+from clipcrawl.pipelines.progress import log
+
+FORMAT = "clipcrawl-dedup-index"
+INDEX_FILE = "index.json"
+MAX_SEGMENTS = 32
+SEGMENT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("url_hash", pa.uint64()),
+        ("sha256", pa.uint64()),
+        ("pixels", pa.uint64()),
+        ("phash", pa.uint64()),
+        ("shard", pa.string()),
+    ]
+)
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def _locked(directory: str) -> Iterator[None]:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".lock"), "a+b") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - Windows: single writer assumed
+            pass
+        yield
+
+
+class DedupIndex:
+    """Fingerprints (+ embeddings) of published samples: ``open(dir)``, ``add(table)``, ``commit()``.
+
+    Queries see committed and pending rows alike (:attr:`data`), so one run also deduplicates
+    across its own batches. ``directory=None`` keeps everything in memory.
+    """
+
+    def __init__(self, directory: str | None, manifest: dict, committed: Fingerprints):
+        self.directory = directory
+        self.manifest = manifest
+        self.committed = committed
+        self.pending: list[Fingerprints] = []
+        self._pending_shards: set[str] = set()
+        self._data: Fingerprints | None = None
+
+    # ---------------------------------------------------------------- open / read
+    @classmethod
+    def memory(cls) -> DedupIndex:
+        return cls(None, _empty_manifest(), Fingerprints.empty())
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str] | None) -> DedupIndex:
+        """Open (or start) the index in ``directory``; ``None`` gives an in-memory index."""
+        if directory is None:
+            return cls.memory()
+        directory = os.fspath(directory)
+        if "://" in directory and not directory.startswith("file://"):
+            from clipcrawl.schemas.config import ConfigError
+
+            raise ConfigError(f"dedup index {directory!r}: must be a local folder (fix: set dedup.index_dir)")
+        directory = directory.removeprefix("file://")
+        manifest = _read_manifest(directory)
+        segs = [_read_segment(directory, s) for s in manifest["segments"]]
+        return cls(directory, manifest, Fingerprints.concat(segs))
+
+    @property
+    def data(self) -> Fingerprints:
+        """Committed + pending rows (cached)."""
+        if self._data is None:
+            self._data = Fingerprints.concat([self.committed, *self.pending]) if self.pending else self.committed
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def shards(self) -> set[str]:
+        return set(self.manifest["shards"])
+
+    @property
+    def embedding_model(self) -> str | None:
+        return self.manifest.get("embedding_model")
+
+    # ---------------------------------------------------------------- write
+    def add(self, table: pa.Table | Fingerprints, embeddings: np.ndarray | None = None,
+            embedding_model: str | None = None) -> int:
+        """Remember rows (pending until :meth:`commit`). A table contributes its ``success`` rows."""
+        fp = table if isinstance(table, Fingerprints) else fingerprints(table, embeddings, only_success=True)
+        if not len(fp):
+            return 0
+        model = embedding_model or fp.model
+        if fp.emb is not None and model:
+            known = self.manifest.get("embedding_model") or next((p.model for p in self.pending if p.model), None)
+            if known and known != model:
+                log.warning("dedup index: embeddings of %s are not comparable with the index's %s; not stored",
+                            model, known)
+                fp = fp.without_embeddings()
+            else:
+                fp.model = model
+        self.pending.append(fp)
+        self._data = None
+        return len(fp)
+
+    def note_shards(self, names) -> None:
+        """Record shards as indexed at the next commit (also those without kept rows)."""
+        self._pending_shards.update(names)
+
+    def discard(self) -> None:
+        self.pending.clear()
+        self._pending_shards.clear()
+        self._data = None
+
+    def commit(self) -> None:
+        """Write pending rows as a new segment, atomically (no-op in memory: pending becomes committed)."""
+        if not self.pending and not self._pending_shards:
+            return
+        new = Fingerprints.concat(self.pending)
+        shards = self._pending_shards | {s for s in new.shard if s}
+        if self.directory is None:
+            self.committed = Fingerprints.concat([self.committed, new])
+            self.manifest["shards"] = sorted(set(self.manifest["shards"]) | shards)
+            self.manifest["embedding_model"] = self.manifest.get("embedding_model") or new.model
+        else:
+            with _locked(self.directory):
+                manifest = _read_manifest(self.directory)  # another writer may have committed meanwhile
+                if [s["name"] for s in manifest["segments"]] != [s["name"] for s in self.manifest["segments"]]:
+                    self.committed = Fingerprints.concat(
+                        [_read_segment(self.directory, s) for s in manifest["segments"]])
+                if len(new):
+                    manifest["segments"].append(_write_segment(self.directory, new))
+                    self.committed = Fingerprints.concat([self.committed, new])
+                manifest["shards"] = sorted(set(manifest["shards"]) | shards)
+                manifest["embedding_model"] = manifest.get("embedding_model") or new.model
+                if len(manifest["segments"]) > MAX_SEGMENTS:
+                    manifest["segments"] = [_write_segment(self.directory, self.committed)]
+                self._write_manifest(manifest)
+        self.pending, self._data = [], None
+        self._pending_shards = set()
+
+    def replace_all(self, fp: Fingerprints, shards: list[str]) -> None:
+        """Atomically make ``fp`` the whole index (rebuild)."""
+        self.pending, self._data = [], None
+        if self.directory is None:
+            self.committed, self.manifest = fp, {**_empty_manifest(), "shards": sorted(shards),
+                                                 "embedding_model": fp.model}
+            return
+        with _locked(self.directory):
+            manifest = {**_empty_manifest(), "shards": sorted(shards), "embedding_model": fp.model,
+                        "version": _read_manifest(self.directory)["version"]}
+            manifest["segments"] = [_write_segment(self.directory, fp)] if len(fp) else []
+            self.committed = fp
+            self._write_manifest(manifest)
+
+    def _write_manifest(self, manifest: dict) -> None:
+        assert self.directory is not None
+        manifest["version"] = int(manifest.get("version", 0)) + 1
+        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest["rows"] = int(sum(s["rows"] for s in manifest["segments"]))
+        data = json.dumps(manifest, indent=1).encode()
+        _atomic_write(os.path.join(self.directory, INDEX_FILE), lambda f: f.write(data))
+        _fsync_dir(self.directory)
+        self.manifest = manifest
+        _remove_orphans(self.directory, manifest)
+
+
+def _empty_manifest() -> dict:
+    return {"format": FORMAT, "version": 0, "segments": [], "shards": [], "embedding_model": None}
+
+
+def _read_manifest(directory: str) -> dict:
+    path = os.path.join(directory, INDEX_FILE)
+    if not os.path.exists(path):
+        return _empty_manifest()
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a clipcrawl dedup index (format {manifest.get('format')!r})")
+    return manifest
+
+
+def _read_segment(directory: str, seg: dict) -> Fingerprints:
+    table = pq.read_table(os.path.join(directory, seg["name"] + ".parquet"))
+    emb = None
+    if seg.get("dim"):
+        emb = np.load(os.path.join(directory, seg["name"] + ".emb.npy"), mmap_mode="r")
+    return Fingerprints.from_segment(table, emb, seg.get("model"))
+
+
+def _write_segment(directory: str, fp: Fingerprints) -> dict:
+    name = f"seg-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    table = fp.to_segment()
+    _atomic_write(os.path.join(directory, name + ".parquet"), lambda f: pq.write_table(table, f))
+    seg = {"name": name, "rows": len(fp), "dim": None, "model": fp.model}
+    if fp.emb is not None:
+        emb16 = np.asarray(fp.emb, dtype=np.float16)
+        _atomic_write(os.path.join(directory, name + ".emb.npy"), lambda f: np.save(f, emb16))
+        seg["dim"] = int(emb16.shape[1])
+    return seg
+
+
+def _remove_orphans(directory: str, manifest: dict) -> None:
+    """Delete segment and temp files the manifest does not reference (called under the lock)."""
+    live = {s["name"] for s in manifest["segments"]}
+    for name in os.listdir(directory):
+        stem = name.split(".", 1)[0]
+        if (name.startswith("seg-") and stem not in live) or (name.startswith(".") and ".tmp-" in name):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))

@@ -152,7 +152,12 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--only", choices=["clipcrawl", "img2dataset"], default=None)
     ap.add_argument("--clipcrawl-args", default="", help="extra args for clipcrawl download")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="add to this process's niceness before starting anything (e.g. -10 as root, to keep "
+                         "other work on a shared machine from skewing the comparison; applies to both tools)")
     args = ap.parse_args()
+    if args.nice:
+        os.nice(args.nice)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dlbench-"))
     work.mkdir(parents=True, exist_ok=True)

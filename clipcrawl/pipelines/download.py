@@ -96,6 +96,11 @@ class FetchImages(Stage):
         self._fetcher: Fetcher | None = None
         self._pool: DecodePool | None = None
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.progress, self.counters = None, FetchCounters()
+        self._loop = self._fetcher = self._pool = None
+
     # -------------------------------------------------------------- lifecycle
     @property
     def workers(self) -> int:

@@ -30,6 +30,10 @@ def download(
     encode_format: str = typer.Option("jpg", "--encode-format", help="jpg, png or webp."),
     encode_quality: int | None = typer.Option(None, "--encode-quality",
                                               help="jpg/webp quality (95); png: zlib level 0-9 (9)."),
+    max_decode_pixels: int = typer.Option(100_000_000, "--max-decode-pixels",
+                                          help="Header size above this many pixels -> failed_to_resize, never decoded."),
+    jpeg_draft_gap: float = typer.Option(2.0, "--jpeg-draft-gap",
+                                         help="Decode JPEGs DCT-scaled to >= this x the output size (0: full decode)."),
     samples_per_shard: int = typer.Option(10_000, "--samples-per-shard", "--number-sample-per-shard",
                                           help="Input rows per shard."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds per request."),
@@ -62,7 +66,8 @@ def download(
                          "save_additional_columns": _split(save_additional_columns) or []}, UrlListConfig, src)
     dl = {"image_size": image_size, "resize_mode": resize_mode, "resize_only_if_bigger": resize_only_if_bigger,
           "min_image_size": min_image_size, "max_image_area": max_image_area, "max_aspect_ratio": max_aspect_ratio,
-          "encode_format": encode_format, "encode_quality": encode_quality, "timeout": timeout, "retries": retries,
+          "encode_format": encode_format, "encode_quality": encode_quality, "max_decode_pixels": max_decode_pixels,
+          "jpeg_draft_gap": jpeg_draft_gap, "timeout": timeout, "retries": retries,
           "concurrency": concurrency, "per_host_concurrency": per_host_concurrency, "workers": workers,
           "respect_robots": not no_robots, "allow_private_networks": allow_private_networks}
     if user_agent:

@@ -123,3 +123,42 @@ def test_many_images_in_flight_keep_order(stage, server, n):
     assert widths == [100 + 10 * (i % 5) for i in range(n)]
     assert len(set(out.column("sha256").to_pylist())) == 5
     assert np.all(np.array(out.column("width").to_pylist()) == 64)
+
+
+def test_stage_pickles_without_its_heavy_state(stage):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(stage))
+    assert clone.config == stage.config and clone._pool is None and clone._loop is None
+    assert clone.counters.done == 0
+
+
+def test_a_killed_decoder_restarts_the_pool():
+    import asyncio
+    import os
+    import signal
+
+    from clipcrawl.filters.images import ResizeOptions
+    from clipcrawl.filters.images.pool import CRASHED, DecodePool
+
+    from .server import make_image
+
+    bodies = [make_image(800, 600, "JPEG", seed=i) for i in range(4)] * 10
+    pool = DecodePool(ResizeOptions(image_size=64), workers=1).start()
+
+    async def go():
+        tasks = [asyncio.ensure_future(pool.resize(b)) for b in bodies]
+        await asyncio.wait(tasks[:1])
+        for pid in list(pool._executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        results = await asyncio.gather(*tasks)
+        return results, await pool.resize(bodies[0])
+
+    try:
+        results, after = asyncio.run(go())
+    finally:
+        pool.close()
+    assert pool.restarts >= 1
+    assert all(r.image is not None or r.error == CRASHED for r in results)
+    assert sum(r.image is not None for r in results) >= len(bodies) - 8
+    assert after.image is not None

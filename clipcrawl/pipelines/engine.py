@@ -48,9 +48,10 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None = None, actors: int | None = None, cpus_per_actor: float = 1.0,
-                 gpus_per_actor: float = 0.0) -> None:
+                 gpus_per_actor: float = 0.0, node_ip: str | None = None) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS")
         self.actors, self.cpus, self.gpus = actors, cpus_per_actor, gpus_per_actor
+        self.node_ip = node_ip
 
     def map_ordered(self, worker: Worker, jobs: Sequence[Any]) -> Iterator[Any]:
         try:
@@ -61,8 +62,9 @@ class RayEngine:
         if not jobs:
             return
         if not ray.is_initialized():
+            kw: dict[str, Any] = {"_node_ip_address": self.node_ip} if self.node_ip else {}
             ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}})
+                     runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}}, **kw)
         n = self.actors or max(1, int(ray.available_resources().get("CPU", 1) // self.cpus))
         n = min(n, len(jobs))
         cls = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(_RayActor)

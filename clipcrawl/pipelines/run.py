@@ -351,7 +351,9 @@ def run(cfg: RunConfig) -> RunState:
 
 
 def _engine_kw(cfg: RunConfig) -> dict[str, Any]:
-    return {"address": cfg.ray_address, "actors": cfg.ray_actors} if cfg.engine == "ray" else {}
+    if cfg.engine != "ray":
+        return {}
+    return {"address": cfg.ray_address, "actors": cfg.ray_actors, "node_ip": cfg.ray_node_ip}
 
 
 def process(cfg: RunConfig, ds: Dataset, st: RunState, engine: Any) -> None:

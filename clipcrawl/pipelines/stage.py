@@ -57,6 +57,8 @@ class Stage:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        for k in getattr(self, "_transient", ()):  # heavy state comes back empty; setup() rebuilds it
+            self.__dict__.setdefault(k, None)
 
 
 def ok_mask(table: pa.Table) -> np.ndarray:

@@ -351,6 +351,8 @@ class RunConfig(_Model):
     engine: Literal["local", "ray"] = Field("local", description="local: this machine; ray: a Ray cluster.")
     ray_address: str | None = Field(None, description="Ray cluster address (default: RAY_ADDRESS or local).")
     ray_actors: int | None = Field(None, ge=1, description="Fetch/score actors (default: one per free CPU).")
+    ray_node_ip: str | None = Field(None, description="This machine's IP as the Ray cluster knows it "
+                                    "(when auto-detection picks the wrong interface).")
 
 
 # ---------------------------------------------------------------- loading

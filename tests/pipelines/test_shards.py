@@ -22,6 +22,7 @@ from clipcrawl.pipelines.shards import (
     shard_stats,
     write_shard,
 )
+from clipcrawl.pipelines.stage import Stage
 from clipcrawl.schemas import SAMPLES, Status, check, sample_key
 
 
@@ -103,3 +104,20 @@ def test_stats_of_empty_table():
     assert s["count"] == 0 and s["duration"] == 1.0 and s["status_dict"] == {}
     assert all(k in s for k in ("successes", "failed_to_download", "failed_to_resize", "start_time", "end_time"))
     assert Status.DUPLICATE.value in s
+
+
+class _Heavy(Stage):
+    name = "heavy"
+    _transient = ("session", "model")
+
+    def __init__(self):
+        self.config = {"a": 1}
+        self.session = object()
+        self.model = None
+
+
+def test_stage_pickles_without_heavy_state():
+    import pickle
+
+    s = pickle.loads(pickle.dumps(_Heavy()))
+    assert s.config == {"a": 1} and s.session is None and s.model is None and not s._is_setup

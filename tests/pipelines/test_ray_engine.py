@@ -1,0 +1,63 @@
+"""The Ray engine on a real (one-node, loopback) Ray cluster gives the local engine's dataset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
+from clipcrawl.pipelines.engine import LocalEngine, RayEngine, make_engine
+
+from .test_run import samples, write_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+ray = pytest.importorskip("ray")
+NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's external address; .2 stays on loopback
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((NODE_IP, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp)}
+    start = [ray_bin, "start", "--head", f"--node-ip-address={NODE_IP}", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp}"]
+    r = subprocess.run(start, capture_output=True, text=True, timeout=180, env=env)
+    if r.returncode != 0:
+        pytest.skip(f"ray start failed: {r.stderr[-500:]}")
+    try:
+        yield f"{NODE_IP}:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_make_engine():
+    assert isinstance(make_engine("local"), LocalEngine) and isinstance(make_engine("ray"), RayEngine)
+
+
+def test_ray_run_equals_local_run(ray_cluster, tmp_path):
+    with DemoSite(DemoSiteContent(seed=3, n_images=10)) as site:
+        local = write_config(tmp_path / "local.yaml", tmp_path / "local", site.url)
+        on_ray = write_config(tmp_path / "ray.yaml", tmp_path / "ray", site.url, engine="ray",
+                              ray_address=ray_cluster, ray_node_ip=NODE_IP, ray_actors=2)
+        for cfg in (local, on_ray):
+            r = subprocess.run([sys.executable, "-m", "clipcrawl", "run", str(cfg)], capture_output=True, text=True,
+                               timeout=600, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+            assert r.returncode == 0, r.stderr[-3000:]
+    expected = samples(tmp_path / "local")
+    assert expected and samples(tmp_path / "ray") == expected

@@ -146,8 +146,10 @@ class MarkDuplicates(Stage):
         assert ref is not None
         k = cfg.eval_phash_max_distance if cfg.eval_phash_max_distance is not None else cfg.phash_max_distance
         tau = cfg.eval_semantic_threshold or cfg.semantic_threshold
-        hits = ref.phash(fp, marks.active, k)
-        self._apply(hits, ref, marks, DedupMethod.EVAL_SET, "near-duplicate of evaluation image {} (pHash distance {:.0f})")
+        if cfg.phash:
+            hits = ref.phash(fp, marks.active, k)
+            self._apply(hits, ref, marks, DedupMethod.EVAL_SET,
+                        "near-duplicate of evaluation image {} (pHash distance {:.0f})")
         if cfg.semantic and fp.emb is not None and ref.fp.emb is not None:
             hits = ref.semantic(fp, marks.active, tau)
             self._apply(hits, ref, marks, DedupMethod.EVAL_SET, "near-duplicate of evaluation image {} (CLIP cosine {:.3f})")

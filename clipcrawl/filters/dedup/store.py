@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipcrawl.filters.dedup.columns import Fingerprints, fingerprints
+from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
 from clipcrawl.pipelines.progress import log
 
 FORMAT = "clipcrawl-dedup-index"
@@ -140,7 +140,10 @@ class DedupIndex:
     def add(self, table: pa.Table | Fingerprints, embeddings: np.ndarray | None = None,
             embedding_model: str | None = None) -> int:
         """Remember rows (pending until :meth:`commit`). A table contributes its ``success`` rows."""
-        fp = table if isinstance(table, Fingerprints) else fingerprints(table, embeddings, only_success=True)
+        if isinstance(table, Fingerprints):
+            fp = table
+        else:  # pixel/pHash computed from the ``image`` column where missing
+            fp = fingerprints(fill_image_hashes(table), embeddings, only_success=True)
         if not len(fp):
             return 0
         model = embedding_model or fp.model

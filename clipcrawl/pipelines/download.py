@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,6 +230,8 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
     summary = DownloadSummary(out)
     stage = FetchImages(config)
     t0 = time.monotonic()
+    writer = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")  # a shard is written while the next downloads
+    pending: Future | None = None
     with Progress("download", unit="img") as bar:
         stage.progress = bar
         try:
@@ -247,12 +250,17 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
                 result = stage(shard.table)
                 result = set_column(result, "shard", pa.array([ref.name] * result.num_rows, pa.string()))
                 nbytes = int(pc.sum(result.column("bytes")).as_py() or 0)
-                sh.write_shard(ref, result, output_format=output.output_format, image_ext=config.encode_format,
-                               start_time=start, bytes_downloaded=nbytes)
+                if pending is not None:
+                    pending.result()  # at most one shard waits for the disk; its errors surface here
+                pending = writer.submit(sh.write_shard, ref, result, output_format=output.output_format,
+                                        image_ext=config.encode_format, start_time=start, bytes_downloaded=nbytes)
                 summary.shards_written += 1
                 summary.bytes_downloaded += nbytes
                 summary.count(result)
+            if pending is not None:
+                pending.result()
         finally:
+            writer.shutdown(wait=True)
             stage.teardown()
     summary.duration = time.monotonic() - t0
     summary.fetched = stage.counters.done

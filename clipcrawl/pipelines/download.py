@@ -41,6 +41,7 @@ from clipcrawl.schemas.tables import IMAGE_COLUMN
 XROBOTS_MESSAGE = "Use of image disallowed by X-Robots-Tag directive"
 DECODE_QUEUE_PER_WORKER = 8  # bodies waiting for a decoder, per worker (bounds memory)
 
+
 # ------------------------------------------------------------------ the stage
 @dataclass
 class _Outcome:
@@ -57,7 +58,6 @@ class FetchCounters:
     success: int = 0
     failed_to_download: int = 0
     failed_to_resize: int = 0
-    by_error: dict[str, int] = field(default_factory=dict)
 
     def add(self, o: _Outcome) -> None:
         self.done += 1

@@ -136,6 +136,7 @@ def _resize_into(out: ResizedImage, data: bytes, opts: ResizeOptions, bbox: Sequ
         drafted = im.draft(im.mode if im.mode in ("RGB", "L", "CMYK") else None, (int(tw * gap), int(th * gap)))
         if drafted is not None:
             src_box = drafted[1]
+    im.decodermaxblock = max(len(data), 65536)  # all bytes are in memory: one decode call, no suspensions
     im.load()
     im = _normalise_mode(im)
     if geo.resize_to:

@@ -223,10 +223,18 @@ class PhaseA:
 
     def __call__(self, job: tuple[str, str, int, str]) -> str:
         plan_parquet, work_url, run, shard = job
-        from clipcrawl.pipelines.stage import run_stages
+        from clipcrawl.pipelines.failpoints import failpoint
+        from clipcrawl.pipelines.stage import ok_mask
 
         table = initial_samples(sh.read_parquet(plan_parquet), run, shard)
-        table = run_stages(table, self.stages)
+        for stage in self.stages:
+            hook = "on_progress" if hasattr(stage, "on_progress") else ("progress" if hasattr(stage, "progress") else None)
+            with Progress(f"{stage.name} {shard}", total=int(ok_mask(table).sum()), unit="img",
+                          enabled=hook is not None) as bar:
+                if hook:
+                    setattr(stage, hook, bar.update if hook == "on_progress" else bar)
+                table = stage(table)
+            failpoint(f"stage.{stage.name}")
         write_ipc(table, work_url)
         return work_url
 

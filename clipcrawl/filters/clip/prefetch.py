@@ -1,0 +1,131 @@
+"""Decode + preprocess images and tokenize captions in worker threads, ahead of the model.
+
+PIL's decoders and resamplers and torch's tensor ops release the GIL, so a small thread pool keeps
+the next batches ready while the model runs the current one (``depth`` batches in flight). Every
+image is guarded: a pixel cap checked on the header before decoding, truncated/corrupt files raise
+(no ``LOAD_TRUNCATED_IMAGES``), and a per-batch deadline turns a stuck decode into a
+``failed_to_score`` row instead of a hang.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+#: Images with more pixels than this are refused before decoding (a decompression-bomb guard).
+MAX_PIXELS = 180_000_000
+DECODE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class PreparedBatch:
+    """One model batch. ``rows`` index the input; ``errors[i]`` is set when image i failed."""
+
+    rows: list[int]
+    pixels: Any  # torch.FloatTensor (n_ok, 3, H, W) of the images that decoded, or None
+    ok: list[bool]  # per row: image decoded
+    errors: list[str | None]
+    tokens: Any  # torch.LongTensor (len(rows), context) of every row's caption
+
+
+def decode_image(data: bytes, preprocess: Callable[[Any], Any], max_pixels: int = MAX_PIXELS) -> Any:
+    """Encoded bytes -> preprocessed tensor; raises ValueError with a short reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ValueError(f"image has {w}x{h} pixels, over the {max_pixels} limit")
+            img.load()
+            rgb = img.convert("RGB")
+    except ValueError:
+        raise
+    except UnidentifiedImageError:
+        raise ValueError("cannot identify image file") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError, EOFError) as e:
+        raise ValueError(f"cannot decode image: {' '.join(str(e).split())[:120]}") from None
+    return preprocess(rgb)
+
+
+class Prefetcher:
+    """Iterate prepared batches of ``images``/``captions`` with decoding running ahead in threads."""
+
+    def __init__(
+        self,
+        preprocess: Callable[[Any], Any],
+        tokenizer: Callable[[list[str]], Any],
+        workers: int | None = None,
+        depth: int = 2,
+        timeout: float = DECODE_TIMEOUT_S,
+    ) -> None:
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.workers = workers or max(1, min(8, (os.cpu_count() or 2)))
+        self.depth = max(1, depth)
+        self.timeout = timeout
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Prefetcher:
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clip-decode")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            # never wait on a stuck decoder; its thread finishes (or not) in the background
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _submit(self, rows: list[int], images: Sequence[bytes], captions: Sequence[str]) -> tuple:
+        assert self._pool is not None
+        futs = [self._pool.submit(decode_image, images[i], self.preprocess) for i in rows]
+        tok = self._pool.submit(self.tokenizer, [captions[i] for i in rows])
+        return rows, futs, tok
+
+    def _collect(self, job: tuple) -> PreparedBatch:
+        import time
+
+        import torch
+
+        rows, futs, tok = job
+        deadline = time.monotonic() + self.timeout
+        tensors, ok, errors = [], [], []
+        for f in futs:
+            try:
+                tensors.append(f.result(timeout=max(0.0, deadline - time.monotonic())))
+                ok.append(True)
+                errors.append(None)
+            except FutureTimeout:
+                f.cancel()
+                ok.append(False)
+                errors.append(f"image decode timed out after {self.timeout:.0f}s")
+            except ValueError as e:
+                ok.append(False)
+                errors.append(str(e))
+        tokens = tok.result()
+        pixels = torch.stack(tensors) if tensors else None
+        return PreparedBatch(rows, pixels, ok, errors, tokens)
+
+    def batches(
+        self, rows: Sequence[int], images: Sequence[bytes], captions: Sequence[str], batch_size: int
+    ) -> Iterator[PreparedBatch]:
+        """Yield batches of ``rows`` in order; ``depth`` batches are being prepared while one is used."""
+        chunks = [list(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        pending: deque[Future | tuple] = deque()
+        it = iter(chunks)
+        for chunk in it:
+            pending.append(self._submit(chunk, images, captions))
+            if len(pending) >= self.depth:
+                break
+        while pending:
+            job = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(self._submit(nxt, images, captions))
+            yield self._collect(job)

@@ -1,0 +1,151 @@
+"""CLIP scoring stages: ``ScoreClip`` computes, ``ApplyClipThreshold`` decides ("score, then decide").
+
+``ScoreClip`` reads the transient ``image`` (encoded bytes) and ``caption`` columns of the rows still
+``success`` and writes ``clip_similarity`` (cosine of the L2-normalised embeddings, float32),
+``clip_model``, zero-shot ``punsafe``/``pwatermark``, and the transient ``image_embedding`` /
+``text_embedding`` (fixed-size list<float32>). Rows without image bytes keep null scores; images
+that cannot be decoded become ``failed_to_score``. Decoding runs in threads ahead of the model
+(:mod:`clipcrawl.filters.clip.prefetch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clipcrawl.pipelines.stage import Stage, mark, ok_mask, set_column
+from clipcrawl.schemas.config import ClipConfig
+from clipcrawl.schemas.status import Status
+from clipcrawl.schemas.tables import IMAGE_COLUMN
+
+
+def embedding_array(values: np.ndarray, valid: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float32 + validity mask -> fixed_size_list<float32>[D] with nulls where not valid."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    n, d = values.shape
+    flat = pa.array(values.reshape(-1), type=pa.float32())
+    mask = None if valid.all() else pa.array(~valid, type=pa.bool_())
+    return pa.FixedSizeListArray.from_arrays(flat, d, mask=mask)
+
+
+def _float_column(values: np.ndarray, valid: np.ndarray, old: pa.ChunkedArray | None) -> pa.Array:
+    """New float32 values where ``valid``; elsewhere the existing column's value (or null)."""
+    new = pa.array(values.astype(np.float32), type=pa.float32(), mask=~valid)
+    if old is None:
+        return new
+    return pc.if_else(pa.array(valid), new, old.combine_chunks().cast(pa.float32()))
+
+
+class ScoreClip(Stage):
+    """Embed image and caption of every success row with CLIP; store similarity and zero-shot tags."""
+
+    name: ClassVar[str] = "clip"
+    requires_extra: ClassVar[str | None] = "clip"
+    _transient = ("clip", "encoder", "tags", "logit_scale", "on_progress")
+
+    def __init__(self, config: ClipConfig | None = None) -> None:
+        self.config = config or ClipConfig()
+        #: optional callback(n_rows) after each model batch (progress bars)
+        self.on_progress: Callable[[int], None] | None = None
+
+    def setup(self) -> None:
+        from clipcrawl.filters.clip.encoders import make_encoder
+        from clipcrawl.filters.clip.model import load_clip
+        from clipcrawl.filters.clip.zeroshot import ZeroShotTag
+
+        c = self.config
+        self.clip = load_clip(c.model, c.pretrained, device=c.device, precision=c.precision)
+        kwargs: dict[str, Any] = {"quantize": c.quantize} if self.clip.precision == "fast" else {}
+        self.encoder = make_encoder(self.clip, **kwargs)
+        scale = getattr(self.clip.model, "logit_scale", None)
+        self.logit_scale = float(scale.exp().item()) if scale is not None else 100.0
+
+        def enc(texts: list[str]) -> np.ndarray:
+            return self.encoder.encode_texts(self.clip.tokenizer(texts))
+
+        self.tags = [
+            t
+            for t in (
+                ZeroShotTag.build("punsafe", c.unsafe_prompts, c.safe_prompts, enc),
+                ZeroShotTag.build("pwatermark", c.watermark_prompts, c.clean_prompts, enc),
+            )
+            if t is not None
+        ]
+
+    @property
+    def model_name(self) -> str:
+        return self.clip.name
+
+    def process(self, table: pa.Table) -> pa.Table:
+        from clipcrawl.filters.clip.prefetch import Prefetcher
+
+        n = table.num_rows
+        d = self.clip.embed_dim
+        images = table.column(IMAGE_COLUMN).to_pylist() if IMAGE_COLUMN in table.column_names else [None] * n
+        captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * n
+        captions = [c if isinstance(c, str) else "" for c in captions]
+        todo = [i for i in np.flatnonzero(ok_mask(table)) if images[i] is not None]
+
+        img_emb = np.zeros((n, d), dtype=np.float32)
+        txt_emb = np.zeros((n, d), dtype=np.float32)
+        scored = np.zeros(n, dtype=bool)
+        failed = np.zeros(n, dtype=bool)
+        messages: list[str | None] = [None] * n
+        with Prefetcher(self.clip.preprocess, self.clip.tokenizer, workers=self.config.workers) as pf:
+            for batch in pf.batches(todo, images, captions, self.config.batch_size):
+                rows = np.asarray(batch.rows)
+                ok = np.asarray(batch.ok, dtype=bool)
+                for r, err in zip(rows[~ok], (e for e, k in zip(batch.errors, batch.ok) if not k)):
+                    failed[r], messages[r] = True, err
+                if not ok.any():
+                    if self.on_progress is not None:
+                        self.on_progress(len(rows))
+                    continue
+                good = rows[ok]
+                img_emb[good] = self.encoder.encode_images(batch.pixels)
+                txt_emb[good] = self.encoder.encode_texts(batch.tokens[ok])
+                scored[good] = True
+                if self.on_progress is not None:
+                    self.on_progress(len(rows))
+
+        sims = (img_emb * txt_emb).sum(axis=1)
+        cols: dict[str, pa.Array] = {"clip_similarity": _float_column(sims, scored, _col(table, "clip_similarity"))}
+        for tag in self.tags:
+            probs = np.zeros(n, dtype=np.float32)
+            probs[scored] = tag.probabilities(img_emb[scored], self.logit_scale)
+            cols[tag.column] = _float_column(probs, scored, _col(table, tag.column))
+        model = pa.array([self.clip.name if s else None for s in scored], pa.string())
+        old_model = _col(table, "clip_model")
+        cols["clip_model"] = model if old_model is None else pc.if_else(pa.array(scored), model, old_model.combine_chunks())
+        cols["image_embedding"] = embedding_array(img_emb, scored)
+        cols["text_embedding"] = embedding_array(txt_emb, scored)
+        for name, arr in cols.items():
+            table = set_column(table, name, arr)
+        if failed.any():
+            table = mark(table, failed, Status.FAILED_TO_SCORE, self.name, messages)
+        return table
+
+
+def _col(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    return table.column(name) if name in table.column_names else None
+
+
+class ApplyClipThreshold(Stage):
+    """Move success rows with ``clip_similarity < threshold`` to ``filtered_clip`` (null scores stay)."""
+
+    name: ClassVar[str] = "clip_threshold"
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        if "clip_similarity" not in table.column_names or table.num_rows == 0:
+            return table
+        sims = table.column("clip_similarity").to_numpy(zero_copy_only=False).astype(np.float64)
+        below = np.nan_to_num(sims, nan=np.inf) < self.threshold
+        msgs = [f"clip_similarity {s:.3f} < {self.threshold:g}" if b else None for s, b in zip(sims, below)]
+        return mark(table, below, Status.FILTERED_CLIP, self.name, msgs)

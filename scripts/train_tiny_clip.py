@@ -39,7 +39,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "clipcrawl" / "assets" / "ti
 
 CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 48, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "vision_cfg": {"image_size": 64, "layers": 3, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
 
@@ -153,7 +153,7 @@ def draw_scene(scene: Scene, rng: random.Random) -> Image.Image:
 # ---------------------------------------------------------------- data
 def wrong_caption(scene: Scene, rng: random.Random, template: str) -> str:
     """A hard negative: same template, wrong shape or wrong colour (what the demo site serves)."""
-    if rng.random() < 0.5:
+    if rng.random() < 0.75:  # colour is learnt first; shape needs the pressure
         return scene.caption(rng, template, shape=rng.choice([s for s in SHAPES if s != scene.shape]))
     colours = [c for c in COLOURS if c not in (scene.colour, scene.bg)]
     return scene.caption(rng, template, colour=rng.choice(colours))
@@ -163,7 +163,7 @@ def wrong_caption(scene: Scene, rng: random.Random, template: str) -> str:
 class GeneratedSet:
     pixels: np.ndarray  # uint8 (N, 3, S, S): the resized + centre-cropped image, before normalisation
     captions: list[list[str]]  # per image: several captions from different templates
-    hard: list[str]  # per image: one mismatched caption (wrong shape or colour)
+    hard: list[list[str]]  # per image and caption: the same template with the wrong shape or colour
 
 
 def generate(n: int, seed: int, image_size: int, captions_per_image: int = 3) -> GeneratedSet:
@@ -179,7 +179,7 @@ def generate(n: int, seed: int, image_size: int, captions_per_image: int = 3) ->
         pixels[i] = np.asarray(geom(draw_scene(scene, rng)), dtype=np.uint8).transpose(2, 0, 1)
         templates = rng.sample(TEMPLATES, captions_per_image)
         caps.append([scene.caption(rng, t) for t in templates])
-        hard.append(wrong_caption(scene, rng, templates[0]))
+        hard.append([wrong_caption(scene, rng, t) for t in templates])
     return GeneratedSet(pixels, caps, hard)
 
 
@@ -212,7 +212,7 @@ def evaluate(model, tokenizer, data: GeneratedSet, mean, std, seed: int) -> dict
     with torch.no_grad():
         img = torch.nn.functional.normalize(model.encode_image(to_input(data.pixels, mean, std)), dim=-1)
         txt = torch.nn.functional.normalize(model.encode_text(tokenizer([c[0] for c in data.captions])), dim=-1)
-        hard = torch.nn.functional.normalize(model.encode_text(tokenizer(data.hard)), dim=-1)
+        hard = torch.nn.functional.normalize(model.encode_text(tokenizer([h[0] for h in data.hard])), dim=-1)
     n = len(data.captions)
     matched = (img * txt).sum(-1).numpy()
     perm = (np.arange(n) + rng.integers(1, n, size=n)) % n  # never the image's own caption
@@ -266,6 +266,7 @@ def train(args: argparse.Namespace) -> None:
     data = generate(args.train_images, args.seed, size)
     held_out = generate(args.eval_images, args.seed + 1_000_003, size)
     tokens = [tokenizer(list(c)) for c in zip(*data.captions)]  # one (N, 77) tensor per caption slot
+    hard_tokens = [tokenizer(list(c)) for c in zip(*data.hard)]
     print(f"generated {args.train_images} train + {args.eval_images} held-out images in {time.time() - t0:.0f}s")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -285,18 +286,23 @@ def train(args: argparse.Namespace) -> None:
         idx = torch.randint(0, n, (args.batch_size,), generator=gen)
         slot = int(torch.randint(0, len(tokens), (1,), generator=gen))
         pix = data.pixels[idx.numpy()]
-        text = tokens[slot][idx]
+        # the batch's captions, then one hard negative per image (its caption with a wrong shape/colour)
+        text = torch.cat([tokens[slot][idx], hard_tokens[slot][idx]])
         # attention is causal and the text feature is read at the end-of-text token, so cropping the
         # padding after the longest caption gives the same outputs at a fraction of the cost
         text = text[:, : int(text.argmax(dim=-1).max()) + 1]
         img_f = F.normalize(model.encode_image(to_input(pix, mean, std)), dim=-1)
         txt_f = F.normalize(encode_text_cropped(model, text), dim=-1)
         scale = model.logit_scale.exp()
-        logits = scale * img_f @ txt_f.T
-        # identical (image, caption) content can repeat in a batch: treat same-caption rows as positives
-        same = (text.unsqueeze(1) == text.unsqueeze(0)).all(-1).float()
+        b = len(idx)
+        logits = scale * img_f @ txt_f.T  # (b, 2b)
+        # identical captions can repeat in a batch (also as another image's hard negative): all are positives
+        same = (text[:b].unsqueeze(1) == text.unsqueeze(0)).all(-1).float()
         target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        loss_i2t = F.cross_entropy(logits, target)
+        t_same = same[:, :b]
+        loss_t2i = F.cross_entropy(logits[:, :b].T, t_same.T / t_same.T.sum(1, keepdim=True))
+        loss = 0.5 * (loss_i2t + loss_t2i)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -335,7 +341,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--train-images", type=int, default=6000)

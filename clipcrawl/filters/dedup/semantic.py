@@ -2,7 +2,8 @@
 
 * Small problems (``n_query * n_index <= EXACT_WORK``, e.g. 20k x 20k): exact ``IndexFlatIP``.
 * Large ones: vectors are projected by PCA to ``PCA_DIM`` dimensions and searched with an
-  ``IndexIVFFlat`` (L2, ``nlist ~ sqrt(N)`` lists, ``nprobe`` probed) for squared distance
+  ``IndexIVFFlat`` (L2, ``nlist ~ 4 sqrt(N)`` lists with an HNSW coarse quantizer from 1024 lists,
+  ``nprobe`` probed; a self-join unions both directions of each pair) for squared distance
   ``<= 2 (1 - tau)``. For unit vectors ``|x - y|^2 = 2 - 2 cos`` and an orthogonal projection never
   lengthens a difference, so every pair with cosine >= tau is a candidate (the only loss is IVF
   probing); candidates are then verified with the exact cosine of the full vectors.
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 EXACT_WORK = 4e8  # n_query * n_index up to which exact search is used
-PCA_DIM = 64
-NPROBE = 8
-_TRAIN_MAX = 100_000
+PCA_DIM = 32
+NPROBE = 4
+_TRAIN_MIN = 50_000
 
 
 @dataclass
@@ -61,18 +62,20 @@ class EmbeddingIndex:
             if n:
                 self.index.add(data)
             return
+        nlist = int(min(max(4 * np.sqrt(n), 64), 65536, n // 20))
         rng = np.random.default_rng(seed)
-        train = data[rng.choice(n, min(n, _TRAIN_MAX), replace=False)]
+        train = data[np.sort(rng.choice(n, min(n, max(_TRAIN_MIN, 20 * nlist)), replace=False))]
         if d > PCA_DIM:
             self.pca = faiss.PCAMatrix(d, PCA_DIM)
-            self.pca.train(train)
+            self.pca.train(train[:_TRAIN_MIN])
             train = self.pca.apply(train)
         dp = train.shape[1]
-        nlist = int(min(max(np.sqrt(n), 64), 16384, len(train) // 39))
-        self.quantizer = faiss.IndexFlatL2(dp)
-        self.index = faiss.IndexIVFFlat(self.quantizer, dp, nlist, faiss.METRIC_L2)
+        # HNSW over the centroids makes assigning 1M vectors to thousands of lists cheap
+        self.index = faiss.index_factory(dp, f"IVF{nlist}_HNSW32,Flat" if nlist >= 1024 else f"IVF{nlist},Flat")
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.cp.niter, ivf.cp.min_points_per_centroid, ivf.cp.seed = 10, 5, seed
         self.index.train(train)
-        self.index.nprobe = min(nprobe, nlist)
+        ivf.nprobe = min(nprobe, nlist)
         for s in range(0, n, 262_144):
             self.index.add(self._project(data[s : s + 262_144]))
 
@@ -116,5 +119,9 @@ def self_pairs(emb: np.ndarray, tau: float, *, nprobe: int = NPROBE) -> ScoredPa
         return ScoredPairs.empty()
     index = EmbeddingIndex(emb, n_query_hint=n, nprobe=nprobe)
     p = index._search(index.x, index.valid, tau)
-    keep = p.a < p.b
-    return ScoredPairs(p.a[keep], p.b[keep], p.score[keep])
+    # each pair is searched from both ends; the union recovers pairs one end's probes missed
+    lo, hi = np.minimum(p.a, p.b), np.maximum(p.a, p.b)
+    keep = lo < hi
+    code = np.unique(lo[keep] * n + hi[keep], return_index=True)[1]
+    lo, hi, score = lo[keep][code], hi[keep][code], p.score[keep][code]
+    return ScoredPairs(lo, hi, score)

@@ -10,8 +10,8 @@ Layout::
 ``add()`` keeps rows in memory (pending); ``commit()`` writes the pending rows as a new segment
 (temp file, fsync, rename), then replaces ``index.json`` the same way. A crash before the
 ``index.json`` rename leaves the previous index intact (the half-written segment is unreferenced
-and removed by the next commit), so a killed run can never corrupt it. Segments are compacted into
-one when there are more than ``MAX_SEGMENTS``. Exact fingerprints are 64-bit (blake2b of the
+and removed by the next commit), so a killed run can never corrupt it. Segments are merged
+like a binary counter (see ``_merge_tail``). Exact fingerprints are 64-bit (blake2b of the
 normalised URL + caption, first 64 bits of sha256 and pixel hashes): a false match needs a 2^-64
 collision. The index lives on a local filesystem (atomic rename); for an ``s3://`` dataset give a
 local ``DedupConfig.index_dir``.
@@ -35,7 +35,7 @@ from clipcrawl.pipelines.progress import log
 
 FORMAT = "clipcrawl-dedup-index"
 INDEX_FILE = "index.json"
-MAX_SEGMENTS = 32
+MAX_SEGMENTS = 64  # hard cap; the binary-counter merge normally keeps ~log2(rows) segments
 SEGMENT_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -187,13 +187,22 @@ class DedupIndex:
                 if len(new):
                     manifest["segments"].append(_write_segment(self.directory, new))
                     self.committed = Fingerprints.concat([self.committed, new])
+                    self._merge_tail(manifest["segments"])
                 manifest["shards"] = sorted(set(manifest["shards"]) | shards)
                 manifest["embedding_model"] = manifest.get("embedding_model") or new.model
-                if len(manifest["segments"]) > MAX_SEGMENTS:
-                    manifest["segments"] = [_write_segment(self.directory, self.committed)]
                 self._write_manifest(manifest)
         self.pending, self._data = [], None
         self._pending_shards = set()
+
+    def _merge_tail(self, segs: list[dict]) -> None:
+        """Merge the newest segments while the one before is not larger (a binary counter): at most
+        ~log2(rows) segments, each row rewritten O(log rows) times over the index's life."""
+        assert self.directory is not None
+        while len(segs) >= 2 and (segs[-2]["rows"] <= segs[-1]["rows"] or len(segs) > MAX_SEGMENTS):
+            end = sum(s["rows"] for s in segs)
+            start = end - segs[-1]["rows"] - segs[-2]["rows"]
+            merged = _write_segment(self.directory, self.committed.take(np.arange(start, end)))
+            segs[-2:] = [merged]
 
     def replace_all(self, fp: Fingerprints, shards: list[str]) -> None:
         """Atomically make ``fp`` the whole index (rebuild)."""

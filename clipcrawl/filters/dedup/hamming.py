@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -186,8 +185,10 @@ def _verify(a: np.ndarray, pos: np.ndarray, qcodes: np.ndarray, table: _Table, b
 
 
 def _run(tasks: list, workers: int | None) -> Pairs:
-    """Run probe tasks (callables returning lists of Pairs) on threads; numpy releases the GIL."""
-    workers = workers or min(os.cpu_count() or 1, 8)
+    """Run probe tasks (callables returning lists of Pairs), on threads when ``workers > 1``.
+    Default 1: the many short numpy calls hold the GIL often enough that two threads measured no
+    faster than one (bench/dedup_phash.py); the option stays for larger arrays / free-threaded builds."""
+    workers = workers or 1
     if workers <= 1 or len(tasks) <= 1:
         results = [t() for t in tasks]
     else:

@@ -9,7 +9,9 @@ model that produced them.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,8 +175,10 @@ def fill_image_hashes(table: pa.Table, rows: np.ndarray | None = None) -> pa.Tab
     if not need:
         return table
     images = table.column(IMAGE_COLUMN)
-    for i in need:
-        h = image_hashes(images[i].as_py())
+    workers = min(len(need) // 64 + 1, os.cpu_count() or 1)  # Pillow decodes without the GIL
+    with ThreadPoolExecutor(workers) as pool:
+        hashes = list(pool.map(lambda i: image_hashes(images[i].as_py()), need))
+    for i, h in zip(need, hashes):
         pix[i] = pix[i] if pix[i] is not None else h.pixel_hash
         ph[i] = ph[i] if ph[i] is not None else h.phash
     table = set_column(table, "pixel_hash", pa.array(pix, pa.string()))

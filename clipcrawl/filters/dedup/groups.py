@@ -125,14 +125,3 @@ def greedy_leaders(node_of: np.ndarray, rank: np.ndarray, edge_a: np.ndarray, ed
                 if not decided[v]:
                     decided[v], leader[v], via[v] = True, u, eid[j]
     return Leaders(leader, via)
-
-
-def factorize(values: Sequence[object] | np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Node id per row for equal-value grouping; -1 where ``mask`` is false or the value is null."""
-    import pandas as pd
-
-    vals = pd.Series(values, dtype=object if not isinstance(values, np.ndarray) else values.dtype)
-    codes, _ = pd.factorize(vals, use_na_sentinel=True)
-    codes = np.asarray(codes, dtype=np.int64)
-    codes[~np.asarray(mask, dtype=bool)] = -1
-    return codes

@@ -110,8 +110,3 @@ def pixel_hash(data: bytes) -> str | None:
 def phash(data: bytes) -> int | None:
     """64-bit perceptual hash of encoded image bytes (None if undecodable or near-constant)."""
     return image_hashes(data).phash
-
-
-def phash_to_int64(values) -> np.ndarray:
-    """uint64 pHashes -> the same bits as int64 (for stores that lack unsigned types)."""
-    return np.asarray(values, dtype=np.uint64).view(np.int64)

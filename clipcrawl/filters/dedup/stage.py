@@ -163,6 +163,8 @@ class MarkDuplicates(Stage):
             hits = ref.phash(fp, marks.active, cfg.phash_max_distance)
             text = f"pHash distance {{1:.0f}} <= {cfg.phash_max_distance} to {{0}} ({where})"
         else:
+            if ref.fp.model and fp.model and ref.fp.model != fp.model:
+                return  # embeddings of different models are not comparable (warned in process)
             hits = ref.semantic(fp, marks.active, cfg.semantic_threshold)
             text = f"CLIP cosine {{1:.3f}} >= {cfg.semantic_threshold} to {{0}} ({where})"
         self._apply(hits, ref, marks, DedupMethod(method), text)

@@ -217,7 +217,7 @@ def dedup_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be marked; write nothing."),
 ) -> None:
     """Mark duplicates across all shards of DIR (exact, pHash, semantic, eval sets)."""
-    from clipcrawl.schemas.config import DedupConfig
+    from clipcrawl.schemas.config import DedupConfig, parse_config
 
     update: dict[str, Any] = {"exclude_near": list(exclude_near)}
     if phash_distance is not None:
@@ -228,7 +228,7 @@ def dedup_cmd(
         update["semantic"] = False
     if no_phash:
         update["phash"] = False
-    config = DedupConfig.model_validate({**DedupConfig().model_dump(), **update})
+    config = parse_config({**DedupConfig().model_dump(), **update}, DedupConfig, "clipcrawl dedup options")
     if model and pretrained is None and model not in ("tiny", "clipcrawl-tiny"):
         pretrained = "openai"
     r = dedup_dataset(path, config, model=model, pretrained=pretrained, device=device, keep_tars=keep_tars,

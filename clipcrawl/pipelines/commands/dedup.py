@@ -28,9 +28,13 @@ class DedupReport:
     rows: int = 0
     considered: int = 0  # rows still success before the pass
     counts: dict[str, int] = field(default_factory=dict)  # newly marked, per method
-    rewritten: int = 0  # shards whose files changed
+    rewritten_shards: list[str] = field(default_factory=list)  # shards whose files changed
     semantic: str = "off"  # where embeddings came from, or why semantic did not run
     embedding_model: str | None = None
+
+    @property
+    def rewritten(self) -> int:
+        return len(self.rewritten_shards)
 
     @property
     def marked(self) -> int:
@@ -124,12 +128,13 @@ def dedup_dataset(path: str, config: Any, *, model: str | None = None, pretraine
     out = stage(whole)
     report.counts = {k: v for k, v in stage.counts.items() if v}
     if not dry_run:
-        report.rewritten = _write_back(refs, out, sizes, tables, filled, keep_tars)
+        report.rewritten_shards = _write_back(refs, out, sizes, tables, filled, keep_tars)
         _refresh_dataset(path, refs, out, stage, report)
     return report
 
 
-def _write_back(refs: list, out: Any, sizes: list[int], before: list, filled: list[bool], keep_tars: bool) -> int:
+def _write_back(refs: list, out: Any, sizes: list[int], before: list, filled: list[bool],
+                keep_tars: bool) -> list[str]:
     """Rewrite the Parquet (and tar, stats) of every shard whose rows changed."""
     from clipcrawl.pipelines.shards import (
         TarShardWriter,
@@ -142,7 +147,8 @@ def _write_back(refs: list, out: Any, sizes: list[int], before: list, filled: li
     )
     from clipcrawl.schemas.tables import SAMPLES, conform
 
-    changed, start = 0, 0
+    changed: list[str] = []
+    start = 0
     for ref, n, old, hashed in zip(refs, sizes, before, filled):
         new = conform(out.slice(start, n), SAMPLES)
         start += n
@@ -169,7 +175,7 @@ def _write_back(refs: list, out: Any, sizes: list[int], before: list, filled: li
         stats = shard_stats(new, old_stats.get("start_time", 0.0), old_stats.get("end_time", 0.0),
                             old_stats.get("bytes_downloaded", 0), shard=ref.name)
         write_json({**old_stats, **stats}, ref.stats)
-        changed += 1
+        changed.append(ref.name)
     return changed
 
 
@@ -178,20 +184,14 @@ def _refresh_dataset(path: str, refs: list, out: Any, stage: Any, report: DedupR
     from clipcrawl.filters.dedup.columns import fingerprints
     from clipcrawl.filters.dedup.rebuild import default_index_dir
     from clipcrawl.filters.dedup.store import DedupIndex
-    from clipcrawl.pipelines.dataset import load_manifest, publish
-    from clipcrawl.pipelines.shards import ShardRef, fs_and_path, shards_dir
+    from clipcrawl.pipelines.dataset import load_manifest, refresh
+    from clipcrawl.pipelines.shards import fs_and_path, shards_dir
 
     root = path.rstrip("/")
     if shards_dir(root) == root:  # a plain shard folder (img2dataset / clipcrawl download output)
         return
-    manifest = load_manifest(root)
-    if report.rewritten and manifest.get("runs"):
-        listed = manifest["shards"]
-        for run in manifest["runs"]:
-            names = [n for n in run.get("shards", []) if n in listed]
-            if names:
-                publish(root, run["run"], [ShardRef(f"{root}/shards", n) for n in names], run.get("summary"),
-                        config_hash=run.get("config_hash"))
+    if report.rewritten_shards and load_manifest(root).get("runs"):
+        refresh(root, report.rewritten_shards)
     index_dir = stage.config.index_dir or default_index_dir(root)
     if "://" in index_dir or "://" in fs_and_path(root)[1]:
         return

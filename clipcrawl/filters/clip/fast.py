@@ -28,7 +28,7 @@ from clipcrawl.filters.clip.encoders import crop_tokens, l2_normalize
 from clipcrawl.filters.clip.model import LoadedClip
 from clipcrawl.pipelines.progress import log
 
-EXPORT_VERSION = "3"  # bump when the export or quantization recipe changes
+EXPORT_VERSION = "4"  # bump when the export or quantization recipe changes
 DEFAULT_TOLERANCE = 0.006  # calibration budget; the promise is 0.01 on real data
 
 

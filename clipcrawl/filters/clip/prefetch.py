@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Images with more pixels than this are refused before decoding (a decompression-bomb guard).
-MAX_PIXELS = 180_000_000
+MAX_PIXELS = 120_000_000
 DECODE_TIMEOUT_S = 60.0
 
 

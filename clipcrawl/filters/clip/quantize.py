@@ -11,6 +11,11 @@ calibration set (generated pictures x captions) stay within ``tolerance`` of the
     none  no quantization: the fp32 graph (ONNX Runtime's fused kernels)
 
 The check runs on the real weights being exported, once; its result is cached with the model.
+
+Weights use 7 bits (``reduce_range``): without AVX-VNNI, x86 int8 kernels multiply u8 x s8 pairs
+into saturating 16-bit sums (``vpmaddubsw``), and full-range weights overflow them — measured on a
+1600x768x3072 MatMul here: max error 10% of the output range with 8-bit weights, 2% with 7-bit,
+same speed.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def quantize_recipe(src: Path, dst: Path, recipe: str) -> None:
 
     names = [n for n, _ in _matmuls(src)]
     quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_excluded(names, recipe),
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )

@@ -18,10 +18,8 @@ and statuses as an uninterrupted run. A lock keeps overlapping (cron) runs apart
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -30,158 +28,15 @@ import pyarrow.compute as pc
 from clipcrawl.pipelines import shards as sh
 from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.pipelines.lock import RunLock
+from clipcrawl.pipelines.phases import PhaseA, PhaseB
+from clipcrawl.pipelines.plan import collect, plan
 from clipcrawl.pipelines.progress import Progress
+from clipcrawl.pipelines.runstate import Dataset, RunState, config_sha256
 from clipcrawl.schemas.config import RunConfig, dump_config
-from clipcrawl.schemas.status import Status
-from clipcrawl.schemas.tables import PAIRS, conform
+
+__all__ = ["Dataset", "RunState", "clean_temp", "count_statuses", "process", "run"]
 
 log = logging.getLogger("clipcrawl.run")
-
-
-@dataclass
-class RunState:
-    run: int
-    state: str = "collect"  # collect | plan | process | publish | done | failed
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-    config_sha256: str = ""
-    sources: dict[str, Any] = field(default_factory=dict)
-    planned_shards: list[str] = field(default_factory=list)
-    published_shards: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-
-class Dataset:
-    """Paths of one dataset directory (local or fsspec URL)."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root.rstrip("/")
-
-    def p(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
-
-    @property
-    def shards(self) -> str:
-        return self.p("shards")
-
-    def run_dir(self, run: int) -> str:
-        return self.p("runs", f"{run:04d}")
-
-    def runs(self) -> list[int]:
-        fs, path = sh.fs_and_path(self.p("runs"))
-        if not fs.isdir(path):
-            return []
-        return sorted(int(x.rstrip("/").rsplit("/", 1)[-1]) for x in fs.ls(path, detail=False)
-                      if x.rstrip("/").rsplit("/", 1)[-1].isdigit())
-
-    def load_state(self, run: int) -> RunState | None:
-        fs, path = sh.fs_and_path(self.p("runs", f"{run:04d}", "run.json"))
-        if not fs.exists(path):
-            return None
-        return RunState(**sh.read_json(self.p("runs", f"{run:04d}", "run.json")))
-
-    def save_state(self, st: RunState) -> None:
-        sh.write_json(asdict(st), self.p("runs", f"{st.run:04d}", "run.json"))
-
-
-def config_sha256(cfg: RunConfig) -> str:
-    return hashlib.sha256(dump_config(cfg).encode()).hexdigest()
-
-
-# ------------------------------------------------------------------ collect
-def collect(cfg: RunConfig, ds: Dataset, st: RunState) -> list[str]:
-    """Run every configured source; return the folders holding their pairs Parquet files."""
-    folders = []
-    src = cfg.sources
-    if src.crawl is not None:
-        from clipcrawl.crawler.crawl import crawl
-
-        summary = crawl(src.crawl, ds.p("crawl"))
-        st.sources["crawl"] = _plain(summary)
-        folders.append(ds.p("crawl", "pairs"))
-    if src.commoncrawl is not None:
-        from clipcrawl.crawler.commoncrawl import read_commoncrawl
-
-        summary = read_commoncrawl(src.commoncrawl, ds.p("commoncrawl"))
-        st.sources["commoncrawl"] = _plain(summary)
-        folders.append(ds.p("commoncrawl", "pairs"))
-    if src.urls is not None:
-        from clipcrawl.pipelines.inputs import read_url_list
-
-        table = read_url_list(src.urls)
-        sh.write_parquet(conform(table, PAIRS), ds.p("urls", "pairs", "00000.parquet"))
-        st.sources["urls"] = {"rows": table.num_rows}
-        folders.append(ds.p("urls", "pairs"))
-    return folders
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: _plain(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    return obj if isinstance(obj, (int, float, str, bool, type(None), list)) else str(obj)
-
-
-def _read_pairs(folder: str) -> pa.Table:
-    fs, path = sh.fs_and_path(folder)
-    if not fs.isdir(path):
-        return PAIRS.empty_table()
-    files = sorted(f for f in fs.ls(path, detail=False) if f.endswith(".parquet") and "/." not in f)
-    tables = [conform(sh.read_parquet(f if "://" not in folder else f"{folder.split('://')[0]}://{f}"), PAIRS,
-                      keep_extra=False) for f in files]
-    return pa.concat_tables(tables) if tables else PAIRS.empty_table()
-
-
-# ------------------------------------------------------------------ plan
-def planned_keys(ds: Dataset, before_run: int) -> set[str]:
-    keys: set[str] = set()
-    for run in ds.runs():
-        if run >= before_run:
-            continue
-        for ref in sh.list_shards(ds.p("runs", f"{run:04d}", "plan"), done_only=False):
-            keys.update(sh.read_parquet(ref.parquet, ["key"]).column("key").to_pylist())
-    return keys
-
-
-def plan(cfg: RunConfig, ds: Dataset, st: RunState, folders: list[str]) -> list[sh.ShardRef]:
-    pairs = pa.concat_tables([_read_pairs(f) for f in folders]) if folders else PAIRS.empty_table()
-    seen = planned_keys(ds, st.run)
-    keys = pairs.column("key").to_pylist()
-    first: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        if k not in seen and k not in first:
-            first[k] = i
-    new = pairs.take(pa.array(sorted(first.values(), key=lambda i: keys[i]), pa.int64()))
-    n = cfg.output.samples_per_shard
-    start = sh.next_shard_id(ds.shards)
-    refs = []
-    plan_dir = ds.p("runs", f"{st.run:04d}", "plan")
-    for j in range(0, new.num_rows, n):
-        ref = sh.ShardRef.of(plan_dir, start + j // n)
-        sh.write_parquet(new.slice(j, n), ref.parquet)
-        refs.append(ref)
-    st.planned_shards = [r.name for r in refs]
-    st.counts["pairs_total"] = pairs.num_rows
-    st.counts["pairs_new"] = new.num_rows
-    return refs
-
-
-# ------------------------------------------------------------------ process
-def initial_samples(pairs: pa.Table, run: int, shard: str) -> pa.Table:
-    """Pairs -> sample rows that start as ``success`` (nothing has failed yet)."""
-    n = pairs.num_rows
-    t = pairs
-    for name, arr in (
-        ("status", pa.array([Status.SUCCESS.value] * n, pa.string())),
-        ("error_message", pa.nulls(n, pa.string())),
-        ("shard", pa.array([shard] * n, pa.string())),
-        ("run", pa.array([run] * n, pa.int32())),
-    ):
-        t = t.append_column(name, arr)
-    return t
 
 
 def count_statuses(tables: list[pa.Table]) -> dict[str, int]:
@@ -193,97 +48,6 @@ def count_statuses(tables: list[pa.Table]) -> dict[str, int]:
         for item in vc.to_pylist():
             out[item["values"]] = out.get(item["values"], 0) + item["counts"]
     return out
-
-
-# ------------------------------------------------------------------ stages
-def phase_a_stages(cfg: RunConfig) -> list:
-    """Caption rules (before any download), fetch + resize, CLIP score, then the threshold."""
-    from clipcrawl.filters.text import FilterCaptions
-    from clipcrawl.pipelines.download import FetchImages
-
-    stages = [FilterCaptions(cfg.filters.text), FetchImages(cfg.download)]
-    if cfg.filters.clip.enabled:
-        from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
-
-        stages += [ScoreClip(cfg.filters.clip), ApplyClipThreshold(cfg.filters.clip.threshold)]
-    return stages
-
-
-def needs_embeddings(cfg: RunConfig) -> bool:
-    """Embeddings are kept on disk when asked for, or when semantic dedup must find them next run."""
-    return cfg.filters.clip.enabled and (cfg.filters.clip.save_embeddings
-                                         or (cfg.dedup.enabled and cfg.dedup.semantic))
-
-
-class PhaseA:
-    """Planned pairs -> scored samples in a work file (Arrow IPC, with images and embeddings)."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.stages = phase_a_stages(cfg)
-
-    def __call__(self, job: tuple[str, str, int, str]) -> str:
-        plan_parquet, work_url, run, shard = job
-        from clipcrawl.pipelines.failpoints import failpoint
-        from clipcrawl.pipelines.stage import ok_mask
-
-        table = initial_samples(sh.read_parquet(plan_parquet), run, shard)
-        for stage in self.stages:
-            hook = "on_progress" if hasattr(stage, "on_progress") else ("progress" if hasattr(stage, "progress") else None)
-            with Progress(f"{stage.name} {shard}", total=int(ok_mask(table).sum()), unit="img",
-                          enabled=hook is not None) as bar:
-                if hook:
-                    setattr(stage, hook, bar.update if hook == "on_progress" else bar)
-                table = stage(table)
-            failpoint(f"stage.{stage.name}")
-        write_ipc(table, work_url)
-        return work_url
-
-    def close(self) -> None:
-        for s in self.stages:
-            s.teardown()
-
-
-def write_ipc(table: pa.Table, url: str) -> None:
-    import pyarrow.ipc as ipc
-
-    with sh.atomic_open(url) as f, ipc.new_file(f, table.schema) as w:
-        w.write_table(table)
-
-
-def read_ipc(url: str) -> pa.Table:
-    import pyarrow.ipc as ipc
-
-    fs, path = sh.fs_and_path(url)
-    with fs.open(path, "rb") as f:
-        return ipc.open_file(pa.BufferReader(f.read())).read_all()
-
-
-class PhaseB:
-    """In shard order: dedup against everything published, then embeddings, shard files, index."""
-
-    def __init__(self, cfg: RunConfig, ds: Dataset) -> None:
-        self.cfg, self.ds = cfg, ds
-        self.dedup = None
-        if cfg.dedup.enabled:
-            from clipcrawl.filters.dedup import MarkDuplicates
-
-            self.dedup = MarkDuplicates(cfg.dedup, ds.root, cfg.filters.clip)
-
-    def __call__(self, work_url: str, ref: sh.ShardRef) -> dict[str, Any]:
-        table = read_ipc(work_url)
-        if self.dedup is not None:
-            table = self.dedup(table)
-        if needs_embeddings(self.cfg) and "image_embedding" in table.column_names:
-            from clipcrawl.filters.clip.embeddings import write_embeddings
-
-            write_embeddings(table, self.ds.p("embeddings"), ref.name, ref.name)
-        ext = {"jpg": "jpg", "png": "png", "webp": "webp"}[self.cfg.download.encode_format]
-        stats = sh.write_shard(ref, table, output_format=self.cfg.output.output_format, image_ext=ext)
-        if self.dedup is not None:
-            self.dedup.commit()
-        fs, path = sh.fs_and_path(work_url)
-        fs.rm(path)
-        return stats
 
 
 # ------------------------------------------------------------------ the run

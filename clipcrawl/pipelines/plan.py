@@ -1,0 +1,108 @@
+"""Collect pairs from the configured sources, then plan the run's shards (written once, atomically)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import pyarrow as pa
+
+from clipcrawl.pipelines import shards as sh
+from clipcrawl.pipelines.runstate import Dataset, RunState
+from clipcrawl.schemas.config import RunConfig
+from clipcrawl.schemas.status import Status
+from clipcrawl.schemas.tables import PAIRS, conform
+
+
+# ------------------------------------------------------------------ collect
+def collect(cfg: RunConfig, ds: Dataset, st: RunState) -> list[str]:
+    """Run every configured source; return the folders holding their pairs Parquet files."""
+    folders = []
+    src = cfg.sources
+    if src.crawl is not None:
+        from clipcrawl.crawler.crawl import crawl
+
+        summary = crawl(src.crawl, ds.p("crawl"))
+        st.sources["crawl"] = _plain(summary)
+        folders.append(ds.p("crawl", "pairs"))
+    if src.commoncrawl is not None:
+        from clipcrawl.crawler.commoncrawl import read_commoncrawl
+
+        summary = read_commoncrawl(src.commoncrawl, ds.p("commoncrawl"))
+        st.sources["commoncrawl"] = _plain(summary)
+        folders.append(ds.p("commoncrawl", "pairs"))
+    if src.urls is not None:
+        from clipcrawl.pipelines.inputs import read_url_list
+
+        table = read_url_list(src.urls)
+        sh.write_parquet(conform(table, PAIRS), ds.p("urls", "pairs", "00000.parquet"))
+        st.sources["urls"] = {"rows": table.num_rows}
+        folders.append(ds.p("urls", "pairs"))
+    return folders
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _plain(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj if isinstance(obj, (int, float, str, bool, type(None), list)) else str(obj)
+
+
+def _read_pairs(folder: str) -> pa.Table:
+    fs, path = sh.fs_and_path(folder)
+    if not fs.isdir(path):
+        return PAIRS.empty_table()
+    files = sorted(f for f in fs.ls(path, detail=False) if f.endswith(".parquet") and "/." not in f)
+    tables = [conform(sh.read_parquet(f if "://" not in folder else f"{folder.split('://')[0]}://{f}"), PAIRS,
+                      keep_extra=False) for f in files]
+    return pa.concat_tables(tables) if tables else PAIRS.empty_table()
+
+
+# ------------------------------------------------------------------ plan
+def planned_keys(ds: Dataset, before_run: int) -> set[str]:
+    keys: set[str] = set()
+    for run in ds.runs():
+        if run >= before_run:
+            continue
+        for ref in sh.list_shards(ds.p("runs", f"{run:04d}", "plan"), done_only=False):
+            keys.update(sh.read_parquet(ref.parquet, ["key"]).column("key").to_pylist())
+    return keys
+
+
+def plan(cfg: RunConfig, ds: Dataset, st: RunState, folders: list[str]) -> list[sh.ShardRef]:
+    pairs = pa.concat_tables([_read_pairs(f) for f in folders]) if folders else PAIRS.empty_table()
+    seen = planned_keys(ds, st.run)
+    keys = pairs.column("key").to_pylist()
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in seen and k not in first:
+            first[k] = i
+    new = pairs.take(pa.array(sorted(first.values(), key=lambda i: keys[i]), pa.int64()))
+    n = cfg.output.samples_per_shard
+    start = sh.next_shard_id(ds.shards)
+    refs = []
+    plan_dir = ds.p("runs", f"{st.run:04d}", "plan")
+    for j in range(0, new.num_rows, n):
+        ref = sh.ShardRef.of(plan_dir, start + j // n)
+        sh.write_parquet(new.slice(j, n), ref.parquet)
+        refs.append(ref)
+    st.planned_shards = [r.name for r in refs]
+    st.counts["pairs_total"] = pairs.num_rows
+    st.counts["pairs_new"] = new.num_rows
+    return refs
+
+
+# ------------------------------------------------------------------ process
+def initial_samples(pairs: pa.Table, run: int, shard: str) -> pa.Table:
+    """Pairs -> sample rows that start as ``success`` (nothing has failed yet)."""
+    n = pairs.num_rows
+    t = pairs
+    for name, arr in (
+        ("status", pa.array([Status.SUCCESS.value] * n, pa.string())),
+        ("error_message", pa.nulls(n, pa.string())),
+        ("shard", pa.array([shard] * n, pa.string())),
+        ("run", pa.array([run] * n, pa.int32())),
+    ):
+        t = t.append_column(name, arr)
+    return t

@@ -109,3 +109,14 @@ def test_cli_exit_code_2_offline(tmp_path, shape_pairs):
     assert proc.returncode == 2, proc.stderr
     err = [line for line in proc.stderr.splitlines() if line.startswith("clipcrawl: error:")]
     assert len(err) == 1 and "--model tiny" in err[0]
+
+
+def test_local_folder_in_hf_layout(tmp_path):
+    """A downloaded hf-hub snapshot (open_clip_config.json + weights) passed as --pretrained DIR."""
+    import json
+
+    cfg = json.loads((TINY_DIR / "clipcrawl-tiny.json").read_text())
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    shutil.copy(TINY_DIR / "clipcrawl-tiny.safetensors", tmp_path / "open_clip_model.safetensors")
+    clip = load_clip("ViT-B-32", pretrained=str(tmp_path), device="cpu", precision="fp32")
+    assert clip.embed_dim == 64 and clip.tokenizer(["a"]).shape == (1, 77)

@@ -123,7 +123,7 @@ def draw_scene(scene: Scene, rng: random.Random) -> Image.Image:
 # ---------------------------------------------------------------- data
 def wrong_caption(scene: Scene, rng: random.Random, template: str) -> str:
     """A hard negative: same template, wrong shape or wrong colour (what the demo site serves)."""
-    if rng.random() < 0.5:
+    if rng.random() < 0.75:  # colour is learnt first; shape needs the pressure
         return scene.caption(rng, template, shape=rng.choice([s for s in SHAPES if s != scene.shape]))
     colours = [c for c in COLOURS if c not in (scene.colour, scene.bg)]
     return scene.caption(rng, template, colour=rng.choice(colours))

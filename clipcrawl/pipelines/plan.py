@@ -22,15 +22,17 @@ def collect(cfg: RunConfig, ds: Dataset, st: RunState) -> list[str]:
     if src.crawl is not None:
         from clipcrawl.crawler.crawl import crawl
 
-        summary = crawl(src.crawl, ds.p("crawl"))
+        out = source_dir(ds, "crawl")
+        summary = crawl(src.crawl, out)
         st.sources["crawl"] = _plain(summary)
-        folders.append(ds.p("crawl", "pairs"))
+        folders.append(f"{out}/pairs")
     if src.commoncrawl is not None:
         from clipcrawl.crawler.commoncrawl import read_commoncrawl
 
-        summary = read_commoncrawl(src.commoncrawl, ds.p("commoncrawl"))
+        out = source_dir(ds, "commoncrawl")
+        summary = read_commoncrawl(src.commoncrawl, out)
         st.sources["commoncrawl"] = _plain(summary)
-        folders.append(ds.p("commoncrawl", "pairs"))
+        folders.append(f"{out}/pairs")
     if src.urls is not None:
         from clipcrawl.pipelines.inputs import read_url_list
 
@@ -39,6 +41,20 @@ def collect(cfg: RunConfig, ds: Dataset, st: RunState) -> list[str]:
         st.sources["urls"] = {"rows": table.num_rows}
         folders.append(ds.p("urls", "pairs"))
     return folders
+
+
+def source_dir(ds: Dataset, name: str) -> str:
+    """Where a source keeps its state and pairs: inside a local dataset; for a remote dataset
+    (``s3://...``) in a local folder keyed by the dataset URL (the crawl frontier is SQLite, and
+    sources resume from local state), ``$XDG_STATE_HOME/clipcrawl/<hash>/<name>``."""
+    if "://" not in ds.root or ds.root.startswith("file://"):
+        return ds.p(name)
+    import hashlib
+    import os
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "clipcrawl"
+    return str(base / hashlib.sha256(ds.root.encode()).hexdigest()[:16] / name)
 
 
 def _plain(obj: Any) -> Any:

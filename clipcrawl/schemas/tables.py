@@ -89,6 +89,9 @@ SAMPLES = pa.schema(
         pa.field("caption_source", pa.string()),
         pa.field("page_title", pa.string()),
         pa.field("page_language", pa.string()),
+        pa.field("img_width_attr", pa.int32()),
+        pa.field("img_height_attr", pa.int32()),
+        pa.field("found_at", TIMESTAMP),  # when the crawler / reader found the pair
         # --- download details
         pa.field("mime_type", pa.string()),  # e.g. image/jpeg (decoded format, not the header)
         pa.field("bytes", pa.int64()),  # size of the downloaded body

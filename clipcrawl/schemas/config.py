@@ -286,13 +286,28 @@ class DedupConfig(_Model):
     url: bool = Field(True, description="Exact: normalised URL + caption.")
     sha256: bool = Field(True, description="Exact: identical downloaded bytes.")
     pixels: bool = Field(True, description="Exact: identical resized pixels.")
-    phash: bool = True
+    phash: bool = Field(True, description="Perceptual: pHash candidates (+ crop windows), verified on thumbnails.")
     phash_max_distance: int = Field(
         8, ge=0, le=32,
-        description="Hamming distance <= k between 64-bit pHashes. 8 = the largest k keeping dedup precision "
-        ">= 0.99 in bench/dedup_quality.py (0.991; k=10: 0.988): resizes, JPEG q50-95 and colour shifts are "
-        "found (recall >= 0.99), crops <= 10% only half (0.51; k=10: 0.63) - semantic dedup covers those. "
-        "1M hashes take ~15 s at k=8, ~70 s at k=10 (bench/dedup_phash.py).",
+        description="Hamming distance <= k between 64-bit pHashes for a candidate. 8: resizes, JPEG q50-95 and "
+        "colour shifts are found (recall >= 0.99 in bench/dedup_quality.py); crops mostly need phash_crops. "
+        "1M hashes take ~15-25 s at k=8, ~70 s at k=10 (bench/dedup_phash.py).",
+    )
+    phash_crops: bool = Field(
+        True, description="Also find crops/shifts up to ~10% per axis: candidates whose thumbnail pHash is within "
+        "phash_crop_distance of a pHash of one of 15 windows of the other image (then verified). Raises variant-set "
+        "crop recall from ~0.5 to >= 0.95 (bench/dedup_quality.py).",
+    )
+    phash_crop_distance: int = Field(
+        10, ge=0, le=32, description="Hamming distance for crop-window candidates (approximate search: radius 1 "
+        "per 21-bit block, so most but not all pairs up to this distance are found).",
+    )
+    phash_verify_threshold: float = Field(
+        0.9, ge=0, le=1,
+        description="Every perceptual candidate whose images both have a thumbnail is kept only if the normalised "
+        "cross-correlation of their aligned, blurred 32x32 grey thumbnails reaches this (crop/shift/scale "
+        "searched). 0.9: >= 0.99 of true variant-set pairs pass, unrelated look-alikes mostly fail. 0 = no "
+        "verification (candidates are accepted as found).",
     )
     semantic: bool = True
     semantic_threshold: float = Field(0.95, gt=0, le=1, description="CLIP image-embedding cosine >= tau.")

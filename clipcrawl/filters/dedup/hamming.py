@@ -11,6 +11,13 @@ counting-sort table (O(1) probe); wider blocks fall back to binary search.
 The block layout is chosen per call by a cost model (probes + expected candidates for
 uniformly spread codes), which keeps 1M codes at k = 8 well under a minute on two cores
 (bench/dedup_phash.py).
+
+``probe_radius`` gives an *approximate* search instead (used for the crop windows of
+:mod:`.crops`): three blocks of 21-22 bits, each probed within that radius only, then the full
+distance checked against ``k``. Every pair within ``3 * (probe_radius + 1) - 1`` is still found;
+a pair further apart (up to ``k``) is found when its differing bits leave one block within the
+radius (radius 1: about 9 in 10 pairs at distance 6, half at distance 8, for random bits). Probing
+67 instead of 762 buckets per code is what makes many codes per image affordable.
 """
 
 from __future__ import annotations
@@ -79,10 +86,13 @@ def _masks(bits: int, radius: int, *, include_zero: bool = True) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-def plan_blocks(k: int, n_index: int, n_query: int) -> list[Block]:
-    """Cheapest exact block layout for radius ``k`` (cost model: probes + expected candidates)."""
+def plan_blocks(k: int, n_index: int, n_query: int, probe_radius: int | None = None) -> list[Block]:
+    """Cheapest exact block layout for radius ``k`` (cost model: probes + expected candidates), or
+    with ``probe_radius`` the approximate layout: blocks of 22, 21, 21 bits probed within it."""
     if k < 0:
         raise ValueError("Hamming radius must be >= 0")
+    if probe_radius is not None and 3 * (probe_radius + 1) <= k:
+        return [Block(0, 22, probe_radius), Block(22, 21, probe_radius), Block(43, 21, probe_radius)]
     best: tuple[float, list[Block]] | None = None
     for m in range(1, min(k + 1, 8) + 1):
         widths = [64 // m + (1 if i < 64 % m else 0) for i in range(m)]
@@ -130,13 +140,15 @@ class Pairs:
 class _Table:
     """Codes sorted by one block's value, with a dense bucket table (or sorted values) to probe."""
 
-    def __init__(self, block: Block, codes: np.ndarray):
+    def __init__(self, block: Block, codes: np.ndarray, *, keep_values: bool = True):
         self.block = block
         vals = block.values(codes)
-        self.order = np.argsort(vals, kind="stable")
-        self.sorted_vals = vals[self.order]
-        self.sorted_codes = codes[self.order]  # probes hit nearby memory when queries are sorted too
+        order = np.argsort(vals, kind="stable")
+        self.order = order.astype(np.int32) if len(codes) < 2**31 else order
+        self.sorted_codes = codes[order]  # probes hit nearby memory when queries are sorted too
         self.dense = block.bits <= _DENSE_MAX_BITS
+        # sorted block values: needed for wide blocks and self_join; a dense index drops them (memory)
+        self.sorted_vals = vals[order] if keep_values or not self.dense else None
         if self.dense:
             dtype = np.int32 if len(codes) < 2**31 else np.int64
             self.counts = np.bincount(vals, minlength=1 << block.bits).astype(dtype)
@@ -181,7 +193,7 @@ def _verify(a: np.ndarray, pos: np.ndarray, qcodes: np.ndarray, table: _Table, b
             ok &= prev.distance(xor) > prev.radius
     if not ok.any():
         return None
-    return Pairs(a[ok], np.take(table.order, pos[ok]), d[ok])
+    return Pairs(a[ok].astype(np.int64), np.take(table.order, pos[ok]).astype(np.int64), d[ok])
 
 
 def _run(tasks: list, workers: int | None) -> Pairs:
@@ -215,20 +227,27 @@ def _mask_chunks(masks: np.ndarray, size: int = 16) -> list[np.ndarray]:
 class HammingIndex:
     """Exact radius search of query codes against a fixed set of indexed codes."""
 
-    def __init__(self, codes: np.ndarray, k: int, n_query_hint: int | None = None):
+    def __init__(self, codes: np.ndarray, k: int, n_query_hint: int | None = None,
+                 probe_radius: int | None = None):
         self.k = int(k)
-        self.codes = permute_bits(np.asarray(codes, dtype=np.uint64))
-        n = len(self.codes)
-        self.blocks = plan_blocks(self.k, max(n, 1), n_query_hint or max(n, 1))
-        self.tables = [_Table(b, self.codes) for b in self.blocks] if n else []
+        permuted = permute_bits(np.asarray(codes, dtype=np.uint64))
+        self.n = n = len(permuted)
+        self.blocks = plan_blocks(self.k, max(n, 1), n_query_hint or max(n, 1), probe_radius)
+        self.tables = [_Table(b, permuted, keep_values=False) for b in self.blocks] if n else []
 
     def __len__(self) -> int:
-        return len(self.codes)
+        return self.n
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the search tables."""
+        return sum(sum(getattr(t, f).nbytes for f in ("order", "sorted_codes", "sorted_vals", "counts", "starts")
+                       if getattr(t, f, None) is not None) for t in self.tables)
 
     def search(self, queries: np.ndarray, workers: int | None = None) -> Pairs:
         """All (query index, indexed index) pairs within distance k."""
         q = permute_bits(np.asarray(queries, dtype=np.uint64))
-        if not len(q) or not len(self.codes):
+        if not len(q) or not self.n:
             return Pairs.empty()
         tasks = []
         for i, table in enumerate(self.tables):

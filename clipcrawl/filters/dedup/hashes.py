@@ -8,6 +8,9 @@
   DCT-II, top-left 8x8 block, bit = coefficient > median, first bit most significant), computed in
   one decode together with the pixel hash. Near-constant images (grey std < ``FLAT_STD``) get no
   pHash: their DCT signs are noise and would make unrelated blank images "near-duplicates".
+* :func:`thumbnail_of` - the 32x32 grey thumbnail (area average, aspect ratio not kept; 1024
+  bytes) from the same decode, which the crop-tolerant search (:mod:`.crops`) and the
+  verification of every perceptual match (:mod:`.verify`) work on. None for near-constant images.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class ImageHashes:
     pixel_hash: str | None
     phash: int | None  # unsigned 64-bit
     error: str | None = None
+    thumb: bytes | None = None  # THUMB x THUMB grey uint8, row-major
 
 
 def _open_rgb(data: bytes):
@@ -91,13 +95,26 @@ def phash_of(img) -> int | None:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
-def image_hashes(data: bytes | None) -> ImageHashes:
-    """Pixel hash and pHash of encoded image bytes; failures are returned as ``error``."""
+def thumbnail_of(img) -> bytes | None:
+    """32x32 grey thumbnail (box filter = area average) as 1024 bytes; None for near-constant images."""
+    from PIL import Image
+
+    from clipcrawl.filters.dedup.crops import THUMB
+
+    grey = img.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX)
+    data = grey.tobytes()
+    if np.frombuffer(data, dtype=np.uint8).std() < FLAT_STD:
+        return None
+    return data
+
+
+def image_hashes(data: bytes | None, thumbnail: bool = True) -> ImageHashes:
+    """Pixel hash, pHash and thumbnail of encoded image bytes; failures are returned as ``error``."""
     if not data:
         return ImageHashes(None, None, "no image bytes")
     try:
         img = _open_rgb(data)
-        return ImageHashes(pixel_hash_of(img), phash_of(img))
+        return ImageHashes(pixel_hash_of(img), phash_of(img), thumb=thumbnail_of(img) if thumbnail else None)
     except Exception as e:  # noqa: BLE001 - any decoder failure is data, not a crash
         return ImageHashes(None, None, f"cannot decode image: {' '.join(str(e).split())[:120]}")
 

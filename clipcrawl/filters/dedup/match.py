@@ -9,7 +9,7 @@ import numpy as np
 
 from clipcrawl.filters.dedup.columns import Fingerprints
 from clipcrawl.filters.dedup.groups import Leaders, greedy_leaders
-from clipcrawl.filters.dedup.hamming import HammingIndex, self_join
+from clipcrawl.filters.dedup.perceptual import Links, ReferenceSearch, Rule, self_links
 from clipcrawl.filters.dedup.semantic import EmbeddingIndex, normalize, self_pairs
 
 EXACT_FIELDS = {"url": ("url_hash", None), "sha256": ("sha256", "has_sha256"), "pixels": ("pixels", "has_pixels")}
@@ -17,14 +17,16 @@ EXACT_FIELDS = {"url": ("url_hash", None), "sha256": ("sha256", "has_sha256"), "
 
 @dataclass
 class Hits:
-    """Best reference match per query row: ``ref[i]`` (-1 = none) and its distance or cosine."""
+    """Best reference match per query row: ``ref[i]`` (-1 = none), its distance or cosine, and for
+    perceptual matches the aligned thumbnail NCC (NaN when not verified)."""
 
     ref: np.ndarray
     value: np.ndarray
+    score: np.ndarray | None = None
 
     @classmethod
     def none(cls, n: int) -> Hits:
-        return cls(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float64))
+        return cls(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float64), np.full(n, np.nan))
 
 
 def _present(fp: Fingerprints, method: str) -> np.ndarray:
@@ -69,20 +71,17 @@ class Reference:
         hits.ref[rows[found]] = order[pos_c[found]]
         return hits
 
-    def phash(self, q: Fingerprints, active: np.ndarray, k: int) -> Hits:
+    def phash(self, q: Fingerprints, active: np.ndarray, rule: Rule) -> Hits:
+        """Perceptual matches (pHash / crop candidates, verified on thumbnails; see .perceptual)."""
         hits = Hits.none(len(q))
-        rows = np.flatnonzero(active & q.has_phash)
+        rows = np.flatnonzero(active & (q.has_phash | q.has_thumb))
         if not len(rows) or not len(self.fp):
             return hits
-        key = ("phash", k)
+        key = ("phash", rule)
         if key not in self._cache:
-            ids = np.flatnonzero(self.fp.has_phash)
-            self._cache[key] = (HammingIndex(self.fp.phash[ids], k, n_query_hint=max(len(rows), 1024)), ids)
-        index, ids = self._cache[key]
-        if not len(ids):
-            return hits
-        p = index.search(q.phash[rows])
-        return _best(hits, rows[p.a], ids[p.b], p.distance.astype(np.float64), smaller_is_better=True)
+            self._cache[key] = ReferenceSearch(self.fp, rule, n_query_hint=max(len(rows), 1024))
+        links = self._cache[key].search(q, rows)
+        return _best_perceptual(hits, links)
 
     def semantic(self, q: Fingerprints, active: np.ndarray, tau: float) -> Hits:
         hits = Hits.none(len(q))
@@ -112,6 +111,20 @@ def _best(hits: Hits, rows: np.ndarray, refs: np.ndarray, values: np.ndarray, *,
     return hits
 
 
+def _best_perceptual(hits: Hits, links: Links) -> Hits:
+    """Per query row the reference with the highest NCC (unverified: smallest distance)."""
+    if not len(links.a):
+        return hits
+    verified = ~np.isnan(links.score)
+    key = np.where(verified, links.score, 1 - links.distance / 64.0)
+    order = np.lexsort((links.b, -key, links.a))
+    a = links.a[order]
+    first = order[np.concatenate([[True], a[1:] != a[:-1]])]
+    rows = links.a[first]
+    hits.ref[rows], hits.value[rows], hits.score[rows] = links.b[first], links.distance[first], links.score[first]
+    return hits
+
+
 # ---------------------------------------------------------------- within a batch
 @dataclass
 class Groups:
@@ -119,6 +132,7 @@ class Groups:
 
     leaders: Leaders
     value: np.ndarray  # pHash distance / cosine to the leader (0 / 1 when sharing a node)
+    score: np.ndarray | None = None  # perceptual: aligned thumbnail NCC (NaN when not verified)
 
 
 def group_exact(fp: Fingerprints, method: str, active: np.ndarray, rank: np.ndarray) -> Groups:
@@ -132,20 +146,14 @@ def group_exact(fp: Fingerprints, method: str, active: np.ndarray, rank: np.ndar
     return Groups(greedy_leaders(node, rank, z, z), np.zeros(len(fp)))
 
 
-def group_phash(fp: Fingerprints, active: np.ndarray, rank: np.ndarray, k: int) -> Groups:
-    present = active & fp.has_phash
-    node = np.full(len(fp), -1, dtype=np.int64)
-    value = np.zeros(len(fp))
-    if not present.any():
-        z = np.zeros(0, dtype=np.int64)
-        return Groups(greedy_leaders(node, rank, z, z), value)
-    uniq, inv = np.unique(fp.phash[present], return_inverse=True)
-    node[present] = inv
-    pairs = self_join(uniq, k)
-    leaders = greedy_leaders(node, rank, pairs.a, pairs.b)
+def group_phash(fp: Fingerprints, active: np.ndarray, rank: np.ndarray, rule: Rule) -> Groups:
+    sl = self_links(fp, active, rank, rule)
+    leaders = greedy_leaders(sl.node, rank, sl.edges.a, sl.edges.b)
+    value, score = sl.member_distance.astype(np.float64), sl.member_score.copy()
     linked = leaders.via >= 0
-    value[linked] = pairs.distance[leaders.via[linked]]
-    return Groups(leaders, value)
+    value[linked] = sl.edges.distance[leaders.via[linked]]
+    score[linked] = sl.edges.score[leaders.via[linked]]
+    return Groups(leaders, value, score)
 
 
 def group_semantic(fp: Fingerprints, active: np.ndarray, rank: np.ndarray, tau: float) -> Groups:

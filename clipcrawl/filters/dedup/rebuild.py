@@ -2,8 +2,11 @@
 
 :func:`sync_index` makes ``DATASET/dedup`` cover every finished shard: it adds the shards the index
 does not list yet (e.g. a run that published and then died before committing the index), and
-rebuilds from scratch when the index lists shards that no longer exist. It is what an incremental
-run calls first, so the index is self-healing and can be deleted at any time.
+rebuilds from scratch when the index lists shards that no longer exist, or when it was written
+before thumbnails were stored (``format_version`` < 2). It is what an incremental run calls first,
+so the index is self-healing and can be deleted at any time. Thumbnails are not in the Parquet:
+they are decoded from each shard's tar (kept rows only; ~2 ms per image), so a shard whose tar is
+gone contributes rows without them (pHash-only, unverified matching).
 """
 
 from __future__ import annotations
@@ -83,8 +86,10 @@ class EmbeddingLookup:
         return out
 
 
-def shard_fingerprints(parquet: str, shard: str, embeddings: EmbeddingLookup | None) -> Fingerprints:
-    """Fingerprints of the kept (``success``) rows of one shard's Parquet."""
+def shard_fingerprints(parquet: str, shard: str, embeddings: EmbeddingLookup | None, *,
+                       tar: str | None = None) -> Fingerprints:
+    """Fingerprints of the kept (``success``) rows of one shard's Parquet, with thumbnails (and
+    missing pixel hashes/pHashes) from the images of ``tar`` when given."""
     import pyarrow.compute as pc
 
     from clipcrawl.pipelines.shards import read_parquet
@@ -98,12 +103,30 @@ def shard_fingerprints(parquet: str, shard: str, embeddings: EmbeddingLookup | N
         table = table.set_column(table.schema.get_field_index("shard"), "shard",
                                  pc.fill_null(table.column("shard"), shard))
     emb = embeddings.get(table.column("key").to_pylist()) if embeddings is not None and table.num_rows else None
+    if tar is not None and table.num_rows:
+        table = _with_thumbnails(table, tar)
     return fingerprints(table, emb)
+
+
+def _with_thumbnails(table: pa.Table, tar: str) -> pa.Table:
+    from clipcrawl.filters.dedup.columns import fill_image_hashes
+    from clipcrawl.pipelines.shards import fs_and_path, iter_tar, sample_image
+    from clipcrawl.schemas.tables import IMAGE_COLUMN
+
+    fs, path = fs_and_path(tar)
+    if not fs.exists(path):
+        return table
+    wanted = set(table.column("key").to_pylist())
+    images = {s["__key__"]: img for s in iter_tar(tar) if s["__key__"] in wanted and (img := sample_image(s))}
+    with_images = table.append_column(IMAGE_COLUMN, pa.array([images.get(k) for k in table.column("key").to_pylist()],
+                                                              pa.binary()))
+    return fill_image_hashes(with_images, thumbnails=True).drop_columns([IMAGE_COLUMN])
 
 
 def sync_index(index: DedupIndex, dataset: str, *, with_embeddings: bool = True) -> int:
     """Add every finished shard of ``dataset`` missing from ``index``; rebuild if the index lists
     shards that are gone. Returns the number of rows added."""
+    from clipcrawl.filters.dedup.store import FORMAT_VERSION
     from clipcrawl.pipelines.shards import list_shards
 
     refs = list_shards(dataset)
@@ -112,6 +135,10 @@ def sync_index(index: DedupIndex, dataset: str, *, with_embeddings: bool = True)
     if stale:
         log.info("dedup index lists %d shards that no longer exist: rebuilding", len(stale))
         return rebuild_index(dataset, index, with_embeddings=with_embeddings)
+    if len(index.committed) and int(index.manifest.get("format_version", 1)) < FORMAT_VERSION:
+        log.info("dedup index has no thumbnails (format %s): rebuilding from the shards",
+                 index.manifest.get("format_version", 1))
+        return rebuild_index(dataset, index, with_embeddings=with_embeddings)
     missing = [r for r in refs if r.name not in index.shards]
     if not missing:
         return 0
@@ -119,7 +146,7 @@ def sync_index(index: DedupIndex, dataset: str, *, with_embeddings: bool = True)
     added = 0
     with Progress("dedup index", total=len(missing), unit="shard") as bar:
         for ref in missing:
-            fp = shard_fingerprints(ref.parquet, ref.name, emb)
+            fp = shard_fingerprints(ref.parquet, ref.name, emb, tar=ref.tar)
             added += index.add(fp)
             index.note_shards([ref.name])
             bar.update(1)
@@ -137,7 +164,7 @@ def rebuild_index(dataset: str, index: DedupIndex, *, with_embeddings: bool = Tr
     parts = []
     with Progress("dedup index rebuild", total=len(refs), unit="shard") as bar:
         for ref in refs:
-            parts.append(shard_fingerprints(ref.parquet, ref.name, emb))
+            parts.append(shard_fingerprints(ref.parquet, ref.name, emb, tar=ref.tar))
             bar.update(1)
     fp = Fingerprints.concat(parts)
     index.replace_all(fp, [r.name for r in refs])

@@ -20,9 +20,10 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
+from clipcrawl.filters.dedup.columns import THUMB_COLUMN, Fingerprints, fill_image_hashes, fingerprints
 from clipcrawl.filters.dedup.groups import Marks, keep_rank
 from clipcrawl.filters.dedup.match import Hits, Reference, group_exact, group_phash, group_semantic
+from clipcrawl.filters.dedup.perceptual import Rule
 from clipcrawl.filters.dedup.store import DedupIndex
 from clipcrawl.pipelines.progress import log
 from clipcrawl.pipelines.stage import Stage, mark, ok_mask, set_column
@@ -112,8 +113,10 @@ class MarkDuplicates(Stage):
             self.setup()
         active = ok_mask(table)
         if (cfg.pixels or cfg.phash) and active.any():
-            table = fill_image_hashes(table, np.flatnonzero(active))
+            table = fill_image_hashes(table, np.flatnonzero(active), thumbnails=cfg.phash)
         fp = fingerprints(table)
+        if THUMB_COLUMN in table.column_names:  # transient: never written
+            table = table.drop_columns([THUMB_COLUMN])
         marks = Marks(table.num_rows, active.copy())
         rank = keep_rank(table)
         if fp.emb is not None and fp.model and self.index.embedding_model and fp.model != self.index.embedding_model:
@@ -147,32 +150,51 @@ class MarkDuplicates(Stage):
         k = cfg.eval_phash_max_distance if cfg.eval_phash_max_distance is not None else cfg.phash_max_distance
         tau = cfg.eval_semantic_threshold or cfg.semantic_threshold
         if cfg.phash:
-            hits = ref.phash(fp, marks.active, k)
+            hits = ref.phash(fp, marks.active, self._rule(k))
             self._apply(hits, ref, marks, DedupMethod.EVAL_SET,
-                        "near-duplicate of evaluation image {} (pHash distance {:.0f})")
+                        lambda key, d, s: f"near-duplicate of evaluation image {key} ({self._perceptual_text(d, s, k)})")
         if cfg.semantic and fp.emb is not None and ref.fp.emb is not None:
             hits = ref.semantic(fp, marks.active, tau)
-            self._apply(hits, ref, marks, DedupMethod.EVAL_SET, "near-duplicate of evaluation image {} (CLIP cosine {:.3f})")
+            self._apply(hits, ref, marks, DedupMethod.EVAL_SET,
+                        lambda key, v, s: f"near-duplicate of evaluation image {key} (CLIP cosine {v:.3f})")
+
+    def _rule(self, k: int) -> Rule:
+        cfg = self.config
+        return Rule(k=k, crops=cfg.phash_crops, crop_k=cfg.phash_crop_distance, verify=cfg.phash_verify_threshold)
+
+    def _perceptual_text(self, d: float, score: float, k: int) -> str:
+        if np.isnan(score):
+            return f"pHash distance {d:.0f} <= {k}"
+        return f"pHash distance {d:.0f}, aligned thumbnail NCC {score:.3f} >= {self.config.phash_verify_threshold}"
 
     def _match_reference(self, method: str, ref: Reference, where: str, fp: Fingerprints, marks: Marks) -> None:
         cfg = self.config
+        k = cfg.phash_max_distance
         if method in _EXACT_TEXT:
             hits = ref.exact(method, fp, marks.active)
-            text = f"{_EXACT_TEXT[method]} {{}} ({where})"
+            text = _EXACT_TEXT[method]
+
+            def fmt(key, v, s):
+                return f"{text} {key} ({where})"
         elif method == "phash":
-            hits = ref.phash(fp, marks.active, cfg.phash_max_distance)
-            text = f"pHash distance {{1:.0f}} <= {cfg.phash_max_distance} to {{0}} ({where})"
+            hits = ref.phash(fp, marks.active, self._rule(k))
+
+            def fmt(key, v, s):
+                return f"{self._perceptual_text(v, s, k)} to {key} ({where})"
         else:
             if ref.fp.model and fp.model and ref.fp.model != fp.model:
                 return  # embeddings of different models are not comparable (warned in process)
             hits = ref.semantic(fp, marks.active, cfg.semantic_threshold)
-            text = f"CLIP cosine {{1:.3f}} >= {cfg.semantic_threshold} to {{0}} ({where})"
-        self._apply(hits, ref, marks, DedupMethod(method), text)
 
-    def _apply(self, hits: Hits, ref: Reference, marks: Marks, method: DedupMethod, text: str) -> None:
+            def fmt(key, v, s):
+                return f"CLIP cosine {v:.3f} >= {cfg.semantic_threshold} to {key} ({where})"
+        self._apply(hits, ref, marks, DedupMethod(method), fmt)
+
+    def _apply(self, hits: Hits, ref: Reference, marks: Marks, method: DedupMethod, fmt) -> None:
         rows = np.flatnonzero(hits.ref >= 0)
         keys = [ref.fp.key[j] for j in hits.ref[rows]]
-        msgs = [text.format(k, v) for k, v in zip(keys, hits.value[rows])]
+        score = hits.score if hits.score is not None else np.full(len(hits.ref), np.nan)
+        msgs = [fmt(k, v, s) for k, v, s in zip(keys, hits.value[rows], score[rows])]
         self.counts[method.value] += marks.mark(rows.tolist(), keys, method.value, msgs)
 
     def _group(self, method: str, fp: Fingerprints, marks: Marks, rank: np.ndarray) -> None:
@@ -181,14 +203,16 @@ class MarkDuplicates(Stage):
             groups = group_exact(fp, method, marks.active, rank)
             text = _EXACT_TEXT[method] + " {}"
         elif method == "phash":
-            groups = group_phash(fp, marks.active, rank, cfg.phash_max_distance)
-            text = f"pHash distance {{1:.0f}} <= {cfg.phash_max_distance} to {{0}}"
+            groups = group_phash(fp, marks.active, rank, self._rule(cfg.phash_max_distance))
+            text = "{2} to {0}"
         else:
             groups = group_semantic(fp, marks.active, rank, cfg.semantic_threshold)
             text = f"CLIP cosine {{1:.3f}} >= {cfg.semantic_threshold} to {{0}}"
         rows = np.flatnonzero(groups.leaders.leader >= 0)
         keys = [fp.key[j] for j in groups.leaders.leader[rows]]
-        msgs = [text.format(k, v) for k, v in zip(keys, groups.value[rows])]
+        score = groups.score if groups.score is not None else np.full(len(fp), np.nan)
+        msgs = [text.format(k, v, self._perceptual_text(v, s, cfg.phash_max_distance) if method == "phash" else "")
+                for k, v, s in zip(keys, groups.value[rows], score[rows])]
         self.counts[method] += marks.mark(rows.tolist(), keys, method, msgs)
 
     def _write(self, table: pa.Table, marks: Marks) -> pa.Table:

@@ -3,9 +3,15 @@
 Layout::
 
     DATASET/dedup/index.json            # the commit point: segments, indexed shards, embedding model
-    DATASET/dedup/seg-<id>.parquet      # key, url_hash, sha256, pixels, phash (uint64 fingerprints), shard
+    DATASET/dedup/seg-<id>.parquet      # key, url_hash, sha256, pixels, phash (uint64 fingerprints), shard,
+                                        # crop (16 window pHashes, null = no thumbnail)
     DATASET/dedup/seg-<id>.emb.npy      # float16 unit image embeddings, one row per segment row
+    DATASET/dedup/seg-<id>.thumb.npy    # uint8 (rows, 1024) 32x32 grey thumbnails (memory-mapped)
     DATASET/dedup/.lock                 # held while committing
+
+``index.json`` carries ``format_version`` (2 since thumbnails were added). An index of version 1
+still opens (its rows simply have no thumbnails: pHash-only matching against them, unverified);
+:func:`.rebuild.sync_index` rebuilds it from the published shards to add them.
 
 ``add()`` keeps rows in memory (pending); ``commit()`` writes the pending rows as a new segment
 (temp file, fsync, rename), then replaces ``index.json`` the same way. A crash before the
@@ -31,9 +37,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
+from clipcrawl.filters.dedup.crops import N_CODES, WINDOWS_ID
 from clipcrawl.pipelines.progress import log
 
 FORMAT = "clipcrawl-dedup-index"
+FORMAT_VERSION = 2  # 1: no thumbnails
 INDEX_FILE = "index.json"
 MAX_SEGMENTS = 64  # hard cap; the binary-counter merge normally keeps ~log2(rows) segments
 SEGMENT_SCHEMA = pa.schema(
@@ -44,6 +52,7 @@ SEGMENT_SCHEMA = pa.schema(
         ("pixels", pa.uint64()),
         ("phash", pa.uint64()),
         ("shard", pa.string()),
+        ("crop", pa.list_(pa.uint64(), N_CODES)),
     ]
 )
 
@@ -143,7 +152,7 @@ class DedupIndex:
         if isinstance(table, Fingerprints):
             fp = table
         else:  # pixel/pHash computed from the ``image`` column where missing
-            fp = fingerprints(fill_image_hashes(table), embeddings, only_success=True)
+            fp = fingerprints(fill_image_hashes(table, thumbnails=True), embeddings, only_success=True)
         if not len(fp):
             return 0
         model = embedding_model or fp.model
@@ -231,7 +240,8 @@ class DedupIndex:
 
 
 def _empty_manifest() -> dict:
-    return {"format": FORMAT, "version": 0, "segments": [], "shards": [], "embedding_model": None}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "version": 0, "segments": [], "shards": [],
+            "embedding_model": None}
 
 
 def _read_manifest(directory: str) -> dict:
@@ -247,17 +257,23 @@ def _read_manifest(directory: str) -> dict:
 
 def _read_segment(directory: str, seg: dict) -> Fingerprints:
     table = pq.read_table(os.path.join(directory, seg["name"] + ".parquet"))
-    emb = None
+    emb = thumb = None
     if seg.get("dim"):
         emb = np.load(os.path.join(directory, seg["name"] + ".emb.npy"), mmap_mode="r")
-    return Fingerprints.from_segment(table, emb, seg.get("model"))
+    if seg.get("thumbs"):
+        thumb = np.load(os.path.join(directory, seg["name"] + ".thumb.npy"), mmap_mode="r")
+    return Fingerprints.from_segment(table, emb, seg.get("model"), thumb, seg.get("windows") == WINDOWS_ID)
 
 
 def _write_segment(directory: str, fp: Fingerprints) -> dict:
     name = f"seg-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     table = fp.to_segment()
     _atomic_write(os.path.join(directory, name + ".parquet"), lambda f: pq.write_table(table, f))
-    seg = {"name": name, "rows": len(fp), "dim": None, "model": fp.model}
+    seg = {"name": name, "rows": len(fp), "dim": None, "model": fp.model, "thumbs": False, "windows": WINDOWS_ID}
+    if fp.thumb is not None and fp.has_thumb.any():
+        thumb = np.ascontiguousarray(fp.thumb, dtype=np.uint8)
+        _atomic_write(os.path.join(directory, name + ".thumb.npy"), lambda f: np.save(f, thumb))
+        seg["thumbs"] = True
     if fp.emb is not None:
         emb16 = np.asarray(fp.emb, dtype=np.float16)
         _atomic_write(os.path.join(directory, name + ".emb.npy"), lambda f: np.save(f, emb16))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import random
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,17 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("train_tiny_clip", REPO / "scripts" / "train_tiny_clip.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["train_tiny_clip"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
 @pytest.fixture(scope="session")
 def shapes_gen():
-    return _load_generator()
+    """The generator of the tiny CLIP's training data and the demo site's images."""
+    from clipcrawl.assets import shapes
+
+    return shapes
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,8 +3,9 @@
 A path is an image folder (searched recursively), a webdataset ``.tar``, or a folder of ``.tar``
 shards. Each image is named ``<path's base name>/<relative path>`` (folders) or
 ``<shard base name>/<key>`` (tars): that name is what ``duplicate_of`` holds for a sample marked
-``dedup_method = eval_set``. Fingerprints (pHash, and embeddings when a CLIP model is given) are
-cached next to the dedup index, keyed by the files' names, sizes and mtimes and the model.
+``dedup_method = eval_set``. Fingerprints (pHash and 32x32 thumbnail, and embeddings when a CLIP
+model is given) are cached next to the dedup index, keyed by the files' names, sizes and mtimes
+and the model.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from clipcrawl.filters.dedup.columns import Fingerprints
+from clipcrawl.filters.dedup.columns import THUMB_BYTES, Fingerprints
 from clipcrawl.filters.dedup.hashes import image_hashes
 from clipcrawl.pipelines.progress import Progress, log
 from clipcrawl.schemas.config import ConfigError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: thumbnails
 
 
 def _files(path: str) -> list[str]:
@@ -76,14 +77,15 @@ def load_eval_set(paths: Sequence[str], embedder=None, cache_dir: str | None = N
         if os.path.exists(cache):
             with np.load(cache, allow_pickle=False) as z:
                 emb = z["emb"] if z["emb"].size else None
-                return _fp(list(z["names"]), z["phash"], z["has_phash"], emb, model)
-    names, phashes, has, images = [], [], [], []
+                return _fp(list(z["names"]), z["phash"], z["has_phash"], emb, model, z["thumb"], z["has_thumb"])
+    names, phashes, has, images, thumbs = [], [], [], [], []
     with Progress("eval-set fingerprints", unit="img") as bar:
         for name, data in iter_images(paths):
             h = image_hashes(data)
             names.append(name)
             phashes.append(h.phash or 0)
             has.append(h.phash is not None)
+            thumbs.append(h.thumb)
             if embedder is not None:
                 images.append(data)
             bar.update(1)
@@ -91,19 +93,25 @@ def load_eval_set(paths: Sequence[str], embedder=None, cache_dir: str | None = N
     if embedder is not None and images:
         emb = embedder.embed(images).emb
     log.info("dedup: %d evaluation images from %s", len(names), ", ".join(paths))
-    fp = _fp(names, np.array(phashes, dtype=np.uint64), np.array(has, dtype=bool), emb, model)
+    has_thumb = np.array([t is not None for t in thumbs], dtype=bool)
+    thumb = np.zeros((len(names), THUMB_BYTES), dtype=np.uint8)
+    for i in np.flatnonzero(has_thumb):
+        thumb[i] = np.frombuffer(thumbs[i], dtype=np.uint8)
+    fp = _fp(names, np.array(phashes, dtype=np.uint64), np.array(has, dtype=bool), emb, model, thumb, has_thumb)
     if cache:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         tmp = cache + f".tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
             np.savez(f, names=np.array(names, dtype=str), phash=fp.phash, has_phash=fp.has_phash,
-                     emb=emb if emb is not None else np.zeros((0, 0), np.float32))
+                     emb=emb if emb is not None else np.zeros((0, 0), np.float32), thumb=thumb, has_thumb=has_thumb)
         os.replace(tmp, cache)
     return fp
 
 
-def _fp(names: list[str], phash: np.ndarray, has: np.ndarray, emb: np.ndarray | None, model: str | None) -> Fingerprints:
+def _fp(names: list[str], phash: np.ndarray, has: np.ndarray, emb: np.ndarray | None, model: str | None,
+        thumb: np.ndarray, has_thumb: np.ndarray) -> Fingerprints:
     n = len(names)
     z, b = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=bool)
     return Fingerprints(np.array(names, dtype=object), z, z, b, z.copy(), b.copy(), np.asarray(phash, np.uint64),
-                        np.asarray(has, bool), np.full(n, None, dtype=object), emb=emb, model=model)
+                        np.asarray(has, bool), np.full(n, None, dtype=object), emb=emb, model=model,
+                        has_thumb=np.asarray(has_thumb, bool), thumb=np.asarray(thumb, np.uint8).reshape(n, THUMB_BYTES))

@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
+from clipcrawl.filters.clip.model import TINY_ALIASES
 from clipcrawl.filters.dedup.columns import THUMB_COLUMN, Fingerprints, fill_image_hashes, fingerprints
 from clipcrawl.filters.dedup.groups import Marks, keep_rank
 from clipcrawl.filters.dedup.match import Hits, Reference, group_exact, group_phash, group_semantic
@@ -53,6 +54,7 @@ class MarkDuplicates(Stage):
         self._base: Reference | None = None
         self._layers: list[Reference] = []
         self.counts: dict[str, int] = {m.value: 0 for m in DedupMethod}
+        self._warned_tiny = False
 
     # ---------------------------------------------------------------- setup
     @property
@@ -138,11 +140,24 @@ class MarkDuplicates(Stage):
         return table
 
     def _methods(self, fp: Fingerprints) -> list[str]:
-        cfg = self.config
-        out = [m for m in ("url", "sha256", "pixels", "phash") if getattr(cfg, m)]
-        if cfg.semantic and fp.emb is not None:
+        out = [m for m in ("url", "sha256", "pixels", "phash") if getattr(self.config, m)]
+        if self._semantic(fp):
             out.append("semantic")
         return out
+
+    def _semantic(self, fp: Fingerprints) -> bool:
+        """Semantic dedup applies: enabled, embeddings present, and not of the tiny test model unless
+        ``semantic_tiny`` (see DedupConfig.semantic_tiny)."""
+        cfg = self.config
+        if not cfg.semantic or fp.emb is None:
+            return False
+        if fp.model in TINY_ALIASES and not cfg.semantic_tiny:
+            if not self._warned_tiny:
+                self._warned_tiny = True
+                log.info("dedup: semantic dedup skipped for embeddings of %s (a test model; set "
+                         "dedup.semantic_tiny to use them)", fp.model)
+            return False
+        return True
 
     def _match_eval(self, fp: Fingerprints, marks: Marks) -> None:
         cfg, ref = self.config, self._eval
@@ -153,7 +168,7 @@ class MarkDuplicates(Stage):
             hits = ref.phash(fp, marks.active, self._rule(k))
             self._apply(hits, ref, marks, DedupMethod.EVAL_SET,
                         lambda key, d, s: f"near-duplicate of evaluation image {key} ({self._perceptual_text(d, s, k)})")
-        if cfg.semantic and fp.emb is not None and ref.fp.emb is not None:
+        if cfg.semantic and fp.emb is not None and ref.fp.emb is not None:  # tiny model too: excluding errs safe
             hits = ref.semantic(fp, marks.active, tau)
             self._apply(hits, ref, marks, DedupMethod.EVAL_SET,
                         lambda key, v, s: f"near-duplicate of evaluation image {key} (CLIP cosine {v:.3f})")

@@ -41,10 +41,14 @@ class DedupReport:
         return sum(self.counts.values())
 
 
-def _hash_missing(table: Any, ref: Any) -> tuple[Any, dict[str, bytes] | None]:
-    """Fill null pixel_hash/phash of success rows from the tar's images."""
+def _hash_missing(table: Any, ref: Any, thumbnails: bool) -> tuple[Any, dict[str, bytes] | None, bool]:
+    """Fill null pixel_hash/phash of success rows from the tar's images and, with ``thumbnails``,
+    add the transient thumbnail column the perceptual verification uses (consumed by the stage).
+    Returns (table, images read or None, whether hashes were filled: the Parquet must be rewritten)."""
+    import numpy as np
     import pyarrow as pa
 
+    from clipcrawl.filters.dedup.columns import THUMB_COLUMN
     from clipcrawl.filters.dedup.hashes import image_hashes
     from clipcrawl.pipelines.shards import read_images
     from clipcrawl.pipelines.stage import ok_mask, set_column
@@ -53,16 +57,23 @@ def _hash_missing(table: Any, ref: Any) -> tuple[Any, dict[str, bytes] | None]:
     cols = {c: (table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows)
             for c in ("pixel_hash", "phash")}
     need = [i for i in range(table.num_rows) if ok[i] and (cols["pixel_hash"][i] is None or cols["phash"][i] is None)]
-    if not need:
-        return table, None
+    todo = np.flatnonzero(ok).tolist() if thumbnails else need
+    if not todo:
+        return table, None, False
     images = read_images(ref)
     keys = table.column("key").to_pylist()
-    for i in need:
-        h = image_hashes(images.get(keys[i]))
+    thumbs: list[bytes | None] = [None] * table.num_rows
+    for i in todo:
+        h = image_hashes(images.get(keys[i]), thumbnail=thumbnails)
+        thumbs[i] = h.thumb
         cols["pixel_hash"][i] = cols["pixel_hash"][i] or h.pixel_hash
         cols["phash"][i] = cols["phash"][i] if cols["phash"][i] is not None else h.phash
-    table = set_column(table, "pixel_hash", pa.array(cols["pixel_hash"], pa.string()))
-    return set_column(table, "phash", pa.array(cols["phash"], pa.uint64())), images
+    if thumbnails:
+        table = set_column(table, THUMB_COLUMN, pa.array(thumbs, pa.binary()))
+    if need:
+        table = set_column(table, "pixel_hash", pa.array(cols["pixel_hash"], pa.string()))
+        table = set_column(table, "phash", pa.array(cols["phash"], pa.uint64()))
+    return table, images, bool(need)
 
 
 def dedup_dataset(path: str, config: Any, *, model: str | None = None, pretrained: str | None = None,
@@ -82,13 +93,17 @@ def dedup_dataset(path: str, config: Any, *, model: str | None = None, pretraine
     refs = list_shards(path)
     if not refs:
         raise ConfigError(f"{path}: no finished shards (NNNNN.parquet + NNNNN_stats.json) found")
+    from clipcrawl.filters.clip.model import TINY_ALIASES
+
+    if model in TINY_ALIASES:  # embedding with the tiny model was asked for explicitly
+        config = config.model_copy(update={"semantic_tiny": True})
     report = DedupReport(shards=len(refs))
     lookup = EmbeddingLookup(path.rstrip("/").removesuffix("/shards")) if config.semantic else None
     embedder = ImageEmbedder(model, pretrained, device) if config.semantic and model else None
     tables, embs, filled, have_emb = [], [], [], False
     with Progress("dedup: read shards", total=len(refs), unit="shard") as bar:
         for ref in refs:
-            table, images = _hash_missing(read_parquet(ref.parquet), ref)
+            table, images, hashed = _hash_missing(read_parquet(ref.parquet), ref, config.phash)
             emb = None
             if config.semantic:
                 ok = ok_mask(table)
@@ -103,7 +118,7 @@ def dedup_dataset(path: str, config: Any, *, model: str | None = None, pretraine
                     emb[np.flatnonzero(missing)] = got.emb
                 have_emb |= emb is not None
             tables.append(table)
-            filled.append(images is not None)
+            filled.append(hashed)
             embs.append(emb)
             bar.update(1)
     report.rows = sum(t.num_rows for t in tables)
@@ -129,6 +144,10 @@ def dedup_dataset(path: str, config: Any, *, model: str | None = None, pretraine
     report.counts = {k: v for k, v in stage.counts.items() if v}
     if not dry_run:
         report.rewritten_shards = _write_back(refs, out, sizes, tables, filled, keep_tars)
+        from clipcrawl.filters.dedup.columns import THUMB_COLUMN
+
+        if THUMB_COLUMN in whole.column_names:  # the stage dropped it; the rebuilt index keeps thumbnails
+            out = out.append_column(THUMB_COLUMN, whole.column(THUMB_COLUMN))
         _refresh_dataset(path, refs, out, stage, report)
     return report
 

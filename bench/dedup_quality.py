@@ -10,7 +10,10 @@ Metrics, per method and threshold:
 * pair recall by transformation: fraction of (source, variant) pairs within the threshold;
 * pair precision: over all pairs the method links, the fraction inside one group;
 * dedup (operational): run MarkDuplicates on the shuffled set: recall = correctly dropped /
-  (sum of group sizes - 1), precision = dropped rows whose duplicate_of is in their own group.
+  (sum of group sizes - 1), precision = dropped rows whose duplicate_of is in their own group;
+  by kind: variant rows that end in the same duplicate group as their source. The perceptual rows
+  run the shipped rule (pHash within k + crop-window candidates, all verified on thumbnails) and,
+  under "pHash only", the plain pHash rule (no crop candidates, no verification).
 
     python bench/dedup_quality.py [--generated 600] [--variants 4] [--model tiny] [--out FILE.json]
 """
@@ -169,7 +172,8 @@ def _recall_by_kind(linked: set, vs: VariantSet) -> dict:
     return out
 
 
-def _dedup_metrics(vs: VariantSet, phash_k: int | None, tau: float | None, emb: np.ndarray | None) -> dict:
+def _dedup_metrics(vs: VariantSet, phash_k: int | None, tau: float | None, emb: np.ndarray | None,
+                   **options) -> dict:
     import pyarrow as pa
 
     from clipcrawl.filters.dedup import MarkDuplicates
@@ -184,14 +188,27 @@ def _dedup_metrics(vs: VariantSet, phash_k: int | None, tau: float | None, emb: 
         cols["image_embedding"] = pa.array(list(emb[perm]), pa.list_(pa.float32()))
     cfg = DedupConfig(url=False, sha256=False, pixels=phash_k is not None, phash=phash_k is not None,
                       phash_max_distance=phash_k or 0, semantic=tau is not None,
-                      semantic_threshold=tau or 0.9, index=False)
+                      semantic_threshold=tau or 0.9, index=False, **options)
     out = MarkDuplicates(cfg)(pa.table(cols))
     dup = [(int(k), int(d)) for k, d, s in zip(out["key"].to_pylist(), out["duplicate_of"].to_pylist(),
                                               out["status"].to_pylist()) if s == "duplicate"]
     good = sum(vs.group[k] == vs.group[d] for k, d in dup)
     should = int(sum(c - 1 for c in np.bincount(vs.group)))
+    rep = dict(dup)  # representative of every row: follow duplicate_of to a kept row
+
+    def root(i: int) -> int:
+        while i in rep:
+            i = rep[i]
+        return i
+
+    src = {int(g): i for i, (g, k) in enumerate(zip(vs.group, vs.kind)) if k == "source"}
+    by_kind = {}
+    for kind in KINDS:  # variant rows that ended in the same duplicate group as their source
+        rows = [i for i, k in enumerate(vs.kind) if k == kind]
+        if rows:
+            by_kind[kind] = round(sum(root(i) == root(src[int(vs.group[i])]) for i in rows) / len(rows), 4)
     return {"dropped": len(dup), "dedup_recall": round(good / should, 4),
-            "dedup_precision": round(good / len(dup), 4) if dup else 1.0}
+            "dedup_precision": round(good / len(dup), 4) if dup else 1.0, "dedup_recall_by_kind": by_kind}
 
 
 def evaluate(vs: VariantSet, ks=(4, 6, 8, 10, 12), taus=(0.9, 0.95), emb: np.ndarray | None = None,
@@ -211,6 +228,7 @@ def evaluate(vs: VariantSet, ks=(4, 6, 8, 10, 12), taus=(0.9, 0.95), emb: np.nda
         a, b = rows[p.a], rows[p.b]
         phash_links[k] = set(zip(a.tolist(), b.tolist()))
         res["phash"][k] = {**_pair_metrics(a, b, vs), "recall_by_kind": _recall_by_kind(phash_links[k], vs),
+                           "pHash only": _dedup_metrics(vs, k, None, None, phash_crops=False, phash_verify_threshold=0),
                            **_dedup_metrics(vs, k, None, None)}
     sem_links: dict[float, set] = {}
     if emb is not None:

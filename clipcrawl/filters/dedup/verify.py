@@ -11,7 +11,10 @@ start from a hint (:func:`.crops.hint_boxes`), score it; unless already >= ``ACC
 axis independently on the 1-D mean profiles (rows/columns restricted to the overlap; 7 x 7 edge
 offsets of 1/64 around the current box) and re-score in 2-D, twice. Thumbnails are blurred
 (Gaussian, sigma 1 px) first, so half-pixel resampling differences (thin lines, text) matter
-less. Cost: ~0.1-0.3 ms per pair in numpy, vectorised over pairs.
+less. NCC ignores brightness and contrast, so an accepted alignment must also keep the overlap's
+mean grey and its contrast within a colour shift's reach (:func:`photometric_ok`); otherwise any
+two "small dark shape on a flat background" images would match. Cost: ~0.1-0.3 ms per pair in
+numpy, vectorised over pairs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ MIN_OVERLAP = 0.8
 ACCEPT = 0.97  # a hint scoring this needs no search (resizes, re-encodes, colour shifts)
 GATE = 0.3  # a hint scoring below this is not searched (no true pair of the variant set needed it)
 GIVE_UP = 0.5  # after one refinement round below this: unrelated
+# Brightness/contrast bounds on the aligned overlap (|log ratio| of mean grey and of its standard
+# deviation). Variant-set true pairs (brightness/colour +-15%, contrast +-10%, crops) reach 0.17 and
+# 0.33; a small shape on grey vs one on white or green reaches 0.2-0.7 / 0.6-1.3.
+MAX_LOG_MEAN = 0.25
+MAX_LOG_STD = 0.45
 _KC = ((np.arange(THUMB) + 0.5) / THUMB).astype(F32)  # pixel centres, normalised
 _OFFS = (np.arange(-3, 4) / 64.0).astype(F32)
 _D0, _D1 = (x.ravel() for x in np.meshgrid(_OFFS, _OFFS, indexing="ij"))
@@ -89,16 +97,41 @@ def _valid(box: np.ndarray, in_x: np.ndarray, in_y: np.ndarray) -> np.ndarray:
     return (in_x.mean(1) >= MIN_OVERLAP) & (in_y.mean(1) >= MIN_OVERLAP) & (cover >= MIN_OVERLAP)
 
 
-def score(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """NCC of prepared thumbnails b and a resampled into b's frame (-1 where the overlap is too small)."""
+def _warp(a: np.ndarray, box: np.ndarray):
+    """a resampled into b's frame (P, THUMB * THUMB), the overlap mask (0/1, same shape) and validity."""
     ix, fx, in_x = _sample(box[:, 0], box[:, 1])
     iy, fy, in_y = _sample(box[:, 2], box[:, 3])
     rows = _lerp_rows(a, iy, fy)  # (P, y out, x in)
     warped = _lerp_rows(np.ascontiguousarray(rows.transpose(0, 2, 1)), ix, fx).transpose(0, 2, 1)
     w = (in_y[:, :, None] & in_x[:, None, :]).astype(F32)
     n = len(a)
-    s = _ncc(warped.reshape(n, -1), b.reshape(n, -1), w.reshape(n, -1))
-    return np.where(_valid(box, in_x, in_y), s, F32(-1))
+    return warped.reshape(n, -1), w.reshape(n, -1), _valid(box, in_x, in_y)
+
+
+def score(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """NCC of prepared thumbnails b and a resampled into b's frame (-1 where the overlap is too small)."""
+    warped, w, valid = _warp(a, box)
+    s = _ncc(warped, b.reshape(len(b), -1), w)
+    return np.where(valid, s, F32(-1))
+
+
+def photometric(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log ratios (A / B) of the mean and the standard deviation of grey over the aligned overlap.
+
+    NCC ignores brightness and contrast, so on its own it matches any two "dark blob on a flat
+    background" images; near-duplicates keep both within a colour shift's reach."""
+    warped, w, _ = _warp(a, box)
+    bb = b.reshape(len(b), -1)
+    n = np.maximum(w.sum(1), 1)
+    ma, mb = (warped * w).sum(1) / n, (bb * w).sum(1) / n
+    sa = np.sqrt(np.maximum((w * (warped - ma[:, None]) ** 2).sum(1) / n, 0))
+    sb = np.sqrt(np.maximum((w * (bb - mb[:, None]) ** 2).sum(1) / n, 0))
+    return np.log((ma + 8) / (mb + 8)), np.log((sa + 4) / (sb + 4))
+
+
+def photometric_ok(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> np.ndarray:
+    dm, ds = photometric(a, b, box)
+    return (np.abs(dm) <= MAX_LOG_MEAN) & (np.abs(ds) <= MAX_LOG_STD)
 
 
 def _axis_search(pa: np.ndarray, pb: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,5 +198,7 @@ def verify_pairs(prepared: np.ndarray, ia: np.ndarray, ib: np.ndarray, box: np.n
     out = np.full(len(ia), -1.0, dtype=F32)
     for s in range(0, len(ia), _CHUNK):
         sl = slice(s, s + _CHUNK)
-        out[sl] = align(prepared[ia[sl]], other[ib[sl]], box[sl])[0]
+        a, b = prepared[ia[sl]], other[ib[sl]]
+        best, aligned = align(a, b, box[sl])
+        out[sl] = np.where(photometric_ok(a, b, aligned), best, F32(-1))  # -1: fails brightness/contrast
     return out

@@ -185,3 +185,27 @@ def test_crops_across_runs_and_old_index_rebuilt_with_thumbnails(tmp_path):
     assert statuses(out) == ["duplicate"] * 3
     assert out["duplicate_of"].to_pylist() == first["key"].to_pylist()
     assert all(m.endswith("(published)") for m in out["error_message"].to_pylist())
+
+
+def test_small_shapes_on_flat_backgrounds_are_not_duplicates():
+    """NCC ignores brightness and contrast: 'a small dark shape on a flat background' correlates with
+    any other such image, so verification also bounds the mean grey and contrast of the overlap.
+    Known limit (as for every pHash): matching is on a 32x32 grey thumbnail, so two small shapes of
+    the same size and place on backgrounds of the same grey level (a square vs a triangle ~8 pixels
+    wide there, or one shape on yellow vs on white) still match."""
+    def shape(bg, fg, kind, box=(120, 90, 200, 160)):
+        im = Image.new("RGB", (320, 240), bg)
+        d = ImageDraw.Draw(im)
+        if kind == "square":
+            d.rectangle(box, fill=fg)
+        else:
+            x0, y0, x1, y1 = box
+            d.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fg)
+        return im
+    ims = [shape((128, 128, 128), (200, 30, 30), "triangle"), shape((240, 240, 250), (20, 10, 10), "square"),
+           shape((40, 160, 40), (10, 10, 10), "triangle"), shape((60, 60, 160), (240, 240, 60), "square")]
+    rows = [{"url": f"http://s/{i}", "image": encode(im, "JPEG", quality=90)} for i, im in enumerate(ims)]
+    rows.append({"url": "http://s/0-copy", "image": encode(cut(ims[0], (0.05, 0.0, 0.03, 0.04)), "JPEG", quality=70)})
+    out = MarkDuplicates(DedupConfig(index=False, semantic=False))(table(rows))
+    assert statuses(out) == ["success"] * 4 + ["duplicate"]
+    assert out["duplicate_of"][4].as_py() == out["key"][0].as_py()

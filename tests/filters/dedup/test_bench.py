@@ -61,3 +61,8 @@ def test_semantic_bench_small(monkeypatch):
     monkeypatch.setattr(semantic, "EXACT_WORK", 1e6)  # take the PCA + IVF path at this size
     res = load("dedup_semantic").main(["--n", "20000", "--d", "128", "--planted", "1000", "--check-queries", "200"])
     assert res["false_pairs"] == 0 and res["planted_recall"] >= 0.95 and res["sampled_recall"] >= 0.95
+
+
+def test_crops_scale_bench_small(capsys):
+    assert load("dedup_crops_scale").main(["3000", "--queries", "500"]) == 0
+    assert "36 codes per image, 3000 rows" in capsys.readouterr().out

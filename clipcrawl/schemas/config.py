@@ -306,7 +306,8 @@ class DedupConfig(_Model):
         0.9, ge=0, le=1,
         description="Every perceptual candidate whose images both have a thumbnail is kept only if the normalised "
         "cross-correlation of their aligned, blurred 32x32 grey thumbnails reaches this (crop/shift/scale "
-        "searched) and the overlap's mean grey and contrast stay within a colour shift's reach. 0.9: >= 0.99 of "
+        "searched), the overlap's mean grey and contrast stay within a colour shift's reach and a 4x4 grid of "
+        "colours agrees. 0.9: >= 0.99 of "
         "true variant-set pairs pass, unrelated look-alikes mostly fail. 0 = no "
         "verification (candidates are accepted as found).",
     )

@@ -3,7 +3,7 @@
 Exact fingerprints are 64-bit: ``url_hash`` (blake2b of the normalised URL + caption), ``sha256``
 and ``pixels`` (the first 64 bits of the hex digests). A zero value with ``has_*`` false means
 missing. ``emb`` holds the image embeddings (rows of zeros where missing), ``model`` the CLIP
-model that produced them. ``thumb`` holds 32x32 grey thumbnails (n, 1024) uint8 and ``crop`` their
+model that produced them. ``thumb`` holds thumbnails (n, THUMB_BYTES) uint8 (32x32 grey, then 4x4 chromaticity) and ``crop`` their
 window pHashes (n, crops.N_CODES) uint64, zeros where ``has_thumb`` is false (None: no row has one).
 Thumbnails never enter the samples table: the stage decodes them from the ``image`` column, and a
 caller that has them otherwise (``clipcrawl dedup`` from the tars) passes them in the transient
@@ -22,14 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clipcrawl.filters.dedup.crops import N_CODES, THUMB, crop_codes
+from clipcrawl.filters.dedup.crops import N_CODES, THUMB_BYTES, crop_codes
 from clipcrawl.filters.dedup.hashes import image_hashes, url_caption_hash
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN
 
 EMBEDDING_COLUMN = "image_embedding"
-THUMB_COLUMN = "dedup_thumbnail"  # transient binary(1024) column, consumed by MarkDuplicates
-THUMB_BYTES = THUMB * THUMB
+THUMB_COLUMN = "dedup_thumbnail"  # transient binary(THUMB_BYTES) column, consumed by MarkDuplicates
 
 
 def hex64(values: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:

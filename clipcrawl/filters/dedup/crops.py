@@ -26,6 +26,10 @@ import numpy as np
 from clipcrawl.filters.dedup.hamming import HammingIndex, Pairs, popcount
 
 THUMB = 32  # thumbnail side (pixels), see hashes.thumbnail_of
+GREY_BYTES = THUMB * THUMB  # the grey thumbnail: first part of a stored thumbnail
+COLOUR_GRID = 4  # then the chromaticity (r, g) of a 4x4 grid of cells, see hashes.thumbnail_of
+COLOUR_BYTES = 2 * COLOUR_GRID * COLOUR_GRID
+THUMB_BYTES = GREY_BYTES + COLOUR_BYTES
 EDGES = ((0.0, 0.0), (0.03, 0.03), (0.06, 0.0), (0.0, 0.06), (0.09, 0.0), (0.0, 0.09))  # per-axis (left/top, right/bottom) crops
 #: (x edges, y edges) of each code; index 0 is the whole image.
 WINDOWS = (((0.0, 0.0), (0.0, 0.0)),) + tuple(
@@ -61,8 +65,9 @@ _LEFT, _RIGHT, _PICK = _operators()
 
 
 def crop_codes(thumbs: np.ndarray) -> np.ndarray:
-    """(n, N_CODES) uint64 codes of (n, THUMB * THUMB) or (n, THUMB, THUMB) uint8 thumbnails."""
-    t = np.asarray(thumbs).reshape(-1, THUMB, THUMB)
+    """(n, N_CODES) uint64 codes of (n, THUMB_BYTES) thumbnails (or their grey part, or (n, THUMB, THUMB))."""
+    t = np.asarray(thumbs)
+    t = t.reshape(len(t), -1)[:, :GREY_BYTES].reshape(-1, THUMB, THUMB)
     out = np.zeros((len(t), N_CODES), dtype=np.uint64)
     e = len(EDGES)
     for s in range(0, len(t), _CHUNK):

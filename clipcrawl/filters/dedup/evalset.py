@@ -23,7 +23,7 @@ from clipcrawl.pipelines.progress import Progress, log
 from clipcrawl.schemas.config import ConfigError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-CACHE_VERSION = 2  # 2: thumbnails
+CACHE_VERSION = 3  # 2: thumbnails, 3: with colour
 
 
 def _files(path: str) -> list[str]:

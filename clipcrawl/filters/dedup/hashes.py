@@ -9,8 +9,9 @@
   one decode together with the pixel hash. Near-constant images (grey std < ``FLAT_STD``) get no
   pHash: their DCT signs are noise and would make unrelated blank images "near-duplicates".
 * :func:`thumbnail_of` - the 32x32 grey thumbnail (area average, aspect ratio not kept; 1024
-  bytes) from the same decode, which the crop-tolerant search (:mod:`.crops`) and the
-  verification of every perceptual match (:mod:`.verify`) work on. None for near-constant images.
+  bytes) and a 4x4 grid of chromaticities (32 bytes) from the same decode, which the crop-tolerant
+  search (:mod:`.crops`, grey only) and the verification of every perceptual match (:mod:`.verify`)
+  work on. None for near-constant images.
 """
 
 from __future__ import annotations
@@ -96,16 +97,22 @@ def phash_of(img) -> int | None:
 
 
 def thumbnail_of(img) -> bytes | None:
-    """32x32 grey thumbnail (box filter = area average) as 1024 bytes; None for near-constant images."""
+    """The verification thumbnail (``crops.THUMB_BYTES`` bytes; None for near-constant images): the
+    32x32 grey image (box filter = area average), then the chromaticity ``r ~ R / (R + G + B)`` and
+    ``g`` of a 4x4 grid of cells (x 255; shrunk toward grey by 20 levels per channel, so near-black
+    cells, whose colour is noise, read as grey)."""
     from PIL import Image
 
-    from clipcrawl.filters.dedup.crops import THUMB
+    from clipcrawl.filters.dedup.crops import COLOUR_GRID, THUMB
 
     grey = img.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX)
     data = grey.tobytes()
     if np.frombuffer(data, dtype=np.uint8).std() < FLAT_STD:
         return None
-    return data
+    rgb = img.convert("RGB").resize((COLOUR_GRID, COLOUR_GRID), Image.Resampling.BOX)
+    cells = np.asarray(rgb, dtype=np.float32).reshape(-1, 3)
+    rg = (cells[:, :2] + 20) / (cells.sum(1, keepdims=True) + 60)  # shrunk toward grey: dark cells carry none
+    return data + np.rint(rg * 255).astype(np.uint8).tobytes()
 
 
 def image_hashes(data: bytes | None, thumbnail: bool = True) -> ImageHashes:

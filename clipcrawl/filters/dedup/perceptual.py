@@ -21,7 +21,7 @@ import numpy as np
 from clipcrawl.filters.dedup.columns import Fingerprints
 from clipcrawl.filters.dedup.crops import CropIndex, crop_self_pairs, hint_boxes
 from clipcrawl.filters.dedup.hamming import HammingIndex, popcount, self_join
-from clipcrawl.filters.dedup.verify import prepare, verify_pairs
+from clipcrawl.filters.dedup.verify import colours, prepare, verify_pairs
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,11 @@ def _unique(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pairs[:, 0], pairs[:, 1]
 
 
-def _prepared(fp: Fingerprints, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique rows, their blurred thumbnails)."""
+def _prepared(fp: Fingerprints, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(sorted unique rows, their blurred grey thumbnails, their colour cells)."""
     uniq = np.unique(rows)
-    return uniq, prepare(np.asarray(fp.thumb[uniq]))
+    thumbs = np.asarray(fp.thumb[uniq])
+    return uniq, prepare(thumbs), colours(thumbs)
 
 
 def verify_links(qa: Fingerprints, a: np.ndarray, rb: Fingerprints, b: np.ndarray, rule: Rule) -> Links:
@@ -77,10 +78,10 @@ def verify_links(qa: Fingerprints, a: np.ndarray, rb: Fingerprints, b: np.ndarra
         return Links(a[keep], b[keep], d[keep], score[keep])
     idx = np.flatnonzero(both)
     if len(idx):
-        ua, pa = _prepared(qa, a[idx])
-        ub, pb = _prepared(rb, b[idx])
+        ua, pa, ca = _prepared(qa, a[idx])
+        ub, pb, cb = _prepared(rb, b[idx])
         box, _ = hint_boxes(qa.crop[a[idx]], rb.crop[b[idx]])
-        score[idx] = verify_pairs(pa, np.searchsorted(ua, a[idx]), np.searchsorted(ub, b[idx]), box, pb)
+        score[idx] = verify_pairs(pa, np.searchsorted(ua, a[idx]), np.searchsorted(ub, b[idx]), box, pb, ca, cb)
     keep = np.where(both, score >= rule.verify, by_phash)
     return Links(a[keep], b[keep], d[keep], score[keep])
 

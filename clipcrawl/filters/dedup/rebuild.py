@@ -136,7 +136,7 @@ def sync_index(index: DedupIndex, dataset: str, *, with_embeddings: bool = True)
         log.info("dedup index lists %d shards that no longer exist: rebuilding", len(stale))
         return rebuild_index(dataset, index, with_embeddings=with_embeddings)
     if len(index.committed) and int(index.manifest.get("format_version", 1)) < FORMAT_VERSION:
-        log.info("dedup index has no thumbnails (format %s): rebuilding from the shards",
+        log.info("dedup index has no colour thumbnails (format %s): rebuilding from the shards",
                  index.manifest.get("format_version", 1))
         return rebuild_index(dataset, index, with_embeddings=with_embeddings)
     missing = [r for r in refs if r.name not in index.shards]

@@ -4,14 +4,14 @@ Layout::
 
     DATASET/dedup/index.json            # the commit point: segments, indexed shards, embedding model
     DATASET/dedup/seg-<id>.parquet      # key, url_hash, sha256, pixels, phash (uint64 fingerprints), shard,
-                                        # crop (16 window pHashes, null = no thumbnail)
+                                        # crop (36 window pHashes, null = no thumbnail)
     DATASET/dedup/seg-<id>.emb.npy      # float16 unit image embeddings, one row per segment row
-    DATASET/dedup/seg-<id>.thumb.npy    # uint8 (rows, 1024) 32x32 grey thumbnails (memory-mapped)
+    DATASET/dedup/seg-<id>.thumb.npy    # uint8 (rows, 1056): 32x32 grey + 4x4 chromaticity (memory-mapped)
     DATASET/dedup/.lock                 # held while committing
 
-``index.json`` carries ``format_version`` (2 since thumbnails were added). An index of version 1
-still opens (its rows simply have no thumbnails: pHash-only matching against them, unverified);
-:func:`.rebuild.sync_index` rebuilds it from the published shards to add them.
+``index.json`` carries ``format_version`` (2 since thumbnails were added, 3 since they carry colour).
+An older index still opens (its rows simply have no usable thumbnails: pHash-only matching against
+them, unverified); :func:`.rebuild.sync_index` rebuilds it from the published shards to add them.
 
 ``add()`` keeps rows in memory (pending); ``commit()`` writes the pending rows as a new segment
 (temp file, fsync, rename), then replaces ``index.json`` the same way. A crash before the
@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
-from clipcrawl.filters.dedup.crops import N_CODES, WINDOWS_ID
+from clipcrawl.filters.dedup.crops import N_CODES, THUMB_BYTES, WINDOWS_ID
 from clipcrawl.pipelines.progress import log
 
 FORMAT = "clipcrawl-dedup-index"
-FORMAT_VERSION = 2  # 1: no thumbnails
+FORMAT_VERSION = 3  # 1: no thumbnails, 2: grey thumbnails (1024 bytes)
 INDEX_FILE = "index.json"
 MAX_SEGMENTS = 64  # hard cap; the binary-counter merge normally keeps ~log2(rows) segments
 SEGMENT_SCHEMA = pa.schema(
@@ -262,6 +262,8 @@ def _read_segment(directory: str, seg: dict) -> Fingerprints:
         emb = np.load(os.path.join(directory, seg["name"] + ".emb.npy"), mmap_mode="r")
     if seg.get("thumbs"):
         thumb = np.load(os.path.join(directory, seg["name"] + ".thumb.npy"), mmap_mode="r")
+        if thumb.ndim != 2 or thumb.shape[1] != THUMB_BYTES:  # an older layout: rebuilt by sync_index
+            thumb = None
     return Fingerprints.from_segment(table, emb, seg.get("model"), thumb, seg.get("windows") == WINDOWS_ID)
 
 

@@ -12,8 +12,9 @@ axis independently on the 1-D mean profiles (rows/columns restricted to the over
 offsets of 1/64 around the current box) and re-score in 2-D, twice. Thumbnails are blurred
 (Gaussian, sigma 1 px) first, so half-pixel resampling differences (thin lines, text) matter
 less. NCC ignores brightness and contrast, so an accepted alignment must also keep the overlap's
-mean grey and its contrast within a colour shift's reach (:func:`photometric_ok`); otherwise any
-two "small dark shape on a flat background" images would match. Cost: ~0.1-0.3 ms per pair in
+mean grey and its contrast within a colour shift's reach (:func:`photometric_ok`), otherwise any
+two "small dark shape on a flat background" images would match, and the colours of a 4x4 grid of
+cells close (:func:`chroma_distance`), so the same layout in another colour is not a duplicate. Cost: ~0.1-0.3 ms per pair in
 numpy, vectorised over pairs.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipcrawl.filters.dedup.crops import THUMB
+from clipcrawl.filters.dedup.crops import COLOUR_GRID, GREY_BYTES, THUMB
 
 F32 = np.float32
 MIN_OVERLAP = 0.8
@@ -33,6 +34,9 @@ GIVE_UP = 0.5  # after one refinement round below this: unrelated
 # 0.33; a small shape on grey vs one on white or green reaches 0.2-0.7 / 0.6-1.3.
 MAX_LOG_MEAN = 0.25
 MAX_LOG_STD = 0.45
+# Colour: mean L1 distance of (r, g) chromaticities over the 4x4 cells (B's cells vs the aligned cells
+# of A). True variant-set pairs reach 0.14 (crop + colour shift), different colours 0.15-0.55.
+MAX_CHROMA = 0.2
 _KC = ((np.arange(THUMB) + 0.5) / THUMB).astype(F32)  # pixel centres, normalised
 _OFFS = (np.arange(-3, 4) / 64.0).astype(F32)
 _D0, _D1 = (x.ravel() for x in np.meshgrid(_OFFS, _OFFS, indexing="ij"))
@@ -58,8 +62,9 @@ _BLUR = _blur_matrix()
 
 
 def prepare(thumbs: np.ndarray) -> np.ndarray:
-    """Blurred float32 (n, THUMB, THUMB) from uint8 thumbnails (n, THUMB * THUMB)."""
-    t = np.asarray(thumbs).reshape(-1, THUMB, THUMB).astype(F32)
+    """Blurred float32 (n, THUMB, THUMB) from the grey part of uint8 thumbnails (n, THUMB_BYTES)."""
+    t = np.asarray(thumbs)
+    t = t.reshape(len(t), -1)[:, :GREY_BYTES].reshape(-1, THUMB, THUMB).astype(F32)
     return np.matmul(np.matmul(_BLUR, t), _BLUR.T)
 
 
@@ -134,6 +139,27 @@ def photometric_ok(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> np.ndarray:
     return (np.abs(dm) <= MAX_LOG_MEAN) & (np.abs(ds) <= MAX_LOG_STD)
 
 
+def colours(thumbs: np.ndarray) -> np.ndarray | None:
+    """(n, COLOUR_GRID, COLOUR_GRID, 2) float32 chromaticities of thumbnails, None when they have none."""
+    t = np.asarray(thumbs)
+    t = t.reshape(len(t), -1)
+    if t.shape[1] <= GREY_BYTES:
+        return None
+    return t[:, GREY_BYTES:].reshape(-1, COLOUR_GRID, COLOUR_GRID, 2).astype(F32) / F32(255)
+
+
+def chroma_distance(ca: np.ndarray, cb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Mean L1 distance between B's colour cells and A's cells under them (nearest cell, by ``box``)."""
+    centres = (np.arange(COLOUR_GRID, dtype=F32) + 0.5) / COLOUR_GRID
+    x = box[:, :1] + (box[:, 1:2] - box[:, :1]) * centres
+    y = box[:, 2:3] + (box[:, 3:4] - box[:, 2:3]) * centres
+    ix = np.clip((x * COLOUR_GRID).astype(np.int64), 0, COLOUR_GRID - 1)
+    iy = np.clip((y * COLOUR_GRID).astype(np.int64), 0, COLOUR_GRID - 1)
+    p = np.arange(len(ca))[:, None, None]
+    warped = ca[p, iy[:, :, None], ix[:, None, :]]  # (P, gy, gx, 2)
+    return np.abs(warped - cb).sum(-1).mean((1, 2))
+
+
 def _axis_search(pa: np.ndarray, pb: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best (lo, hi) near the given edges for 1-D profiles pa (of A) and pb (of B)."""
     p = len(pa)
@@ -192,13 +218,19 @@ def align(a: np.ndarray, b: np.ndarray, box: np.ndarray, rounds: int = 2) -> tup
 
 
 def verify_pairs(prepared: np.ndarray, ia: np.ndarray, ib: np.ndarray, box: np.ndarray,
-                 prepared_b: np.ndarray | None = None) -> np.ndarray:
-    """Aligned NCC of pairs (prepared[ia], prepared_b[ib]) from hint boxes, in chunks."""
+                 prepared_b: np.ndarray | None = None, colour: np.ndarray | None = None,
+                 colour_b: np.ndarray | None = None) -> np.ndarray:
+    """Aligned NCC of pairs (prepared[ia], prepared_b[ib]) from hint boxes, in chunks; -1 for pairs
+    that fail the brightness/contrast bounds or (when both sides have ``colours``) the colour bound."""
     other = prepared if prepared_b is None else prepared_b
+    other_colour = colour if prepared_b is None else colour_b
     out = np.full(len(ia), -1.0, dtype=F32)
     for s in range(0, len(ia), _CHUNK):
         sl = slice(s, s + _CHUNK)
         a, b = prepared[ia[sl]], other[ib[sl]]
         best, aligned = align(a, b, box[sl])
-        out[sl] = np.where(photometric_ok(a, b, aligned), best, F32(-1))  # -1: fails brightness/contrast
+        ok = photometric_ok(a, b, aligned)
+        if colour is not None and other_colour is not None:
+            ok &= chroma_distance(colour[ia[sl]], other_colour[ib[sl]], aligned) <= MAX_CHROMA
+        out[sl] = np.where(ok, best, F32(-1))
     return out

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from clipcrawl.filters.dedup import DedupIndex, MarkDuplicates, sync_index
 from clipcrawl.filters.dedup.columns import Fingerprints
-from clipcrawl.filters.dedup.crops import WINDOWS, crop_codes, crop_self_pairs, hint_boxes
+from clipcrawl.filters.dedup.crops import THUMB_BYTES, WINDOWS, crop_codes, crop_self_pairs, hint_boxes
 from clipcrawl.filters.dedup.hamming import HammingIndex, popcount
 from clipcrawl.filters.dedup.hashes import image_hashes
 from clipcrawl.filters.dedup.perceptual import Rule, verify_links
@@ -57,7 +57,7 @@ def text_like(seed: int, size=(320, 240)) -> Image.Image:
 
 def test_thumbnail_and_window_codes():
     im = picture(3, (320, 240))
-    assert len(image_hashes(encode(im, "PNG")).thumb) == 1024
+    assert len(image_hashes(encode(im, "PNG")).thumb) == THUMB_BYTES
     assert image_hashes(encode(Image.new("RGB", (64, 48), (9, 9, 9)), "PNG")).thumb is None  # flat
     codes = crop_codes(np.stack([thumb(im), thumb(cut(im, (0.06, 0, 0, 0)))]))
     assert codes.shape == (2, len(WINDOWS)) and codes.dtype == np.uint64
@@ -165,7 +165,7 @@ def test_crops_across_runs_and_old_index_rebuilt_with_thumbnails(tmp_path):
     write_shard(ShardRef.of(f"{ds}/shards", 0), stage(first))
     stage.commit()
     idx = DedupIndex.open(f"{ds}/dedup")
-    assert idx.manifest["format_version"] == 2 and idx.committed.has_thumb.all()
+    assert idx.manifest["format_version"] == 3 and idx.committed.has_thumb.all()
     assert isinstance(idx.committed.thumb, np.memmap)
     # an index written before thumbnails: no format_version, no thumbnail files
     manifest_path = f"{ds}/dedup/index.json"
@@ -189,10 +189,10 @@ def test_crops_across_runs_and_old_index_rebuilt_with_thumbnails(tmp_path):
 
 def test_small_shapes_on_flat_backgrounds_are_not_duplicates():
     """NCC ignores brightness and contrast: 'a small dark shape on a flat background' correlates with
-    any other such image, so verification also bounds the mean grey and contrast of the overlap.
-    Known limit (as for every pHash): matching is on a 32x32 grey thumbnail, so two small shapes of
-    the same size and place on backgrounds of the same grey level (a square vs a triangle ~8 pixels
-    wide there, or one shape on yellow vs on white) still match."""
+    any other such image, so verification also bounds the mean grey and contrast of the overlap, and
+    the colours of a 4x4 grid of cells (the same square on yellow and on white has the same grey).
+    Known limit: shapes are compared on a 32x32 grey thumbnail, so a square vs a triangle of the same
+    size and place (~8 pixels wide there) on the same background still match."""
     def shape(bg, fg, kind, box=(120, 90, 200, 160)):
         im = Image.new("RGB", (320, 240), bg)
         d = ImageDraw.Draw(im)
@@ -203,9 +203,34 @@ def test_small_shapes_on_flat_backgrounds_are_not_duplicates():
             d.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fg)
         return im
     ims = [shape((128, 128, 128), (200, 30, 30), "triangle"), shape((240, 240, 250), (20, 10, 10), "square"),
-           shape((40, 160, 40), (10, 10, 10), "triangle"), shape((60, 60, 160), (240, 240, 60), "square")]
+           shape((40, 160, 40), (10, 10, 10), "triangle"), shape((60, 60, 160), (240, 240, 60), "square"),
+           shape((250, 210, 20), (20, 10, 10), "square")]  # = #1 on yellow instead of white: same grey
     rows = [{"url": f"http://s/{i}", "image": encode(im, "JPEG", quality=90)} for i, im in enumerate(ims)]
     rows.append({"url": "http://s/0-copy", "image": encode(cut(ims[0], (0.05, 0.0, 0.03, 0.04)), "JPEG", quality=70)})
     out = MarkDuplicates(DedupConfig(index=False, semantic=False))(table(rows))
-    assert statuses(out) == ["success"] * 4 + ["duplicate"]
-    assert out["duplicate_of"][4].as_py() == out["key"][0].as_py()
+    assert statuses(out) == ["success"] * 5 + ["duplicate"]
+    assert out["duplicate_of"][5].as_py() == out["key"][0].as_py()
+    old = MarkDuplicates(DedupConfig(index=False, semantic=False, phash_verify_threshold=0))
+    assert statuses(old(table(rows))).count("duplicate") > 1  # unverified candidates: false matches
+
+
+def test_grey_only_index_of_format_2_is_rebuilt_with_colour(tmp_path):
+    ds = str(tmp_path / "ds")
+    rows = table([{"url": f"http://a/{s}", "image": encode(picture(300 + s, (320, 240)), "JPEG", quality=90),
+                   "shard": "00000"} for s in range(3)])
+    stage = MarkDuplicates(DedupConfig(semantic=False), ds)
+    write_shard(ShardRef.of(f"{ds}/shards", 0), stage(rows))
+    stage.commit()
+    manifest_path = Path(ds) / "dedup" / "index.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 2
+    for seg in manifest["segments"]:  # format 2 stored the grey 32x32 part only
+        f = Path(ds) / "dedup" / f"{seg['name']}.thumb.npy"
+        np.save(f, np.ascontiguousarray(np.load(f)[:, :1024]))
+    manifest_path.write_text(json.dumps(manifest))
+    old = DedupIndex.open(f"{ds}/dedup")
+    assert len(old) == 3 and not old.committed.has_thumb.any()  # opens; grey-only rows are not verified
+    sync_index(old, ds)
+    new = DedupIndex.open(f"{ds}/dedup")
+    assert new.manifest["format_version"] == 3 and new.committed.has_thumb.all()
+    assert new.committed.thumb.shape[1] == THUMB_BYTES

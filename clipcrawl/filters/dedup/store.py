@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
 from clipcrawl.filters.dedup.crops import N_CODES, THUMB_BYTES, WINDOWS_ID
 from clipcrawl.pipelines.progress import log
+from clipcrawl.pipelines.shards import atomic_open
 
 FORMAT = "clipcrawl-dedup-index"
 FORMAT_VERSION = 3  # 1: no thumbnails, 2: grey thumbnails (1024 bytes)
@@ -67,16 +68,8 @@ def _fsync_dir(path: str) -> None:
 
 
 def _atomic_write(path: str, write) -> None:
-    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path, "wb") as f:  # temp name, fsync, rename
+        write(f)
 
 
 @contextlib.contextmanager

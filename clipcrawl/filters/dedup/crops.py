@@ -64,10 +64,15 @@ def _operators() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _LEFT, _RIGHT, _PICK = _operators()
 
 
+def grey_of(thumbs: np.ndarray) -> np.ndarray:
+    """The (n, THUMB, THUMB) grey part of (n, THUMB_BYTES) thumbnails (or of grey-only ones)."""
+    t = np.asarray(thumbs)
+    return t.reshape(len(t), -1)[:, :GREY_BYTES].reshape(-1, THUMB, THUMB)
+
+
 def crop_codes(thumbs: np.ndarray) -> np.ndarray:
     """(n, N_CODES) uint64 codes of (n, THUMB_BYTES) thumbnails (or their grey part, or (n, THUMB, THUMB))."""
-    t = np.asarray(thumbs)
-    t = t.reshape(len(t), -1)[:, :GREY_BYTES].reshape(-1, THUMB, THUMB)
+    t = grey_of(thumbs)
     out = np.zeros((len(t), N_CODES), dtype=np.uint64)
     e = len(EDGES)
     for s in range(0, len(t), _CHUNK):

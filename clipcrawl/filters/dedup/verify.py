@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipcrawl.filters.dedup.crops import COLOUR_GRID, GREY_BYTES, THUMB
+from clipcrawl.filters.dedup.crops import COLOUR_GRID, GREY_BYTES, THUMB, grey_of
 
 F32 = np.float32
 MIN_OVERLAP = 0.8
@@ -63,8 +63,7 @@ _BLUR = _blur_matrix()
 
 def prepare(thumbs: np.ndarray) -> np.ndarray:
     """Blurred float32 (n, THUMB, THUMB) from the grey part of uint8 thumbnails (n, THUMB_BYTES)."""
-    t = np.asarray(thumbs)
-    t = t.reshape(len(t), -1)[:, :GREY_BYTES].reshape(-1, THUMB, THUMB).astype(F32)
+    t = grey_of(thumbs).astype(F32)
     return np.matmul(np.matmul(_BLUR, t), _BLUR.T)
 
 

@@ -30,7 +30,8 @@ GREY_BYTES = THUMB * THUMB  # the grey thumbnail: first part of a stored thumbna
 COLOUR_GRID = 4  # then the chromaticity (r, g) of a 4x4 grid of cells, see hashes.thumbnail_of
 COLOUR_BYTES = 2 * COLOUR_GRID * COLOUR_GRID
 THUMB_BYTES = GREY_BYTES + COLOUR_BYTES
-EDGES = ((0.0, 0.0), (0.03, 0.03), (0.06, 0.0), (0.0, 0.06), (0.09, 0.0), (0.0, 0.09))  # per-axis (left/top, right/bottom) crops
+#: per-axis (left/top, right/bottom) crops of the windows
+EDGES = ((0.0, 0.0), (0.03, 0.03), (0.06, 0.0), (0.0, 0.06), (0.09, 0.0), (0.0, 0.09))
 #: (x edges, y edges) of each code; index 0 is the whole image.
 WINDOWS = (((0.0, 0.0), (0.0, 0.0)),) + tuple(
     w for w in itertools.product(EDGES, EDGES) if w != ((0.0, 0.0), (0.0, 0.0)))

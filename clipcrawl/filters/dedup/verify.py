@@ -14,8 +14,8 @@ offsets of 1/64 around the current box) and re-score in 2-D, twice. Thumbnails a
 less. NCC ignores brightness and contrast, so an accepted alignment must also keep the overlap's
 mean grey and its contrast within a colour shift's reach (:func:`photometric_ok`), otherwise any
 two "small dark shape on a flat background" images would match, and the colours of a 4x4 grid of
-cells close (:func:`chroma_distance`), so the same layout in another colour is not a duplicate. Cost: ~0.1-0.3 ms per pair in
-numpy, vectorised over pairs.
+cells close (:func:`chroma_distance`), so the same layout in another colour is not a duplicate.
+Cost: ~0.1-0.3 ms per pair in numpy, vectorised over pairs.
 """
 
 from __future__ import annotations

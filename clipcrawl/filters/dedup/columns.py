@@ -4,7 +4,8 @@ Exact fingerprints are 64-bit: ``url_hash`` (blake2b of the normalised URL + cap
 and ``pixels`` (the first 64 bits of the hex digests). A zero value with ``has_*`` false means
 missing. ``emb`` holds the image embeddings (rows of zeros where missing), ``model`` the CLIP
 model that produced them. ``thumb`` holds thumbnails (n, THUMB_BYTES) uint8 (32x32 grey, then 4x4
-chromaticity) and ``crop`` their window pHashes (n, crops.N_CODES) uint64, zeros where ``has_thumb`` is false (None: no row has one).
+chromaticity) and ``crop`` their window pHashes (n, crops.N_CODES) uint64, zeros where ``has_thumb``
+is false (None: no row has one).
 Thumbnails never enter the samples table: the stage decodes them from the ``image`` column, and a
 caller that has them otherwise (``clipcrawl dedup`` from the tars) passes them in the transient
 ``THUMB_COLUMN``, which :class:`.MarkDuplicates` consumes and drops.

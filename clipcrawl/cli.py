@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from clipcrawl.pipelines.progress import setup_logging
+from clipcrawl.base.progress import setup_logging
 from clipcrawl.schemas.config import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipcrawl.base.failpoints import failpoint
+from clipcrawl.base.progress import Progress, log
 from clipcrawl.crawler.extract import extract_page, normalize_language
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher, FetchResult
 from clipcrawl.crawler.frontier import Claim, Frontier
@@ -33,8 +35,6 @@ from clipcrawl.crawler.output import ChunkWriter
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
 from clipcrawl.crawler.scope import CrawlScope, read_seeds  # noqa: F401 - read_seeds is re-exported
 from clipcrawl.crawler.urls import host_of, normalize_url
-from clipcrawl.pipelines.failpoints import failpoint
-from clipcrawl.pipelines.progress import Progress, log
 from clipcrawl.schemas.config import NOAI_DIRECTIVES, ConfigError, CrawlConfig
 from clipcrawl.schemas.keys import sample_key
 from clipcrawl.schemas.status import PageStatus

@@ -1,7 +1,7 @@
 """The crawler's Parquet output: ``DIR/pairs/NNNNN.parquet`` and ``DIR/pages/NNNNN.parquet``.
 
 Chunks are cut from the frontier database (the source of truth) and written atomically with
-:func:`clipcrawl.pipelines.shards.write_parquet`; see :mod:`clipcrawl.crawler.frontier` for why a
+:func:`clipcrawl.base.storage.write_parquet`; see :mod:`clipcrawl.crawler.frontier` for why a
 crash can neither lose nor duplicate a row. A chunk is written when ``rows_per_chunk`` rows are
 waiting, when ``interval`` seconds passed since the last write, and at the end of the crawl.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from clipcrawl.base.storage import write_parquet
 from clipcrawl.crawler.frontier import PAGE_COLUMNS, PAIR_COLUMNS, Frontier
-from clipcrawl.pipelines.shards import write_parquet
 from clipcrawl.schemas.keys import shard_name
 from clipcrawl.schemas.tables import PAGES, PAIRS, TIMESTAMP, conform
 

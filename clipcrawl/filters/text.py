@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from clipcrawl.pipelines.stage import Stage, mark, ok_mask
+from clipcrawl.base.stage import Stage, mark, ok_mask
 from clipcrawl.schemas.config import TextFilterConfig
 from clipcrawl.schemas.status import Status
 

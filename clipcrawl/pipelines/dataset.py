@@ -36,18 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clipcrawl.pipelines.failpoints import failpoint
-from clipcrawl.pipelines.shards import (
-    ShardRef,
-    _json_default,
-    atomic_open,
-    fs_and_path,
-    is_done,
-    list_shards,
-    read_json,
-    read_parquet,
-    write_json,
-)
+from clipcrawl.base.failpoints import failpoint
+from clipcrawl.base.shardfiles import ShardRef, is_done, list_shards
+from clipcrawl.base.storage import atomic_open, fs_and_path, json_default, read_json, read_parquet, write_json
 from clipcrawl.schemas.status import Status
 
 MANIFEST = "manifest.json"
@@ -166,7 +157,7 @@ def publish(dataset: str | os.PathLike[str], run_id: int, shard_refs: Sequence[S
              "samples_total": sum(s["samples_total"] for s in shards.values()),
              "samples_kept": sum(s["samples_kept"] for s in shards.values()),
              "config_hash": config_hash, "summary": summary}
-    entry = json.loads(json.dumps(entry, ensure_ascii=False, default=_json_default))  # as it reads back
+    entry = json.loads(json.dumps(entry, ensure_ascii=False, default=json_default))  # as it reads back
     old = next((r for r in manifest["runs"] if r["run"] == run_id), None)
     unchanged = old is not None and {k: v for k, v in old.items() if k != "time"} == entry and all(
         manifest["shards"].get(n) == s for n, s in shards.items())

@@ -26,14 +26,16 @@ import aiohttp
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clipcrawl.base.progress import Progress, log
+from clipcrawl.base.shardfiles import IMAGE_EXTS, ShardRef, is_done, read_images
+from clipcrawl.base.stage import Stage, set_column
+from clipcrawl.base.storage import configure_storage, fs_and_path, read_parquet
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
 from clipcrawl.filters.images import ResizedImage, ResizeOptions
 from clipcrawl.filters.images.pool import DecodePool
-from clipcrawl.pipelines import shards as sh
 from clipcrawl.pipelines.inputs import plan_input_shards
-from clipcrawl.pipelines.progress import Progress, log
-from clipcrawl.pipelines.stage import Stage, set_column
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import ConfigError, DownloadConfig, OutputConfig, UrlListConfig
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN
@@ -87,11 +89,11 @@ class FetchImages(Stage):
     """Fetch ``url`` of every row still ``success``; add img2dataset's columns and ``image`` bytes."""
 
     name = "download"
-    _transient = ("_loop", "_fetcher", "_pool", "progress", "counters")
+    reports_progress = True
+    _transient = ("_loop", "_fetcher", "_pool", "counters")
 
-    def __init__(self, config: DownloadConfig | None = None, progress: Progress | None = None) -> None:
+    def __init__(self, config: DownloadConfig | None = None) -> None:
         self.config = config or DownloadConfig()
-        self.progress = progress
         self.counters = FetchCounters()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fetcher: Fetcher | None = None
@@ -99,7 +101,7 @@ class FetchImages(Stage):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.progress, self.counters = None, FetchCounters()
+        self.counters = FetchCounters()
         self._loop = self._fetcher = self._pool = None
 
     # -------------------------------------------------------------- lifecycle
@@ -151,8 +153,7 @@ class FetchImages(Stage):
                 o = await self._one(urls[i], fetch_slots)
                 outcomes[i] = o
                 self.counters.add(o)
-                if self.progress is not None:
-                    self.progress.update(1, **self.counters.fields())
+                self.tick(1, **self.counters.fields())
 
         await asyncio.gather(*(lane() for _ in range(lanes)))
         return _attach(table, outcomes)
@@ -226,7 +227,7 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
     """Download ``urls`` into img2dataset-compatible shards under ``out``; resumable."""
     config, output = config or DownloadConfig(), output or OutputConfig()
     out = str(out).rstrip("/")
-    sh.configure_storage(out, output.storage_options)
+    configure_storage(out, output.storage_options)
     summary = DownloadSummary(out)
     stage = FetchImages(config)
     t0 = time.monotonic()
@@ -236,12 +237,12 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
         stage.progress = bar
         try:
             for shard in plan_input_shards(urls, output.samples_per_shard):
-                ref = sh.ShardRef.of(out, shard.id)
-                if sh.is_done(ref):
+                ref = ShardRef.of(out, shard.id)
+                if is_done(ref):
                     old = _check_same_input(ref, shard.table)
                     if retry_failed and _retry_shard(stage, ref, config, output):
                         summary.shards_retried += 1
-                        old = sh.read_parquet(ref.parquet, columns=["status"])
+                        old = read_parquet(ref.parquet, columns=["status"])
                     else:
                         summary.shards_skipped += 1
                     summary.count(old)
@@ -252,7 +253,7 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
                 nbytes = int(pc.sum(result.column("bytes")).as_py() or 0)
                 if pending is not None:
                     pending.result()  # at most one shard waits for the disk; its errors surface here
-                pending = writer.submit(sh.write_shard, ref, result, output_format=output.output_format,
+                pending = writer.submit(write_shard, ref, result, output_format=output.output_format,
                                         image_ext=config.encode_format, start_time=start, bytes_downloaded=nbytes)
                 summary.shards_written += 1
                 summary.bytes_downloaded += nbytes
@@ -267,8 +268,8 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
     return summary
 
 
-def _check_same_input(ref: sh.ShardRef, planned: pa.Table) -> pa.Table:
-    old = sh.read_parquet(ref.parquet, columns=["key", "status"])
+def _check_same_input(ref: ShardRef, planned: pa.Table) -> pa.Table:
+    old = read_parquet(ref.parquet, columns=["key", "status"])
     if old.column("key").to_pylist() != planned.column("key").to_pylist():
         raise ConfigError(
             f"{ref.parquet}: this finished shard holds other samples than input shard {ref.name} "
@@ -277,27 +278,27 @@ def _check_same_input(ref: sh.ShardRef, planned: pa.Table) -> pa.Table:
     return old
 
 
-def _old_images(ref: sh.ShardRef, table: pa.Table, output_format: str) -> dict[str, bytes]:
+def _old_images(ref: ShardRef, table: pa.Table, output_format: str) -> dict[str, bytes]:
     if output_format == "parquet":
         if "jpg" not in table.column_names:
             return {}
         return {k: v for k, v in zip(table.column("key").to_pylist(), table.column("jpg").to_pylist()) if v}
     if output_format == "webdataset":
-        return sh.read_images(ref)
-    fs, folder = sh.fs_and_path(ref.path(""))
+        return read_images(ref)
+    fs, folder = fs_and_path(ref.path(""))
     out = {}
     for f in fs.ls(folder, detail=False) if fs.isdir(folder) else []:
         base = f.rsplit("/", 1)[-1]
         key, _, ext = base.partition(".")
-        if ext in sh.IMAGE_EXTS:
+        if ext in IMAGE_EXTS:
             with fs.open(f, "rb") as fh:
                 out[key] = fh.read()
     return out
 
 
-def _retry_shard(stage: FetchImages, ref: sh.ShardRef, config: DownloadConfig, output: OutputConfig) -> bool:
+def _retry_shard(stage: FetchImages, ref: ShardRef, config: DownloadConfig, output: OutputConfig) -> bool:
     """Refetch the failed_to_download rows of a finished shard and rewrite it. False: none to retry."""
-    table = sh.read_parquet(ref.parquet)
+    table = read_parquet(ref.parquet)
     status = table.column("status").to_pylist()
     idx = [i for i, s in enumerate(status) if s == Status.FAILED_TO_DOWNLOAD.value]
     if not idx:
@@ -323,10 +324,10 @@ def _retry_shard(stage: FetchImages, ref: sh.ShardRef, config: DownloadConfig, o
         image_col[j] = img
     merged[IMAGE_COLUMN] = pa.array(image_col, pa.binary())
     result = pa.table(merged)
-    fs, stats_path = sh.fs_and_path(ref.stats)
+    fs, stats_path = fs_and_path(ref.stats)
     fs.rm(stats_path)  # not done while rewriting: a crash here means a plain resume redoes the shard
     nbytes = int(pc.sum(result.column("bytes")).as_py() or 0)
-    sh.write_shard(ref, result, output_format=output.output_format, image_ext=config.encode_format,
+    write_shard(ref, result, output_format=output.output_format, image_ext=config.encode_format,
                    start_time=start, bytes_downloaded=nbytes)
     log.info("shard %s: retried %d failed downloads", ref.name, len(idx))
     return True

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clipcrawl.pipelines.shards import fs_and_path, read_parquet
+from clipcrawl.base.storage import fs_and_path, read_parquet
 from clipcrawl.schemas.config import ConfigError, UrlListConfig
 from clipcrawl.schemas.keys import sample_key
 from clipcrawl.schemas.status import DedupMethod, Status

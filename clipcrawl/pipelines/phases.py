@@ -11,10 +11,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from clipcrawl.pipelines import shards as sh
+from clipcrawl.base.progress import Progress
+from clipcrawl.base.shardfiles import ShardRef
+from clipcrawl.base.storage import atomic_open, fs_and_path, read_parquet
 from clipcrawl.pipelines.plan import initial_samples
-from clipcrawl.pipelines.progress import Progress
 from clipcrawl.pipelines.runstate import Dataset
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import RunConfig
 
 
@@ -46,16 +48,14 @@ class PhaseA:
 
     def __call__(self, job: tuple[str, str, int, str]) -> str:
         plan_parquet, work_url, run, shard = job
-        from clipcrawl.pipelines.failpoints import failpoint
-        from clipcrawl.pipelines.stage import ok_mask
+        from clipcrawl.base.failpoints import failpoint
+        from clipcrawl.base.stage import ok_mask
 
-        table = initial_samples(sh.read_parquet(plan_parquet), run, shard)
+        table = initial_samples(read_parquet(plan_parquet), run, shard)
         for stage in self.stages:
-            hook = "on_progress" if hasattr(stage, "on_progress") else ("progress" if hasattr(stage, "progress") else None)
             with Progress(f"{stage.name} {shard}", total=int(ok_mask(table).sum()), unit="img",
-                          enabled=hook is not None) as bar:
-                if hook:
-                    setattr(stage, hook, bar.update if hook == "on_progress" else bar)
+                          enabled=stage.reports_progress) as bar:
+                stage.progress = bar if stage.reports_progress else None
                 table = stage(table)
             failpoint(f"stage.{stage.name}")
         write_ipc(table, work_url)
@@ -69,14 +69,14 @@ class PhaseA:
 def write_ipc(table: pa.Table, url: str) -> None:
     import pyarrow.ipc as ipc
 
-    with sh.atomic_open(url) as f, ipc.new_file(f, table.schema) as w:
+    with atomic_open(url) as f, ipc.new_file(f, table.schema) as w:
         w.write_table(table)
 
 
 def read_ipc(url: str) -> pa.Table:
     import pyarrow.ipc as ipc
 
-    fs, path = sh.fs_and_path(url)
+    fs, path = fs_and_path(url)
     with fs.open(path, "rb") as f:
         return ipc.open_file(pa.BufferReader(f.read())).read_all()
 
@@ -92,7 +92,7 @@ class PhaseB:
 
             self.dedup = MarkDuplicates(cfg.dedup, ds.root, cfg.filters.clip)
 
-    def __call__(self, work_url: str, ref: sh.ShardRef) -> dict[str, Any]:
+    def __call__(self, work_url: str, ref: ShardRef) -> dict[str, Any]:
         table = read_ipc(work_url)
         if self.dedup is not None:
             table = self.dedup(table)
@@ -101,9 +101,9 @@ class PhaseB:
 
             write_embeddings(table, self.ds.p("embeddings"), ref.name, ref.name)
         ext = {"jpg": "jpg", "png": "png", "webp": "webp"}[self.cfg.download.encode_format]
-        stats = sh.write_shard(ref, table, output_format=self.cfg.output.output_format, image_ext=ext)
+        stats = write_shard(ref, table, output_format=self.cfg.output.output_format, image_ext=ext)
         if self.dedup is not None:
             self.dedup.commit()
-        fs, path = sh.fs_and_path(work_url)
+        fs, path = fs_and_path(work_url)
         fs.rm(path)
         return stats

@@ -7,7 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from clipcrawl.pipelines import shards as sh
+from clipcrawl.base.shardfiles import ShardRef, list_shards, next_shard_id
+from clipcrawl.base.storage import fs_and_path, read_parquet, write_parquet
 from clipcrawl.pipelines.runstate import Dataset, RunState
 from clipcrawl.schemas.config import RunConfig
 from clipcrawl.schemas.status import Status
@@ -37,7 +38,7 @@ def collect(cfg: RunConfig, ds: Dataset, st: RunState) -> list[str]:
         from clipcrawl.pipelines.inputs import read_url_list
 
         table = read_url_list(src.urls)
-        sh.write_parquet(conform(table, PAIRS), ds.p("urls", "pairs", "00000.parquet"))
+        write_parquet(conform(table, PAIRS), ds.p("urls", "pairs", "00000.parquet"))
         st.sources["urls"] = {"rows": table.num_rows}
         folders.append(ds.p("urls", "pairs"))
     return folders
@@ -66,11 +67,11 @@ def _plain(obj: Any) -> Any:
 
 
 def _read_pairs(folder: str) -> pa.Table:
-    fs, path = sh.fs_and_path(folder)
+    fs, path = fs_and_path(folder)
     if not fs.isdir(path):
         return PAIRS.empty_table()
     files = sorted(f for f in fs.ls(path, detail=False) if f.endswith(".parquet") and "/." not in f)
-    tables = [conform(sh.read_parquet(f if "://" not in folder else f"{folder.split('://')[0]}://{f}"), PAIRS,
+    tables = [conform(read_parquet(f if "://" not in folder else f"{folder.split('://')[0]}://{f}"), PAIRS,
                       keep_extra=False) for f in files]
     return pa.concat_tables(tables) if tables else PAIRS.empty_table()
 
@@ -81,12 +82,12 @@ def planned_keys(ds: Dataset, before_run: int) -> set[str]:
     for run in ds.runs():
         if run >= before_run:
             continue
-        for ref in sh.list_shards(ds.p("runs", f"{run:04d}", "plan"), done_only=False):
-            keys.update(sh.read_parquet(ref.parquet, ["key"]).column("key").to_pylist())
+        for ref in list_shards(ds.p("runs", f"{run:04d}", "plan"), done_only=False):
+            keys.update(read_parquet(ref.parquet, ["key"]).column("key").to_pylist())
     return keys
 
 
-def plan(cfg: RunConfig, ds: Dataset, st: RunState, folders: list[str]) -> list[sh.ShardRef]:
+def plan(cfg: RunConfig, ds: Dataset, st: RunState, folders: list[str]) -> list[ShardRef]:
     pairs = pa.concat_tables([_read_pairs(f) for f in folders]) if folders else PAIRS.empty_table()
     seen = planned_keys(ds, st.run)
     keys = pairs.column("key").to_pylist()
@@ -96,12 +97,12 @@ def plan(cfg: RunConfig, ds: Dataset, st: RunState, folders: list[str]) -> list[
             first[k] = i
     new = pairs.take(pa.array(sorted(first.values(), key=lambda i: keys[i]), pa.int64()))
     n = cfg.output.samples_per_shard
-    start = sh.next_shard_id(ds.shards)
+    start = next_shard_id(ds.shards)
     refs = []
     plan_dir = ds.p("runs", f"{st.run:04d}", "plan")
     for j in range(0, new.num_rows, n):
-        ref = sh.ShardRef.of(plan_dir, start + j // n)
-        sh.write_parquet(new.slice(j, n), ref.parquet)
+        ref = ShardRef.of(plan_dir, start + j // n)
+        write_parquet(new.slice(j, n), ref.parquet)
         refs.append(ref)
     st.planned_shards = [r.name for r in refs]
     st.counts["pairs_total"] = pairs.num_rows

@@ -25,12 +25,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clipcrawl.pipelines import shards as sh
-from clipcrawl.pipelines.failpoints import failpoint
+from clipcrawl.base.failpoints import failpoint
+from clipcrawl.base.progress import Progress
+from clipcrawl.base.shardfiles import ShardRef, is_done
+from clipcrawl.base.storage import atomic_open, configure_storage, fs_and_path, read_parquet
 from clipcrawl.pipelines.lock import RunLock
 from clipcrawl.pipelines.phases import PhaseA, PhaseB
 from clipcrawl.pipelines.plan import collect, plan
-from clipcrawl.pipelines.progress import Progress
 from clipcrawl.pipelines.runstate import Dataset, RunState, config_sha256
 from clipcrawl.schemas.config import RunConfig, dump_config
 
@@ -63,9 +64,9 @@ def _start_or_resume(cfg: RunConfig, ds: Dataset) -> RunState:
         return last
     st = RunState(run=(runs[-1] + 1) if runs else 1, config_sha256=sha)
     text = dump_config(cfg)
-    with sh.atomic_open(ds.p("runs", f"{st.run:04d}", "config.yaml"), "w") as f:
+    with atomic_open(ds.p("runs", f"{st.run:04d}", "config.yaml"), "w") as f:
         f.write(text)
-    with sh.atomic_open(ds.p("config.yaml"), "w") as f:  # the latest resolved config, next to the output
+    with atomic_open(ds.p("config.yaml"), "w") as f:  # the latest resolved config, next to the output
         f.write(text)
     ds.save_state(st)
     return st
@@ -77,7 +78,7 @@ def run(cfg: RunConfig) -> RunState:
     from clipcrawl.pipelines.engine import make_engine
 
     ds = Dataset(cfg.dataset)
-    sh.configure_storage(cfg.dataset, cfg.output.storage_options)
+    configure_storage(cfg.dataset, cfg.output.storage_options)
     if "://" not in ds.root:
         import os
 
@@ -107,8 +108,8 @@ def run(cfg: RunConfig) -> RunState:
                 st.state = "publish"
                 ds.save_state(st)
             if st.state == "publish":
-                refs = [sh.ShardRef(ds.shards, n) for n in st.planned_shards]
-                st.counts.update(count_statuses([sh.read_parquet(r.parquet, ["status"]) for r in refs]))
+                refs = [ShardRef(ds.shards, n) for n in st.planned_shards]
+                st.counts.update(count_statuses([read_parquet(r.parquet, ["status"]) for r in refs]))
                 st.finished = time.time()
                 dset.publish(ds.root, st.run, refs, {"counts": st.counts, "timings": st.timings,
                                                       "config_sha256": st.config_sha256})
@@ -133,14 +134,14 @@ def process(cfg: RunConfig, ds: Dataset, st: RunState, engine: Any) -> None:
     work_dir = ds.p("runs", f"{st.run:04d}", "work")
     todo, jobs = [], []
     for name in st.planned_shards:
-        ref = sh.ShardRef(ds.shards, name)
-        if sh.is_done(ref):
+        ref = ShardRef(ds.shards, name)
+        if is_done(ref):
             _rm(f"{work_dir}/{name}.arrow")
             continue
         todo.append(ref)
         work = f"{work_dir}/{name}.arrow"
         if not _exists(work):
-            jobs.append((sh.ShardRef(plan_dir, name).parquet, work, st.run, name))
+            jobs.append((ShardRef(plan_dir, name).parquet, work, st.run, name))
     if not todo:
         return
     phase_b = PhaseB(cfg, ds)
@@ -162,12 +163,12 @@ def process(cfg: RunConfig, ds: Dataset, st: RunState, engine: Any) -> None:
 
 
 def _exists(url: str) -> bool:
-    fs, path = sh.fs_and_path(url)
+    fs, path = fs_and_path(url)
     return fs.exists(path)
 
 
 def _rm(url: str) -> None:
-    fs, path = sh.fs_and_path(url)
+    fs, path = fs_and_path(url)
     if fs.exists(path):
         fs.rm(path)
 

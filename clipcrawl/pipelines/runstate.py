@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clipcrawl.pipelines import shards as sh
+from clipcrawl.base.storage import fs_and_path, read_json, write_json
 from clipcrawl.schemas.config import RunConfig, dump_config
 
 
@@ -43,20 +43,20 @@ class Dataset:
         return self.p("runs", f"{run:04d}")
 
     def runs(self) -> list[int]:
-        fs, path = sh.fs_and_path(self.p("runs"))
+        fs, path = fs_and_path(self.p("runs"))
         if not fs.isdir(path):
             return []
         return sorted(int(x.rstrip("/").rsplit("/", 1)[-1]) for x in fs.ls(path, detail=False)
                       if x.rstrip("/").rsplit("/", 1)[-1].isdigit())
 
     def load_state(self, run: int) -> RunState | None:
-        fs, path = sh.fs_and_path(self.p("runs", f"{run:04d}", "run.json"))
+        fs, path = fs_and_path(self.p("runs", f"{run:04d}", "run.json"))
         if not fs.exists(path):
             return None
-        return RunState(**sh.read_json(self.p("runs", f"{run:04d}", "run.json")))
+        return RunState(**read_json(self.p("runs", f"{run:04d}", "run.json")))
 
     def save_state(self, st: RunState) -> None:
-        sh.write_json(asdict(st), self.p("runs", f"{st.run:04d}", "run.json"))
+        write_json(asdict(st), self.p("runs", f"{st.run:04d}", "run.json"))
 
 
 def config_sha256(cfg: RunConfig) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from clipcrawl.pipelines import shards as sh
+from clipcrawl.base.shardfiles import ShardRef, is_done
+from clipcrawl.base.storage import read_parquet
 from clipcrawl.pipelines.run import Dataset, RunState
 from clipcrawl.schemas.status import Status
 
@@ -45,10 +46,10 @@ def drop_reasons(ds: Dataset, st: RunState, top: int = 12) -> list[tuple[str, st
     """(status, reason, count) for dropped samples of the run's shards, most frequent first."""
     counter: Counter[tuple[str, str]] = Counter()
     for name in st.planned_shards:
-        ref = sh.ShardRef(ds.shards, name)
-        if not sh.is_done(ref):
+        ref = ShardRef(ds.shards, name)
+        if not is_done(ref):
             continue
-        t = sh.read_parquet(ref.parquet, ["status", "error_message"])
+        t = read_parquet(ref.parquet, ["status", "error_message"])
         for s, e in zip(t.column("status").to_pylist(), t.column("error_message").to_pylist()):
             if s != Status.SUCCESS.value:
                 counter[(s, _short(e or ""))] += 1

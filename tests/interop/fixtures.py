@@ -10,8 +10,9 @@ import random
 
 import pyarrow as pa
 
+from clipcrawl.base.shardfiles import ShardRef
 from clipcrawl.pipelines.dataset import publish
-from clipcrawl.pipelines.shards import ShardRef, write_shard
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.keys import sample_key
 
 COLORS = {"red": (220, 50, 47), "green": (60, 160, 80), "blue": (38, 110, 210), "yellow": (235, 200, 40)}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from clipcrawl.pipelines.shards import list_shards
+from clipcrawl.base.shardfiles import list_shards
 from clipcrawl.schemas.keys import is_valid_key
 
 from .fixtures import make_dataset
@@ -47,7 +47,8 @@ def test_member_names_are_safe(tmp_path):
 
 SLOW_WRITER = """
 import sys, time
-from clipcrawl.pipelines.shards import TarShardWriter, atomic_open
+from clipcrawl.base.storage import atomic_open
+from clipcrawl.pipelines.writer import TarShardWriter
 with atomic_open(sys.argv[1]) as f:
     w = TarShardWriter(f)
     for i in range(10_000):
@@ -75,7 +76,8 @@ LOOP_WRITER = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from tests.interop.fixtures import shard_table, row_exts
-from clipcrawl.pipelines.shards import ShardRef, write_shard
+from clipcrawl.base.shardfiles import ShardRef
+from clipcrawl.pipelines.writer import write_shard
 t = shard_table(0, n=300)
 for s in range(1000):
     write_shard(ShardRef.of(sys.argv[1], s), t, image_exts=row_exts(t))

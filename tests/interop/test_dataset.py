@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clipcrawl.base.shardfiles import ShardRef, list_shards
 from clipcrawl.pipelines.dataset import (
     kept_samples,
     load_manifest,
@@ -18,7 +19,7 @@ from clipcrawl.pipelines.dataset import (
     refresh,
     samples_files,
 )
-from clipcrawl.pipelines.shards import ShardRef, list_shards, write_shard
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas import SAMPLES, check
 
 from .fixtures import make_dataset, shard_table

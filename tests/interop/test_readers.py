@@ -10,8 +10,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from clipcrawl.base.shardfiles import iter_tar, list_shards
 from clipcrawl.pipelines.dataset import kept_samples
-from clipcrawl.pipelines.shards import iter_tar, list_shards
 
 from .fixtures import make_dataset
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from clipcrawl.base.shardfiles import ShardRef, iter_tar, list_shards, read_images
 from clipcrawl.cli import main
 from clipcrawl.pipelines.commands.reshard import reshard
 from clipcrawl.pipelines.dataset import kept_samples, load_manifest
-from clipcrawl.pipelines.shards import ShardRef, iter_tar, list_shards, read_images, write_shard
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas import SAMPLES, check
 
 from .fixtures import make_dataset, shard_table

@@ -10,9 +10,10 @@ import sys
 import fsspec
 import pytest
 
+from clipcrawl.base.shardfiles import iter_tar, list_shards, read_images
+from clipcrawl.base.storage import atomic_open, fs_and_path
 from clipcrawl.pipelines.commands.reshard import reshard
 from clipcrawl.pipelines.dataset import kept_samples, load_manifest
-from clipcrawl.pipelines.shards import atomic_open, fs_and_path, iter_tar, list_shards, read_images
 
 from .fixtures import make_dataset
 
@@ -103,7 +104,7 @@ def test_failed_write_publishes_nothing(s3_url):
 
 KILLED_WRITER = """
 import sys, time
-from clipcrawl.pipelines.shards import atomic_open
+from clipcrawl.base.storage import atomic_open
 with atomic_open(sys.argv[1]) as f:
     for i in range(1000):
         f.write(b"x" * (1 << 20))

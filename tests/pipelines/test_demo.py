@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 import pyarrow.parquet as pq
 import pytest
 
+from clipcrawl.base.shardfiles import list_shards
 from clipcrawl.pipelines.demo import demo_config
 from clipcrawl.pipelines.demo.site import DemoSite
 from clipcrawl.pipelines.run import run
-from clipcrawl.pipelines.shards import list_shards
 from clipcrawl.schemas import PAGES, PAIRS, SAMPLES, check
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from clipcrawl.base.shardfiles import list_shards
 from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
 from clipcrawl.pipelines.lock import RunLock
-from clipcrawl.pipelines.shards import list_shards
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

@@ -12,17 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clipcrawl.pipelines.shards import (
-    ShardRef,
-    TarShardWriter,
-    iter_tar,
-    list_shards,
-    next_shard_id,
-    read_images,
-    shard_stats,
-    write_shard,
-)
-from clipcrawl.pipelines.stage import Stage
+from clipcrawl.base.shardfiles import ShardRef, iter_tar, list_shards, next_shard_id, read_images
+from clipcrawl.base.stage import Stage
+from clipcrawl.pipelines.writer import TarShardWriter, shard_stats, write_shard
 from clipcrawl.schemas import SAMPLES, Status, check, sample_key
 
 

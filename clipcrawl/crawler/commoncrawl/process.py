@@ -16,11 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from clipcrawl.base.storage import write_json, write_parquet
 from clipcrawl.crawler.commoncrawl.page import PageInfo, Skip
 from clipcrawl.crawler.commoncrawl.records import ArchiveError, RawRecord, ReadInfo, iter_records
 from clipcrawl.crawler.commoncrawl.warc import page_from_response
 from clipcrawl.crawler.commoncrawl.wat import page_from_wat
-from clipcrawl.pipelines.shards import write_json, write_parquet
 from clipcrawl.schemas.keys import sample_key, shard_name
 from clipcrawl.schemas.tables import PAIRS, conform
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import fsspec
 
+from clipcrawl.base.progress import Progress, log
+from clipcrawl.base.storage import fs_and_path, read_json
 from clipcrawl.crawler.commoncrawl.process import FileReport, ReadOptions, process_file, state_name
-from clipcrawl.pipelines.progress import Progress, log
-from clipcrawl.pipelines.shards import fs_and_path, read_json
 from clipcrawl.schemas.config import CommonCrawlConfig, ConfigError
 
 _GLOB = set("*?[")

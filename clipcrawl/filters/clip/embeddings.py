@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clipcrawl.pipelines.shards import atomic_open, fs_and_path
+from clipcrawl.base.storage import atomic_open, fs_and_path
 from clipcrawl.schemas.status import Status
 
 METADATA_COLUMNS: tuple[str, ...] = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipcrawl.pipelines.progress import log
+from clipcrawl.base.progress import log
 from clipcrawl.schemas.config import ConfigError
 
 TINY_DIR = Path(__file__).resolve().parents[2] / "assets" / "tiny_clip"

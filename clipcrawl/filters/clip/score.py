@@ -10,14 +10,13 @@ that cannot be decoded become ``failed_to_score``. Decoding runs in threads ahea
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clipcrawl.pipelines.stage import Stage, mark, ok_mask, set_column
+from clipcrawl.base.stage import Stage, mark, ok_mask, set_column
 from clipcrawl.schemas.config import ClipConfig
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN
@@ -44,13 +43,11 @@ class ScoreClip(Stage):
     """Embed image and caption of every success row with CLIP; store similarity and zero-shot tags."""
 
     name: ClassVar[str] = "clip"
-    requires_extra: ClassVar[str | None] = "clip"
-    _transient = ("clip", "encoder", "tags", "logit_scale", "on_progress")
+    reports_progress: ClassVar[bool] = True
+    _transient = ("clip", "encoder", "tags", "logit_scale")
 
     def __init__(self, config: ClipConfig | None = None) -> None:
         self.config = config or ClipConfig()
-        #: optional callback(n_rows) after each model batch (progress bars)
-        self.on_progress: Callable[[int], None] | None = None
 
     def setup(self) -> None:
         from clipcrawl.filters.clip.encoders import make_encoder
@@ -102,15 +99,13 @@ class ScoreClip(Stage):
                 for r, err in zip(rows[~ok], (e for e, k in zip(batch.errors, batch.ok) if not k)):
                     failed[r], messages[r] = True, err
                 if not ok.any():
-                    if self.on_progress is not None:
-                        self.on_progress(len(rows))
+                    self.tick(len(rows))
                     continue
                 good = rows[ok]
                 img_emb[good] = self.encoder.encode_images(batch.pixels)
                 txt_emb[good] = self.encoder.encode_texts(batch.tokens[ok])
                 scored[good] = True
-                if self.on_progress is not None:
-                    self.on_progress(len(rows))
+                self.tick(len(rows))
 
         sims = (img_emb * txt_emb).sum(axis=1)
         cols: dict[str, pa.Array] = {"clip_similarity": _float_column(sims, scored, _col(table, "clip_similarity"))}

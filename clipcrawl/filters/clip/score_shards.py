@@ -16,10 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clipcrawl.base.progress import Progress, log
+from clipcrawl.base.shardfiles import IMAGE_EXTS, ShardRef, list_shards, read_images, shards_dir
+from clipcrawl.base.stage import set_column
+from clipcrawl.base.storage import fs_and_path, read_json, read_parquet, write_json, write_parquet
 from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
-from clipcrawl.pipelines import shards as sh
-from clipcrawl.pipelines.progress import Progress, log
-from clipcrawl.pipelines.stage import set_column
+from clipcrawl.pipelines.writer import shard_stats
 from clipcrawl.schemas.config import ClipConfig, ConfigError
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN, SAMPLES, conform
@@ -73,12 +75,12 @@ def _already_scored(table: pa.Table, model_name: str) -> bool:
     return bool(pc.all(pc.fill_null(same, False)).as_py()) and rows.column("clip_similarity").null_count == 0
 
 
-def _count_rows(refs: list[sh.ShardRef]) -> int:
+def _count_rows(refs: list[ShardRef]) -> int:
     import pyarrow.parquet as pq
 
     total = 0
     for ref in refs:
-        fs, p = sh.fs_and_path(ref.parquet)
+        fs, p = fs_and_path(ref.parquet)
         with fs.open(p, "rb") as f:
             total += pq.read_metadata(f).num_rows
     return total
@@ -92,8 +94,8 @@ def score_shards(
     embeddings_dir: str | None = None,
     rescore: bool = False,
 ) -> ScoreSummary:
-    refs = sh.list_shards(path)
-    summary = ScoreSummary(root=sh.shards_dir(path), threshold=config.threshold if apply_threshold else None)
+    refs = list_shards(path)
+    summary = ScoreSummary(root=shards_dir(path), threshold=config.threshold if apply_threshold else None)
     if not refs:
         log.error("%s: no finished shards (NNNNN.parquet + NNNNN_stats.json) found", path)
         return summary
@@ -109,16 +111,16 @@ def score_shards(
              stage.clip.precision, stage.clip.device)
     t0 = time.monotonic()
     with Progress("score", total=_count_rows(refs), unit="img") as bar:
-        stage.on_progress = bar.update
+        stage.progress = bar
         for ref in refs:
             _score_one(ref, stage, threshold, summary, bar, rescore or config.save_embeddings)
     summary.seconds = time.monotonic() - t0
     return summary
 
 
-def _score_one(ref: sh.ShardRef, stage: ScoreClip, threshold: ApplyClipThreshold | None,
+def _score_one(ref: ShardRef, stage: ScoreClip, threshold: ApplyClipThreshold | None,
                summary: ScoreSummary, bar: Progress, embed: bool) -> None:
-    table = sh.read_parquet(ref.parquet)
+    table = read_parquet(ref.parquet)
     for col in ("key", "status"):
         if col not in table.column_names:
             raise ConfigError(f"{ref.parquet}: no {col!r} column (fix: point at img2dataset/clipcrawl shards)")
@@ -128,9 +130,9 @@ def _score_one(ref: sh.ShardRef, stage: ScoreClip, threshold: ApplyClipThreshold
         summary.shards_rethresholded += 1
         bar.update(table.num_rows)
     else:
-        images = sh.read_images(ref)
+        images = read_images(ref)
         keys = table.column("key").to_pylist()
-        for ext in sh.IMAGE_EXTS:  # output_format=parquet keeps the bytes in a column named after the format
+        for ext in IMAGE_EXTS:  # output_format=parquet keeps the bytes in a column named after the format
             if ext in table.column_names and table.schema.field(ext).type in (pa.binary(), pa.large_binary()):
                 for k, b in zip(keys, table.column(ext).to_pylist()):
                     if b is not None:
@@ -158,23 +160,23 @@ def _score_one(ref: sh.ShardRef, stage: ScoreClip, threshold: ApplyClipThreshold
     sims = table.column("clip_similarity").drop_null().to_numpy(zero_copy_only=False)
     summary.similarities.extend(float(s) for s in sims)
     out = conform(table, SAMPLES)
-    sh.write_parquet(out, ref.parquet)
+    write_parquet(out, ref.parquet)
     _rewrite_stats(ref, out)
     log.debug("shard %s: %d rows, %d newly scored", ref.name, table.num_rows, summary.scored - n_before)
 
 
-def _rewrite_stats(ref: sh.ShardRef, table: pa.Table) -> None:
+def _rewrite_stats(ref: ShardRef, table: pa.Table) -> None:
     """Recount statuses; keep the download's timing and byte counters."""
     try:
-        old: dict[str, Any] = sh.read_json(ref.stats)
+        old: dict[str, Any] = read_json(ref.stats)
     except (OSError, ValueError):
         old = {}
     now = time.time()
-    new = sh.shard_stats(table, old.get("start_time", now), old.get("end_time", now),
+    new = shard_stats(table, old.get("start_time", now), old.get("end_time", now),
                          old.get("bytes_downloaded", 0), shard=old.get("shard", ref.name))
     new["duration"] = old.get("duration", new["duration"])
     merged = {**old, **new}
-    sh.write_json(merged, ref.stats)
+    write_json(merged, ref.stats)
 
 
 def print_summary(s: ScoreSummary) -> None:

@@ -232,7 +232,7 @@ def fingerprints(table: pa.Table, embeddings: np.ndarray | None = None, *, only_
 def fill_image_hashes(table: pa.Table, rows: np.ndarray | None = None, *, thumbnails: bool = False) -> pa.Table:
     """Compute ``pixel_hash``/``phash`` from the ``image`` column where they are null (and, with
     ``thumbnails``, the transient ``THUMB_COLUMN`` where it is null), in one decode per image."""
-    from clipcrawl.pipelines.stage import set_column
+    from clipcrawl.base.stage import set_column
 
     if IMAGE_COLUMN not in table.column_names or table.num_rows == 0:
         return table

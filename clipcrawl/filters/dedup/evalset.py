@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from clipcrawl.base.progress import Progress, log
 from clipcrawl.filters.dedup.columns import THUMB_BYTES, Fingerprints
 from clipcrawl.filters.dedup.hashes import image_hashes
-from clipcrawl.pipelines.progress import Progress, log
 from clipcrawl.schemas.config import ConfigError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -38,7 +38,7 @@ def _files(path: str) -> list[str]:
 
 def iter_images(paths: Sequence[str]) -> Iterator[tuple[str, bytes]]:
     """(name, encoded bytes) of every image under ``paths``."""
-    from clipcrawl.pipelines.shards import iter_tar, sample_image
+    from clipcrawl.base.shardfiles import iter_tar, sample_image
 
     for path in paths:
         if not os.path.exists(path):

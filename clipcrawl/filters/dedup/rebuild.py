@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from clipcrawl.base.progress import Progress, log
 from clipcrawl.filters.dedup.columns import Fingerprints, fingerprints
 from clipcrawl.filters.dedup.store import DedupIndex
-from clipcrawl.pipelines.progress import Progress, log
 
 READ_COLUMNS = ("key", "url", "caption", "status", "sha256", "pixel_hash", "phash", "shard", "clip_model")
 
@@ -44,7 +44,7 @@ class EmbeddingLookup:
         self._parts: list[np.ndarray] = []
 
     def _load(self) -> None:
-        from clipcrawl.pipelines.shards import fs_and_path, read_parquet
+        from clipcrawl.base.storage import fs_and_path, read_parquet
 
         self._pos = {}
         fs, path = fs_and_path(self.folder)
@@ -92,7 +92,7 @@ def shard_fingerprints(parquet: str, shard: str, embeddings: EmbeddingLookup | N
     missing pixel hashes/pHashes) from the images of ``tar`` when given."""
     import pyarrow.compute as pc
 
-    from clipcrawl.pipelines.shards import read_parquet
+    from clipcrawl.base.storage import read_parquet
 
     table = read_parquet(parquet)
     table = table.select([c for c in READ_COLUMNS if c in table.column_names])
@@ -109,8 +109,9 @@ def shard_fingerprints(parquet: str, shard: str, embeddings: EmbeddingLookup | N
 
 
 def _with_thumbnails(table: pa.Table, tar: str) -> pa.Table:
+    from clipcrawl.base.shardfiles import iter_tar, sample_image
+    from clipcrawl.base.storage import fs_and_path
     from clipcrawl.filters.dedup.columns import fill_image_hashes
-    from clipcrawl.pipelines.shards import fs_and_path, iter_tar, sample_image
     from clipcrawl.schemas.tables import IMAGE_COLUMN
 
     fs, path = fs_and_path(tar)
@@ -126,8 +127,8 @@ def _with_thumbnails(table: pa.Table, tar: str) -> pa.Table:
 def sync_index(index: DedupIndex, dataset: str, *, with_embeddings: bool = True) -> int:
     """Add every finished shard of ``dataset`` missing from ``index``; rebuild if the index lists
     shards that are gone. Returns the number of rows added."""
+    from clipcrawl.base.shardfiles import list_shards
     from clipcrawl.filters.dedup.store import FORMAT_VERSION
-    from clipcrawl.pipelines.shards import list_shards
 
     refs = list_shards(dataset)
     names = {r.name for r in refs}
@@ -157,7 +158,7 @@ def sync_index(index: DedupIndex, dataset: str, *, with_embeddings: bool = True)
 
 def rebuild_index(dataset: str, index: DedupIndex, *, with_embeddings: bool = True) -> int:
     """Replace the index by the kept samples of every finished shard."""
-    from clipcrawl.pipelines.shards import list_shards
+    from clipcrawl.base.shardfiles import list_shards
 
     refs = list_shards(dataset)
     emb = EmbeddingLookup(dataset) if with_embeddings else None

@@ -20,14 +20,14 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
+from clipcrawl.base.progress import log
+from clipcrawl.base.stage import Stage, mark, ok_mask, set_column
 from clipcrawl.filters.clip.model import TINY_ALIASES
 from clipcrawl.filters.dedup.columns import THUMB_COLUMN, Fingerprints, fill_image_hashes, fingerprints
 from clipcrawl.filters.dedup.groups import Marks, keep_rank
 from clipcrawl.filters.dedup.match import Hits, Reference, group_exact, group_phash, group_semantic
 from clipcrawl.filters.dedup.perceptual import Rule
 from clipcrawl.filters.dedup.store import DedupIndex
-from clipcrawl.pipelines.progress import log
-from clipcrawl.pipelines.stage import Stage, mark, ok_mask, set_column
 from clipcrawl.schemas.config import ClipConfig, DedupConfig
 from clipcrawl.schemas.status import DedupMethod, Status
 
@@ -40,7 +40,6 @@ _EXACT_TEXT = {
 
 class MarkDuplicates(Stage):
     name: ClassVar[str] = "dedup"
-    requires_extra: ClassVar[str | None] = "dedup"
     _transient = ("index", "_eval", "_base", "_layers")
 
     def __init__(self, config: DedupConfig | None = None, dataset: str | None = None,

@@ -36,10 +36,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipcrawl.base.progress import log
+from clipcrawl.base.storage import atomic_open
 from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
 from clipcrawl.filters.dedup.crops import N_CODES, THUMB_BYTES, WINDOWS_ID
-from clipcrawl.pipelines.progress import log
-from clipcrawl.pipelines.shards import atomic_open
 
 FORMAT = "clipcrawl-dedup-index"
 FORMAT_VERSION = 3  # 1: no thumbnails, 2: grey thumbnails (1024 bytes)

@@ -88,7 +88,7 @@ class DecodePool:
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._executor is broken:
-            from clipcrawl.pipelines.progress import log
+            from clipcrawl.base.progress import log
 
             log.warning("an image decoder process died; restarting the pool")
             self.restarts += 1

@@ -32,9 +32,9 @@ def crawl(
     no_robots: bool = typer.Option(False, "--ignore-robots", help="Do not read robots.txt (your own sites only)."),
 ) -> None:
     """Crawl from seed pages, politely, and write (image URL, caption) pairs. Rerun to continue."""
+    from clipcrawl.base.progress import log
     from clipcrawl.crawler.crawl import crawl as run_crawl
     from clipcrawl.crawler.frontier import FrontierLocked
-    from clipcrawl.pipelines.progress import log
     from clipcrawl.schemas.config import DEFAULT_USER_AGENT, CrawlConfig, parse_config
 
     seed_list = [s for arg in (seeds or []) + (more_seeds or []) for s in arg.split()]

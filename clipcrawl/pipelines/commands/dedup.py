@@ -48,10 +48,10 @@ def _hash_missing(table: Any, ref: Any, thumbnails: bool) -> tuple[Any, dict[str
     import numpy as np
     import pyarrow as pa
 
+    from clipcrawl.base.shardfiles import read_images
+    from clipcrawl.base.stage import ok_mask, set_column
     from clipcrawl.filters.dedup.columns import THUMB_COLUMN
     from clipcrawl.filters.dedup.hashes import image_hashes
-    from clipcrawl.pipelines.shards import read_images
-    from clipcrawl.pipelines.stage import ok_mask, set_column
 
     ok = ok_mask(table)
     cols = {c: (table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows)
@@ -82,12 +82,13 @@ def dedup_dataset(path: str, config: Any, *, model: str | None = None, pretraine
     import numpy as np
     import pyarrow as pa
 
+    from clipcrawl.base.progress import Progress, log
+    from clipcrawl.base.shardfiles import list_shards, read_images
+    from clipcrawl.base.stage import ok_mask
+    from clipcrawl.base.storage import read_parquet
     from clipcrawl.filters.dedup.embed import ImageEmbedder
     from clipcrawl.filters.dedup.rebuild import EmbeddingLookup
     from clipcrawl.filters.dedup.stage import MarkDuplicates
-    from clipcrawl.pipelines.progress import Progress, log
-    from clipcrawl.pipelines.shards import list_shards, read_images, read_parquet
-    from clipcrawl.pipelines.stage import ok_mask
     from clipcrawl.schemas.config import ClipConfig, ConfigError
 
     refs = list_shards(path)
@@ -155,15 +156,9 @@ def dedup_dataset(path: str, config: Any, *, model: str | None = None, pretraine
 def _write_back(refs: list, out: Any, sizes: list[int], before: list, filled: list[bool],
                 keep_tars: bool) -> list[str]:
     """Rewrite the Parquet (and tar, stats) of every shard whose rows changed."""
-    from clipcrawl.pipelines.shards import (
-        TarShardWriter,
-        atomic_open,
-        iter_tar,
-        read_json,
-        shard_stats,
-        write_json,
-        write_parquet,
-    )
+    from clipcrawl.base.shardfiles import iter_tar
+    from clipcrawl.base.storage import atomic_open, read_json, write_json, write_parquet
+    from clipcrawl.pipelines.writer import TarShardWriter, shard_stats
     from clipcrawl.schemas.tables import SAMPLES, conform
 
     changed: list[str] = []
@@ -176,7 +171,7 @@ def _write_back(refs: list, out: Any, sizes: list[int], before: list, filled: li
         if not dropped and not hashed:
             continue
         if dropped and not keep_tars:
-            from clipcrawl.pipelines.shards import fs_and_path
+            from clipcrawl.base.storage import fs_and_path
 
             fs, tar = fs_and_path(ref.tar)
             if fs.exists(tar):
@@ -200,11 +195,12 @@ def _write_back(refs: list, out: Any, sizes: list[int], before: list, filled: li
 
 def _refresh_dataset(path: str, refs: list, out: Any, stage: Any, report: DedupReport) -> None:
     """In a dataset: re-publish runs whose shards changed, and rebuild DATASET/dedup from the result."""
+    from clipcrawl.base.shardfiles import shards_dir
+    from clipcrawl.base.storage import fs_and_path
     from clipcrawl.filters.dedup.columns import fingerprints
     from clipcrawl.filters.dedup.rebuild import default_index_dir
     from clipcrawl.filters.dedup.store import DedupIndex
     from clipcrawl.pipelines.dataset import load_manifest, refresh
-    from clipcrawl.pipelines.shards import fs_and_path, shards_dir
 
     root = path.rstrip("/")
     if shards_dir(root) == root:  # a plain shard folder (img2dataset / clipcrawl download output)

@@ -37,7 +37,7 @@ def index_tar(url: str) -> dict[str, dict[str, tuple[int, int]]]:
     """key -> {ext: (data offset, size)} of every member, reading headers only (seeks over data)."""
     import tarfile
 
-    from clipcrawl.pipelines.shards import fs_and_path
+    from clipcrawl.base.storage import fs_and_path
 
     fs, path = fs_and_path(url)
     out: dict[str, dict[str, tuple[int, int]]] = {}
@@ -50,8 +50,8 @@ def index_tar(url: str) -> dict[str, dict[str, tuple[int, int]]]:
 
 
 def _input_shards(src: str) -> list[Any]:
+    from clipcrawl.base.shardfiles import ShardRef, list_shards
     from clipcrawl.pipelines.dataset import SHARDS_DIR, load_manifest
-    from clipcrawl.pipelines.shards import ShardRef, list_shards
 
     listed = load_manifest(src)["shards"]
     if listed:  # the published snapshot, not shards a running run is still adding
@@ -64,8 +64,9 @@ def _collect(refs: Sequence[Any]) -> tuple[Any, list[tuple[str, int, int, str]],
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from clipcrawl.pipelines.progress import Progress, log
-    from clipcrawl.pipelines.shards import IMAGE_EXTS, fs_and_path, read_parquet
+    from clipcrawl.base.progress import Progress, log
+    from clipcrawl.base.shardfiles import IMAGE_EXTS
+    from clipcrawl.base.storage import fs_and_path, read_parquet
     from clipcrawl.schemas.config import ConfigError
     from clipcrawl.schemas.status import Status
 
@@ -98,7 +99,7 @@ def _collect(refs: Sequence[Any]) -> tuple[Any, list[tuple[str, int, int, str]],
 
 def _read_images(spans: list[tuple[str, int, int, str]]) -> list[bytes]:
     """Image bytes for each (tar, offset, size, ext), reading each tar in offset order."""
-    from clipcrawl.pipelines.shards import fs_and_path
+    from clipcrawl.base.storage import fs_and_path
 
     out: list[bytes] = [b""] * len(spans)
     handles: dict[str, Any] = {}
@@ -126,10 +127,13 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
     import numpy as np
     import pyarrow as pa
 
+    from clipcrawl.base.progress import Progress, log
+    from clipcrawl.base.shardfiles import ShardRef, list_shards
+    from clipcrawl.base.storage import fs_and_path
     from clipcrawl.pipelines.dataset import MANIFEST, SAMPLES_DIR, SHARDS_DIR, load_manifest, publish
-    from clipcrawl.pipelines.progress import Progress, log
-    from clipcrawl.pipelines.shards import IMAGE_COLUMN, ShardRef, fs_and_path, list_shards, write_shard
+    from clipcrawl.pipelines.writer import write_shard
     from clipcrawl.schemas.config import ConfigError
+    from clipcrawl.schemas.tables import IMAGE_COLUMN
 
     src = src.rstrip("/")
     out = (out or f"{src}/resharded").rstrip("/")
@@ -203,7 +207,7 @@ def reshard_cmd(
         None, "--storage-options", help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'),
 ) -> None:
     """Rewrite the kept samples of a dataset as new shards of N samples (after filtering/dedup)."""
-    from clipcrawl.pipelines.shards import configure_storage
+    from clipcrawl.base.storage import configure_storage
     from clipcrawl.schemas.config import ConfigError
 
     if storage_options:

@@ -14,8 +14,8 @@ def run_command(
     dry_run: bool = typer.Option(False, "--check", help="Validate the config and print it resolved; run nothing."),
 ) -> None:
     """Run the configured pipeline: collect -> download -> rules -> CLIP -> dedup -> write (incremental)."""
+    from clipcrawl.base.progress import log, setup_logging
     from clipcrawl.pipelines.lock import LockedError
-    from clipcrawl.pipelines.progress import log, setup_logging
     from clipcrawl.schemas.config import dump_config, load_config
 
     cfg = load_config(config)  # ConfigError -> exit 2

@@ -24,7 +24,7 @@ def stats(
     import json
     import time
 
-    from clipcrawl.pipelines.progress import log
+    from clipcrawl.base.progress import log
     from clipcrawl.pipelines.report.aggregate import aggregate
     from clipcrawl.pipelines.report.layout import find_parts
     from clipcrawl.pipelines.report.samples import pick_samples

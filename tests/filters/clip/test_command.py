@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clipcrawl.base.shardfiles import ShardRef
+from clipcrawl.base.storage import read_json, write_parquet
 from clipcrawl.cli import main
-from clipcrawl.pipelines import shards as sh
+from clipcrawl.pipelines.writer import write_shard
 from tests.filters.clip.conftest import make_table
 
 
@@ -27,17 +29,17 @@ def dataset(tmp_path, shape_pairs):
         caps = [p[1] for p in chunk] + ["lost"]
         t = make_table(images, caps, ["success"] * len(chunk) + ["failed_to_download"])
         t = t.set_column(0, "key", pa.array([f"{shard:02d}{i:018x}" for i in range(t.num_rows)]))
-        sh.write_shard(sh.ShardRef.of(str(root / "shards"), shard), t)
+        write_shard(ShardRef.of(str(root / "shards"), shard), t)
     # shard 1: one more success row that is not in the tar
-    ref = sh.ShardRef.of(str(root / "shards"), 1)
+    ref = ShardRef.of(str(root / "shards"), 1)
     t = pq.read_table(ref.parquet)
     extra = t.slice(0, 1).to_pylist()[0] | {"key": "ff" * 10, "caption": "no image in the tar"}
-    sh.write_parquet(pa.concat_tables([t, pa.Table.from_pylist([extra], schema=t.schema)]), ref.parquet)
+    write_parquet(pa.concat_tables([t, pa.Table.from_pylist([extra], schema=t.schema)]), ref.parquet)
     return root
 
 
 def _rows(root, shard):
-    return pq.read_table(sh.ShardRef.of(str(root / "shards"), shard).parquet).to_pylist()
+    return pq.read_table(ShardRef.of(str(root / "shards"), shard).parquet).to_pylist()
 
 
 def test_score_command_updates_shards_and_writes_embeddings(dataset, tiny_fp32):
@@ -58,7 +60,7 @@ def test_score_command_updates_shards_and_writes_embeddings(dataset, tiny_fp32):
     assert len(scored) == 10 and all(r["clip_model"] == "clipcrawl-tiny" for r in scored)
     assert all((r["status"] == "filtered_clip") == (r["clip_similarity"] < 0.5) for r in scored)
     assert "image_embedding" not in rows[0] and "image" not in rows[0]  # transient columns stay in memory
-    stats = sh.read_json(sh.ShardRef.of(str(dataset / "shards"), 0).stats)
+    stats = read_json(ShardRef.of(str(dataset / "shards"), 0).stats)
     assert stats["filtered_clip"] == sum(r["status"] == "filtered_clip" for r in _rows(dataset, 0))
 
     layout = check_embeddings(dataset / "embeddings")
@@ -67,7 +69,7 @@ def test_score_command_updates_shards_and_writes_embeddings(dataset, tiny_fp32):
     # metadata rows line up with the embedding rows: recompute each key's image embedding
     images = {}
     for shard in (0, 1):
-        with tarfile.open(sh.ShardRef.of(str(dataset / "shards"), shard).tar) as tar:
+        with tarfile.open(ShardRef.of(str(dataset / "shards"), shard).tar) as tar:
             for m in tar.getmembers():
                 if m.name.endswith(".jpg"):
                     images[m.name[:-4]] = tar.extractfile(m).read()
@@ -96,7 +98,7 @@ def test_rethreshold_without_reembedding(dataset):
 
 def test_img2dataset_folder_and_empty_dir(tmp_path, shape_pairs):
     t = make_table([p[0] for p in shape_pairs[:3]], [p[1] for p in shape_pairs[:3]])
-    sh.write_shard(sh.ShardRef.of(str(tmp_path), 0), t)  # NNNNN.tar/.parquet/_stats.json directly in DIR
+    write_shard(ShardRef.of(str(tmp_path), 0), t)  # NNNNN.tar/.parquet/_stats.json directly in DIR
     assert main(["score", str(tmp_path), "--model", "tiny", "--precision", "fp32"]) == 0
     assert all(r["clip_similarity"] is not None for r in pq.read_table(tmp_path / "00000.parquet").to_pylist())
     assert main(["score", str(tmp_path / "empty"), "--model", "tiny"]) == 2

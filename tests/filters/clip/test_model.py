@@ -97,10 +97,11 @@ def test_offline_fails_fast_with_one_line_hint(tmp_path, monkeypatch, mode):
 
 
 def test_cli_exit_code_2_offline(tmp_path, shape_pairs):
-    from clipcrawl.pipelines import shards as sh
+    from clipcrawl.base.shardfiles import ShardRef
+    from clipcrawl.pipelines.writer import write_shard
     from tests.filters.clip.conftest import make_table
 
-    sh.write_shard(sh.ShardRef.of(str(tmp_path), 0), make_table([shape_pairs[0][0]], [shape_pairs[0][1]]))
+    write_shard(ShardRef.of(str(tmp_path), 0), make_table([shape_pairs[0][0]], [shape_pairs[0][1]]))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(Path.cwd())}
     proc = subprocess.run(
         [sys.executable, "-m", "clipcrawl", "score", str(tmp_path), "--model", "ViT-B-32", "--pretrained", "openai"],

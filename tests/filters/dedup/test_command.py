@@ -7,10 +7,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clipcrawl.base.shardfiles import ShardRef, iter_tar, list_shards
+from clipcrawl.base.storage import read_json, read_parquet
 from clipcrawl.filters.dedup import DedupIndex
 from clipcrawl.pipelines.commands.dedup import dedup_dataset
 from clipcrawl.pipelines.dataset import kept_samples, load_manifest, publish
-from clipcrawl.pipelines.shards import ShardRef, iter_tar, list_shards, read_json, read_parquet, write_shard
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import DedupConfig
 
 from .helpers import encode, jpeg, picture, table

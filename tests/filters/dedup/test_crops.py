@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from clipcrawl.base.shardfiles import ShardRef
 from clipcrawl.filters.dedup import DedupIndex, MarkDuplicates, sync_index
 from clipcrawl.filters.dedup.columns import Fingerprints
 from clipcrawl.filters.dedup.crops import THUMB_BYTES, WINDOWS, crop_codes, crop_self_pairs, hint_boxes
@@ -17,7 +18,7 @@ from clipcrawl.filters.dedup.hamming import HammingIndex, popcount
 from clipcrawl.filters.dedup.hashes import image_hashes
 from clipcrawl.filters.dedup.perceptual import Rule, verify_links
 from clipcrawl.filters.dedup.verify import align, prepare
-from clipcrawl.pipelines.shards import ShardRef, write_shard
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import DedupConfig
 
 from .helpers import encode, picture, statuses, table

@@ -7,7 +7,7 @@ import pytest
 
 from clipcrawl.filters.dedup import MarkDuplicates
 from clipcrawl.filters.dedup.evalset import iter_images, load_eval_set
-from clipcrawl.pipelines.shards import TarShardWriter
+from clipcrawl.pipelines.writer import TarShardWriter
 from clipcrawl.schemas.config import ClipConfig, ConfigError, DedupConfig
 
 from .helpers import encode, jpeg, picture, statuses, table

@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clipcrawl.base.shardfiles import ShardRef
 from clipcrawl.filters.dedup import DedupIndex, MarkDuplicates, sync_index
 from clipcrawl.filters.dedup.columns import fingerprints
-from clipcrawl.pipelines.shards import ShardRef, write_shard
+from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import DedupConfig
 
 from .helpers import jpeg, statuses, table

@@ -1,4 +1,4 @@
-"""The report reads shards written by clipcrawl's own writer (pipelines.shards / pipelines.dataset)."""
+"""The report reads shards written by clipcrawl's own writer (pipelines.writer / pipelines.dataset)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from clipcrawl.base.shardfiles import ShardRef  # noqa: E402
 from clipcrawl.pipelines.report.aggregate import aggregate
 from clipcrawl.pipelines.report.layout import find_parts
 from clipcrawl.pipelines.report.samples import pick_samples
+from clipcrawl.pipelines.writer import write_shard  # noqa: E402
 from clipcrawl.schemas.keys import sample_key
 
-shards = pytest.importorskip("clipcrawl.pipelines.shards")
 dataset = pytest.importorskip("clipcrawl.pipelines.dataset")
 
 
@@ -44,8 +45,8 @@ def test_report_on_written_and_published_shards(tmp_path, fmt):
     root = tmp_path / "ds"
     refs = []
     for s in range(2):
-        ref = shards.ShardRef.of(str(root / "shards"), s)
-        stats = shards.write_shard(ref, _table(20, 20 * s), output_format=fmt, start_time=1_700_000_000.0 + s)
+        ref = ShardRef.of(str(root / "shards"), s)
+        stats = write_shard(ref, _table(20, 20 * s), output_format=fmt, start_time=1_700_000_000.0 + s)
         assert stats["count"] == 20
         refs.append(ref)
     dataset.publish(str(root), 1, refs)

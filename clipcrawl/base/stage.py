@@ -10,24 +10,37 @@ Only bugs and infrastructure failures raise; they fail the shard, which is retri
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clipcrawl.pipelines.failpoints import failpoint
 from clipcrawl.schemas.status import Status
 
 
+class ProgressSink(Protocol):
+    """What a stage reports progress to (:class:`clipcrawl.base.progress.Progress` is one)."""
+
+    def update(self, n: int = 1, **fields: Any) -> None: ...
+
+
 class Stage:
-    """Base class: ``setup()`` once per worker, then ``__call__(table) -> table`` per batch."""
+    """Base class: ``setup()`` once per worker, then ``__call__(table) -> table`` per batch.
+
+    A stage that processes rows one by one for long (fetching, CLIP) sets ``reports_progress`` and
+    calls :meth:`tick` per row done; the shard loop then gives it a bar as ``progress``.
+    """
 
     name: ClassVar[str] = "stage"
-    #: pip extra that provides this stage's optional dependencies (for error messages).
-    requires_extra: ClassVar[str | None] = None
+    reports_progress: ClassVar[bool] = False
 
     _is_setup: bool = False
+    progress: ProgressSink | None = None
+
+    def tick(self, n: int = 1, **fields: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(n, **fields)
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Create heavy per-worker state. Called once before the first batch."""
@@ -51,6 +64,7 @@ class Stage:
         # Only configuration travels to workers; heavy state is rebuilt by setup() there.
         state = dict(self.__dict__)
         state.pop("_is_setup", None)
+        state.pop("progress", None)
         for k in getattr(self, "_transient", ()):
             state.pop(k, None)
         return state
@@ -104,10 +118,3 @@ def mark(
     table = set_column(table, "status", pa.array(statuses, pa.string()))
     return set_column(table, "error_message", pa.array(errors, pa.string()))
 
-
-def run_stages(table: pa.Table, stages: Sequence[Stage]) -> pa.Table:
-    """Apply stages in order (the local engine's inner loop)."""
-    for stage in stages:
-        table = stage(table)
-        failpoint(f"stage.{stage.name}")
-    return table

@@ -1,0 +1,140 @@
+"""The layout of a dataset, in one place: every path a pass, a run or the report reads or writes.
+
+A dataset ``DATASET`` is a local folder or any fsspec URL (``s3://bucket/prefix``)::
+
+    DATASET/shards/NNNNN.{tar,parquet} NNNNN_stats.json   # the shards (stats last = done)
+    DATASET/shards/sizes.json                             # {"NNNNN.tar": kept samples}, open_clip_train
+    DATASET/samples/NNNNN.parquet                         # kept rows of shard NNNNN (published)
+    DATASET/manifest.json                                 # runs, shards and counts: the commit point
+    DATASET/embeddings/{img_emb,text_emb,metadata}/       # clip-retrieval's layout
+    DATASET/dedup/                                        # the persistent dedup index
+    DATASET/{crawl,commoncrawl,urls}/                     # sources: state and pairs
+    DATASET/runs/NNNN/{config.yaml,run.json,plan/,work/}  # one folder per run
+    DATASET/config.yaml                                   # the latest resolved config
+
+A *plain shard folder* (img2dataset's or ``clipcrawl download``'s output: ``NNNNN.*`` at the top)
+is a layout whose shards live at the root; :meth:`DatasetLayout.of` tells the two apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcrawl.base.storage import fs_and_path
+
+SHARDS_DIR = "shards"
+SAMPLES_DIR = "samples"
+MANIFEST = "manifest.json"
+SIZES = "sizes.json"  # samples per tar, the file open_clip_train's get_dataset_size reads
+
+
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def _local_state_dir(kind: str, root: str, env: str, default: Path) -> str:
+    base = Path(os.environ.get(env) or default) / "clipcrawl"
+    return str(base / kind / hashlib.sha256(root.encode()).hexdigest()[:16]) if kind else \
+        str(base / hashlib.sha256(root.encode()).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Paths of one dataset (``plain``: a folder of shards without the dataset structure)."""
+
+    root: str
+    plain: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", os.fspath(self.root).rstrip("/"))
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> DatasetLayout:
+        """The layout of an existing folder: a dataset when it has ``shards/`` (or a manifest, or nothing
+        yet), a plain shard folder when its shards are at the top."""
+        root = os.fspath(path).rstrip("/")
+        fs, p = fs_and_path(root)
+        if fs.isdir(f"{p}/{SHARDS_DIR}") or fs.exists(f"{p}/{MANIFEST}"):
+            return cls(root)
+        if fs.isdir(p) and any(n.rsplit("/", 1)[-1].split("_")[0].split(".")[0].isdigit()
+                               for n in fs.ls(p, detail=False)):
+            return cls(root, plain=True)
+        return cls(root)
+
+    def p(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.root)
+
+    # ------------------------------------------------------------ shards and published files
+    @property
+    def shards(self) -> str:
+        return self.root if self.plain else self.p(SHARDS_DIR)
+
+    @property
+    def samples(self) -> str:
+        return self.p(SAMPLES_DIR)
+
+    def samples_file(self, shard: str) -> str:
+        return self.p(SAMPLES_DIR, f"{shard}.parquet")
+
+    @property
+    def manifest(self) -> str:
+        return self.p(MANIFEST)
+
+    @property
+    def sizes(self) -> str:
+        return f"{self.shards}/{SIZES}"
+
+    @property
+    def embeddings(self) -> str:
+        return self.p("embeddings")
+
+    @property
+    def config(self) -> str:
+        return self.p("config.yaml")
+
+    @property
+    def dedup_index(self) -> str:
+        """``DATASET/dedup`` for a local dataset; for a remote one a local cache folder
+        (``$CLIPCRAWL_CACHE`` or ``~/.cache/clipcrawl``) kept in step with the shards."""
+        if self.remote:
+            return _local_state_dir("dedup", self.root, "CLIPCRAWL_CACHE", Path.home() / ".cache")
+        return self.root.removeprefix("file://") + "/dedup"
+
+    def source_dir(self, name: str) -> str:
+        """Where a source keeps its state and pairs: inside a local dataset; for a remote dataset
+        in a local folder keyed by the dataset URL (the crawl frontier is SQLite),
+        ``$XDG_STATE_HOME/clipcrawl/<hash>/<name>``."""
+        if not self.remote:
+            return self.p(name)
+        return f"{_local_state_dir('', self.root, 'XDG_STATE_HOME', Path.home() / '.local' / 'state')}/{name}"
+
+    # ------------------------------------------------------------ runs
+    @property
+    def runs_dir(self) -> str:
+        return self.p("runs")
+
+    def run_dir(self, run: int) -> str:
+        return self.p("runs", f"{run:04d}")
+
+    def run_file(self, run: int, name: str) -> str:
+        return f"{self.run_dir(run)}/{name}"
+
+    def plan_dir(self, run: int) -> str:
+        return self.run_file(run, "plan")
+
+    def work_dir(self, run: int) -> str:
+        return self.run_file(run, "work")
+
+    def runs(self) -> list[int]:
+        fs, path = fs_and_path(self.runs_dir)
+        if not fs.isdir(path):
+            return []
+        names = [x.rstrip("/").rsplit("/", 1)[-1] for x in fs.ls(path, detail=False)]
+        return sorted(int(n) for n in names if n.isdigit())

@@ -1,0 +1,182 @@
+"""The write side of shard files: deterministic tars, the three output formats, ``_stats.json``.
+
+Each file appears under its final name only when complete (:func:`clipcrawl.base.storage.atomic_open`).
+Tars are reproducible: members sorted per sample, fixed mtime (``SOURCE_DATE_EPOCH`` or 0),
+uid/gid 0, no user names, so the same input gives byte-identical shards. The stats file is
+written last: it marks the shard as done.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import IO, Any
+
+import pyarrow as pa
+
+from clipcrawl.base.failpoints import failpoint
+from clipcrawl.base.shardfiles import ShardRef
+from clipcrawl.base.storage import atomic_open, fs_and_path, is_local, json_default, write_json, write_parquet
+from clipcrawl.schemas.status import Status
+from clipcrawl.schemas.tables import IMAGE_COLUMN, SAMPLES, conform
+
+STATUS_COUNTERS = tuple(s.value for s in Status if s is not Status.SUCCESS)
+MAX_STATUS_KEYS = 1000  # img2dataset's CappedCounter idea: error strings have unbounded cardinality
+
+
+def tar_mtime() -> int:
+    return int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+
+
+def _check_member_name(key: str, ext: str) -> None:
+    if not key or "/" in key or "\\" in key or key.startswith(".") or ".." in key or "\x00" in key:
+        raise ValueError(f"unsafe sample key {key!r}")
+    if not ext.replace("_", "").isalnum():
+        raise ValueError(f"unsafe member extension {ext!r}")
+
+
+class TarShardWriter:
+    """Deterministic tar writer: ``add(key, {"jpg": b"...", "txt": "...", "json": {...}})``."""
+
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        self.count = 0
+
+    def add(self, key: str, members: dict[str, bytes | str | dict[str, Any]]) -> None:
+        for ext in sorted(members):
+            _check_member_name(key, ext)
+            value = members[ext]
+            if isinstance(value, dict):
+                value = json.dumps(value, indent=4, ensure_ascii=False, default=json_default)
+            data = value.encode("utf-8") if isinstance(value, str) else value
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), tar_mtime(), 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+        self.count += 1
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+
+# ------------------------------------------------------------------ stats
+def shard_stats(table: pa.Table, start_time: float, end_time: float, bytes_downloaded: int = 0,
+                shard: str | None = None) -> dict[str, Any]:
+    """img2dataset's ``_stats.json`` fields plus a counter per clipcrawl status."""
+    statuses = table.column("status").to_pylist() if table.num_rows else []
+    errors = table.column("error_message").to_pylist() if table.num_rows else []
+    counts = Counter(statuses)
+    status_dict: Counter[str] = Counter()
+    for s, e in zip(statuses, errors):
+        status_dict[Status.SUCCESS.value if s == Status.SUCCESS.value else (e or s)] += 1
+    if len(status_dict) > MAX_STATUS_KEYS:
+        status_dict = Counter(dict(status_dict.most_common(MAX_STATUS_KEYS)))
+    stats: dict[str, Any] = {
+        "count": table.num_rows,
+        "successes": counts.get(Status.SUCCESS.value, 0),
+        **{name: counts.get(name, 0) for name in STATUS_COUNTERS},
+        "duration": end_time - start_time,
+        "start_time": start_time,
+        "end_time": end_time,
+        "bytes_downloaded": bytes_downloaded,
+        "status_dict": dict(status_dict),
+    }
+    if shard is not None:
+        stats["shard"] = shard
+    return stats
+
+
+# ------------------------------------------------------------------ writing a shard
+#: 64-bit unsigned columns written to ``<key>.json`` as 16 hex digits: JSON readers turn integers
+#: above 2**53 into floats, and Hugging Face ``datasets`` fails on integers >= 2**63.
+JSON_HEX_COLUMNS = ("phash",)
+
+
+def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``<key>.json`` document of one sample: its Parquet row minus transient columns
+    (``phash`` as a 16-hex-digit string)."""
+    out = {k: v for k, v in row.items() if k != IMAGE_COLUMN and not k.endswith("_embedding")}
+    for k in JSON_HEX_COLUMNS:
+        if isinstance(out.get(k), int):
+            out[k] = f"{out[k]:016x}"
+    return out
+
+
+def write_shard(
+    ref: ShardRef,
+    table: pa.Table,
+    *,
+    output_format: str = "webdataset",
+    image_ext: str = "jpg",
+    start_time: float | None = None,
+    bytes_downloaded: int = 0,
+    extra_stats: dict[str, Any] | None = None,
+    image_exts: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Write one finished shard: images of ``success`` rows, Parquet of every row, stats last.
+
+    ``image_exts``: one member extension per row (resharding mixed jpg/png/webp inputs);
+    default ``image_ext`` for all.
+    """
+    start_time = time.time() if start_time is None else start_time
+    exts = list(image_exts) if image_exts is not None else [image_ext] * table.num_rows
+    if len(exts) != table.num_rows:
+        raise ValueError(f"image_exts has {len(exts)} entries for {table.num_rows} rows")
+    images = (table.column(IMAGE_COLUMN).to_pylist() if IMAGE_COLUMN in table.column_names
+              else [None] * table.num_rows)
+    parquet_table = conform(table, SAMPLES)
+    rows = parquet_table.to_pylist()
+    ok = [r["status"] == Status.SUCCESS.value and img is not None for r, img in zip(rows, images)]
+
+    if output_format == "webdataset":
+        with atomic_open(ref.tar) as f:
+            w = TarShardWriter(f)
+            for r, img, keep, ext in zip(rows, images, ok, exts):
+                if keep:
+                    w.add(r["key"], {ext: img, "txt": r.get("caption") or "", "json": sample_metadata(r)})
+            w.close()
+    elif output_format == "files":
+        _write_files_folder(ref, rows, images, ok, image_ext)
+    elif output_format == "parquet":
+        parquet_table = parquet_table.append_column(
+            "jpg", pa.array([img if keep else None for img, keep in zip(images, ok)], pa.binary()))
+    else:
+        raise ValueError(f"unknown output_format {output_format!r}")
+    write_parquet(parquet_table, ref.parquet)
+    failpoint("shard.before_stats")
+    stats = shard_stats(parquet_table, start_time, time.time(), bytes_downloaded, shard=ref.name)
+    stats.update(extra_stats or {})
+    write_json(stats, ref.stats)  # last: marks the shard as done
+    return stats
+
+
+def _write_files_folder(ref: ShardRef, rows: list[dict[str, Any]], images: list[Any], ok: list[bool],
+                        image_ext: str) -> None:
+    fs, folder = fs_and_path(ref.path(""))
+    if is_local(fs):
+        tmp = f"{folder}.tmp-{uuid.uuid4().hex[:8]}"
+        os.makedirs(tmp)
+    else:
+        tmp = folder
+    for r, img, keep in zip(rows, images, ok):
+        if not keep:
+            continue
+        _check_member_name(r["key"], image_ext)
+        with fs.open(f"{tmp}/{r['key']}.{image_ext}", "wb") as f:
+            f.write(img)
+        with fs.open(f"{tmp}/{r['key']}.txt", "w") as f:
+            f.write(r.get("caption") or "")
+        with fs.open(f"{tmp}/{r['key']}.json", "w") as f:
+            json.dump(sample_metadata(r), f, indent=4, ensure_ascii=False, default=json_default)
+    if tmp != folder:
+        if fs.exists(folder):
+            fs.rm(folder, recursive=True)
+        os.replace(tmp, folder)

@@ -1,0 +1,204 @@
+"""Configs of the processing components: download, caption rules, CLIP, dedup, output."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_serializer, model_validator
+
+from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, NOAI_DIRECTIVES, Model, redact
+
+
+# ---------------------------------------------------------------- download
+class DownloadConfig(Model):
+    """Image fetching and resizing, with img2dataset's semantics."""
+
+    image_size: int = Field(256, ge=8)
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "border"
+    resize_only_if_bigger: bool = False
+    min_image_size: int = Field(0, ge=0, description="Smaller side below this -> failed_to_resize.")
+    max_image_area: float = Field(math.inf, gt=0, description="Pixels above this -> failed_to_resize.")
+    max_aspect_ratio: float = Field(math.inf, gt=0, description="Larger/smaller side above this -> failed_to_resize.")
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int | None = Field(
+        None, ge=0, le=100, description="jpg/webp quality (default 95); png: zlib level 0-9 (default 9), as img2dataset."
+    )
+    max_decode_pixels: int = Field(
+        100_000_000, ge=1, description="Header size above this many pixels -> failed_to_resize before decoding."
+    )
+    jpeg_draft_gap: float = Field(
+        2.0, ge=0, description="Decode JPEGs DCT-scaled to >= this x the output size (0: always full decode)."
+    )
+    timeout: float = Field(10.0, gt=0)
+    retries: int = Field(0, ge=0)
+    concurrency: int = Field(64, ge=1, description="Image requests in flight in total.")
+    per_host_concurrency: int = Field(16, ge=1)
+    delay: float = Field(0.0, ge=0, description="Minimum seconds between two requests to one host.")
+    user_agent: str = DEFAULT_USER_AGENT
+    respect_robots: bool = True
+    disallowed_header_directives: list[str] = Field(default_factory=lambda: list(NOAI_DIRECTIVES))
+    allow_private_networks: bool = False
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="CIDRs exempt from the private-address guard (e.g. an intranet)."
+    )
+    max_bytes: int = Field(30_000_000, ge=1024, description="Bodies larger than this -> failed_to_download.")
+    workers: int | None = Field(None, ge=1, description="Decode/resize processes; default: CPU count.")
+
+    @property
+    def quality(self) -> int:
+        """``encode_quality`` with img2dataset's per-format default."""
+        if self.encode_quality is not None:
+            return self.encode_quality
+        return 9 if self.encode_format == "png" else 95
+
+    @model_validator(mode="after")
+    def _quality_range(self) -> DownloadConfig:
+        q = self.encode_quality
+        if q is not None and self.encode_format == "png" and q > 9:
+            raise ValueError(f"encode_quality {q} is out of range for png: it is the zlib level 0-9 (img2dataset's meaning)")
+        if q is not None and self.encode_format != "png" and q < 1:
+            raise ValueError(f"encode_quality {q} is out of range for {self.encode_format}: use 1-100")
+        return self
+
+
+# ---------------------------------------------------------------- filters
+class TextFilterConfig(Model):
+    """Caption rules applied before CLIP (cheap first)."""
+
+    enabled: bool = True
+    min_words: int = Field(1, ge=0)
+    min_chars: int = Field(3, ge=0)
+    max_chars: int = Field(2000, ge=1)
+    drop_generic: bool = Field(True, description="Drop captions like 'image', 'photo', 'IMG_1234.jpg', URLs.")
+    deny_patterns: list[str] = Field(default_factory=list, description="Regexes; matching captions are dropped.")
+
+
+class ClipConfig(Model):
+    """CLIP scoring (``clipcrawl score``); see clipcrawl.filters.clip."""
+
+    enabled: bool = True
+    model: str = Field("ViT-B-32", description="open_clip model name, 'hf-hub:org/repo', or 'tiny' (shipped).")
+    pretrained: str | None = Field(
+        "openai", description="open_clip pretrained tag, or a local checkpoint path (.pt/.safetensors)."
+    )
+    threshold: float = Field(0.28, ge=-1, le=1, description="Drop pairs with clip_similarity below this.")
+    precision: Literal["auto", "fp32", "fp16", "bf16", "fast"] = Field(
+        "auto", description="auto: fast path on CPU, fp16 on GPU; fp32: exact open_clip path."
+    )
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")
+    batch_size: int = Field(64, ge=1)
+    save_embeddings: bool = Field(False, description="Write clip-retrieval's img_emb/ text_emb/ metadata/ layout.")
+    workers: int | None = Field(None, ge=1, description="Image decode/preprocess threads; default: CPU count (max 8).")
+    quantize: Literal["int8", "none"] = Field(
+        "int8", description="Fast CPU path: int8 dynamic quantization of the ONNX towers, or none (fp32 ONNX)."
+    )
+    unsafe_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "an explicit photo of nudity", "a pornographic image", "a sexually explicit picture",
+            "a photo of graphic violence and gore",
+        ],
+        description="Zero-shot positives of punsafe (softmax over these + safe_prompts).",
+    )
+    safe_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "a safe for work photo", "a photo of a person", "a photo of an object", "a photo of a landscape",
+            "a drawing", "a screenshot with text", "a product photo", "a photo of an animal",
+        ],
+        description="Zero-shot negatives of punsafe.",
+    )
+    watermark_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "a photo with a watermark", "a stock photo with a watermark across it", "an image with a logo watermark",
+        ],
+        description="Zero-shot positives of pwatermark.",
+    )
+    clean_prompts: list[str] = Field(
+        default_factory=lambda: ["a photo", "a clean photo without watermark", "an image"],
+        description="Zero-shot negatives of pwatermark.",
+    )
+
+
+class FiltersConfig(Model):
+    text: TextFilterConfig = Field(default_factory=TextFilterConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+
+
+# ---------------------------------------------------------------- dedup
+class DedupConfig(Model):
+    """Duplicate removal; see clipcrawl.filters.dedup."""
+
+    enabled: bool = True
+    url: bool = Field(True, description="Exact: normalised URL + caption.")
+    sha256: bool = Field(True, description="Exact: identical downloaded bytes.")
+    pixels: bool = Field(True, description="Exact: identical resized pixels.")
+    phash: bool = Field(True, description="Perceptual: pHash candidates (+ crop windows), verified on thumbnails.")
+    phash_max_distance: int = Field(
+        8, ge=0, le=32,
+        description="Hamming distance <= k between 64-bit pHashes for a candidate. 8: resizes, JPEG q50-95 and "
+        "colour shifts are found (recall >= 0.99 in bench/dedup_quality.py); crops mostly need phash_crops. "
+        "1M hashes take ~15-25 s at k=8, ~70 s at k=10 (bench/dedup_phash.py).",
+    )
+    phash_crops: bool = Field(
+        True, description="Also find crops/shifts up to ~10% per axis: candidates whose thumbnail pHash is within "
+        "phash_crop_distance of a pHash of one of 35 windows of the other image (then verified). Raises variant-set "
+        "crop recall from 0.49 to 0.96 (bench/dedup_quality.py).",
+    )
+    phash_crop_distance: int = Field(
+        10, ge=0, le=32, description="Hamming distance for crop-window candidates (approximate search: radius 1 "
+        "per 21-bit block, so most but not all pairs up to this distance are found).",
+    )
+    phash_verify_threshold: float = Field(
+        0.9, ge=0, le=1,
+        description="Every perceptual candidate whose images both have a thumbnail is kept only if the normalised "
+        "cross-correlation of their aligned, blurred 32x32 grey thumbnails reaches this (crop/shift/scale "
+        "searched), the overlap's mean grey and contrast stay within a colour shift's reach and a 4x4 grid of "
+        "colours agrees. 0.9: >= 0.99 of "
+        "true variant-set pairs pass, unrelated look-alikes mostly fail. 0 = no "
+        "verification (candidates are accepted as found).",
+    )
+    semantic: bool = True
+    semantic_threshold: float = Field(
+        0.95, gt=0, le=1,
+        description="CLIP image-embedding cosine >= tau. Kept at 0.95 for real CLIP models (ViT-B-32 and up), where "
+        "it is a conservative near-duplicate level; it could not be measured offline (no real weights here).",
+    )
+    semantic_tiny: bool = Field(
+        False,
+        description="Also run semantic dedup on embeddings of the shipped tiny test model (clip_model "
+        "clipcrawl-tiny). Off by default: that model was trained on coloured shapes and maps photos, textures and "
+        "gradients to a few directions - on bench/dedup_quality.py's variant set its links at tau 0.95 are 91% "
+        "false (dedup precision 0.51; pHash + tiny combination 0.83). So semantic dedup runs on embeddings of "
+        "real CLIP models (or of unknown origin) only, unless this is set (e.g. for datasets of the tiny model's "
+        "own shapes); `clipcrawl dedup --model tiny` sets it, since the model is then an explicit choice. "
+        "Evaluation-set exclusion (exclude_near) uses any embeddings: there a false match only drops a sample.",
+    )
+    exclude_near: list[str] = Field(
+        default_factory=list, description="Image folders or shards of evaluation sets to keep out."
+    )
+    eval_phash_max_distance: int | None = Field(
+        None, ge=0, le=32, description="pHash distance for exclude_near; default phash_max_distance."
+    )
+    eval_semantic_threshold: float | None = Field(
+        None, gt=0, le=1, description="Cosine for exclude_near; default semantic_threshold."
+    )
+    index: bool = Field(True, description="Also dedup against every published sample (persistent index).")
+    index_dir: str | None = Field(
+        None, description="Local folder of the persistent index; default DATASET/dedup."
+    )
+
+
+# ---------------------------------------------------------------- output
+class OutputConfig(Model):
+    output_format: Literal["webdataset", "parquet", "files"] = "webdataset"
+    samples_per_shard: int = Field(10_000, ge=1)
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for the dataset URL, e.g. {endpoint_url: http://host:9000} for S3-compatible "
+        "stores. Prefer credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; secret values are redacted "
+        "in the saved config.",
+    )
+
+    @field_serializer("storage_options")
+    def _redact_secrets(self, v: dict[str, Any]) -> dict[str, Any]:
+        return redact(v)

@@ -51,10 +51,15 @@ class Stage:
     def process(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def ready(self) -> Stage:
+        """Set the stage up if it is not yet (``__call__`` does it on the first batch)."""
         if not self._is_setup:
             self.setup()
             self._is_setup = True
+        return self
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        self.ready()
         out = self.process(table)
         if out.num_rows != table.num_rows:
             raise AssertionError(f"stage {self.name} changed the row count {table.num_rows} -> {out.num_rows}")

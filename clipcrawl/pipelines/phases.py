@@ -24,7 +24,7 @@ from clipcrawl.schemas.config import RunConfig
 def phase_a_stages(cfg: RunConfig) -> list:
     """Caption rules (before any download), fetch + resize, CLIP score, then the threshold."""
     from clipcrawl.filters.text import FilterCaptions
-    from clipcrawl.pipelines.download import FetchImages
+    from clipcrawl.pipelines.fetch_images import FetchImages
 
     stages = [FilterCaptions(cfg.filters.text), FetchImages(cfg.download)]
     if cfg.filters.clip.enabled:

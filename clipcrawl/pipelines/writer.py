@@ -180,3 +180,94 @@ def _write_files_folder(ref: ShardRef, rows: list[dict[str, Any]], images: list[
         if fs.exists(folder):
             fs.rm(folder, recursive=True)
         os.replace(tmp, folder)
+
+
+# ------------------------------------------------------------------ rewriting a finished shard
+DROPPED_DIR = "dropped"  # <shards>/dropped/NNNNN.tar: images of samples a later pass dropped
+
+
+def dropped_ref(ref: ShardRef) -> ShardRef:
+    return ShardRef(f"{ref.root}/{DROPPED_DIR}", ref.name)
+
+
+def rewrite_shard(ref: ShardRef, table: pa.Table, before: pa.Table | None = None, *,
+                  keep_tars: bool = False) -> pa.Table:
+    """Rewrite a finished shard after a pass re-decided its rows (``score``, ``dedup``): the tar is made to
+    hold exactly the ``success`` rows again, the Parquet is rewritten, and ``_stats.json`` last.
+
+    Images of rows that stop being ``success`` move to ``<shards>/dropped/NNNNN.tar``, so a later decision
+    (a lower threshold) can bring them back; a row that becomes ``success`` but whose image is in neither
+    tar cannot be a sample: it keeps its status and message from ``before`` (the table as read). The tar
+    is reconciled with the Parquet's statuses whatever they were before, so a rerun heals a shard that an
+    interrupted rewrite left half done. ``keep_tars``: leave the tars as they are (Parquet and stats only).
+    Returns the table as written (SAMPLES schema).
+    """
+    from clipcrawl.base.shardfiles import index_tar, iter_tar
+    from clipcrawl.base.storage import exists, read_json, remove
+
+    keys = table.column("key").to_pylist()
+    status = table.column("status").to_pylist()
+    tar_exists = exists(ref.tar)
+    if tar_exists and not keep_tars:
+        drop = dropped_ref(ref)
+        in_tar = set(index_tar(ref.tar))
+        in_dropped = set(index_tar(drop.tar)) if exists(drop.tar) else set()
+        if before is not None:
+            table = _keep_status_without_image(table, before, in_tar | in_dropped)
+            status = table.column("status").to_pylist()
+        want = [k for k, s in zip(keys, status) if s == Status.SUCCESS.value]
+        if set(want) != in_tar:
+            samples = {s["__key__"]: s for s in iter_tar(ref.tar)}
+            if in_dropped:
+                for s in iter_tar(drop.tar):
+                    samples.setdefault(s["__key__"], s)
+            keep = set(want)
+            rest = [k for k in keys if k not in keep and k in samples]
+            if set(rest) - in_dropped:  # first: an image leaving the tar is already in the dropped tar
+                _write_tar(drop.tar, [samples[k] for k in keys if k in samples and (k in in_dropped or k in rest)])
+            _write_tar(ref.tar, [samples[k] for k in want if k in samples])
+            if in_dropped - set(rest):  # restored images left the dropped tar
+                if rest:
+                    _write_tar(drop.tar, [samples[k] for k in rest])
+                else:
+                    remove(drop.tar)
+    out = conform(table, SAMPLES)
+    write_parquet(out, ref.parquet)
+    try:
+        old_stats: dict[str, Any] = read_json(ref.stats)
+    except (OSError, ValueError):
+        old_stats = {}
+    now = time.time()
+    stats = shard_stats(out, old_stats.get("start_time", now), old_stats.get("end_time", now),
+                        old_stats.get("bytes_downloaded", 0), shard=old_stats.get("shard", ref.name))
+    stats["duration"] = old_stats.get("duration", stats["duration"])
+    write_json({**old_stats, **stats}, ref.stats)  # last: the shard is done again
+    return out
+
+
+def _keep_status_without_image(table: pa.Table, before: pa.Table, images: set[str]) -> pa.Table:
+    """Rows that became success but have no image anywhere get their ``before`` status back."""
+    keys = table.column("key").to_pylist()
+    status = table.column("status").to_pylist()
+    old_status = before.column("status").to_pylist()
+    if len(old_status) != len(keys):
+        raise ValueError(f"rewrite_shard: {len(keys)} rows but {len(old_status)} before")
+    errors = table.column("error_message").to_pylist()
+    old_errors = before.column("error_message").to_pylist()
+    changed = False
+    for i, (k, s, s0) in enumerate(zip(keys, status, old_status)):
+        if s == Status.SUCCESS.value and s0 != Status.SUCCESS.value and k not in images:
+            status[i], errors[i], changed = s0, old_errors[i], True
+    if not changed:
+        return table
+    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status, pa.string()))
+    return table.set_column(table.schema.get_field_index("error_message"), "error_message",
+                            pa.array(errors, pa.string()))
+
+
+def _write_tar(url: str, samples: Sequence[dict[str, Any]]) -> None:
+    with atomic_open(url) as f:
+        w = TarShardWriter(f)
+        for s in samples:
+            w.add(s["__key__"], {k: v for k, v in s.items() if k != "__key__"})
+        w.close()

@@ -57,7 +57,7 @@ def download(
 
     Finished shards are skipped, so rerunning the same command resumes an interrupted download.
     """
-    from clipcrawl.pipelines.download import download as run_download
+    from clipcrawl.pipelines.passes.download import download as run_download
     from clipcrawl.schemas.config import DownloadConfig, OutputConfig, UrlListConfig, parse_config
 
     src = "clipcrawl download"
@@ -79,6 +79,9 @@ def download(
     output = parse_config({"output_format": output_format, "samples_per_shard": samples_per_shard}, OutputConfig, src)
     summary = run_download(urls, out, config, output, retry_failed=retry_failed)
     _print_summary(summary)
+    from clipcrawl.pipelines.commands import exit_on_failures
+
+    exit_on_failures(summary.failures)
 
 
 def _split(value: str | None) -> list[str] | None:

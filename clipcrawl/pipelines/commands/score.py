@@ -36,7 +36,7 @@ def score(
     rescore: bool = typer.Option(False, "--rescore", help="Re-embed shards already scored by this model."),
 ) -> None:
     """Score image-caption similarity with CLIP and store it (and zero-shot tags) in each shard's Parquet."""
-    from clipcrawl.filters.clip.score_shards import print_summary, score_shards
+    from clipcrawl.pipelines.passes.score import print_summary, score_shards
     from clipcrawl.schemas.config import ClipConfig, parse_config
 
     cfg = parse_config(
@@ -48,6 +48,9 @@ def score(
     summary = score_shards(dir, cfg, apply_threshold=threshold is not None, embeddings_dir=embeddings_dir,
                            rescore=rescore)
     print_summary(summary)
+    from clipcrawl.pipelines.commands import exit_on_failures
+
+    exit_on_failures(summary.failures)
     if summary.shards == 0:
         raise typer.Exit(2)
 

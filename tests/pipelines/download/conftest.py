@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from clipcrawl.pipelines.download import FetchImages
+from clipcrawl.pipelines.fetch_images import FetchImages
 from clipcrawl.schemas.config import DownloadConfig
 
 from .server import HostileServer

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from clipcrawl.pipelines.download import FetchImages
+from clipcrawl.pipelines.fetch_images import FetchImages
 
 from .conftest import loopback_config
 

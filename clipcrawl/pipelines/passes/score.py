@@ -1,0 +1,215 @@
+"""The ``score`` pass: CLIP-score finished shards in place (``clipcrawl score``).
+
+Per shard: read the Parquet (every row) and the images of its ``success`` rows (tar, files folder or
+image column), run :class:`ScoreClip` (unless every row is already scored by the same model and no
+embeddings are wanted), with a threshold :class:`ApplyClipThreshold`, write the embeddings, then
+rewrite the shard (:func:`~clipcrawl.pipelines.writer.rewrite_shard`: the tar holds exactly the
+``success`` rows, Parquet, ``_stats.json`` last). With a threshold, rows an earlier threshold filtered
+are decided again (their images wait in ``shards/dropped/``); without one, statuses do not change.
+A dataset's ``samples/`` and manifest follow.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clipcrawl.base.layout import DatasetLayout
+from clipcrawl.base.progress import log
+from clipcrawl.base.shardfiles import ShardRef, list_shards, shard_images
+from clipcrawl.base.stage import set_column
+from clipcrawl.base.storage import read_parquet
+from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
+from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
+from clipcrawl.pipelines.writer import dropped_ref, rewrite_shard
+from clipcrawl.schemas.config import ClipConfig, ConfigError
+from clipcrawl.schemas.status import Status
+from clipcrawl.schemas.tables import IMAGE_COLUMN
+
+BEFORE = "__status_before"  # transient: statuses and messages as read, for rewrite_shard
+BEFORE_ERROR = "__error_before"
+
+
+@dataclass
+class ScoreSummary:
+    root: str
+    model: str = ""
+    precision: str = ""
+    shards: int = 0
+    shards_rethresholded: int = 0
+    rows: int = 0
+    scored: int = 0
+    no_image: int = 0
+    failed_to_score: int = 0
+    filtered_clip: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    similarities: list[float] = field(default_factory=list)
+    embeddings_dir: str | None = None
+    threshold: float | None = None
+    failures: list[ShardFailure] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ScoredShard:
+    rows: int
+    scored: int
+    no_image: int
+    rethresholded: bool
+    statuses: dict[str, int]
+    similarities: list[float]
+
+
+def _reset_filtered(table: pa.Table) -> pa.Table:
+    """Rows a previous threshold filtered go back to success: the decision is taken again."""
+    if table.num_rows == 0:
+        return table
+    filtered = pc.equal(table.column("status"), Status.FILTERED_CLIP.value)
+    if not pc.any(filtered).as_py():
+        return table
+    table = set_column(table, "status", pc.if_else(filtered, Status.SUCCESS.value, table.column("status")))
+    if "error_message" in table.column_names:
+        table = set_column(table, "error_message", pc.if_else(filtered, None, table.column("error_message")))
+    return table
+
+
+def _already_scored(table: pa.Table, model_name: str) -> bool:
+    """Every success row has a score from ``model_name``."""
+    if "clip_similarity" not in table.column_names or "clip_model" not in table.column_names:
+        return False
+    ok = pc.equal(table.column("status"), Status.SUCCESS.value)
+    rows = table.filter(ok)
+    if rows.num_rows == 0:
+        return False
+    same = pc.equal(rows.column("clip_model"), model_name)
+    return bool(pc.all(pc.fill_null(same, False)).as_py()) and rows.column("clip_similarity").null_count == 0
+
+
+class ScorePass(ShardPass):
+    name = "score"
+    write_behind = True
+
+    def __init__(self, config: ClipConfig, threshold: bool, embeddings_dir: str | None, embed: bool,
+                 summary: ScoreSummary) -> None:
+        super().__init__()
+        self.config, self.embeddings_dir, self.embed, self.summary = config, embeddings_dir, embed, summary
+        self.clip = ScoreClip(config)
+        self.stages = [self.clip] + ([ApplyClipThreshold(config.threshold)] if threshold else [])
+        self.threshold = threshold
+
+    def read(self, ref: ShardRef) -> pa.Table:
+        table = read_parquet(ref.parquet)
+        for col in ("key", "status"):
+            if col not in table.column_names:
+                raise ConfigError(f"{ref.parquet}: no {col!r} column (fix: point at img2dataset/clipcrawl shards)")
+        if "error_message" not in table.column_names:
+            table = table.append_column("error_message", pa.nulls(table.num_rows, pa.string()))
+        table = table.append_column(BEFORE, table.column("status")).append_column(
+            BEFORE_ERROR, table.column("error_message"))
+        if self.threshold:
+            table = _reset_filtered(table)
+        if self.embed or not _already_scored(table, self.clip.ready().model_name):
+            images = shard_images(ref)
+            if self.threshold:  # rows an earlier threshold dropped are decided again with their images
+                for k, v in shard_images(dropped_ref(ref)).items():
+                    images.setdefault(k, v)
+            keys = table.column("key").to_pylist()
+            table = set_column(table, IMAGE_COLUMN, pa.array([images.get(k) for k in keys], pa.binary()))
+        return table
+
+    def stages_for(self, ref: ShardRef, table: pa.Table) -> list:
+        return self.stages if IMAGE_COLUMN in table.column_names else self.stages[1:]
+
+    def write(self, ref: ShardRef, table: pa.Table) -> ScoredShard:
+        rethresholded = IMAGE_COLUMN not in table.column_names
+        decided = [Status.SUCCESS.value] + ([Status.FILTERED_CLIP.value] if self.threshold else [])
+        ok = np.asarray(pc.is_in(table.column(BEFORE), pa.array(decided)).to_numpy(zero_copy_only=False), bool)
+        no_image = scored = 0
+        if not rethresholded:
+            with_image = np.asarray(pc.is_valid(table.column(IMAGE_COLUMN)).to_numpy(zero_copy_only=False), bool)
+            no_image = int((ok & ~with_image).sum())
+            scored = int(np.asarray(pc.is_valid(table.column("image_embedding")).to_numpy(zero_copy_only=False),
+                                    bool).sum())
+        if self.config.save_embeddings and self.embeddings_dir and "image_embedding" in table.column_names:
+            from clipcrawl.filters.clip.embeddings import write_embeddings
+
+            write_embeddings(table, self.embeddings_dir, ref.name, shard=ref.name)
+        before = pa.table({"status": table.column(BEFORE), "error_message": table.column(BEFORE_ERROR)})
+        out = rewrite_shard(ref, table.drop_columns([BEFORE, BEFORE_ERROR]), before)
+        statuses: dict[str, int] = {}
+        for s in out.column("status").to_pylist():
+            statuses[s] = statuses.get(s, 0) + 1
+        sims = out.column("clip_similarity").drop_null().to_numpy(zero_copy_only=False)
+        return ScoredShard(out.num_rows, scored, no_image, rethresholded, statuses, [float(s) for s in sims])
+
+    def publish(self, ref: ShardRef, r: ScoredShard) -> None:
+        summary = self.summary
+        summary.shards += 1
+        summary.shards_rethresholded += r.rethresholded
+        summary.rows += r.rows
+        summary.scored += r.scored
+        summary.no_image += r.no_image
+        summary.failed_to_score += r.statuses.get(Status.FAILED_TO_SCORE.value, 0)
+        summary.filtered_clip += r.statuses.get(Status.FILTERED_CLIP.value, 0)
+        summary.kept += r.statuses.get(Status.SUCCESS.value, 0)
+        summary.similarities.extend(r.similarities)
+
+
+def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True, embeddings_dir: str | None = None,
+                 rescore: bool = False, engine: Any = None) -> ScoreSummary:
+    layout = DatasetLayout.of(path)
+    refs = list_shards(layout.shards)
+    summary = ScoreSummary(root=layout.shards, threshold=config.threshold if apply_threshold else None)
+    if not refs:
+        log.error("%s: no finished shards (NNNNN.parquet + NNNNN_stats.json) found", path)
+        return summary
+    if config.save_embeddings:
+        summary.embeddings_dir = embeddings_dir or layout.embeddings
+    p = ScorePass(config, apply_threshold, summary.embeddings_dir, rescore or config.save_embeddings, summary)
+    clip = p.clip.ready().clip
+    summary.model, summary.precision = clip.name, clip.precision
+    log.info("scoring %d shard(s) in %s with %s (%s on %s)", len(refs), summary.root, clip.name, clip.precision,
+             clip.device)
+
+    t0 = time.monotonic()
+    summary.failures = run_pass(p, refs, engine)
+    summary.seconds = time.monotonic() - t0
+    if not layout.plain:
+        from clipcrawl.pipelines.dataset import load_manifest, refresh
+
+        done = {r.name for r in refs} - {f.shard for f in summary.failures}
+        if load_manifest(layout.root).get("runs"):
+            refresh(layout.root, sorted(done))
+    return summary
+def print_summary(s: ScoreSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"score -> {s.root}", show_header=False, title_justify="left")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("model", f"{s.model} ({s.precision})")
+    t.add_row("shards scored / only re-thresholded", f"{s.shards} / {s.shards_rethresholded}")
+    t.add_row("rows", f"{s.rows:,}")
+    t.add_row("embedded this run", f"{s.scored:,} in {s.seconds:.1f}s ({s.rate:,.1f} images/s)")
+    if s.no_image:
+        t.add_row("success rows without an image in the tar", f"{s.no_image:,}")
+    t.add_row("failed_to_score", f"{s.failed_to_score:,}")
+    if s.threshold is not None:
+        t.add_row(f"filtered_clip (< {s.threshold:g})", f"{s.filtered_clip:,}")
+    t.add_row("success", f"{s.kept:,}")
+    if s.similarities:
+        q = np.percentile(np.asarray(s.similarities), [5, 50, 95])
+        t.add_row("clip_similarity p5 / p50 / p95", f"{q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
+    if s.embeddings_dir:
+        t.add_row("embeddings", s.embeddings_dir)
+    Console(stderr=False).print(t)

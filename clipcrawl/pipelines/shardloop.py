@@ -1,0 +1,176 @@
+"""The one shard loop: every pass is "read shard -> stages -> write shard", driven by an engine.
+
+A :class:`ShardPass` says what one shard's work is, in four steps:
+
+* ``read(job) -> table`` (worker): the shard's rows. A file that cannot be read (a truncated tar, a
+  Parquet that is not one) makes a :class:`ShardFailure` naming the file, not a crash: the other
+  shards go on, nothing is rewritten from partial data, and the command reports it and exits 1.
+* ``stages`` (worker): :class:`~clipcrawl.base.stage.Stage` objects applied in order (``stages_for``
+  may pick fewer for a shard that needs less, e.g. one already scored) (set up once per
+  worker; a failpoint ``stage.<name>`` after each, for crash tests; stages that report progress get a bar).
+* ``write(job, table) -> result`` (worker): the shard's files, atomically, stats last. The local engine
+  runs it on a writer thread while the next shard is read and processed (at most one write pending).
+* ``publish(job, result)`` (driver, in job order): what must happen one shard at a time in order
+  (the dataset manifest, a global dedup index, the summary).
+
+:func:`run_pass` runs a pass over its jobs on an engine (:mod:`clipcrawl.pipelines.engine`: local or
+Ray) and returns the failures. ``download``, ``score``, ``dedup``, ``reshard`` and ``run`` are passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from clipcrawl.base.failpoints import failpoint
+from clipcrawl.base.progress import Progress
+from clipcrawl.base.stage import Stage
+from clipcrawl.schemas.config import ConfigError
+
+log = logging.getLogger("clipcrawl.shards")
+
+#: what a broken or unreadable input file raises while a shard is read (not infrastructure failures)
+UNREADABLE = (tarfile.TarError, pa.ArrowException, EOFError, json.JSONDecodeError, UnicodeDecodeError,
+              zlib.error, FileNotFoundError, IsADirectoryError, ValueError)
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard the pass could not read: its name and what was wrong (``file: error``)."""
+
+    shard: str
+    error: str
+
+
+class ShardPass:
+    """One pass over shards; see the module doc. Subclasses set ``name`` and implement ``jobs``,
+    ``read`` and ``write`` (``stages``, ``publish`` and ``finish`` are optional)."""
+
+    name: str = "pass"
+    #: run ``write`` on the local engine's writer thread (overlaps disk with the next shard's work)
+    write_behind: bool = False
+
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+
+    def job_name(self, job: Any) -> str:
+        return str(getattr(job, "name", job))
+
+    # ---------------------------------------------------------------- worker side
+    def read(self, job: Any) -> pa.Table:
+        raise NotImplementedError
+
+    def stages_for(self, job: Any, table: pa.Table) -> list[Stage]:
+        """The stages this shard needs (default: all; a resumed or already-done shard may need none)."""
+        return self.stages
+
+    def write(self, job: Any, table: pa.Table) -> Any:
+        raise NotImplementedError
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Per-worker state beyond the stages (they set themselves up on first use)."""
+
+    def teardown(self) -> None:
+        for s in self.stages:
+            s.teardown()
+
+    # ---------------------------------------------------------------- driver side
+    def publish(self, job: Any, result: Any) -> None:  # noqa: B027 - optional hook
+        """In job order, on the driver."""
+
+
+@dataclass
+class _Bars:
+    """Progress of the stages that report it, one bar per stage over the whole pass."""
+
+    bars: dict[str, Progress] = field(default_factory=dict)
+
+    def attach(self, stage: Stage) -> None:
+        if not stage.reports_progress:
+            return
+        if stage.name not in self.bars:
+            self.bars[stage.name] = Progress(stage.name, unit="rows").__enter__()
+        stage.progress = self.bars[stage.name]
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.__exit__(None, None, None)
+        self.bars.clear()
+
+
+class ShardWorker:
+    """What an engine runs per shard: ``compute`` (read + stages) then ``write``. Picklable: a Ray actor
+    gets a copy, whose stages set themselves up there."""
+
+    def __init__(self, p: ShardPass) -> None:
+        self.p = p
+        self._bars = _Bars()
+        self._ready = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.p, self._bars, self._ready = state["p"], _Bars(), False
+
+    @property
+    def write_behind(self) -> bool:
+        return self.p.write_behind
+
+    def compute(self, job: Any) -> pa.Table | ShardFailure:
+        if not self._ready:
+            self.p.setup()
+            self._ready = True
+        try:
+            table = self.p.read(job)
+        except ConfigError:
+            raise
+        except UNREADABLE as e:
+            return ShardFailure(self.p.job_name(job), f"{type(e).__name__}: {e}")
+        for stage in self.p.stages_for(job, table):
+            self._bars.attach(stage)
+            table = stage(table)
+            failpoint(f"stage.{stage.name}")
+        return table
+
+    def write(self, job: Any, out: pa.Table | ShardFailure) -> Any:
+        return out if isinstance(out, ShardFailure) else self.p.write(job, out)
+
+    def __call__(self, job: Any) -> Any:
+        return self.write(job, self.compute(job))
+
+    def close(self) -> None:
+        self._bars.close()
+        self.p.teardown()
+
+
+def run_pass(p: ShardPass, jobs: Iterable[Any], engine: Any = None, *, total: int | None = None,
+             unit: str = "shard") -> list[ShardFailure]:
+    """Run ``p`` over ``jobs`` on ``engine`` (default: this process); ``publish`` each result in job
+    order. Returns the shards that could not be read (each also logged as an error)."""
+    from clipcrawl.pipelines.engine import LocalEngine
+
+    engine = engine or LocalEngine()
+    failures: list[ShardFailure] = []
+    if total is None and hasattr(jobs, "__len__"):
+        total = len(jobs)  # type: ignore[arg-type]
+    with Progress(p.name, total=total, unit=unit) as bar:
+        for job, result in engine.map_ordered(ShardWorker(p), jobs):
+            if isinstance(result, ShardFailure):
+                log.error("%s: shard %s skipped, unreadable: %s", p.name, result.shard, result.error)
+                failures.append(result)
+            else:
+                p.publish(job, result)
+            bar.update(1)
+    return failures
+
+
+def failure_lines(failures: list[ShardFailure]) -> list[str]:
+    return [f"shard {f.shard}: {f.error}" for f in failures]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clipcrawl.pipelines.commands.reshard import reshard
+from clipcrawl.pipelines.passes.reshard import reshard
 
 from .conftest import REPO
 from .fixtures import make_dataset

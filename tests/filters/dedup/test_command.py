@@ -10,8 +10,8 @@ import pytest
 from clipcrawl.base.shardfiles import ShardRef, iter_tar, list_shards
 from clipcrawl.base.storage import read_json, read_parquet
 from clipcrawl.filters.dedup import DedupIndex
-from clipcrawl.pipelines.commands.dedup import dedup_dataset
 from clipcrawl.pipelines.dataset import kept_samples, load_manifest, publish
+from clipcrawl.pipelines.passes.dedup import dedup_dataset
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import DedupConfig
 
@@ -93,7 +93,7 @@ def test_semantic_with_computed_tiny_embeddings(tmp_path):
     root = str(tmp_path / "out")
     make_shards(root)
     r = dedup_dataset(root, DedupConfig(phash=False, pixels=False, sha256=False, semantic_threshold=0.97),
-                      model="tiny", pretrained=None, device="cpu", dry_run=True)
+                      model="tiny", pretrained=None, device="cpu", dry_run=True, allow_tiny=True)
     assert r.semantic.startswith("embeddings of clipcrawl-tiny")
     assert r.counts.get("semantic", 0) >= 1  # the exact copy (jpeg(2)) has cosine 1
     assert np.isfinite(r.considered) and pa is not None

@@ -86,6 +86,7 @@ class RayEngine:
         finally:
             for a in actors:
                 ray.kill(a)
+            worker.close()
 
 
 def make_engine(name: str, **kw: Any) -> LocalEngine | RayEngine:

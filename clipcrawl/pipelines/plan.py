@@ -7,30 +7,31 @@ from typing import Any
 
 import pyarrow as pa
 
+from clipcrawl.base.layout import DatasetLayout
 from clipcrawl.base.shardfiles import ShardRef, list_shards, next_shard_id
 from clipcrawl.base.storage import fs_and_path, read_parquet, write_parquet
-from clipcrawl.pipelines.runstate import Dataset, RunState
+from clipcrawl.pipelines.runstate import RunState
 from clipcrawl.schemas.config import RunConfig
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import PAIRS, conform
 
 
 # ------------------------------------------------------------------ collect
-def collect(cfg: RunConfig, ds: Dataset, st: RunState) -> list[str]:
+def collect(cfg: RunConfig, ds: DatasetLayout, st: RunState) -> list[str]:
     """Run every configured source; return the folders holding their pairs Parquet files."""
     folders = []
     src = cfg.sources
     if src.crawl is not None:
         from clipcrawl.crawler.crawl import crawl
 
-        out = source_dir(ds, "crawl")
+        out = ds.source_dir("crawl")
         summary = crawl(src.crawl, out)
         st.sources["crawl"] = _plain(summary)
         folders.append(f"{out}/pairs")
     if src.commoncrawl is not None:
         from clipcrawl.crawler.commoncrawl import read_commoncrawl
 
-        out = source_dir(ds, "commoncrawl")
+        out = ds.source_dir("commoncrawl")
         summary = read_commoncrawl(src.commoncrawl, out)
         st.sources["commoncrawl"] = _plain(summary)
         folders.append(f"{out}/pairs")
@@ -42,20 +43,6 @@ def collect(cfg: RunConfig, ds: Dataset, st: RunState) -> list[str]:
         st.sources["urls"] = {"rows": table.num_rows}
         folders.append(ds.p("urls", "pairs"))
     return folders
-
-
-def source_dir(ds: Dataset, name: str) -> str:
-    """Where a source keeps its state and pairs: inside a local dataset; for a remote dataset
-    (``s3://...``) in a local folder keyed by the dataset URL (the crawl frontier is SQLite, and
-    sources resume from local state), ``$XDG_STATE_HOME/clipcrawl/<hash>/<name>``."""
-    if "://" not in ds.root or ds.root.startswith("file://"):
-        return ds.p(name)
-    import hashlib
-    import os
-    from pathlib import Path
-
-    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "clipcrawl"
-    return str(base / hashlib.sha256(ds.root.encode()).hexdigest()[:16] / name)
 
 
 def _plain(obj: Any) -> Any:
@@ -77,17 +64,17 @@ def _read_pairs(folder: str) -> pa.Table:
 
 
 # ------------------------------------------------------------------ plan
-def planned_keys(ds: Dataset, before_run: int) -> set[str]:
+def planned_keys(ds: DatasetLayout, before_run: int) -> set[str]:
     keys: set[str] = set()
     for run in ds.runs():
         if run >= before_run:
             continue
-        for ref in list_shards(ds.p("runs", f"{run:04d}", "plan"), done_only=False):
+        for ref in list_shards(ds.plan_dir(run), done_only=False):
             keys.update(read_parquet(ref.parquet, ["key"]).column("key").to_pylist())
     return keys
 
 
-def plan(cfg: RunConfig, ds: Dataset, st: RunState, folders: list[str]) -> list[ShardRef]:
+def plan(cfg: RunConfig, ds: DatasetLayout, st: RunState, folders: list[str]) -> list[ShardRef]:
     pairs = pa.concat_tables([_read_pairs(f) for f in folders]) if folders else PAIRS.empty_table()
     seen = planned_keys(ds, st.run)
     keys = pairs.column("key").to_pylist()
@@ -99,7 +86,7 @@ def plan(cfg: RunConfig, ds: Dataset, st: RunState, folders: list[str]) -> list[
     n = cfg.output.samples_per_shard
     start = next_shard_id(ds.shards)
     refs = []
-    plan_dir = ds.p("runs", f"{st.run:04d}", "plan")
+    plan_dir = ds.plan_dir(st.run)
     for j in range(0, new.num_rows, n):
         ref = ShardRef.of(plan_dir, start + j // n)
         write_parquet(new.slice(j, n), ref.parquet)

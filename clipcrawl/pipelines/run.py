@@ -7,10 +7,10 @@ A run is numbered (``runs/NNNN/``) and moves through states recorded in ``run.js
 2. **plan** - pairs whose key no earlier run planned, sorted by key, cut into shards of
    ``samples_per_shard`` with ids after the last published shard. The plan is written once,
    atomically, so a resumed run processes exactly the same shards.
-3. **process** - per shard, phase A (parallel-safe: caption rules, fetch + resize, CLIP score,
-   threshold) writes a work file; phase B (in shard order: dedup against everything published,
-   embeddings, shard files with the stats file last, dedup index commit) publishes it.
-4. **publish** - samples.parquet and manifest.json are updated; ``run.json`` says ``done``.
+3. **process** - the planned shards go through the shard loop (:mod:`clipcrawl.pipelines.passes.process`):
+   on any worker caption rules, fetch + resize, CLIP score, threshold (to a work file); on the driver in
+   shard order dedup against everything published, embeddings, shard files (stats last), index commit.
+4. **publish** - ``samples/`` and ``manifest.json`` are updated; ``run.json`` says ``done``.
 
 Killed at any point, the next invocation resumes the unfinished run and ends with the same keys
 and statuses as an uninterrupted run. A lock keeps overlapping (cron) runs apart.
@@ -26,16 +26,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clipcrawl.base.failpoints import failpoint
-from clipcrawl.base.progress import Progress
+from clipcrawl.base.layout import DatasetLayout
 from clipcrawl.base.shardfiles import ShardRef, is_done
-from clipcrawl.base.storage import atomic_open, configure_storage, fs_and_path, read_parquet
+from clipcrawl.base.storage import atomic_open, configure_storage, exists, read_parquet, remove
 from clipcrawl.pipelines.lock import RunLock
-from clipcrawl.pipelines.phases import PhaseA, PhaseB
+from clipcrawl.pipelines.passes.process import PlannedShard, ProcessPlanned
 from clipcrawl.pipelines.plan import collect, plan
-from clipcrawl.pipelines.runstate import Dataset, RunState, config_sha256
+from clipcrawl.pipelines.runstate import RunState, config_sha256, load_state, save_state
+from clipcrawl.pipelines.shardloop import failure_lines, run_pass
 from clipcrawl.schemas.config import RunConfig, dump_config
 
-__all__ = ["Dataset", "RunState", "clean_temp", "count_statuses", "process", "run"]
+__all__ = ["RunState", "clean_temp", "count_statuses", "process", "run"]
 
 log = logging.getLogger("clipcrawl.run")
 
@@ -52,9 +53,9 @@ def count_statuses(tables: list[pa.Table]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------ the run
-def _start_or_resume(cfg: RunConfig, ds: Dataset) -> RunState:
+def _start_or_resume(cfg: RunConfig, ds: DatasetLayout) -> RunState:
     runs = ds.runs()
-    last = ds.load_state(runs[-1]) if runs else None
+    last = load_state(ds, runs[-1]) if runs else None
     sha = config_sha256(cfg)
     if last is not None and last.state not in ("done",):
         if last.config_sha256 and last.config_sha256 != sha:
@@ -64,11 +65,11 @@ def _start_or_resume(cfg: RunConfig, ds: Dataset) -> RunState:
         return last
     st = RunState(run=(runs[-1] + 1) if runs else 1, config_sha256=sha)
     text = dump_config(cfg)
-    with atomic_open(ds.p("runs", f"{st.run:04d}", "config.yaml"), "w") as f:
+    with atomic_open(ds.run_file(st.run, "config.yaml"), "w") as f:
         f.write(text)
-    with atomic_open(ds.p("config.yaml"), "w") as f:  # the latest resolved config, next to the output
+    with atomic_open(ds.config, "w") as f:  # the latest resolved config, next to the output
         f.write(text)
-    ds.save_state(st)
+    save_state(ds, st)
     return st
 
 
@@ -77,9 +78,9 @@ def run(cfg: RunConfig) -> RunState:
     from clipcrawl.pipelines import dataset as dset
     from clipcrawl.pipelines.engine import make_engine
 
-    ds = Dataset(cfg.dataset)
+    ds = DatasetLayout(cfg.dataset)
     configure_storage(cfg.dataset, cfg.output.storage_options)
-    if "://" not in ds.root:
+    if not ds.remote:
         import os
 
         os.makedirs(ds.root, exist_ok=True)
@@ -93,20 +94,20 @@ def run(cfg: RunConfig) -> RunState:
                 st.timings["collect"] = time.time() - t0
                 st.sources["folders"] = folders
                 st.state = "plan"
-                ds.save_state(st)
+                save_state(ds, st)
             if st.state == "plan":
                 t1 = time.time()
                 plan(cfg, ds, st, st.sources.get("folders", []))
                 st.timings["plan"] = time.time() - t1
                 failpoint("run.planned")
                 st.state = "process"
-                ds.save_state(st)
+                save_state(ds, st)
             if st.state == "process":
                 t1 = time.time()
                 process(cfg, ds, st, make_engine(cfg.engine, **_engine_kw(cfg)))
                 st.timings["process"] = st.timings.get("process", 0.0) + time.time() - t1
                 st.state = "publish"
-                ds.save_state(st)
+                save_state(ds, st)
             if st.state == "publish":
                 refs = [ShardRef(ds.shards, n) for n in st.planned_shards]
                 st.counts.update(count_statuses([read_parquet(r.parquet, ["status"]) for r in refs]))
@@ -114,11 +115,11 @@ def run(cfg: RunConfig) -> RunState:
                 dset.publish(ds.root, st.run, refs, {"counts": st.counts, "timings": st.timings,
                                                       "config_sha256": st.config_sha256})
                 st.state = "done"
-                ds.save_state(st)
+                save_state(ds, st)
         except BaseException as e:
             st.error = f"{type(e).__name__}: {e}"
             if not isinstance(e, KeyboardInterrupt):
-                ds.save_state(st)
+                save_state(ds, st)
             raise
     return st
 
@@ -129,51 +130,30 @@ def _engine_kw(cfg: RunConfig) -> dict[str, Any]:
     return {"address": cfg.ray_address, "actors": cfg.ray_actors, "node_ip": cfg.ray_node_ip}
 
 
-def process(cfg: RunConfig, ds: Dataset, st: RunState, engine: Any) -> None:
-    plan_dir = ds.p("runs", f"{st.run:04d}", "plan")
-    work_dir = ds.p("runs", f"{st.run:04d}", "work")
-    todo, jobs = [], []
+def process(cfg: RunConfig, ds: DatasetLayout, st: RunState, engine: Any) -> None:
+    """The planned shards not yet written, through the shard loop (work files of an earlier attempt are
+    not fetched again)."""
+    jobs = []
     for name in st.planned_shards:
-        ref = ShardRef(ds.shards, name)
-        if is_done(ref):
-            _rm(f"{work_dir}/{name}.arrow")
+        work = f"{ds.work_dir(st.run)}/{name}.arrow"
+        if is_done(ShardRef(ds.shards, name)):
+            remove(work)
             continue
-        todo.append(ref)
-        work = f"{work_dir}/{name}.arrow"
-        if not _exists(work):
-            jobs.append((ShardRef(plan_dir, name).parquet, work, st.run, name))
-    if not todo:
+        jobs.append(PlannedShard(name, ShardRef(ds.plan_dir(st.run), name).parquet, work, exists(work)))
+    if not jobs:
         return
-    phase_b = PhaseB(cfg, ds)
-    log.info("run %d: %d shards to process (%d already scored)", st.run, len(todo), len(todo) - len(jobs))
-    ready = iter(engine.map_ordered(PhaseA(cfg), jobs))
-    pending = {j[1] for j in jobs}
-    with Progress("shards", total=len(todo), unit="shard") as bar:
-        for ref in todo:
-            work = f"{work_dir}/{ref.name}.arrow"
-            if work in pending:
-                got = next(ready)
-                assert got == work, f"engine returned {got}, expected {work}"
-            stats = phase_b(work, ref)
-            st.published_shards.append(ref.name)
-            ds.save_state(st)
-            bar.update(1, kept=stats["successes"], last=f"{ref.name}:{stats['successes']}/{stats['count']}")
-    if phase_b.dedup is not None:
-        phase_b.dedup.teardown()
+    log.info("run %d: %d shards to process (%d already scored)", st.run, len(jobs), sum(j.scored for j in jobs))
+    p = ProcessPlanned(cfg, ds, st)
+    try:
+        failures = run_pass(p, jobs, engine)
+    finally:
+        if p.dedup is not None:
+            p.dedup.teardown()
+    if failures:
+        raise RuntimeError("planned shards could not be read: " + "; ".join(failure_lines(failures)))
 
 
-def _exists(url: str) -> bool:
-    fs, path = fs_and_path(url)
-    return fs.exists(path)
-
-
-def _rm(url: str) -> None:
-    fs, path = fs_and_path(url)
-    if fs.exists(path):
-        fs.rm(path)
-
-
-def clean_temp(ds: Dataset) -> int:
+def clean_temp(ds: DatasetLayout) -> int:
     """Remove temp files a killed run left behind (``.NAME.tmp-XXXX``; readers never see them)."""
     if "://" in ds.root:
         return 0  # object stores publish whole objects: nothing partial is left

@@ -1,4 +1,4 @@
-"""Where a run stands (``runs/NNNN/run.json``) and the paths of a dataset."""
+"""Where a run stands: ``runs/NNNN/run.json`` (the paths come from :class:`~clipcrawl.base.layout.DatasetLayout`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clipcrawl.base.storage import fs_and_path, read_json, write_json
+from clipcrawl.base.layout import DatasetLayout
+from clipcrawl.base.storage import exists, read_json, write_json
 from clipcrawl.schemas.config import RunConfig, dump_config
 
 
@@ -26,37 +27,13 @@ class RunState:
     error: str | None = None
 
 
-class Dataset:
-    """Paths of one dataset directory (local or fsspec URL)."""
+def load_state(layout: DatasetLayout, run: int) -> RunState | None:
+    url = layout.run_file(run, "run.json")
+    return RunState(**read_json(url)) if exists(url) else None
 
-    def __init__(self, root: str) -> None:
-        self.root = root.rstrip("/")
 
-    def p(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
-
-    @property
-    def shards(self) -> str:
-        return self.p("shards")
-
-    def run_dir(self, run: int) -> str:
-        return self.p("runs", f"{run:04d}")
-
-    def runs(self) -> list[int]:
-        fs, path = fs_and_path(self.p("runs"))
-        if not fs.isdir(path):
-            return []
-        return sorted(int(x.rstrip("/").rsplit("/", 1)[-1]) for x in fs.ls(path, detail=False)
-                      if x.rstrip("/").rsplit("/", 1)[-1].isdigit())
-
-    def load_state(self, run: int) -> RunState | None:
-        fs, path = fs_and_path(self.p("runs", f"{run:04d}", "run.json"))
-        if not fs.exists(path):
-            return None
-        return RunState(**read_json(self.p("runs", f"{run:04d}", "run.json")))
-
-    def save_state(self, st: RunState) -> None:
-        write_json(asdict(st), self.p("runs", f"{st.run:04d}", "run.json"))
+def save_state(layout: DatasetLayout, st: RunState) -> None:
+    write_json(asdict(st), layout.run_file(st.run, "run.json"))
 
 
 def config_sha256(cfg: RunConfig) -> str:

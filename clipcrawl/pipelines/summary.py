@@ -8,9 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from clipcrawl.base.layout import DatasetLayout
 from clipcrawl.base.shardfiles import ShardRef, is_done
 from clipcrawl.base.storage import read_parquet
-from clipcrawl.pipelines.run import Dataset, RunState
+from clipcrawl.pipelines.runstate import RunState
 from clipcrawl.schemas.status import Status
 
 
@@ -42,7 +43,7 @@ def run_funnel(st: RunState) -> list[tuple[str, int]]:
     return steps
 
 
-def drop_reasons(ds: Dataset, st: RunState, top: int = 12) -> list[tuple[str, str, int]]:
+def drop_reasons(ds: DatasetLayout, st: RunState, top: int = 12) -> list[tuple[str, str, int]]:
     """(status, reason, count) for dropped samples of the run's shards, most frequent first."""
     counter: Counter[tuple[str, str]] = Counter()
     for name in st.planned_shards:
@@ -65,7 +66,7 @@ def _short(msg: str, width: int = 60) -> str:
     return msg if len(msg) <= width else msg[: width - 1] + "…"
 
 
-def print_run_summary(ds: Dataset, st: RunState, console: Console | None = None, extra: dict[str, Any] | None = None
+def print_run_summary(ds: DatasetLayout, st: RunState, console: Console | None = None, extra: dict[str, Any] | None = None
                       ) -> None:
     console = console or Console(stderr=False)
     funnel = Table(title=f"clipcrawl run {st.run}: {st.state}", title_justify="left")
@@ -91,8 +92,8 @@ def print_run_summary(ds: Dataset, st: RunState, console: Console | None = None,
     files.add_column("what")
     files.add_column("where")
     files.add_row("shards (tar + parquet + stats)", ds.shards)
-    files.add_row("kept samples", ds.p("samples"))
-    files.add_row("run record", ds.p("runs", f"{st.run:04d}", "run.json"))
+    files.add_row("kept samples", ds.samples)
+    files.add_row("run record", ds.run_file(st.run, "run.json"))
     for k, v in (extra or {}).items():
         files.add_row(k, str(v))
     console.print(files)

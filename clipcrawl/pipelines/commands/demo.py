@@ -16,9 +16,10 @@ def demo_command(
     """Crawl a bundled sample website on 127.0.0.1 and build a dataset from it (offline, ~1 minute)."""
     from rich.console import Console
 
+    from clipcrawl.base.layout import DatasetLayout
     from clipcrawl.pipelines.demo import demo_config
     from clipcrawl.pipelines.demo.site import DemoSite
-    from clipcrawl.pipelines.run import Dataset, run
+    from clipcrawl.pipelines.run import run
     from clipcrawl.pipelines.summary import print_run_summary
 
     console = Console()
@@ -27,7 +28,7 @@ def demo_command(
         console.print(f"demo site: {site.url}  ->  dataset: {out}")
         cfg = demo_config(site.url, str(out))
         st = run(cfg)
-        print_run_summary(Dataset(str(out)), st, console,
+        print_run_summary(DatasetLayout(str(out)), st, console,
                           extra={"report": f"clipcrawl stats {out} --html {out}/report.html"})
         if serve:
             console.print(f"serving {site.url} (Ctrl-C to stop)")

@@ -24,7 +24,8 @@ def run_command(
         return
     if cfg.log_format != "auto":
         setup_logging(cfg.log_format)
-    from clipcrawl.pipelines.run import Dataset, run
+    from clipcrawl.base.layout import DatasetLayout
+    from clipcrawl.pipelines.run import run
     from clipcrawl.pipelines.summary import print_run_summary
 
     try:
@@ -32,7 +33,7 @@ def run_command(
     except LockedError as e:
         log.error("%s", e)
         raise typer.Exit(3) from None
-    print_run_summary(Dataset(cfg.dataset), st)
+    print_run_summary(DatasetLayout(cfg.dataset), st)
 
 
 def register(app: typer.Typer) -> None:

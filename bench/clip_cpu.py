@@ -81,9 +81,9 @@ def timed(fn, *a) -> tuple[float, object]:  # noqa: ANN001
 def bench_model(name: str, pretrained: str | None, batch: int, rounds: int, threads: int) -> dict:
     import torch
 
-    from clipcrawl.filters.clip.encoders import l2_normalize
     from clipcrawl.filters.clip.fast import OnnxEncoder
     from clipcrawl.filters.clip.model import load_clip
+    from clipcrawl.filters.clip.towers import l2_normalize
 
     torch.manual_seed(0)
     clip = load_clip(name, pretrained, device="cpu", precision="fp32")

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from clipcrawl.base.progress import log
-from clipcrawl.filters.clip.encoders import crop_tokens, l2_normalize
 from clipcrawl.filters.clip.model import LoadedClip
+from clipcrawl.filters.clip.towers import crop_tokens, l2_normalize
 
 EXPORT_VERSION = "4"  # bump when the export or quantization recipe changes
 DEFAULT_TOLERANCE = 0.006  # calibration budget; the promise is 0.01 on real data

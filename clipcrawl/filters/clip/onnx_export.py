@@ -61,7 +61,7 @@ def export_towers(clip: LoadedClip, out_dir: Path) -> tuple[Path, Path]:
     """Export the two towers to fp32 ONNX in ``out_dir``; returns (image, text) paths."""
     import torch
 
-    from clipcrawl.filters.clip.encoders import encode_text_cropped
+    from clipcrawl.filters.clip.towers import encode_text_cropped
 
     model = _exportable_copy(clip.model)
 

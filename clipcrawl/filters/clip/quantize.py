@@ -107,7 +107,7 @@ def choose_and_quantize(
     """Try RECIPES in order; return the first within ``tolerance`` (or the fp32 graph)."""
     import onnxruntime as ort
 
-    from clipcrawl.filters.clip.encoders import l2_normalize
+    from clipcrawl.filters.clip.towers import l2_normalize
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

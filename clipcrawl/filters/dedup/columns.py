@@ -31,6 +31,19 @@ from clipcrawl.schemas.tables import IMAGE_COLUMN
 EMBEDDING_COLUMN = "image_embedding"
 THUMB_COLUMN = "dedup_thumbnail"  # transient binary(THUMB_BYTES) column, consumed by MarkDuplicates
 
+#: one row of an index segment (the persistent dedup index, store.py)
+SEGMENT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("url_hash", pa.uint64()),
+        ("sha256", pa.uint64()),
+        ("pixels", pa.uint64()),
+        ("phash", pa.uint64()),
+        ("shard", pa.string()),
+        ("crop", pa.list_(pa.uint64(), N_CODES)),
+    ]
+)
+
 
 def hex64(values: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
     """First 64 bits of hex digests (blake2b of the text when it is not hex) and a presence mask."""
@@ -138,8 +151,6 @@ class Fingerprints:
         return cls(**kw, emb=emb, model=model, thumb=thumb, crop=crop)
 
     def to_segment(self) -> pa.Table:
-        from clipcrawl.filters.dedup.store import SEGMENT_SCHEMA
-
         def opt(values, mask):
             return pa.array(values, pa.uint64(), mask=~mask)
 

@@ -39,23 +39,13 @@ import pyarrow.parquet as pq
 from clipcrawl.base.progress import log
 from clipcrawl.base.storage import atomic_open
 from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
-from clipcrawl.filters.dedup.crops import N_CODES, THUMB_BYTES, WINDOWS_ID
+from clipcrawl.filters.dedup.crops import THUMB_BYTES, WINDOWS_ID
 
 FORMAT = "clipcrawl-dedup-index"
 FORMAT_VERSION = 3  # 1: no thumbnails, 2: grey thumbnails (1024 bytes)
 INDEX_FILE = "index.json"
 MAX_SEGMENTS = 64  # hard cap; the binary-counter merge normally keeps ~log2(rows) segments
-SEGMENT_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("url_hash", pa.uint64()),
-        ("sha256", pa.uint64()),
-        ("pixels", pa.uint64()),
-        ("phash", pa.uint64()),
-        ("shard", pa.string()),
-        ("crop", pa.list_(pa.uint64(), N_CODES)),
-    ]
-)
+
 
 
 def _fsync_dir(path: str) -> None:

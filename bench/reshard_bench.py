@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clipcrawl.base.shardfiles import ShardRef, list_shards  # noqa: E402
-from clipcrawl.pipelines.dataset import kept_rows, publish  # noqa: E402
+from clipcrawl.pipelines.manifest import kept_rows, publish  # noqa: E402
 from clipcrawl.pipelines.passes.reshard import reshard  # noqa: E402
 from clipcrawl.pipelines.writer import write_shard  # noqa: E402
 from tests.interop.fixtures import shard_table  # noqa: E402

@@ -35,10 +35,8 @@ def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
-def _local_state_dir(kind: str, root: str, env: str, default: Path) -> str:
-    base = Path(os.environ.get(env) or default) / "clipcrawl"
-    return str(base / kind / hashlib.sha256(root.encode()).hexdigest()[:16]) if kind else \
-        str(base / hashlib.sha256(root.encode()).hexdigest()[:16])
+def _key(root: str) -> str:
+    return hashlib.sha256(root.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,8 @@ class DatasetLayout:
         """``DATASET/dedup`` for a local dataset; for a remote one a local cache folder
         (``$CLIPCRAWL_CACHE`` or ``~/.cache/clipcrawl``) kept in step with the shards."""
         if self.remote:
-            return _local_state_dir("dedup", self.root, "CLIPCRAWL_CACHE", Path.home() / ".cache")
+            base = os.environ.get("CLIPCRAWL_CACHE") or str(Path.home() / ".cache" / "clipcrawl")
+            return f"{base}/dedup/{_key(self.root)}"
         return self.root.removeprefix("file://") + "/dedup"
 
     def source_dir(self, name: str) -> str:
@@ -113,7 +112,8 @@ class DatasetLayout:
         ``$XDG_STATE_HOME/clipcrawl/<hash>/<name>``."""
         if not self.remote:
             return self.p(name)
-        return f"{_local_state_dir('', self.root, 'XDG_STATE_HOME', Path.home() / '.local' / 'state')}/{name}"
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return f"{base}/clipcrawl/{_key(self.root)}/{name}"
 
     # ------------------------------------------------------------ runs
     @property

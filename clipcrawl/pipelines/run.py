@@ -75,7 +75,7 @@ def _start_or_resume(cfg: RunConfig, ds: DatasetLayout) -> RunState:
 
 def run(cfg: RunConfig) -> RunState:
     """One incremental, resumable run of ``cfg`` (holds the dataset lock; see the module doc)."""
-    from clipcrawl.pipelines import dataset as dset
+    from clipcrawl.pipelines import manifest as dset
     from clipcrawl.pipelines.engine import make_engine
 
     ds = DatasetLayout(cfg.dataset)

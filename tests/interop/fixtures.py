@@ -11,7 +11,7 @@ import random
 import pyarrow as pa
 
 from clipcrawl.base.shardfiles import ShardRef
-from clipcrawl.pipelines.dataset import publish
+from clipcrawl.pipelines.manifest import publish
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.keys import sample_key
 

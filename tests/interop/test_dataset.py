@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipcrawl.base.shardfiles import ShardRef, list_shards
-from clipcrawl.pipelines.dataset import (
+from clipcrawl.pipelines.manifest import (
     kept_samples,
     load_manifest,
     publish,

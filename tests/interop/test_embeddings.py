@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipcrawl.pipelines.dataset import check_embeddings, kept_samples
+from clipcrawl.pipelines.manifest import check_embeddings, kept_samples
 
 from .fixtures import make_dataset
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipcrawl.base.shardfiles import iter_tar, list_shards
-from clipcrawl.pipelines.dataset import kept_samples
+from clipcrawl.pipelines.manifest import kept_samples
 
 from .fixtures import make_dataset
 

@@ -11,7 +11,7 @@ import pytest
 
 from clipcrawl.base.shardfiles import ShardRef, iter_tar, list_shards, read_images
 from clipcrawl.cli import main
-from clipcrawl.pipelines.dataset import kept_samples, load_manifest
+from clipcrawl.pipelines.manifest import kept_samples, load_manifest
 from clipcrawl.pipelines.passes.reshard import reshard
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas import SAMPLES, check

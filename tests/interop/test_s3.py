@@ -12,7 +12,7 @@ import pytest
 
 from clipcrawl.base.shardfiles import iter_tar, list_shards, read_images
 from clipcrawl.base.storage import atomic_open, fs_and_path
-from clipcrawl.pipelines.dataset import kept_samples, load_manifest
+from clipcrawl.pipelines.manifest import kept_samples, load_manifest
 from clipcrawl.pipelines.passes.reshard import reshard
 
 from .fixtures import make_dataset

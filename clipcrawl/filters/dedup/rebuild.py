@@ -11,7 +11,6 @@ gone contributes rows without them (pHash-only, unverified matching).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 
@@ -23,16 +22,6 @@ from clipcrawl.filters.dedup.columns import Fingerprints, fingerprints
 from clipcrawl.filters.dedup.store import DedupIndex
 
 READ_COLUMNS = ("key", "url", "caption", "status", "sha256", "pixel_hash", "phash", "shard", "clip_model")
-
-
-def default_index_dir(dataset: str) -> str:
-    """``DATASET/dedup`` for a local dataset; for a remote one (``s3://...``) a local cache folder
-    (``$CLIPCRAWL_CACHE`` or ``~/.cache/clipcrawl``), kept in step with the shards by :func:`sync_index`."""
-    d = os.fspath(dataset).rstrip("/")
-    if "://" in d and not d.startswith("file://"):
-        base = os.environ.get("CLIPCRAWL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "clipcrawl")
-        return os.path.join(base, "dedup", hashlib.sha256(d.encode()).hexdigest()[:16])
-    return f"{d.removeprefix('file://')}/dedup"
 
 
 class EmbeddingLookup:

@@ -62,9 +62,9 @@ class MarkDuplicates(Stage):
             return None
         if self.config.index_dir:
             return self.config.index_dir
-        from clipcrawl.filters.dedup.rebuild import default_index_dir
+        from clipcrawl.base.layout import DatasetLayout
 
-        return default_index_dir(self.dataset) if self.dataset else None
+        return DatasetLayout(self.dataset).dedup_index if self.dataset else None
 
     def setup(self) -> None:
         self._eval, self._base, self._layers = None, None, []

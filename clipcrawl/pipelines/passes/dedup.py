@@ -245,7 +245,7 @@ def _refresh_dataset(layout: DatasetLayout, refs: list[ShardRef], out: pa.Table,
     """In a dataset: re-publish runs whose shards changed, and rebuild DATASET/dedup from the result."""
     from clipcrawl.filters.dedup.columns import fingerprints
     from clipcrawl.filters.dedup.store import DedupIndex
-    from clipcrawl.pipelines.dataset import load_manifest, refresh
+    from clipcrawl.pipelines.manifest import load_manifest, refresh
 
     if layout.plain:  # a plain shard folder (img2dataset / clipcrawl download output)
         return

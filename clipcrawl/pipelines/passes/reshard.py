@@ -140,7 +140,7 @@ def read_spans(spans: list[Span]) -> list[bytes]:
 
 
 def _input_shards(src: DatasetLayout) -> list[ShardRef]:
-    from clipcrawl.pipelines.dataset import load_manifest
+    from clipcrawl.pipelines.manifest import load_manifest
 
     listed = load_manifest(src.root)["shards"]
     if listed:  # the published snapshot, not shards a running run is still adding
@@ -150,7 +150,7 @@ def _input_shards(src: DatasetLayout) -> list[ShardRef]:
 
 def _is_reshard(out: DatasetLayout) -> bool:
     """Whether ``out`` holds an earlier reshard (its manifest says ``derived_from``)."""
-    from clipcrawl.pipelines.dataset import load_manifest
+    from clipcrawl.pipelines.manifest import load_manifest
 
     try:
         runs = load_manifest(out.root)["runs"]
@@ -163,7 +163,7 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
             seed: int = 0, overwrite: bool = False, workers: int = 2, engine: Any = None) -> ReshardResult:
     """Write the kept samples of ``src`` as new shards of ``samples_per_shard`` samples in ``out``.
     ``workers``: 1 reads and writes one shard at a time; 2 or more write a shard while the next is read."""
-    from clipcrawl.pipelines.dataset import load_manifest, publish
+    from clipcrawl.pipelines.manifest import load_manifest, publish
 
     src = src.rstrip("/")
     source = DatasetLayout.of(src)

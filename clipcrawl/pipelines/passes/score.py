@@ -184,7 +184,7 @@ def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True,
     summary.failures = run_pass(p, refs, engine)
     summary.seconds = time.monotonic() - t0
     if not layout.plain:
-        from clipcrawl.pipelines.dataset import load_manifest, refresh
+        from clipcrawl.pipelines.manifest import load_manifest, refresh
 
         done = {r.name for r in refs} - {f.shard for f in summary.failures}
         if load_manifest(layout.root).get("runs"):

@@ -46,7 +46,7 @@ def test_score_command_updates_shards_and_writes_embeddings(dataset, tiny_fp32):
     import torch
     from PIL import Image
 
-    from clipcrawl.pipelines.dataset import check_embeddings
+    from clipcrawl.pipelines.manifest import check_embeddings
 
     rc = main(["score", str(dataset), "--model", "tiny", "--precision", "fp32", "--batch-size", "4",
                "--threshold", "0.5", "--save-embeddings"])

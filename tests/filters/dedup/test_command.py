@@ -10,7 +10,7 @@ import pytest
 from clipcrawl.base.shardfiles import ShardRef, iter_tar, list_shards
 from clipcrawl.base.storage import read_json, read_parquet
 from clipcrawl.filters.dedup import DedupIndex
-from clipcrawl.pipelines.dataset import kept_samples, load_manifest, publish
+from clipcrawl.pipelines.manifest import kept_samples, load_manifest, publish
 from clipcrawl.pipelines.passes.dedup import dedup_dataset
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import DedupConfig

@@ -1,4 +1,4 @@
-"""The report reads shards written by clipcrawl's own writer (pipelines.writer / pipelines.dataset)."""
+"""The report reads shards written by clipcrawl's own writer (pipelines.writer / pipelines.manifest)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from clipcrawl.pipelines.report.samples import pick_samples
 from clipcrawl.pipelines.writer import write_shard  # noqa: E402
 from clipcrawl.schemas.keys import sample_key
 
-dataset = pytest.importorskip("clipcrawl.pipelines.dataset")
+dataset = pytest.importorskip("clipcrawl.pipelines.manifest")
 
 
 def _jpeg(color) -> bytes:

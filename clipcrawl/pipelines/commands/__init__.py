@@ -14,3 +14,18 @@ def exit_on_failures(failures: list) -> None:
             typer.echo(f"unreadable: {line}", err=True)
         typer.echo(f"clipcrawl: {len(failures)} shard(s) could not be read; the others were processed", err=True)
         raise typer.Exit(1)
+
+
+ENGINE_HELP = "local (this machine) or ray (a Ray cluster: every shard of the pass runs on its actors)."
+RAY_ADDRESS_HELP = ("Ray cluster address (default: RAY_ADDRESS, else a local Ray instance); "
+                    "ADDRESS@NODE_IP when this machine's IP as the cluster knows it must be given.")
+
+
+def make_pass_engine(engine: str, ray_address: str | None):
+    """The engine a pass command runs on (``--engine``, ``--ray-address ADDRESS[@NODE_IP]``)."""
+    from clipcrawl.pipelines.engine import make_engine
+
+    if engine != "ray":
+        return make_engine(engine)
+    address, _, node_ip = (ray_address or "").partition("@")
+    return make_engine(engine, address=address or None, node_ip=node_ip or None)

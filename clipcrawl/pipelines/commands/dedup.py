@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+
 ORDER = 50
 
 
@@ -28,6 +30,8 @@ def dedup_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be marked; write nothing."),
     allow_tiny: bool = typer.Option(False, "--allow-tiny", help="Allow semantic dedup with the shipped tiny test "
                                     "model (it marks distinct images as duplicates: for tests only)."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Mark duplicates across all shards of DIR (exact, pHash, semantic, eval sets)."""
     from clipcrawl.pipelines.commands import exit_on_failures
@@ -47,7 +51,7 @@ def dedup_cmd(
     if model and pretrained is None and model not in ("tiny", "clipcrawl-tiny"):
         pretrained = "openai"
     r = dedup_dataset(path, config, model=model, pretrained=pretrained, device=device, keep_tars=keep_tars,
-                      dry_run=dry_run, allow_tiny=allow_tiny)
+                      dry_run=dry_run, allow_tiny=allow_tiny, engine=make_pass_engine(engine, ray_address))
     by = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "none"
     typer.echo(f"{r.rows} rows in {r.shards} shards, {r.considered} success before the pass")
     typer.echo(f"duplicates marked: {r.marked} ({by}); semantic: {r.semantic}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+
 ORDER = 20
 
 
@@ -52,6 +54,8 @@ def download(
                                                 help="Allow private/loopback addresses (intranets, tests)."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Refetch failed_to_download rows of finished shards and rewrite them."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Download and resize the images of a URL list into img2dataset-compatible shards.
 
@@ -77,7 +81,8 @@ def download(
         dl["disallowed_header_directives"] = directives
     config = parse_config(dl, DownloadConfig, src)
     output = parse_config({"output_format": output_format, "samples_per_shard": samples_per_shard}, OutputConfig, src)
-    summary = run_download(urls, out, config, output, retry_failed=retry_failed)
+    summary = run_download(urls, out, config, output, retry_failed=retry_failed,
+                           engine=make_pass_engine(engine, ray_address))
     _print_summary(summary)
     from clipcrawl.pipelines.commands import exit_on_failures
 

@@ -7,6 +7,8 @@ import json
 
 import typer
 
+from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+
 ORDER = 70
 
 
@@ -20,6 +22,8 @@ def reshard_cmd(
     workers: int = typer.Option(2, "--workers", min=1, help="Output shards written in parallel."),
     storage_options: str | None = typer.Option(
         None, "--storage-options", help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Rewrite the kept samples of a dataset as new shards of N samples (after filtering/dedup)."""
     from clipcrawl.base.storage import configure_storage
@@ -34,7 +38,8 @@ def reshard_cmd(
             raise ConfigError(f"--storage-options: not JSON: {e}") from None
         for url in (dataset, out or dataset):
             configure_storage(url, opts)
-    res = reshard(dataset, out, samples_per_shard, shuffle=shuffle, seed=seed, overwrite=overwrite, workers=workers)
+    res = reshard(dataset, out, samples_per_shard, shuffle=shuffle, seed=seed, overwrite=overwrite, workers=workers,
+                  engine=make_pass_engine(engine, ray_address))
     typer.echo(f"{res.samples} samples in {len(res.shards)} shards -> {res.out}/shards")
     exit_on_failures(res.failures)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import typer
 
+from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+
 ORDER = 40
 
 
@@ -34,6 +36,8 @@ def score(
                                               help="Where to write them (default: DIR/embeddings)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Decode threads (default: CPU count, max 8)."),
     rescore: bool = typer.Option(False, "--rescore", help="Re-embed shards already scored by this model."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Score image-caption similarity with CLIP and store it (and zero-shot tags) in each shard's Parquet."""
     from clipcrawl.pipelines.passes.score import print_summary, score_shards
@@ -46,7 +50,7 @@ def score(
         ClipConfig, "clipcrawl score",
     )
     summary = score_shards(dir, cfg, apply_threshold=threshold is not None, embeddings_dir=embeddings_dir,
-                           rescore=rescore)
+                           rescore=rescore, engine=make_pass_engine(engine, ray_address))
     print_summary(summary)
     from clipcrawl.pipelines.commands import exit_on_failures
 

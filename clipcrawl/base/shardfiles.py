@@ -100,7 +100,15 @@ def split_member(name: str) -> tuple[str, str]:
 
 def iter_tar(url: str) -> Iterator[dict[str, Any]]:
     """Samples of a webdataset tar as ``{"__key__": key, ext: bytes, ...}`` (consecutive members
-    with the same key prefix form one sample, as webdataset groups them)."""
+    with the same key prefix form one sample, as webdataset groups them). A broken or truncated tar
+    raises ``tarfile.ReadError`` naming ``url``."""
+    try:
+        yield from _iter_tar(url)
+    except (tarfile.TarError, EOFError) as e:
+        raise tarfile.ReadError(f"{url}: {e}") from None
+
+
+def _iter_tar(url: str) -> Iterator[dict[str, Any]]:
     fs, path = fs_and_path(url)
     with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
         current: dict[str, Any] | None = None
@@ -114,20 +122,38 @@ def iter_tar(url: str) -> Iterator[dict[str, Any]]:
                     yield current
                 current = {"__key__": key}
             current[ext] = data
+        _check_complete(tar, fs.size(path), url)
         if current is not None:
             yield current
 
 
 def index_tar(url: str) -> dict[str, dict[str, tuple[int, int]]]:
-    """key -> {ext: (data offset, size)} of every member, reading headers only (seeks over data)."""
+    """key -> {ext: (data offset, size)} of every member, reading headers only (seeks over data).
+    A tar cut short (a member's data past the end of the file) raises ``tarfile.ReadError``."""
     fs, path = fs_and_path(url)
     out: dict[str, dict[str, tuple[int, int]]] = {}
-    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        for m in tar:
-            if m.isfile():
-                key, ext = split_member(m.name)
-                out.setdefault(key, {})[ext] = (m.offset_data, m.size)
+    end = 0
+    try:
+        with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            for m in tar:
+                if m.isfile():
+                    key, ext = split_member(m.name)
+                    out.setdefault(key, {})[ext] = (m.offset_data, m.size)
+                    end = max(end, m.offset_data + m.size)
+            _check_complete(tar, fs.size(path), url)
+    except (tarfile.TarError, EOFError) as e:
+        raise tarfile.ReadError(f"{url}: {e}") from None
+    if end > fs.size(path):
+        raise tarfile.ReadError(f"{url}: truncated ({fs.size(path)} bytes, members end at {end})")
     return out
+
+
+def _check_complete(tar: tarfile.TarFile, size: int, url: str) -> None:
+    """A tar ends with two zero blocks after its last member; without them it was cut short (tarfile
+    itself stops silently at a truncated header). Compressed streams are not checked."""
+    stream = getattr(tar.fileobj, "comptype", "tar")
+    if stream == "tar" and size < tar.offset + 2 * tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"{url}: truncated (no end-of-archive marker after byte {tar.offset})")
 
 
 def image_ext(exts: Collection[str]) -> str | None:
@@ -150,14 +176,11 @@ def read_images(ref: ShardRef | str, keys: Collection[str] | None = None) -> dic
     if keys is None:
         return {s["__key__"]: img for s in iter_tar(url) if (img := sample_image(s)) is not None}
     wanted, out = set(keys), {}
-    fs, path = fs_and_path(url)
-    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-        for m in tar:
-            key, ext = split_member(m.name)
-            if m.isfile() and key in wanted and key not in out and ext in IMAGE_EXTS:
-                out[key] = tar.extractfile(m).read()  # type: ignore[union-attr]
-                if len(out) == len(wanted):
-                    break
+    for s in iter_tar(url):  # stops reading once every wanted key is found
+        if s["__key__"] in wanted and (img := sample_image(s)) is not None:
+            out[s["__key__"]] = img
+            if len(out) == len(wanted):
+                break
     return out
 
 

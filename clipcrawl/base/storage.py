@@ -126,9 +126,13 @@ def write_json(obj: Any, url: str) -> None:
 
 
 def read_parquet(url: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """The Parquet file at ``url``; one that is not Parquet raises ``pyarrow.ArrowInvalid`` naming ``url``."""
     fs, path = fs_and_path(url)
     with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=list(columns) if columns else None)
+        try:
+            return pq.read_table(f, columns=list(columns) if columns else None)
+        except pa.ArrowInvalid as e:
+            raise pa.ArrowInvalid(f"{url}: {e}") from None
 
 
 def read_json(url: str) -> Any:

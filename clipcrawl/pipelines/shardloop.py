@@ -41,6 +41,10 @@ UNREADABLE = (tarfile.TarError, pa.ArrowException, EOFError, json.JSONDecodeErro
               zlib.error, FileNotFoundError, IsADirectoryError, ValueError)
 
 
+#: what reading a broken input file raises while a shard is written (never a failure of the write itself)
+BROKEN_INPUT = (tarfile.TarError, EOFError, zlib.error)
+
+
 @dataclass(frozen=True)
 class ShardFailure:
     """A shard the pass could not read: its name and what was wrong (``file: error``)."""
@@ -141,7 +145,12 @@ class ShardWorker:
         return table
 
     def write(self, job: Any, out: pa.Table | ShardFailure) -> Any:
-        return out if isinstance(out, ShardFailure) else self.p.write(job, out)
+        if isinstance(out, ShardFailure):
+            return out
+        try:
+            return self.p.write(job, out)
+        except BROKEN_INPUT as e:  # an input file (a tar being rewritten) broke: each output file is atomic
+            return ShardFailure(self.p.job_name(job), f"{type(e).__name__}: {e}")
 
     def __call__(self, job: Any) -> Any:
         return self.write(job, self.compute(job))

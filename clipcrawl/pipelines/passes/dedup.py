@@ -231,7 +231,9 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
         if any(became) or hashed:
             jobs.append(DedupWrite(ref, new, old.select(["status", "error_message"])))
     report.rewritten_shards = [j.ref.name for j in jobs]
-    run_pass(WriteDedup(keep_tars), jobs, engine)
+    report.failures += run_pass(WriteDedup(keep_tars), jobs, engine)
+    failed = {f.shard for f in report.failures}
+    report.rewritten_shards = [n for n in report.rewritten_shards if n not in failed]
     from clipcrawl.filters.dedup.columns import THUMB_COLUMN
 
     if THUMB_COLUMN in whole.column_names:  # the stage dropped it; the rebuilt index keeps thumbnails

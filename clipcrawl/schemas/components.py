@@ -121,12 +121,20 @@ class ClipConfig(Model):
     quantize: Literal["int8", "none"] = Field(
         "int8", description="Fast CPU path: int8 dynamic quantization of the ONNX towers, or none (fp32 ONNX)."
     )
+    unsafe_head: str | None = Field(
+        None, description="Local checkpoint of a trained classifier head on CLIP image embeddings (LAION-style "
+        "linear/MLP NSFW head; .pt/.safetensors/.npz) that replaces the zero-shot punsafe. Never used to filter.",
+    )
+    watermark_head: str | None = Field(
+        None, description="Local checkpoint of a trained watermark head that replaces the zero-shot pwatermark.",
+    )
     unsafe_prompts: list[str] = Field(
         default_factory=lambda: [
             "an explicit photo of nudity", "a pornographic image", "a sexually explicit picture",
             "a photo of graphic violence and gore",
         ],
-        description="Zero-shot positives of punsafe (softmax over these + safe_prompts).",
+        description="Zero-shot positives of punsafe (softmax over these + safe_prompts). Zero-shot scores are "
+        "uncalibrated (noise with the tiny model): recorded, never used to filter.",
     )
     safe_prompts: list[str] = Field(
         default_factory=lambda: [

@@ -286,3 +286,32 @@ def test_crawl_honours_tdmrep_and_blocklists(tmp_path):
     assert pages["p/tdm-meta"]["status"] == "tdm_reserved" and "meta" in pages["p/tdm-meta"]["error_message"]
     assert {p["caption"] for p in pairs} == {"a fine red square"}
     assert hits["/.well-known/tdmrep.json"] == 1
+
+
+# ---------------------------------------------------------------- Common Crawl
+def test_commoncrawl_drops_blocklisted_and_tdm_reserved_pairs(tmp_path):
+    from clipcrawl.crawler.commoncrawl import read_commoncrawl
+    from clipcrawl.schemas.config import CommonCrawlConfig
+    from tests.crawler.test_commoncrawl_records import http_response, write_warc
+
+    def pg(i):
+        return f'<html><body><img src="/a{i}.jpg" alt="Photo {i}"><img src="https://cdn.bad.example/b{i}.jpg" ' \
+               f'alt="Bad {i}"></body></html>'.encode()
+
+    warc = write_warc(tmp_path / "in.warc.gz", [
+        {"uri": "https://ok.example/p1", "body": pg(1), "http": http_response(b"")},
+        {"uri": "https://www.bad.example/p2", "body": pg(2), "http": http_response(b"")},
+        {"uri": "https://ok.example/p3", "body": pg(3), "http": http_response(b"", extra=[("tdm-reservation", "1")])},
+        {"uri": "https://ok.example/p4", "body": pg(4).replace(b"<body>", b'<head><meta name="tdm-reservation" '
+                                                               b'content="1"></head><body>'), "http": http_response(b"")},
+        {"uri": "https://ok.example/p5", "body": pg(5),
+         "http": http_response(b"", extra=[("X-Robots-Tag", "otherbot: noindex, clipcrawl: noai")])},
+    ])
+    bl = tmp_path / "bl.txt"
+    bl.write_text("domain:bad.example\n")
+    summary = read_commoncrawl(CommonCrawlConfig(paths=[str(warc)], blocklists=[str(bl)]), tmp_path / "out")
+    import pyarrow.parquet as pq
+
+    pairs = [r for f in sorted((tmp_path / "out/pairs").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert [p["caption"] for p in pairs] == ["Photo 1"]
+    assert summary.noai_pages == 3 and summary.dropped.get("blocklist") == 3

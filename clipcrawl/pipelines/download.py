@@ -4,8 +4,9 @@
 main process, and a process pool that decodes/resizes (``clipcrawl.filters.images``), so HTTP and
 pixels use every core. Work in flight is bounded (``concurrency`` requests plus a small decode
 queue), so memory stays flat whatever the batch size. Statuses keep img2dataset's meanings:
-``failed_to_download`` (network/HTTP errors, robots.txt, X-Robots-Tag noai..., over the byte cap),
-``failed_to_resize`` (undecodable, too small, aspect ratio, pixel bomb), ``success``.
+``failed_to_download`` (network/HTTP errors, robots.txt, X-Robots-Tag noai..., TDMRep, over the byte cap),
+``failed_to_resize`` (undecodable, too small, aspect ratio, pixel bomb), ``success``; and ``blocked``
+(a blocklist rule; URL/domain rules before any request, hash rules on the body).
 
 The pass (:func:`download`) is img2dataset's loop: input -> shards -> FetchImages -> write_shard;
 finished shards are skipped (resume), and ``retry_failed`` refetches only the failed_to_download
@@ -32,6 +33,7 @@ from clipcrawl.base.stage import Stage, set_column
 from clipcrawl.base.storage import configure_storage, fs_and_path, read_parquet
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
+from clipcrawl.filters.block import BlockUrls
 from clipcrawl.filters.images import ResizedImage, ResizeOptions
 from clipcrawl.filters.images.pool import DecodePool
 from clipcrawl.pipelines.inputs import plan_input_shards
@@ -60,6 +62,7 @@ class FetchCounters:
     success: int = 0
     failed_to_download: int = 0
     failed_to_resize: int = 0
+    blocked: int = 0
 
     def add(self, o: _Outcome) -> None:
         self.done += 1
@@ -67,6 +70,8 @@ class FetchCounters:
             self.success += 1
         elif o.status == Status.FAILED_TO_DOWNLOAD.value:
             self.failed_to_download += 1
+        elif o.status == Status.BLOCKED.value:
+            self.blocked += 1
         else:
             self.failed_to_resize += 1
 
@@ -81,7 +86,8 @@ def fetch_config(cfg: DownloadConfig) -> FetchConfig:
         user_agent=cfg.user_agent, timeout=cfg.timeout, max_bytes=cfg.max_bytes, retries=cfg.retries,
         allow_private=cfg.allow_private_networks, allowed_networks=tuple(cfg.allowed_networks),
         respect_robots=cfg.respect_robots, per_host_concurrency=cfg.per_host_concurrency, delay=cfg.delay,
-        total_concurrency=cfg.concurrency,
+        total_concurrency=cfg.concurrency, respect_tdmrep=cfg.respect_tdmrep, blocklists=tuple(cfg.blocklists),
+        max_retry_after=cfg.max_retry_after,
     )
 
 
@@ -145,12 +151,14 @@ class FetchImages(Stage):
         before = table.column("status").to_pylist() if "status" in table.column_names else ["success"] * n
         outcomes: list[_Outcome | None] = [None] * n
         todo = iter([i for i in range(n) if before[i] == Status.SUCCESS.value])
+        bcol = self.config.bbox_col
+        boxes = table.column(bcol).to_pylist() if bcol and bcol in table.column_names else [None] * n
         fetch_slots = asyncio.Semaphore(self.config.concurrency)
         lanes = self.config.concurrency + DECODE_QUEUE_PER_WORKER * self.workers
 
         async def lane() -> None:
             for i in todo:
-                o = await self._one(urls[i], fetch_slots)
+                o = await self._one(urls[i], fetch_slots, boxes[i])
                 outcomes[i] = o
                 self.counters.add(o)
                 self.tick(1, **self.counters.fields())
@@ -158,14 +166,16 @@ class FetchImages(Stage):
         await asyncio.gather(*(lane() for _ in range(lanes)))
         return _attach(table, outcomes)
 
-    async def _one(self, url: str, fetch_slots: asyncio.Semaphore) -> _Outcome:
+    async def _one(self, url: str, fetch_slots: asyncio.Semaphore, bbox: list | None = None) -> _Outcome:
         assert self._fetcher is not None
         async with fetch_slots:
             res = await self._fetcher.fetch(url, accept=self._accept)
+        if res.error_kind == "blocklisted":
+            return _Outcome(Status.BLOCKED.value, f"download: {res.error}", res.status)
         if not res.ok or res.body is None:
             return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {res.error or 'empty response'}", res.status)
         assert self._pool is not None
-        img = await self._pool.resize(res.body)
+        img = await self._pool.resize(res.body, bbox or None)
         if img.error:
             return _Outcome(Status.FAILED_TO_RESIZE.value, f"resize: {img.error}", res.status, len(res.body), img)
         return _Outcome(Status.SUCCESS.value, None, res.status, len(res.body), img)
@@ -173,7 +183,8 @@ class FetchImages(Stage):
 
 _COLUMNS = (("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()),
             ("original_height", pa.int32()), ("exif", pa.string()), ("sha256", pa.string()),
-            ("mime_type", pa.string()), ("bytes", pa.int64()), ("http_status", pa.int16()))
+            ("mime_type", pa.string()), ("bytes", pa.int64()), ("http_status", pa.int16()), ("num_faces", pa.int32()),
+            ("face_bboxes", pa.list_(pa.list_(pa.float32()))))
 
 
 def _attach(table: pa.Table, outcomes: list[_Outcome | None]) -> pa.Table:
@@ -190,7 +201,7 @@ def _attach(table: pa.Table, outcomes: list[_Outcome | None]) -> pa.Table:
         cols["http_status"][i], cols["bytes"][i] = o.http_status, o.nbytes
         img = o.img
         if img is not None:
-            for name in ("original_width", "original_height", "exif", "sha256", "mime_type"):
+            for name in ("original_width", "original_height", "exif", "sha256", "mime_type", "num_faces", "face_bboxes"):
                 cols[name][i] = getattr(img, name)
             if o.status == Status.SUCCESS.value:
                 cols["width"][i], cols["height"][i], images[i] = img.width, img.height, img.image
@@ -230,6 +241,7 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
     configure_storage(out, output.storage_options)
     summary = DownloadSummary(out)
     stage = FetchImages(config)
+    block = BlockUrls(config.blocklists) if config.blocklists else None  # page_url rules too, before any request
     t0 = time.monotonic()
     writer = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")  # a shard is written while the next downloads
     pending: Future | None = None
@@ -248,7 +260,7 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
                     summary.count(old)
                     continue
                 start = time.time()
-                result = stage(shard.table)
+                result = stage(block(shard.table) if block is not None else shard.table)
                 result = set_column(result, "shard", pa.array([ref.name] * result.num_rows, pa.string()))
                 nbytes = int(pc.sum(result.column("bytes")).as_py() or 0)
                 if pending is not None:

@@ -26,7 +26,12 @@ def phase_a_stages(cfg: RunConfig) -> list:
     from clipcrawl.filters.text import FilterCaptions
     from clipcrawl.pipelines.download import FetchImages
 
-    stages = [FilterCaptions(cfg.filters.text), FetchImages(cfg.download)]
+    stages = [FilterCaptions(cfg.filters.text)]
+    if cfg.download.blocklists:  # URL/domain/page rules before any request (hash rules run in the Fetcher)
+        from clipcrawl.filters.block import BlockUrls
+
+        stages.append(BlockUrls(cfg.download.blocklists))
+    stages.append(FetchImages(cfg.download))
     if cfg.filters.clip.enabled:
         from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
 

@@ -92,3 +92,22 @@ def test_download_blurs_faces_before_encoding(tmp_path):
     x0, y0, x1, y1 = (int(v * 512) for v in rows[True]["face_bboxes"][0])
     assert np.abs(a - c)[y0:y1, x0:x1].mean() > 5  # the written image is blurred on the face
     assert np.abs(a - c)[:, 400:].max() == 0 and np.abs(a - c)[300:, :].max() == 0  # and nowhere far from it
+
+
+def test_cli_blocklist_is_repeatable(tmp_path):
+    from clipcrawl.cli import main
+
+    with LoopbackServer(sourcing_site) as srv:
+        b = srv.base
+        (tmp_path / "a.txt").write_text(f"{b}/img/ok?x=1\n")
+        (tmp_path / "b.txt").write_text(f"sha256:{hashlib.sha256(BAD_SHA).hexdigest()}\n")
+        (tmp_path / "urls.txt").write_text(f"{b}/img/ok\n{b}/img/ok?x=1\n{b}/img/bad-sha\n")
+        rc = main(["download", str(tmp_path / "urls.txt"), "--out", str(tmp_path / "out"), "--allow-private-networks",
+                   "--blocklist", str(tmp_path / "a.txt"), "--blocklist", str(tmp_path / "b.txt"), "--workers", "1"])
+        assert main(["crawl", "--seeds", b + "/", "--out", str(tmp_path / "crawl"), "--allow-private-networks",
+                     "--blocklist", str(tmp_path / "a.txt"), "--max-pages", "3"]) == 0
+    assert rc in (0, None)
+    status = pq.read_table(tmp_path / "out" / "00000.parquet").column("status").to_pylist()
+    assert status == ["success", "blocked", "blocked"]
+    assert main(["download", str(tmp_path / "urls.txt"), "--out", str(tmp_path / "x"),
+                 "--blocklist", str(tmp_path / "missing.txt")]) == 2  # a missing list is a config error

@@ -15,7 +15,10 @@ retries with Retry-After, the private-address guard on every hop; a redirect tha
 allowed domains is not followed (status ``off_domain``, target in ``final_url``). Only HTML
 responses are read (the ``accept`` hook refuses others before the body). Pages whose meta robots
 or ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex give no pairs (``meta_noai``);
-``nofollow`` gives no links.
+``nofollow`` gives no links. TDMRep (``tdm-reservation: 1`` header, ``/.well-known/tdmrep.json``,
+``<meta name="tdm-reservation" content="1">``) gives ``tdm_reserved``: the first two are never read,
+the meta withholds the pairs (links are still followed). Blocklisted page URLs/domains are never
+requested (``blocked``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _KIND_STATUS = {
     "robots": PageStatus.ROBOTS_DISALLOWED, "blocked": PageStatus.BLOCKED_ADDRESS,
     "redirect": PageStatus.REDIRECT_LIMIT, "too_large": PageStatus.TOO_LARGE, "rejected": PageStatus.NOT_HTML,
-    "http": PageStatus.HTTP_ERROR, "refused": PageStatus.OFF_DOMAIN,
+    "http": PageStatus.HTTP_ERROR, "refused": PageStatus.OFF_DOMAIN, "tdm": PageStatus.TDM_RESERVED,
+    "blocklisted": PageStatus.BLOCKED,
 }
 #: page statuses counted as errors; robots, noai, not-HTML and off-domain refusals are expected outcomes
 ERROR_STATUSES = frozenset({PageStatus.HTTP_ERROR, PageStatus.FETCH_ERROR, PageStatus.TOO_LARGE,
@@ -108,7 +112,8 @@ class Crawler:
             user_agent=c.user_agent, timeout=c.timeout, max_bytes=c.max_page_bytes, max_redirects=c.max_redirects,
             retries=c.retries, allow_private=c.allow_private_networks, allowed_networks=tuple(c.allowed_networks),
             respect_robots=c.respect_robots, per_host_concurrency=c.per_host_concurrency, delay=c.delay,
-            total_concurrency=c.concurrency)
+            total_concurrency=c.concurrency, respect_tdmrep=c.respect_tdmrep, blocklists=tuple(c.blocklists),
+            max_retry_after=c.max_retry_after)
 
     # ------------------------------------------------------------------ run
     async def run(self) -> CrawlSummary:
@@ -206,7 +211,7 @@ class Crawler:
             status = _KIND_STATUS.get(res.error_kind or "", PageStatus.FETCH_ERROR)
             page["error_message"] = f"crawl: {res.error}"
         page["status"] = status.value
-        ok = status in (PageStatus.OK, PageStatus.META_NOAI)
+        ok = status in (PageStatus.OK, PageStatus.META_NOAI, PageStatus.TDM_RESERVED)
         assert self.frontier is not None
         done = self.frontier.complete(claim, page, pairs, links, ok=ok, final_url=final if res.ok else None,
                                       retryable=res.retryable)
@@ -239,6 +244,11 @@ class Crawler:
         page["n_pairs"] = len(p.pairs) + p.n_withheld
         if noai:
             page["error_message"] = f"crawl: pairs withheld ({noai}; {page['n_pairs']} pairs)"
+            if noai == "tdm-reservation":
+                policy = f", policy {p.tdm_policy}" if p.tdm_policy else ""
+                page["error_message"] = (f"crawl: TDM rights reserved (<meta name=tdm-reservation content=1>{policy}); "
+                                         f"{page['n_pairs']} pairs withheld")
+                return PageStatus.TDM_RESERVED
             return PageStatus.META_NOAI
         now = page["fetched_at"]
         for c in p.pairs:

@@ -14,7 +14,13 @@ Meta robots
     ``<meta name="robots">`` and ``<meta name="<our UA token>">`` directives (lowercased) are
     collected in ``meta_robots``. Any of ``noai, noimageai, noindex, noimageindex`` (or ``none``)
     sets ``noai``: the page gives **no pairs** (``n_withheld`` counts them). ``nofollow`` (or
-    ``none``) sets ``nofollow``: the page gives **no links**.
+    ``none``) sets ``nofollow``: the page gives **no links**. Contents are parsed like
+    X-Robots-Tag (:func:`clipcrawl.crawler.robots.robots_directives`): ``none``, a past
+    ``unavailable_after`` (-> ``noindex``), ``otherbot: ...`` groups addressed to another agent.
+
+TDMRep
+    ``<meta name="tdm-reservation" content="1">`` withholds the pairs like ``noai``
+    (``noai_reason`` ``"tdm-reservation"``, ``tdm_policy`` from ``<meta name="tdm-policy">``).
 
 Image URL, per ``<img>`` (``<noscript>`` images included: Lexbor parses them as elements;
 ``<template>`` contents are inert, as in a browser, and ignored)
@@ -57,6 +63,7 @@ from dataclasses import dataclass, field
 from selectolax.lexbor import LexborHTMLParser
 
 from clipcrawl.crawler.charset import decode_html
+from clipcrawl.crawler.robots import robots_directives
 from clipcrawl.crawler.srcset import best_candidate, parse_srcset
 from clipcrawl.crawler.urls import normalize_url
 from clipcrawl.schemas.config import NOAI_DIRECTIVES
@@ -100,7 +107,8 @@ class Page:
     meta_robots: list[str] = field(default_factory=list)  # directives that apply to us
     nofollow: bool = False
     noai: bool = False
-    noai_reason: str | None = None  # the directive, e.g. "noimageai"
+    noai_reason: str | None = None  # the directive, e.g. "noimageai", or "tdm-reservation" (TDMRep)
+    tdm_policy: str | None = None  # <meta name="tdm-policy"> of a TDM-reserved page
     n_images: int = 0  # <img> elements seen
     n_uncaptioned: int = 0  # usable images skipped for lack of a caption
     n_withheld: int = 0  # pairs withheld because of noai
@@ -180,17 +188,22 @@ def _image_url(attrs: dict, picture_sources: list[dict], base: str) -> str | Non
     return _usable(attrs.get("src"), base)
 
 
-def _meta(tree: LexborHTMLParser, ua_token: str) -> tuple[list[str], str | None]:
-    directives: list[str] = []
+def _meta(tree: LexborHTMLParser, ua_token: str) -> tuple[list[str], str | None, dict[str, str]]:
+    """(robots directives that apply to us, content-language, TDMRep metas)."""
+    contents: list[str] = []
+    tdm: dict[str, str] = {}
     lang = None
     for m in tree.css("meta"):
         a = m.attributes
         name = (a.get("name") or "").strip().lower()
         if name in ("robots", ua_token):
-            directives.extend(d.strip().lower() for d in (a.get("content") or "").split(",") if d.strip())
+            contents.append(a.get("content") or "")
+        elif name in ("tdm-reservation", "tdm-policy"):
+            tdm.setdefault(name, (a.get("content") or "").strip())
         elif lang is None and (a.get("http-equiv") or "").strip().lower() == "content-language":
             lang = a.get("content")
-    return directives, lang
+    directives = [d for d, _ in robots_directives(contents, ua_token)]
+    return directives, lang, tdm
 
 
 def _figure_captions(tree: LexborHTMLParser) -> dict[int, str]:
@@ -223,12 +236,14 @@ def extract_page(html: bytes, url: str, content_type: str | None = None, *,
         og = tree.css_first('meta[property="og:title"]')
         page.title = clean_text(og.attributes.get("content")) if og is not None else None
     page.title = page.title or None
-    directives, meta_lang = _meta(tree, ua_token)
+    directives, meta_lang, tdm = _meta(tree, ua_token)
     h = tree.css_first("html")
     page.language = normalize_language(h.attributes.get("lang") if h is not None else None) or normalize_language(meta_lang)
     page.meta_robots = directives
     page.nofollow = any(d in _NOFOLLOW for d in directives)
     noai = next((d for d in directives if d in _NOAI), None)
+    if tdm.get("tdm-reservation") == "1":
+        noai, page.tdm_policy = "tdm-reservation", tdm.get("tdm-policy") or None
     page.noai, page.noai_reason = noai is not None, noai
 
     figcaps = _figure_captions(tree)

@@ -1,10 +1,13 @@
 """The polite HTTP client shared by the crawler and the image downloader.
 
 One aiohttp session per worker (connection reuse, DNS cache, TLS verification on), the address
-guard on every hop, robots.txt per origin, per-host slots, retries with backoff and
-Retry-After, a byte cap on streamed bodies, and a header hook that can refuse a response
-before its body is read (X-Robots-Tag, content type). Failures come back as data
-(:class:`FetchResult` with ``error`` and ``error_kind``); ``fetch`` never raises for the network.
+guard on every hop, blocklists (URL/domain rules before every hop, hash rules on the body),
+robots.txt and TDMRep's ``/.well-known/tdmrep.json`` per origin, the ``tdm-reservation`` header,
+per-host slots, host pauses on 429/503 (Retry-After, exponential on repeated 429s) that hold for
+every later request whatever ``retries`` is, retries with backoff, a byte cap on streamed bodies,
+and a header hook that can refuse a response before its body is read (X-Robots-Tag, content type).
+Failures come back as data (:class:`FetchResult` with ``error`` and ``error_kind``); ``fetch``
+never raises for the network.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from clipcrawl.crawler.blocklist import Blocklist
 from clipcrawl.crawler.netguard import BlockedAddressError, GuardedResolver, check_url, parse_networks
 from clipcrawl.crawler.politeness import RETRYABLE_STATUSES, HostSlots, parse_retry_after, retry_delay
 from clipcrawl.crawler.robots import RobotsCache
+from clipcrawl.crawler.tdmrep import TdmRepCache, header_reservation
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 #: error_kind values; the downloader and crawler map them onto their statuses.
+#: "tdm": TDMRep reservation (tdmrep.json before the request, tdm-reservation header before the body);
+#: "blocklisted": a blocklist rule matched (URL/domain before the request, sha256/md5 after the body).
 KINDS = ("http", "timeout", "connection", "blocked", "redirect", "too_large", "rejected", "robots", "invalid", "tls",
-         "refused")
+         "refused", "tdm", "blocklisted")
 
 #: accept(response) -> reason to refuse it before its body is read, or None.
 Accept = Callable[[aiohttp.ClientResponse], "str | None"]
@@ -47,6 +54,7 @@ class FetchResult:
     redirects: int = 0
     attempts: int = 0
     elapsed: float = 0.0
+    host_pause: float = 0.0  # seconds this response paused its host for (429/503)
 
     @property
     def ok(self) -> bool:
@@ -72,17 +80,23 @@ class FetchConfig:
     per_host_concurrency: int = 2
     delay: float = 0.0
     total_concurrency: int = 64
-    max_retry_after: float = 120.0  # a longer Retry-After is an error, not a wait
+    max_retry_after: float = 120.0  # host pauses are capped here; a longer Retry-After is not retried
     backoff_base: float = 0.5
+    backoff_429: float = 1.0  # host pause after the n-th 429 in a row without a longer Retry-After: this x 2**(n-1)
+    respect_tdmrep: bool = True
+    blocklists: tuple[str, ...] = ()  # blocklist files (clipcrawl.crawler.blocklist)
 
 
 class Fetcher:
     """``async with Fetcher(cfg) as f: r = await f.fetch(url)``."""
 
-    def __init__(self, cfg: FetchConfig, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, cfg: FetchConfig, headers: dict[str, str] | None = None,
+                 blocklist: Blocklist | None = None) -> None:
         self.cfg = cfg
-        self.slots = HostSlots(cfg.per_host_concurrency, cfg.delay)
+        self.slots = HostSlots(cfg.per_host_concurrency, cfg.delay, cfg.max_retry_after, cfg.backoff_429)
         self.robots = RobotsCache(self._fetch_robots, cfg.user_agent)
+        self.tdmrep = TdmRepCache(self._fetch_robots)
+        self.blocklist = blocklist if blocklist is not None else Blocklist.load(cfg.blocklists)
         self._headers = {"User-Agent": cfg.user_agent, **(headers or {})}
         self.session: aiohttp.ClientSession | None = None
         self.bytes_downloaded = 0
@@ -112,14 +126,15 @@ class Fetcher:
 
     # ------------------------------------------------------------------ public
     async def fetch(self, url: str, accept: Accept | None = None, robots: bool | None = None,
-                    follow: Follow | None = None) -> FetchResult:
+                    follow: Follow | None = None, tdm: bool | None = None) -> FetchResult:
         """GET ``url`` with retries; never raises for network or HTTP failures. ``follow`` vets each
         redirect target before it is requested (the crawler keeps to its allowed domains with it)."""
         robots = self.cfg.respect_robots if robots is None else robots
+        tdm = self.cfg.respect_tdmrep if tdm is None else tdm
         t0 = time.monotonic()
         res = FetchResult(url, url)
         for attempt in range(self.cfg.retries + 1):
-            res = await self._fetch_once(url, accept, robots, follow)
+            res = await self._fetch_once(url, accept, robots, follow, tdm)
             res.attempts = attempt + 1
             if not res.retryable or attempt == self.cfg.retries:
                 break
@@ -127,16 +142,15 @@ class Fetcher:
                 res.error += f" (Retry-After {res.retry_after:.0f}s exceeds {self.cfg.max_retry_after:.0f}s)"
                 break
             wait = retry_delay(attempt, res.retry_after, base=self.cfg.backoff_base)
-            if res.retry_after is not None:
-                self.slots.backoff(_host_key(URL(res.final_url)), wait)
-                wait = 0.0  # the slot itself now waits
+            if res.retry_after is not None or res.host_pause:
+                wait = 0.0  # the host is paused: its slot itself waits
             await asyncio.sleep(wait)
         res.elapsed = time.monotonic() - t0
         return res
 
     # ------------------------------------------------------------------ internals
     async def _fetch_once(self, url: str, accept: Accept | None, robots: bool,
-                          follow: Follow | None = None) -> FetchResult:
+                          follow: Follow | None = None, tdm: bool = False) -> FetchResult:
         assert self.session is not None, "use 'async with Fetcher(...)'"
         res = FetchResult(url, url)
         seen = {url}
@@ -150,6 +164,9 @@ class Fetcher:
             reason = check_url(u, self.cfg.allow_private, self._networks)
             if reason:
                 return _fail(res, "blocked" if "address" in reason else "invalid", reason)
+            reason = self.blocklist.match_url(str(u))
+            if reason:
+                return _fail(res, "blocklisted", reason)
             if hop and follow is not None:
                 reason = follow(str(u))
                 if reason:
@@ -161,9 +178,15 @@ class Fetcher:
                     kind = "blocked" if verdict.blocked else "robots"
                     return _fail(res, kind, verdict.reason or "disallowed by robots.txt")
                 delay = verdict.crawl_delay
+                if delay:
+                    self.slots.set_spacing(_host_key(u), delay)
+            if tdm:
+                reserved = await self.tdmrep.check(u)
+                if reserved.reserved:
+                    return _fail(res, "tdm", reserved.reason or "TDM rights reserved")
             try:
                 async with self.slots.acquire(_host_key(u), delay):
-                    nxt = await self._request(u, res, accept)
+                    nxt = await self._request(u, res, accept, tdm)
             except Exception as e:  # noqa: BLE001 - every network failure becomes data
                 return _classify(res, e, self.cfg.timeout)
             if nxt is None:
@@ -174,18 +197,30 @@ class Fetcher:
             current = nxt
         return _fail(res, "redirect", f"too many redirects (> {self.cfg.max_redirects})")
 
-    async def _request(self, u: URL, res: FetchResult, accept: Accept | None) -> str | None:
+    async def _request(self, u: URL, res: FetchResult, accept: Accept | None, tdm: bool = False) -> str | None:
         """One request. Returns the next URL for a redirect, else fills ``res`` and returns None."""
         assert self.session is not None
         async with self.session.get(u, allow_redirects=False) as resp:
             res.status = resp.status
             res.headers = _flat_headers(resp)
+            retry_after = parse_retry_after(resp.headers.get("Retry-After")) if resp.status >= 400 else None
+            res.host_pause = self.slots.pause(_host_key(u), resp.status, retry_after)
             if resp.status in REDIRECT_STATUSES and "Location" in resp.headers:
                 return str(u.join(URL(resp.headers["Location"])))
             if resp.status >= 400:
-                res.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                _fail(res, "http", f"HTTP {resp.status} {resp.reason or ''}".strip())
+                res.retry_after = retry_after
+                msg = f"HTTP {resp.status} {resp.reason or ''}".strip()
+                if res.host_pause:
+                    why = f"Retry-After {retry_after:g}s" if retry_after else "repeated 429 backoff"
+                    capped = " (capped)" if retry_after and retry_after > res.host_pause else ""
+                    msg += f"; host paused {res.host_pause:g}s{capped} ({why})"
+                _fail(res, "http", msg)
                 return None
+            if tdm:
+                reason = header_reservation(res.headers)
+                if reason:
+                    _fail(res, "tdm", reason)
+                    return None
             if accept is not None:
                 reason = accept(resp)
                 if reason:
@@ -203,11 +238,17 @@ class Fetcher:
                     return None
                 chunks.append(chunk)
             self.bytes_downloaded += size
-            res.body = b"".join(chunks)
+            body = b"".join(chunks)
+            reason = self.blocklist.match_body(body)
+            if reason:
+                _fail(res, "blocklisted", reason)
+                return None
+            res.body = body
             return None
 
     async def _fetch_robots(self, url: str) -> tuple[int | None, bytes]:
-        res = await self._fetch_once(url, None, robots=False)
+        """robots.txt and tdmrep.json: no robots/TDM check of their own, no retries."""
+        res = await self._fetch_once(url, None, robots=False, tdm=False)
         if res.error_kind == "blocked":
             raise BlockedAddressError(res.error)
         if res.error_kind in ("http",) or res.ok:

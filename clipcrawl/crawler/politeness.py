@@ -1,5 +1,13 @@
 """Per-host slots (scrapy's ``Slot``): concurrency and a minimum delay between request starts,
-plus retry timing as pure functions (exponential backoff with jitter, ``Retry-After``)."""
+host pauses on 429/503, plus retry timing as pure functions (exponential backoff with jitter,
+``Retry-After``).
+
+A host that answers ``429`` (or ``503`` with ``Retry-After``) is paused for every later request
+of the run, whether or not the failed request is retried: no request to it starts before
+``Retry-After`` seconds (capped by ``max_pause``) have passed. Repeated 429s without a long enough
+Retry-After back off exponentially (``base * 2**(n-1)`` for the n-th 429 in a row); a response
+under 400 resets the streak.
+"""
 
 from __future__ import annotations
 
@@ -41,19 +49,28 @@ def retry_delay(attempt: int, retry_after: float | None = None, base: float = 0.
     return min(cap, base * (2**attempt) * (0.5 + r))
 
 
+PAUSE_STATUSES = frozenset({429, 503})
+
+
 @dataclass
 class _Slot:
     sem: asyncio.Semaphore
     next_start: float = 0.0  # monotonic time before which no request may start
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    streak_429: int = 0  # 429s in a row
+    min_spacing: float = 0.0  # the host's Crawl-delay, once known: holds for every request to it
 
 
 class HostSlots:
     """At most ``concurrency`` requests in flight per host, starts spaced by ``delay`` seconds."""
 
-    def __init__(self, concurrency: int = 2, delay: float = 0.0) -> None:
+    def __init__(self, concurrency: int = 2, delay: float = 0.0, max_pause: float = 120.0,
+                 backoff_base: float = 1.0) -> None:
         self.concurrency, self.delay = concurrency, delay
+        self.max_pause, self.backoff_base = max_pause, backoff_base
         self._slots: dict[str, _Slot] = {}
+        self.pauses = 0  # host pauses started (429/503)
+        self.paused_seconds = 0.0  # their total length
 
     def _slot(self, host: str) -> _Slot:
         s = self._slots.get(host)
@@ -65,19 +82,47 @@ class HostSlots:
     async def acquire(self, host: str, delay: float | None = None) -> AsyncIterator[None]:
         """Hold a slot of ``host``; ``delay`` (e.g. robots Crawl-delay) raises the spacing."""
         s = self._slot(host)
-        spacing = max(self.delay, delay or 0.0)
+        spacing = max(self.delay, delay or 0.0, s.min_spacing)
         async with s.sem:
             async with s.lock:  # serialise start times so spacing holds across concurrent waiters
-                wait = s.next_start - time.monotonic()
-                if wait > 0:
+                while (wait := s.next_start - time.monotonic()) > 0:  # a pause may move next_start while we sleep
                     await asyncio.sleep(wait)
                 s.next_start = max(s.next_start, time.monotonic()) + spacing
             yield
+
+    def set_spacing(self, host: str, delay: float) -> None:
+        """The host's own minimum spacing (robots Crawl-delay), for requests that carry none (tdmrep.json)."""
+        s = self._slot(host)
+        s.min_spacing = max(s.min_spacing, delay)
 
     def backoff(self, host: str, seconds: float) -> None:
         """Push the host's next start ``seconds`` into the future (429/503 Retry-After)."""
         s = self._slot(host)
         s.next_start = max(s.next_start, time.monotonic() + seconds)
+
+    def pause(self, host: str, status: int | None, retry_after: float | None) -> float:
+        """Pause ``host`` after a response of ``status``; returns the pause in seconds (0: none).
+
+        429: ``max(Retry-After, base * 2**(n-1))`` for the n-th 429 in a row; 503: Retry-After only;
+        both capped at ``max_pause``. Any other status under 400 resets the 429 streak.
+        """
+        s = self._slot(host)
+        if status not in PAUSE_STATUSES:
+            if status is not None and status < 400:
+                s.streak_429 = 0
+            return 0.0
+        seconds = retry_after or 0.0
+        if status == 429:
+            s.streak_429 += 1
+            seconds = max(seconds, self.backoff_base * 2 ** (s.streak_429 - 1))
+        seconds = min(seconds, self.max_pause)
+        if seconds > 0:
+            before = s.next_start
+            self.backoff(host, seconds)
+            if s.next_start > before:
+                self.pauses += 1
+                self.paused_seconds += seconds
+        return seconds
 
     def __len__(self) -> int:
         return len(self._slots)

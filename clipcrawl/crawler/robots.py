@@ -8,6 +8,7 @@ restrictions, a 5xx or network failure means complete disallow (until the entry 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -25,26 +26,99 @@ def user_agent_token(user_agent: str) -> str:
     return user_agent.split("/", 1)[0].split(" ", 1)[0].strip().lower() or user_agent.lower()
 
 
-def robots_tag_disallows(values: Iterable[str], ua_token: str, directives: Iterable[str]) -> str | None:
+#: directives that take a value after a colon (so ``name: value`` is not a user-agent group)
+VALUE_DIRECTIVES = frozenset({"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
+#: what ``none`` stands for
+NONE_MEANS = ("noindex", "nofollow")
+_UA_GROUP = re.compile(r"^\s*([A-Za-z0-9_.*-]+)\s*:\s*(.*)$", re.S)
+_WEEKDAY = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)[a-z]*$", re.I)
+
+
+def _parse_date(value: str) -> float | None:
+    """An ``unavailable_after`` date (RFC 822/850/1123, ISO 8601) as a unix time, or None."""
+    import email.utils
+    from datetime import datetime, timezone
+
+    v = value.strip()
+    try:
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError):
+        when = None
+    if when is None:
+        try:
+            when = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            for fmt in ("%d %b %Y %H:%M:%S %Z", "%d-%b-%y %H:%M:%S %Z", "%d %b %Y", "%Y-%m-%d"):
+                try:
+                    when = datetime.strptime(v, fmt)
+                    break
+                except ValueError:
+                    continue
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def robots_directives(values: Iterable[str], ua_token: str, now: float | None = None) -> list[tuple[str, str]]:
+    """The robots directives of X-Robots-Tag header values (or meta robots contents) that apply to us.
+
+    Per Google's and Bing's X-Robots-Tag spec: each header line (several lines may also arrive
+    comma-combined in one value, as HTTP combines them) is a list of comma-separated directives; an
+    element ``token: directive`` starts a user-agent group and the directives after it, up to the next
+    ``token:``, apply only to that user agent. Directives outside a group apply to every agent; groups
+    for ``ua_token`` (the token the run sends, case-insensitive) apply to us, others are skipped.
+    ``none`` also yields ``noindex`` and ``nofollow``; ``unavailable_after: DATE`` in the past yields
+    ``noindex`` (the date is kept in the reason). Returns ``(directive, reason)`` pairs, lowercased.
+    """
+    now = time.time() if now is None else now
+    ua = ua_token.strip().lower()
+    out: list[tuple[str, str]] = []
+    for value in values:
+        group: str | None = None  # None: applies to every agent
+        parts = [p.strip() for p in str(value).split(",")]
+        i = 0
+        while i < len(parts):
+            piece = parts[i]
+            i += 1
+            m = _UA_GROUP.match(piece)
+            if m and m.group(1).lower() not in VALUE_DIRECTIVES:
+                group, piece = m.group(1).lower(), m.group(2).strip()
+                m = _UA_GROUP.match(piece)
+            if not piece or (group is not None and group not in (ua, "*")):
+                continue
+            name, _, arg = piece.partition(":")
+            name = name.strip().lower()
+            arg = arg.strip()
+            if name == "unavailable_after":
+                if _WEEKDAY.match(arg) and i < len(parts):  # "Friday, 25-Jun-10 15:00:00 PST" was split
+                    arg = f"{arg}, {parts[i]}"
+                    i += 1
+                when = _parse_date(arg)
+                if when is not None and when <= now:
+                    out.append(("unavailable_after", f"unavailable_after: {arg}"))
+                    out.append(("noindex", f"unavailable_after: {arg}"))
+                continue
+            if name in VALUE_DIRECTIVES:
+                continue
+            out.append((name, name))
+            if name == "none":
+                out.extend((d, "none") for d in NONE_MEANS)
+    return out
+
+
+def robots_tag_disallows(values: Iterable[str], ua_token: str, directives: Iterable[str],
+                         now: float | None = None) -> str | None:
     """Check X-Robots-Tag header values (or meta robots contents) against ``directives``.
 
-    A value is ``"noai, noimageai"`` (applies to everyone) or ``"somebot: noindex"`` (applies
-    only to that user-agent token). Returns the first matching directive, or None.
+    Parsed by :func:`robots_directives`. Returns the first directive that applies to ``ua_token``
+    and is in ``directives`` (named by what the page said: ``none``, ``unavailable_after: DATE``), or None.
     """
     wanted = {d.strip().lower() for d in directives}
-    for value in values:
-        head, sep, rest = value.partition(":")
-        scoped = bool(sep) and "," not in head and " " not in head.strip() and head.strip().lower() not in wanted
-        if scoped:
-            token, body = head.strip().lower(), rest
-            if token not in (ua_token, "*"):
-                continue
-        else:
-            body = value
-        for d in body.split(","):
-            d = d.strip().lower()
-            if d in wanted:
-                return d
+    for name, reason in robots_directives(values, ua_token, now):
+        if name in wanted:
+            return reason
     return None
 
 

@@ -4,8 +4,10 @@
 main process, and a process pool that decodes/resizes (``clipcrawl.filters.images``), so HTTP and
 pixels use every core. Work in flight is bounded (``concurrency`` requests plus a small decode
 queue), so memory stays flat whatever the batch size. Statuses keep img2dataset's meanings:
-``failed_to_download`` (network/HTTP errors, robots.txt, X-Robots-Tag noai..., over the byte cap),
-``failed_to_resize`` (undecodable, too small, aspect ratio, pixel bomb), ``success``.
+``failed_to_download`` (network/HTTP errors, robots.txt, X-Robots-Tag noai..., TDMRep, over the byte cap),
+``failed_to_resize`` (undecodable, too small, aspect ratio, pixel bomb), ``success``; and ``blocked``
+(a blocklist rule; URL/domain rules before any request, hash rules on the body).
+
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FetchCounters:
     success: int = 0
     failed_to_download: int = 0
     failed_to_resize: int = 0
+    blocked: int = 0
 
     def add(self, o: _Outcome) -> None:
         self.done += 1
@@ -54,6 +57,8 @@ class FetchCounters:
             self.success += 1
         elif o.status == Status.FAILED_TO_DOWNLOAD.value:
             self.failed_to_download += 1
+        elif o.status == Status.BLOCKED.value:
+            self.blocked += 1
         else:
             self.failed_to_resize += 1
 
@@ -68,7 +73,8 @@ def fetch_config(cfg: DownloadConfig) -> FetchConfig:
         user_agent=cfg.user_agent, timeout=cfg.timeout, max_bytes=cfg.max_bytes, retries=cfg.retries,
         allow_private=cfg.allow_private_networks, allowed_networks=tuple(cfg.allowed_networks),
         respect_robots=cfg.respect_robots, per_host_concurrency=cfg.per_host_concurrency, delay=cfg.delay,
-        total_concurrency=cfg.concurrency,
+        total_concurrency=cfg.concurrency, respect_tdmrep=cfg.respect_tdmrep, blocklists=tuple(cfg.blocklists),
+        max_retry_after=cfg.max_retry_after,
     )
 
 
@@ -132,12 +138,14 @@ class FetchImages(Stage):
         before = table.column("status").to_pylist() if "status" in table.column_names else ["success"] * n
         outcomes: list[_Outcome | None] = [None] * n
         todo = iter([i for i in range(n) if before[i] == Status.SUCCESS.value])
+        bcol = self.config.bbox_col
+        boxes = table.column(bcol).to_pylist() if bcol and bcol in table.column_names else [None] * n
         fetch_slots = asyncio.Semaphore(self.config.concurrency)
         lanes = self.config.concurrency + DECODE_QUEUE_PER_WORKER * self.workers
 
         async def lane() -> None:
             for i in todo:
-                o = await self._one(urls[i], fetch_slots)
+                o = await self._one(urls[i], fetch_slots, boxes[i])
                 outcomes[i] = o
                 self.counters.add(o)
                 self.tick(1, **self.counters.fields())
@@ -145,14 +153,16 @@ class FetchImages(Stage):
         await asyncio.gather(*(lane() for _ in range(lanes)))
         return _attach(table, outcomes)
 
-    async def _one(self, url: str, fetch_slots: asyncio.Semaphore) -> _Outcome:
+    async def _one(self, url: str, fetch_slots: asyncio.Semaphore, bbox: list | None = None) -> _Outcome:
         assert self._fetcher is not None
         async with fetch_slots:
             res = await self._fetcher.fetch(url, accept=self._accept)
+        if res.error_kind == "blocklisted":
+            return _Outcome(Status.BLOCKED.value, f"download: {res.error}", res.status)
         if not res.ok or res.body is None:
             return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {res.error or 'empty response'}", res.status)
         assert self._pool is not None
-        img = await self._pool.resize(res.body)
+        img = await self._pool.resize(res.body, bbox or None)
         if img.error:
             return _Outcome(Status.FAILED_TO_RESIZE.value, f"resize: {img.error}", res.status, len(res.body), img)
         return _Outcome(Status.SUCCESS.value, None, res.status, len(res.body), img)
@@ -160,7 +170,8 @@ class FetchImages(Stage):
 
 _COLUMNS = (("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()),
             ("original_height", pa.int32()), ("exif", pa.string()), ("sha256", pa.string()),
-            ("mime_type", pa.string()), ("bytes", pa.int64()), ("http_status", pa.int16()))
+            ("mime_type", pa.string()), ("bytes", pa.int64()), ("http_status", pa.int16()), ("num_faces", pa.int32()),
+            ("face_bboxes", pa.list_(pa.list_(pa.float32()))))
 
 
 def _attach(table: pa.Table, outcomes: list[_Outcome | None]) -> pa.Table:
@@ -177,7 +188,7 @@ def _attach(table: pa.Table, outcomes: list[_Outcome | None]) -> pa.Table:
         cols["http_status"][i], cols["bytes"][i] = o.http_status, o.nbytes
         img = o.img
         if img is not None:
-            for name in ("original_width", "original_height", "exif", "sha256", "mime_type"):
+            for name in ("original_width", "original_height", "exif", "sha256", "mime_type", "num_faces", "face_bboxes"):
                 cols[name][i] = getattr(img, name)
             if o.status == Status.SUCCESS.value:
                 cols["width"][i], cols["height"][i], images[i] = img.width, img.height, img.image

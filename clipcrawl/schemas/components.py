@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_serializer, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, NOAI_DIRECTIVES, Model, redact
 
@@ -44,6 +44,34 @@ class DownloadConfig(Model):
     )
     max_bytes: int = Field(30_000_000, ge=1024, description="Bodies larger than this -> failed_to_download.")
     workers: int | None = Field(None, ge=1, description="Decode/resize processes; default: CPU count.")
+    respect_tdmrep: bool = Field(
+        True, description="TDMRep: never fetch what /.well-known/tdmrep.json reserves; drop responses with "
+        "tdm-reservation: 1 (failed_to_download, reason recorded).",
+    )
+    blocklists: list[str] = Field(
+        default_factory=list, description="Blocklist files, one rule a line: URL, domain:example.com (subdomains "
+        "too), sha256:<hex>, md5:<hex>. URL/domain rules before any request, hash rules on the downloaded bytes; "
+        "status blocked.",
+    )
+    max_retry_after: float = Field(
+        120.0, gt=0, description="Cap in seconds on a host pause after 429/503 (Retry-After, or exponential "
+        "backoff on repeated 429s); the pause holds for every later request to the host.",
+    )
+    blur_faces: bool = Field(
+        False, description="Detect faces (OpenCV's bundled Haar cascade; pip install clipcrawl[faces]) and blur them "
+        "before encoding; num_faces and face_bboxes are recorded.",
+    )
+    bbox_col: str | None = Field(
+        None, description="img2dataset's bbox_col: an input column of [x0, y0, x1, y1] boxes (relative 0-1) to "
+        "blur before encoding.",
+    )
+
+    @field_validator("blocklists")
+    @classmethod
+    def _blocklists_exist(cls, v: list[str]) -> list[str]:
+        from clipcrawl.schemas.sources import check_blocklists
+
+        return check_blocklists(v)
 
     @property
     def quality(self) -> int:
@@ -93,12 +121,20 @@ class ClipConfig(Model):
     quantize: Literal["int8", "none"] = Field(
         "int8", description="Fast CPU path: int8 dynamic quantization of the ONNX towers, or none (fp32 ONNX)."
     )
+    unsafe_head: str | None = Field(
+        None, description="Local checkpoint of a trained classifier head on CLIP image embeddings (LAION-style "
+        "linear/MLP NSFW head; .pt/.safetensors/.npz) that replaces the zero-shot punsafe. Never used to filter.",
+    )
+    watermark_head: str | None = Field(
+        None, description="Local checkpoint of a trained watermark head that replaces the zero-shot pwatermark.",
+    )
     unsafe_prompts: list[str] = Field(
         default_factory=lambda: [
             "an explicit photo of nudity", "a pornographic image", "a sexually explicit picture",
             "a photo of graphic violence and gore",
         ],
-        description="Zero-shot positives of punsafe (softmax over these + safe_prompts).",
+        description="Zero-shot positives of punsafe (softmax over these + safe_prompts). Zero-shot scores are "
+        "uncalibrated (noise with the tiny model): recorded, never used to filter.",
     )
     safe_prompts: list[str] = Field(
         default_factory=lambda: [

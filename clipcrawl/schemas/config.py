@@ -17,6 +17,8 @@ from pydantic import (
     BaseModel,
     Field,
     ValidationError,
+    field_validator,
+    model_validator,
 )
 
 from clipcrawl.schemas.components import (  # noqa: F401 - the config models, importable from here
@@ -34,7 +36,13 @@ from clipcrawl.schemas.configbase import (  # noqa: F401
     ConfigError,
     Model,
 )
-from clipcrawl.schemas.sources import CommonCrawlConfig, CrawlConfig, SourcesConfig, UrlListConfig  # noqa: F401
+from clipcrawl.schemas.sources import (  # noqa: F401
+    CommonCrawlConfig,
+    CrawlConfig,
+    SourcesConfig,
+    UrlListConfig,
+    check_blocklists,
+)
 
 
 # ---------------------------------------------------------------- run
@@ -53,6 +61,34 @@ class RunConfig(Model):
     ray_actors: int | None = Field(None, ge=1, description="Fetch/score actors (default: one per free CPU).")
     ray_node_ip: str | None = Field(None, description="This machine's IP as the Ray cluster knows it "
                                     "(when auto-detection picks the wrong interface).")
+    blocklists: list[str] = Field(
+        default_factory=list, description="Blocklist files applied to every source and the download "
+        "(merged into sources.crawl, sources.commoncrawl and download blocklists).",
+    )
+
+    @field_validator("blocklists")
+    @classmethod
+    def _blocklists_exist(cls, v: list[str]) -> list[str]:
+        return check_blocklists(v)
+
+    @model_validator(mode="after")
+    def _spread_blocklists(self) -> RunConfig:
+        """Top-level blocklists apply everywhere: merge them into each component's list."""
+        if not self.blocklists:
+            return self
+
+        def merged(own: list[str]) -> list[str]:
+            return list(dict.fromkeys([*self.blocklists, *own]))
+
+        src = self.sources
+        updates = {}
+        if src.crawl is not None:
+            updates["crawl"] = src.crawl.model_copy(update={"blocklists": merged(src.crawl.blocklists)})
+        if src.commoncrawl is not None:
+            updates["commoncrawl"] = src.commoncrawl.model_copy(update={"blocklists": merged(src.commoncrawl.blocklists)})
+        object.__setattr__(self, "sources", src.model_copy(update=updates))
+        object.__setattr__(self, "download", self.download.model_copy(update={"blocklists": merged(self.download.blocklists)}))
+        return self
 
 
 # ---------------------------------------------------------------- loading
@@ -123,6 +159,19 @@ def _absolutize(cfg: Any, base: Path) -> Any:
         if src.commoncrawl:
             paths = [p if ("://" in p or Path(p).is_absolute()) else str(base / p) for p in src.commoncrawl.paths]
             src_up["commoncrawl"] = src.commoncrawl.model_copy(update={"paths": paths})
+        def absolute(paths: list[str]) -> list[str]:
+            return [p if Path(p).is_absolute() else str(base / p) for p in paths]
+
+        if src.crawl and src.crawl.blocklists:
+            crawl = src_up.get("crawl", src.crawl)
+            src_up["crawl"] = crawl.model_copy(update={"blocklists": absolute(crawl.blocklists)})
+        if src.commoncrawl and src.commoncrawl.blocklists:
+            cc = src_up["commoncrawl"]
+            src_up["commoncrawl"] = cc.model_copy(update={"blocklists": absolute(cc.blocklists)})
+        if cfg.download.blocklists:
+            updates["download"] = cfg.download.model_copy(update={"blocklists": absolute(cfg.download.blocklists)})
+        if cfg.blocklists:
+            updates["blocklists"] = absolute(cfg.blocklists)
         if src_up:
             updates["sources"] = src.model_copy(update=src_up)
         if updates:

@@ -10,6 +10,14 @@ from pydantic import Field, field_serializer, field_validator, model_validator
 from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, Model, redact
 
 
+def check_blocklists(v: list[str]) -> list[str]:
+    """Blocklist files must exist (they are read before any request)."""
+    for p in v:
+        if not Path(p).is_file():
+            raise ValueError(f"blocklist {p!r} does not exist")
+    return v
+
+
 # ---------------------------------------------------------------- sources
 class CrawlConfig(Model):
     """Link-following crawl from seed pages (``clipcrawl crawl``)."""
@@ -41,6 +49,20 @@ class CrawlConfig(Model):
         default_factory=list, description="CIDR ranges exempt from the private-address guard (e.g. an intranet)."
     )
     rows_per_chunk: int = Field(10_000, ge=1, description="Rows per pairs/pages Parquet chunk file.")
+    respect_tdmrep: bool = Field(
+        True, description="TDMRep: tdm-reservation header, /.well-known/tdmrep.json, <meta name=tdm-reservation>."
+    )
+    blocklists: list[str] = Field(
+        default_factory=list, description="Blocklist files (URL, domain:, sha256:, md5: lines); see README."
+    )
+    max_retry_after: float = Field(
+        120.0, gt=0, description="Cap in seconds on a host pause after 429/503 (Retry-After or 429 backoff)."
+    )
+
+    @field_validator("blocklists")
+    @classmethod
+    def _blocklists_exist(cls, v: list[str]) -> list[str]:
+        return check_blocklists(v)
 
     @field_validator("allowed_networks")
     @classmethod
@@ -92,10 +114,18 @@ class CommonCrawlConfig(Model):
         description="fsspec storage options for remote inputs (e.g. s3fs profile); secret values are redacted "
         "in the saved config.",
     )
+    blocklists: list[str] = Field(
+        default_factory=list, description="Blocklist files: pairs whose image or page URL/domain is listed are dropped."
+    )
 
     @field_serializer("storage_options")
     def _redact_secrets(self, v: dict[str, Any]) -> dict[str, Any]:
         return redact(v)
+
+    @field_validator("blocklists")
+    @classmethod
+    def _blocklists_exist(cls, v: list[str]) -> list[str]:
+        return check_blocklists(v)
 
     @field_validator("paths")
     @classmethod

@@ -14,7 +14,8 @@ class Status(str, Enum):
     """Status of one sample (one input image URL + caption)."""
 
     SUCCESS = "success"
-    FAILED_TO_DOWNLOAD = "failed_to_download"  # network/http error, robots or X-Robots-Tag, too large
+    FAILED_TO_DOWNLOAD = "failed_to_download"  # network/http error, robots, X-Robots-Tag, TDMRep, too large
+    BLOCKED = "blocked"  # a blocklist rule (URL, domain:, sha256:, md5:) matched; the rule is in error_message
     FAILED_TO_RESIZE = "failed_to_resize"  # undecodable, too small, bad aspect ratio, pixel bomb
     FILTERED_TEXT = "filtered_text"  # a caption rule rejected it
     FAILED_TO_SCORE = "failed_to_score"  # CLIP could not read the image
@@ -36,6 +37,8 @@ class PageStatus(str, Enum):
     NOT_HTML = "not_html"  # content type is not HTML
     TOO_LARGE = "too_large"  # body over the size cap
     BLOCKED_ADDRESS = "blocked_address"  # resolves to a private/loopback/... address
+    BLOCKED = "blocked"  # a blocklist rule (URL or domain:) matched; never requested
+    TDM_RESERVED = "tdm_reserved"  # TDMRep: tdm-reservation 1 (header, meta or tdmrep.json): pairs withheld
     REDIRECT_LIMIT = "redirect_limit"  # too many redirects, or a redirect loop
     OFF_DOMAIN = "off_domain"  # redirected outside the allowed domains
 

@@ -98,10 +98,14 @@ SAMPLES = pa.schema(
         pa.field("http_status", pa.int16()),
         pa.field("pixel_hash", pa.string()),  # hex hash of the resized pixels (exact-pixel dedup)
         pa.field("phash", pa.uint64()),  # 64-bit perceptual hash of the image
+        pa.field("num_faces", pa.int32()),  # faces detected and blurred (download.blur_faces); null when off
+        pa.field("face_bboxes", pa.list_(pa.list_(pa.float32()))),  # their [x0, y0, x1, y1] fractions, pre-crop
         # --- CLIP scoring
         pa.field("clip_similarity", pa.float32()),  # cosine of L2-normalised embeddings
         pa.field("clip_model", pa.string()),  # "<name>/<pretrained>" or checkpoint path
-        pa.field("punsafe", pa.float32()),  # zero-shot probability, LAION's name
+        # punsafe/pwatermark: ZERO-SHOT prompt scores (softmax over ClipConfig's prompt lists), uncalibrated
+        # and never used to filter by default; with ClipConfig.safety_head they come from that trained head.
+        pa.field("punsafe", pa.float32()),  # LAION's name
         pa.field("pwatermark", pa.float32()),
         # --- dedup
         pa.field("duplicate_of", pa.string()),  # key of the kept representative
@@ -125,6 +129,7 @@ STATS = pa.schema(
         pa.field("successes", pa.int64()),
         pa.field("failed_to_download", pa.int64()),
         pa.field("failed_to_resize", pa.int64()),
+        pa.field("blocked", pa.int64()),
         pa.field("filtered_text", pa.int64()),
         pa.field("failed_to_score", pa.int64()),
         pa.field("filtered_clip", pa.int64()),

@@ -73,21 +73,21 @@ def is_svg(url: str) -> bool:
 def noai_directives(value: str | None) -> bool:
     """Does a robots value (meta content, X-Robots-Tag) carry a directive that forbids AI use?
 
-    ``X-Robots-Tag: otherbot: noindex`` is addressed to another crawler and ignored; ``none``
-    means ``noindex, nofollow``.
+    Parsed by :func:`clipcrawl.crawler.robots.robots_directives` for the ``clipcrawl`` token:
+    ``otherbot: noindex`` is addressed to another crawler and ignored, ``a: x, clipcrawl: noai``
+    (comma-combined groups) is ours, ``none`` means ``noindex, nofollow``, a past ``unavailable_after``
+    means ``noindex``.
     """
     if not value:
         return False
-    for part in value.lower().split(","):
-        token = part.strip()
-        if ":" in token:  # "googlebot: noindex" (user-agent scoped) or "unavailable_after: date"
-            agent, _, rest = token.partition(":")
-            if agent.strip() not in ("*", "all", "clipcrawl", "robots"):
-                continue
-            token = rest.strip()
-        if token in NOAI_DIRECTIVES or token == "none":
-            return True
-    return False
+    from clipcrawl.crawler.robots import robots_tag_disallows
+
+    return robots_tag_disallows([value], "clipcrawl", (*NOAI_DIRECTIVES, "none")) is not None
+
+
+def tdm_reserved(value: str | None) -> bool:
+    """TDMRep: is a ``tdm-reservation`` header or meta value ``1``?"""
+    return bool(value) and any(v.strip() == "1" for v in str(value).split(","))
 
 
 _W3CDTF = re.compile(r"^(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?)(?:\.(\d+))?)?\s*(Z|[+-]\d\d:?\d\d)?$")

@@ -7,6 +7,7 @@ knows which inputs are finished and which chunks belong to an unfinished one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -39,6 +40,25 @@ class ReadOptions:
     max_html_bytes: int = 5_000_000  # HTML beyond this is not parsed (the start still is)
     max_record_bytes: int = 20_000_000  # record blocks are read up to this size
     fs_kwargs: dict[str, Any] = field(default_factory=dict)  # fsspec storage options
+    blocklists: tuple[str, ...] = ()  # pairs whose image or page URL/domain is listed are dropped ("blocklist")
+
+
+@functools.lru_cache(maxsize=4)
+def _blocklist(paths: tuple[str, ...]):  # noqa: ANN202 - Blocklist, one per process and list of files
+    from clipcrawl.crawler.blocklist import Blocklist
+
+    return Blocklist.load(paths)
+
+
+def _apply_blocklist(page: PageInfo, paths: tuple[str, ...]) -> None:
+    """Drop the pairs of a blocklisted page, and blocklisted image URLs (counted as dropped "blocklist")."""
+    bl = _blocklist(paths)
+    if not bl.has_url_rules or not page.pairs:
+        return
+    keep = [] if bl.match_url(page.url) else [c for c in page.pairs if bl.match_url(c.url) is None]
+    if len(keep) < len(page.pairs):
+        page.dropped["blocklist"] = page.dropped.get("blocklist", 0) + len(page.pairs) - len(keep)
+        page.pairs = keep
 
 
 @dataclass
@@ -169,6 +189,8 @@ def process_file(
                     rep.errors.append(f"record {rep.records} {rec.target_uri}: {type(e).__name__}: {e}"[:300])
                 continue
             rep.pages += 1
+            if opts.blocklists:
+                _apply_blocklist(page, opts.blocklists)
             for k, v in page.dropped.items():
                 _bump(rep.dropped, k, v)
             if page.noai:

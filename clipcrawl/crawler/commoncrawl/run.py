@@ -167,7 +167,8 @@ def read_commoncrawl(
     t0 = time.monotonic()
     out = os.fspath(out_dir).rstrip("/")
     opts = ReadOptions(format=config.format, max_records=config.max_records, pairs_per_file=config.pairs_per_file,
-                       max_html_bytes=config.max_html_bytes, fs_kwargs=dict(config.storage_options))
+                       max_html_bytes=config.max_html_bytes, fs_kwargs=dict(config.storage_options),
+                       blocklists=tuple(config.blocklists))
     inputs = expand_inputs(list(config.paths), opts.fs_kwargs)
     summary = CommonCrawlSummary(inputs=len(inputs))
     todo = []

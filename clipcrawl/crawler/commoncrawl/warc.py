@@ -15,6 +15,7 @@ from clipcrawl.crawler.commoncrawl.page import (
     first_language,
     noai_directives,
     parse_warc_date,
+    tdm_reserved,
 )
 from clipcrawl.crawler.commoncrawl.records import RawRecord
 from clipcrawl.crawler.urls import normalize_url
@@ -40,7 +41,7 @@ def page_from_response(rec: RawRecord, max_html_bytes: int) -> PageInfo:
     if len(body) > max_html_bytes:
         body = body[:max_html_bytes]
     page = PageInfo(url=page_url, date=parse_warc_date(rec.date))
-    if noai_directives(msg.header("x-robots-tag")):
+    if noai_directives(msg.header("x-robots-tag")) or tdm_reserved(msg.header("tdm-reservation")):
         page.noai = True
         return page
     parsed = extract_page(body, page_url, msg.header("content-type"))

@@ -23,6 +23,7 @@ from clipcrawl.crawler.commoncrawl.page import (
     is_svg,
     noai_directives,
     parse_warc_date,
+    tdm_reserved,
     unescape_entities,
 )
 from clipcrawl.crawler.urls import normalize_url
@@ -104,7 +105,8 @@ def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
         language=first_language(_header(headers, "Content-Language")
                                 or _meta_value(metas, "content-language", "language")),
         date=parse_warc_date(warc.get("WARC-Date")),
-        noai=_robots_noai(metas) or noai_directives(_header(headers, "X-Robots-Tag")),
+        noai=_robots_noai(metas) or noai_directives(_header(headers, "X-Robots-Tag"))
+        or tdm_reserved(_header(headers, "tdm-reservation")) or tdm_reserved(_meta_value(metas, "tdm-reservation")),
     )
     if page.noai:
         return page

@@ -2,7 +2,8 @@
 
 ``ScoreClip`` reads the transient ``image`` (encoded bytes) and ``caption`` columns of the rows still
 ``success`` and writes ``clip_similarity`` (cosine of the L2-normalised embeddings, float32),
-``clip_model``, zero-shot ``punsafe``/``pwatermark``, and the transient ``image_embedding`` /
+``clip_model``, ``punsafe``/``pwatermark`` (zero-shot prompt scores, uncalibrated, never used to filter;
+or a user-supplied trained head's, :mod:`clipcrawl.filters.clip.safety_head`), and the transient ``image_embedding`` /
 ``text_embedding`` (fixed-size list<float32>). Rows without image bytes keep null scores; images
 that cannot be decoded become ``failed_to_score``. Decoding runs in threads ahead of the model
 (:mod:`clipcrawl.filters.clip.prefetch`).
@@ -64,11 +65,16 @@ class ScoreClip(Stage):
         def enc(texts: list[str]) -> np.ndarray:
             return self.encoder.encode_texts(self.clip.tokenizer(texts))
 
+        from clipcrawl.filters.clip.safety_head import load_head
+
+        d = self.clip.embed_dim
         self.tags = [
             t
             for t in (
-                ZeroShotTag.build("punsafe", c.unsafe_prompts, c.safe_prompts, enc),
-                ZeroShotTag.build("pwatermark", c.watermark_prompts, c.clean_prompts, enc),
+                load_head(c.unsafe_head, "punsafe", d) if c.unsafe_head
+                else ZeroShotTag.build("punsafe", c.unsafe_prompts, c.safe_prompts, enc),
+                load_head(c.watermark_head, "pwatermark", d) if c.watermark_head
+                else ZeroShotTag.build("pwatermark", c.watermark_prompts, c.clean_prompts, enc),
             )
             if t is not None
         ]

@@ -52,6 +52,7 @@ class ResizeOptions:
     encode_quality: int | None = None  # jpg/webp 1-100 (default 95); png: zlib level 0-9 (default 9)
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
     jpeg_draft_gap: float = 2.0  # JPEG DCT-scaled decode to >= gap x output size; 0 = full decode
+    blur_faces: bool = False  # detect faces (clipcrawl.filters.images.faces) and blur them before encoding
 
     @classmethod
     def from_config(cls, cfg: DownloadConfig) -> ResizeOptions:
@@ -72,6 +73,8 @@ class ResizedImage:
     exif: str | None = None
     sha256: str | None = None  # of the downloaded bytes
     error: str | None = None
+    num_faces: int | None = None  # faces detected and blurred (blur_faces), else None
+    face_bboxes: list[list[float]] | None = None  # their [x0, y0, x1, y1] fractions of the (uncropped) image
 
 
 def resize_image(data: bytes, opts: ResizeOptions, bbox: Sequence[Sequence[float]] | None = None,
@@ -145,10 +148,17 @@ def _resize_into(out: ResizedImage, data: bytes, opts: ResizeOptions, bbox: Sequ
         im = im.resize(stored, resample, box=src_box, reducing_gap=None)
     if orient != 1:
         im = im.transpose(TRANSPOSE[orient])
-    if bbox is not None and len(bbox):
+    boxes = [list(b) for b in bbox] if bbox is not None else []
+    if opts.blur_faces:  # detected on the resized, upright, uncropped image; blurred before encoding
+        from clipcrawl.filters.images.faces import detect_faces
+
+        out.face_bboxes = detect_faces(im)
+        out.num_faces = len(out.face_bboxes)
+        boxes += out.face_bboxes
+    if boxes:
         from clipcrawl.filters.images.blur import blur_boxes
 
-        im = Image.fromarray(blur_boxes(np.asarray(im), bbox))
+        im = Image.fromarray(blur_boxes(np.asarray(im), boxes))
     im = _crop_or_pad(im, geo)
     fmt, _ = ENCODERS[opts.encode_format]
     buf = io.BytesIO()

@@ -18,6 +18,8 @@ def commoncrawl(
     max_records: int | None = typer.Option(None, "--max-records", min=1, help="Read at most N records per input."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Inputs read in parallel (default: CPU count)."),
     pairs_per_file: int = typer.Option(100_000, "--pairs-per-file", min=1, help="Rows per pairs Parquet file."),
+    blocklist: list[Path] | None = typer.Option(
+        None, "--blocklist", help="Blocklist file (repeat): pairs whose image or page URL/domain is listed are dropped."),
 ) -> None:
     """Collect (image URL, alt text) pairs from Common Crawl files, as LAION/DataComp did.
 
@@ -32,7 +34,7 @@ def commoncrawl(
         raise ConfigError(f"--format {fmt!r}: use auto, warc or wat")
     cfg = parse_config(
         {"paths": list(paths), "format": fmt, "max_records": max_records, "workers": workers,
-         "pairs_per_file": pairs_per_file},
+         "pairs_per_file": pairs_per_file, "blocklists": [str(p) for p in blocklist or []]},
         CommonCrawlConfig,
         "clipcrawl commoncrawl",
     )

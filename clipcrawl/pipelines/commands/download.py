@@ -56,6 +56,16 @@ def download(
                                       help="Refetch failed_to_download rows of finished shards and rewrite them."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    blocklist: list[str] | None = typer.Option(
+        None, "--blocklist", help="Blocklist file (repeat): URL, domain:example.com, sha256:<hex>, md5:<hex> lines "
+                                  "-> status blocked (URL/domain before any request, hashes on the bytes)."),
+    blur_faces: bool = typer.Option(False, "--blur-faces", help="Detect faces and blur them before encoding "
+                                                                "(needs the faces extra: opencv-python-headless)."),
+    bbox_col: str | None = typer.Option(None, "--bbox-col", help="Input column of [x0,y0,x1,y1] boxes (0-1) to blur "
+                                                                  "(img2dataset's bbox_col)."),
+    max_retry_after: float = typer.Option(120.0, "--max-retry-after",
+                                          help="Cap in seconds on a host pause after 429/503."),
+    no_tdmrep: bool = typer.Option(False, "--ignore-tdmrep", help="Do not honour TDMRep (your own sites only)."),
 ) -> None:
     """Download and resize the images of a URL list into img2dataset-compatible shards.
 
@@ -67,13 +77,17 @@ def download(
     src = "clipcrawl download"
     urls = parse_config({"path": input, "input_format": input_format, "url_col": url_col,
                          "caption_col": caption_col or "caption",
-                         "save_additional_columns": _split(save_additional_columns) or []}, UrlListConfig, src)
+                         "save_additional_columns": list(dict.fromkeys(
+                             [*(_split(save_additional_columns) or []), *([bbox_col] if bbox_col else [])]))},
+                        UrlListConfig, src)
     dl = {"image_size": image_size, "resize_mode": resize_mode, "resize_only_if_bigger": resize_only_if_bigger,
           "min_image_size": min_image_size, "max_image_area": max_image_area, "max_aspect_ratio": max_aspect_ratio,
           "encode_format": encode_format, "encode_quality": encode_quality, "max_decode_pixels": max_decode_pixels,
           "jpeg_draft_gap": jpeg_draft_gap, "timeout": timeout, "retries": retries,
           "concurrency": concurrency, "per_host_concurrency": per_host_concurrency, "workers": workers,
-          "respect_robots": not no_robots, "allow_private_networks": allow_private_networks}
+          "respect_robots": not no_robots, "allow_private_networks": allow_private_networks,
+          "blocklists": list(blocklist or []), "blur_faces": blur_faces, "bbox_col": bbox_col,
+          "max_retry_after": max_retry_after, "respect_tdmrep": not no_tdmrep}
     if user_agent:
         dl["user_agent"] = user_agent
     directives = _split(disallowed_header_directives)

@@ -12,6 +12,11 @@ ORDER = 10
 def run_command(
     config: Path = typer.Argument(..., help="Run config (YAML). See README 'Config'."),
     dry_run: bool = typer.Option(False, "--check", help="Validate the config and print it resolved; run nothing."),
+    blocklist: list[Path] | None = typer.Option(
+        None, "--blocklist", help="Blocklist file (repeat): URL, domain:, sha256:, md5: lines; added to the "
+        "config's blocklists for every source and the download."),
+    blur_faces: bool = typer.Option(False, "--blur-faces", help="Blur detected faces before encoding "
+                                                                 "(download.blur_faces)."),
 ) -> None:
     """Run the configured pipeline: collect -> download -> rules -> CLIP -> dedup -> write (incremental)."""
     from clipcrawl.base.progress import log, setup_logging
@@ -19,6 +24,13 @@ def run_command(
     from clipcrawl.schemas.config import dump_config, load_config
 
     cfg = load_config(config)  # ConfigError -> exit 2
+    if blocklist or blur_faces:
+        from clipcrawl.schemas.config import RunConfig, parse_config
+
+        data = cfg.model_dump()
+        data["blocklists"] = [*data.get("blocklists", []), *(str(p.resolve()) for p in blocklist or [])]
+        data["download"]["blur_faces"] = data["download"]["blur_faces"] or blur_faces
+        cfg = parse_config(data, RunConfig, "command line")
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return

@@ -76,6 +76,10 @@ class DownloadPass(ShardPass):
         super().__init__()
         self.config, self.output, self.summary = config, output, summary
         self.stages = [FetchImages(config)]
+        if config.blocklists:  # URL/domain/page rules before any request (hash rules run in the Fetcher)
+            from clipcrawl.filters.block import BlockUrls
+
+            self.stages.insert(0, BlockUrls(config.blocklists))
 
     # ---------------------------------------------------------------- driver: which shards to do
     def jobs(self, urls: UrlListConfig, out: str, retry_failed: bool):

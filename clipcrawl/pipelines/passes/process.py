@@ -25,11 +25,16 @@ from clipcrawl.schemas.config import RunConfig
 
 
 def fetch_and_score_stages(cfg: RunConfig) -> list[Stage]:
-    """Caption rules (before any download), fetch + resize, CLIP score, then the threshold."""
+    """Caption rules and blocklists (before any download), fetch + resize, CLIP score, then the threshold."""
     from clipcrawl.filters.text import FilterCaptions
     from clipcrawl.pipelines.fetch_images import FetchImages
 
-    stages: list[Stage] = [FilterCaptions(cfg.filters.text), FetchImages(cfg.download)]
+    stages: list[Stage] = [FilterCaptions(cfg.filters.text)]
+    if cfg.download.blocklists:  # URL/domain/page rules before any request (hash rules run in the Fetcher)
+        from clipcrawl.filters.block import BlockUrls
+
+        stages.append(BlockUrls(cfg.download.blocklists))
+    stages.append(FetchImages(cfg.download))
     if cfg.filters.clip.enabled:
         from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
 

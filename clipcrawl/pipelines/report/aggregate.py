@@ -29,6 +29,7 @@ from clipcrawl.schemas.status import Status
 
 #: Drop statuses in pipeline order, with the name of the funnel step their survivors reach.
 FUNNEL_STEPS: tuple[tuple[str, str], ...] = (
+    (Status.BLOCKED.value, "not blocklisted"),
     (Status.FAILED_TO_DOWNLOAD.value, "downloaded"),
     (Status.FAILED_TO_RESIZE.value, "decoded + resized"),
     (Status.FILTERED_TEXT.value, "passed text rules"),
@@ -124,12 +125,12 @@ def _funnel(con, out: dict[str, Any]) -> list[dict[str, Any]]:
     # Text rules may run before the download: then no filtered_text row was ever fetched.
     n_text = statuses.get(Status.FILTERED_TEXT.value, 0)
     if n_text and not scalar(con, f"SELECT count(*) FROM s WHERE status = '{Status.FILTERED_TEXT}' AND fetched"):
-        order.insert(0, order.pop(2))
+        order.insert(0, order.pop([st for st, _ in order].index(Status.FILTERED_TEXT.value)))
     scored = scalar(con, "SELECT count(clip) FROM s")
     left = total
     for status, name in order:
         dropped = statuses.get(status, 0)
-        if status == Status.FILTERED_TEXT and not dropped:
+        if status in (Status.FILTERED_TEXT, Status.BLOCKED) and not dropped:
             continue
         if status in (Status.FAILED_TO_SCORE, Status.FILTERED_CLIP) and not (dropped or scored):
             continue

@@ -161,7 +161,9 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
                   _pct(r["kept_above_0_5_pct"])] for k, r in safety.items() if r["n"]]
         parts.append(_section(
             "CLIP scores", _plot(plots.clip(clip), "clip similarity"), info,
-            table(["score", "scored", "mean", "> 0.5", "kept mean", "kept > 0.5"], srows, {1, 2, 3, 4, 5})
+            ("<p>punsafe / pwatermark: zero-shot CLIP prompt scores unless a trained head was configured "
+             "(clip.unsafe_head / watermark_head); uncalibrated, never used to filter.</p>"
+             + table(["score", "scored", "mean", "> 0.5", "kept mean", "kept > 0.5"], srows, {1, 2, 3, 4, 5}))
             if srows else "", sid="clip"))
     if agg.get("dedup"):
         parts.append(_section("Duplicates", _plot(plots.dedup(agg["dedup"]), "duplicates"), sid="dedup"))

@@ -84,7 +84,7 @@ def _languages(agg: dict[str, Any], limit: int = 8) -> Table:
 
 
 def _scores(agg: dict[str, Any]) -> Table:
-    t = _table("Scores", ("score", "left"), ("scored", "right"), ("mean", "right"), (">0.5", "right"),
+    t = _table("Scores (zero-shot unless a head is set; never filter)", ("score", "left"), ("scored", "right"), ("mean", "right"), (">0.5", "right"),
                ("kept >0.5", "right"))
     for name, r in (agg.get("safety") or {}).items():
         if r["n"]:

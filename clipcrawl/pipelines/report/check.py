@@ -7,8 +7,9 @@ reason), left out of the numbers, and ``clipcrawl stats`` names it and exits 1.
   zero blocks of the end-of-archive marker (every tar writer adds them: Python's tarfile,
   webdataset, img2dataset, GNU tar), so one ranged read of the last KiB (sizes come from the
   listing) clears a healthy tar. Only a tar that fails it has its headers scanned
-  (:func:`~clipcrawl.base.shardfiles.index_tar`): it is truncated when a header is cut or a
-  member's data runs past the end of the file (a tar that merely lacks the marker passes).
+  (:func:`~clipcrawl.base.shardfiles.index_tar`): it is truncated when a member's data runs past
+  the end of the file or non-zero bytes follow the last whole member (a cut header, which
+  tarfile takes for the end); a tar that merely lacks the marker passes.
 - Parquet files are checked where DuckDB reads them (:func:`readable_parquet`): one query over all
   files; only when it fails is each file tried alone, so healthy datasets pay nothing extra.
 """
@@ -37,10 +38,13 @@ def tar_problem(url: str, size: int | None = None) -> str | None:
             return None  # ends with the end-of-archive marker
         index = index_tar(url)
     except UNREADABLE as e:
-        return f"not a readable tar ({error_text(e)})"
+        return f"truncated or not a tar ({error_text(e)})"
     end = max((off + n for members in index.values() for off, n in members.values()), default=0)
     if end > size:
         return f"truncated tar: member data runs to byte {end:,} but the file has {size:,} bytes"
+    end += -end % 512  # tarfile stops quietly at a cut header: the rest of the file must be zeros
+    if end < size and any(fs.cat_file(path, start=end, end=size)):
+        return f"truncated tar: a cut or invalid header at byte {end:,} of {size:,}"
     return None
 
 

@@ -127,7 +127,7 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
     console.print(f"[bold]clipcrawl stats[/bold] {escape(str(ds.get('root', '')))}", overflow="fold")
     for u in agg.get("unreadable") or []:  # named first: the numbers below leave these files out
         console.print(f"[bold yellow]warning:[/bold yellow] unreadable: {escape(u['file'])}: {escape(u['error'])}",
-                      overflow="fold")
+                      soft_wrap=True)  # one line (the terminal wraps it): the path stays whole
     thr = agg.get("threshold")
     src = agg.get("threshold_source")
     console.print(f"CLIP threshold: {thr if thr is not None else 'unknown (pass --threshold)'}"

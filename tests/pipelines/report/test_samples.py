@@ -8,8 +8,8 @@ import io
 import pandas as pd
 from PIL import Image
 
-from clipcrawl.pipelines.report.layout import find_parts
 from clipcrawl.base.shardfiles import read_images
+from clipcrawl.pipelines.report.layout import find_parts
 from clipcrawl.pipelines.report.samples import pick_samples
 
 

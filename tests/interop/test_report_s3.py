@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import fsspec
 import pandas as pd
 import pytest
 
@@ -70,7 +71,8 @@ def test_stats_on_s3_equals_local(s3_server, s3_url, tmp_path):
     assert kept and all(c["image"] and c["image_from"] == f"{c['shard']}.tar" for c in kept)
 
 
-def test_stats_on_s3_names_unreadable_url(s3_server, s3_url, capsys):
+def test_stats_on_s3_names_unreadable_url(s3_server, s3_url, capsys, monkeypatch):
+    monkeypatch.setattr(fsspec.config, "conf", {})  # --storage-options sets process-wide defaults: undo them
     _dataset(s3_url)
     with atomic_open(f"{s3_url}/shards/00001.parquet") as f:
         f.write(b"not parquet" * 50)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from clipcrawl.base.shardfiles import index_tar
 from clipcrawl.base.storage import fs_and_path
-from clipcrawl.pipelines.report.layout import DatasetParts, _map
+from clipcrawl.pipelines.report.layout import DatasetParts, map_io
 from clipcrawl.pipelines.shardloop import UNREADABLE
 
 
@@ -51,7 +51,7 @@ def tar_problem(url: str, size: int | None = None) -> str | None:
 def check_tars(parts: DatasetParts) -> None:
     """Mark the unreadable tars of ``parts`` (kept and dropped/)."""
     tars = sorted({*parts.tar_files.values(), *parts.dropped_tars.values()})
-    for url, problem in zip(tars, _map(lambda u: tar_problem(u, parts.tar_sizes.get(u)), tars)):
+    for url, problem in zip(tars, map_io(lambda u: tar_problem(u, parts.tar_sizes.get(u)), tars)):
         if problem:
             parts.mark_unreadable(url, problem)
 

@@ -161,7 +161,7 @@ def find_parts(path: str | os.PathLike[str]) -> DatasetParts:
     if _exists(lay.manifest):
         parts.manifest = lay.manifest
     cfgs = [lay.config] + [f"{d}/config.yaml" for d in parts.run_dirs]
-    parts.config_files = [c for c, ok in zip(cfgs, _map(_exists, cfgs)) if ok]
+    parts.config_files = [c for c, ok in zip(cfgs, map_io(_exists, cfgs)) if ok]
     if not (parts.sample_files or parts.stats_files or parts.page_files or parts.pair_files):
         raise ConfigError(
             f"{root}: no shards (NNNNN.parquet), shard stats or crawl output found "
@@ -173,7 +173,7 @@ def find_parts(path: str | os.PathLike[str]) -> DatasetParts:
     return parts
 
 
-def _map(fn, items: Iterable[Any]) -> list[Any]:
+def map_io(fn, items: Iterable[Any]) -> list[Any]:
     """``fn`` over ``items`` in a small thread pool (order kept): many small reads of an object store."""
     items = list(items)
     if len(items) <= 1:
@@ -191,7 +191,7 @@ def read_side_json(url: str) -> Any:
 
 
 def read_side_jsons(urls: Iterable[str]) -> list[Any]:
-    return _map(read_side_json, urls)
+    return map_io(read_side_json, urls)
 
 
 def clip_threshold(parts: DatasetParts) -> tuple[float | None, str | None]:

@@ -38,6 +38,7 @@ def _dataset(root: str) -> None:
     make_dataset(root, n_shards=1, n=9, run=2, first=2)  # an incremental second run
 
 
+@pytest.mark.slow  # two CLI processes: 17-25 s wall on the loaded 2-core box
 def test_stats_on_s3_equals_local(s3_server, s3_url, tmp_path):
     local = str(tmp_path / "ds")
     for root in (local, s3_url):

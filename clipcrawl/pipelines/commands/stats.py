@@ -1,7 +1,13 @@
-"""``clipcrawl stats DIR [--html FILE] [--json]``: funnel, drops, distributions, samples of a dataset."""
+"""``clipcrawl stats DATASET [--html FILE] [--json]``: funnel, drops, distributions, samples of a dataset.
+
+``DATASET`` is a local folder or an fsspec URL (``s3://bucket/prefix``). Files that cannot be read
+(a shard Parquet that is not Parquet, a truncated tar) are named (a warning line, ``unreadable``
+in ``--json``) and make the command exit 1; the report covers the other files.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -10,7 +16,8 @@ ORDER = 80
 
 
 def stats(
-    dataset: Path = typer.Argument(..., help="Dataset dir (shards/, crawl/, runs/) or a download output dir."),
+    dataset: str = typer.Argument(
+        ..., help="Dataset dir or URL (shards/, crawl/, runs/), or a download output dir."),
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report here."),
     as_json: bool = typer.Option(False, "--json", help="Print the aggregate as JSON instead of tables."),
     threshold: float | None = typer.Option(
@@ -19,20 +26,29 @@ def stats(
     samples: int = typer.Option(24, "--samples", min=0, help="Random kept samples in the HTML grid."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random sample picks."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="DuckDB threads (default: all cores)."),
+    storage_options: str | None = typer.Option(
+        None, "--storage-options", help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'),
 ) -> None:
     """Show what a dataset is: funnel, drops by cause, domains, captions, sizes, scores, runs."""
-    import json
     import time
 
     from clipcrawl.base.progress import log
+    from clipcrawl.base.storage import configure_storage
     from clipcrawl.pipelines.report.aggregate import aggregate
     from clipcrawl.pipelines.report.layout import find_parts
     from clipcrawl.pipelines.report.samples import pick_samples
+    from clipcrawl.schemas.config import ConfigError
 
+    if storage_options:
+        try:
+            configure_storage(dataset, json.loads(storage_options))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--storage-options: not JSON: {e}") from None
     t0 = time.monotonic()
     parts = find_parts(dataset)
     agg = aggregate(parts, threshold=threshold, threads=threads)
     grids = pick_samples(parts, n_random=samples, seed=seed, images=html is not None)
+    agg["unreadable"] = parts.unreadable  # image reads may have found more
     log.debug("aggregated %s in %.2fs", dataset, time.monotonic() - t0)
     if html is not None:
         from clipcrawl.pipelines.report.html import render as render_html
@@ -49,6 +65,13 @@ def stats(
         from clipcrawl.pipelines.report.terminal import render as render_terminal
 
         render_terminal(agg, grids)
+    if parts.unreadable:
+        if as_json:  # stdout is the JSON; name the files on stderr too
+            for u in parts.unreadable:
+                typer.echo(f"warning: unreadable: {u['file']}: {u['error']}", err=True)
+        typer.echo(f"clipcrawl: {len(parts.unreadable)} file(s) could not be read; the report covers the others",
+                   err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from clipcrawl.pipelines.report import distributions as dist
 from clipcrawl.pipelines.report import history
 from clipcrawl.pipelines.report.captions import captions
+from clipcrawl.pipelines.report.check import readable_parquet
 from clipcrawl.pipelines.report.layout import DatasetParts, clip_threshold
 from clipcrawl.pipelines.report.sql import (
     NORMALISE_ERROR,
@@ -46,16 +47,24 @@ def _pct(n: int, base: int) -> float | None:
 
 
 def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int | None = None) -> dict[str, Any]:
-    """The report's numbers. ``threshold`` overrides the config's ``filters.clip.threshold``."""
+    """The report's numbers. ``threshold`` overrides the config's ``filters.clip.threshold``.
+
+    Files that cannot be read are left out and listed in ``unreadable`` (``parts.unreadable``)."""
     thr_src = "--threshold" if threshold is not None else None
     if threshold is None:
         threshold, thr_src = clip_threshold(parts)
-    con = connect(threads)
+    con = connect(threads, parts.fs)
+    have: set[str] = set()
+    if parts.sample_files:
+        have, bad = load_samples(con, list(parts.sample_files))
+        for f, err in bad.items():
+            parts.mark_unreadable(f, f"not a readable Parquet file ({err})")
+    readable_parquet(con, parts, list(parts.page_files))
+    readable_parquet(con, parts, list(parts.pair_files))
     out: dict[str, Any] = {"dataset": parts.describe(), "threshold": threshold, "threshold_source": thr_src}
     out["pages"] = _pages(con, parts)
     out["pairs"] = _pairs(con, parts)
     if parts.sample_files:
-        have = load_samples(con, parts.sample_files)
         out["columns_missing"] = sorted(
             c for c in ("clip_similarity", "punsafe", "pwatermark", "dedup_method", "page_language", "run")
             if c not in have
@@ -64,7 +73,7 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
         out["funnel"] = _funnel(con, out)
         out["causes"] = _causes(con)
         out["domains"] = _domains(con)
-        out["captions"] = captions(parts.sample_files, threads)
+        out["captions"] = captions(parts.sample_files, threads, parts.fs)
         out["languages"] = dist.languages(con)
         out["images"] = dist.images(con)
         out["clip"] = dist.clip(con, threshold)
@@ -77,6 +86,7 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
     out["throughput"] = history.throughput(parts)
     out["runs"] = history.runs(parts, out.get("by_run", {}))
     out["manifest"] = history.manifest(parts)
+    out["unreadable"] = parts.unreadable
     con.close()
     return out
 

@@ -9,7 +9,7 @@ quantiles (linear interpolation, as pandas and DuckDB's quantile_cont) are exact
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,15 @@ WORD_MAX = 40
 _CAP = 100_000  # longer captions count as this many characters in the exact counts
 
 
-def _measure(path: Path) -> tuple[np.ndarray, ...] | None:
+def _measure(path: str, fs=None) -> tuple[np.ndarray, ...] | None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    from clipcrawl.base.storage import fs_and_path
+
+    if fs is not None:
+        path = fs_and_path(path)[1]
+    pf = pq.ParquetFile(path, filesystem=fs)
     names = set(pf.schema_arrow.names)
     if "caption" not in names:
         return None
@@ -85,11 +89,12 @@ def _binned(counts: np.ndarray | None, width: int, last: int) -> list[int]:
     return out
 
 
-def captions(files: list[Path], threads: int | None = None) -> dict[str, Any]:
+def captions(files: list[str], threads: int | None = None, fs=None) -> dict[str, Any]:
+    """Caption measures of the Parquet ``files`` (URLs on the fsspec filesystem ``fs``, default local)."""
     acc: list[np.ndarray | None] = [None] * 4
     missing = 0
     with ThreadPoolExecutor(max_workers=threads or 4) as ex:
-        for res in ex.map(_measure, files):
+        for res in ex.map(partial(_measure, fs=fs), files):
             if res is None:
                 continue
             for i in range(4):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from clipcrawl.pipelines.report.layout import DatasetParts, read_json
+from clipcrawl.pipelines.report.layout import DatasetParts, basename, read_side_json, read_side_jsons
 from clipcrawl.pipelines.report.sql import clean
 
 MAX_POINTS = 500  # timeline points kept (downsampled evenly)
@@ -76,8 +76,7 @@ def _active_seconds(intervals: list[tuple[float, float]]) -> float | None:
 def throughput(parts: DatasetParts) -> dict[str, Any] | None:
     """Samples/s (over the time any shard was in progress) and progress over time, from the shard stats."""
     shards = []
-    for f in parts.stats_files:
-        d = read_json(f)
+    for f, d in zip(parts.stats_files, read_side_jsons(parts.stats_files)):
         if not isinstance(d, dict):
             continue
         start, end = to_unix(d.get("start_time")), to_unix(d.get("end_time"))
@@ -86,7 +85,7 @@ def throughput(parts: DatasetParts) -> dict[str, Any] | None:
         dur = d.get("duration") if isinstance(d.get("duration"), (int, float)) else None
         if dur is None and start is not None and end is not None:
             dur = end - start
-        shards.append({"shard": f.name.removesuffix("_stats.json"), "start": start, "end": end, "count": count,
+        shards.append({"shard": basename(f).removesuffix("_stats.json"), "start": start, "end": end, "count": count,
                        "successes": succ, "duration": dur,
                        "bytes": d.get("bytes_downloaded") if isinstance(d.get("bytes_downloaded"), int) else 0})
     if not shards:
@@ -129,10 +128,9 @@ def runs(parts: DatasetParts, by_run: dict[str, dict[str, int]]) -> list[dict[st
     """One row per run: times and state from run.json, publish details from manifest.json, sample
     counts from the ``run`` column."""
     out: dict[str, dict[str, Any]] = {}
-    for d in parts.run_dirs:
-        rid = _run_id(d.name)
-        row: dict[str, Any] = {"run": rid, "dir": d.name}
-        info = read_json(d / "run.json") if (d / "run.json").is_file() else None
+    for d, info in zip(parts.run_dirs, read_side_jsons(f"{d}/run.json" for d in parts.run_dirs)):
+        rid = _run_id(basename(d))
+        row: dict[str, Any] = {"run": rid, "dir": basename(d)}
         if isinstance(info, dict):
             start, end = _first(info, _START_KEYS), _first(info, _END_KEYS)
             row.update(start=iso(start), end=iso(end),
@@ -146,7 +144,7 @@ def runs(parts: DatasetParts, by_run: dict[str, dict[str, int]]) -> list[dict[st
             if isinstance(info.get("error"), str):
                 row["error"] = info["error"]
         out[rid] = row
-    data = read_json(parts.manifest) if parts.manifest is not None else None
+    data = read_side_json(parts.manifest) if parts.manifest is not None else None
     for entry in (data.get("runs") if isinstance(data, dict) else None) or []:
         if isinstance(entry, dict) and "run" in entry:
             row = out.setdefault(_run_id(entry["run"]), {"run": _run_id(entry["run"])})
@@ -167,9 +165,9 @@ def manifest(parts: DatasetParts) -> dict[str, Any] | None:
     """Scalar fields of manifest.json, and its lists of versions/runs (scalar fields of each entry)."""
     if parts.manifest is None:
         return None
-    data = read_json(parts.manifest)
+    data = read_side_json(parts.manifest)
     if not isinstance(data, dict):
-        return {"error": f"{parts.manifest.name} is not a JSON object"}
+        return {"error": f"{basename(parts.manifest)} is not a JSON object"}
     scalars = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}
     for k, v in data.items():  # one level of nesting: {"totals": {"runs": 2}} -> "totals.runs"
         if isinstance(v, dict) and v and all(isinstance(x, (str, int, float, bool)) for x in v.values()):

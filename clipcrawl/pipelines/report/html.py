@@ -120,6 +120,10 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
     samples = samples or {}
     cap, img, clip, dom = (agg.get(k) or {} for k in ("captions", "images", "clip", "domains"))
     parts: list[str] = []
+    bad = agg.get("unreadable") or []
+    if bad:
+        parts.append(_section("Unreadable files (left out of the numbers)", table(
+            ["file", "error"], [[_e(u["file"]), _e(u["error"])] for u in bad]), sid="unreadable"))
     parts.append(_section("Funnel", _plot(plots.funnel(agg.get("funnel", [])), "funnel"), _funnel_table(agg),
                           sid="funnel"))
     causes = agg.get("causes") or []

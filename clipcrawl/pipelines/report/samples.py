@@ -1,13 +1,16 @@
 """Sample grids: random kept samples, the lowest-scoring kept, the highest-scoring dropped by CLIP.
 
 Rows are picked from the Parquet with DuckDB (only key/url/caption/status/score columns).
-Thumbnails of kept samples are read from their shard: ``NNNNN.tar`` (only the headers are
-scanned until the wanted members are found), ``NNNNN/<key>.jpg`` (output_format files) or the
-image column of ``NNNNN.parquet`` (output_format parquet); random ones come from at most
-``max_tars`` shards. Shards hold kept samples only, so a dropped sample's image is looked up in
+Thumbnails of kept samples are read from their shard with :mod:`clipcrawl.base.shardfiles` (local
+or remote): ``NNNNN.tar`` (:func:`~clipcrawl.base.shardfiles.read_images`: the tar is read only
+until the wanted members are found), else ``NNNNN/<key>.jpg`` (output_format files) or the image
+column of ``NNNNN.parquet`` (output_format parquet) through
+:func:`~clipcrawl.base.shardfiles.shard_images`; random ones come from at most ``max_tars``
+shards. Shards hold kept samples only, so a dropped sample's image is looked up in
 ``dropped/NNNNN.tar`` (same member naming, written by writers that keep dropped images) and
 then in the shard itself; when none holds it, its card shows the caption and URL without an
-image (``image`` is None).
+image (``image`` is None). A shard file that turns out unreadable is recorded in
+``parts.unreadable`` and its cards go without images.
 """
 
 from __future__ import annotations
@@ -15,17 +18,17 @@ from __future__ import annotations
 import base64
 import io
 import random
-import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from clipcrawl.pipelines.report.layout import DatasetParts
+from clipcrawl.base.shardfiles import ShardRef, read_images, shard_images
+from clipcrawl.pipelines.report.check import error_text, readable_parquet
+from clipcrawl.pipelines.report.layout import DatasetParts, basename, stem
 from clipcrawl.pipelines.report.sql import columns_of, connect, files_sql
+from clipcrawl.pipelines.shardloop import UNREADABLE
 from clipcrawl.schemas.status import Status
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 THUMB_SIZE = 160
 
 
@@ -42,7 +45,7 @@ class SampleCard:
     image_from: str | None = None  # tar file name the image came from
 
 
-def _cards(con, files: list[Path], where: str, order: str, limit: int) -> list[SampleCard]:
+def _cards(con, files: list[str], where: str, order: str, limit: int) -> list[SampleCard]:
     if not files or limit <= 0:
         return []
     have = columns_of(con, files)
@@ -73,58 +76,11 @@ def thumbnail(data: bytes, size: int = THUMB_SIZE) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def read_images(tar_path: Path, keys: set[str]) -> dict[str, bytes]:
-    """Encoded image bytes of ``keys`` from one tar (headers are scanned, other members skipped)."""
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(tar_path, "r:*") as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                base = m.name.rsplit("/", 1)[-1]
-                stem, dot, ext = base.partition(".")
-                if stem in keys and stem not in found and ("." + ext.lower()) in IMAGE_EXTS:
-                    f = tf.extractfile(m)
-                    if f is not None:
-                        found[stem] = f.read()
-                        if len(found) == len(keys):
-                            break
-    except (OSError, tarfile.TarError, EOFError):
-        pass
-    return found
+# (label, file read (an unreadable one is recorded), keys -> image bytes)
+Source = tuple[str, str, Callable[[set[str]], dict[str, bytes]]]
 
 
-def read_dir_images(folder: Path, keys: set[str]) -> dict[str, bytes]:
-    """Images of ``keys`` from a shard folder (``output_format: files``)."""
-    found: dict[str, bytes] = {}
-    for key in keys:
-        for ext in IMAGE_EXTS:
-            p = folder / f"{key}{ext}"
-            if p.is_file():
-                found[key] = p.read_bytes()
-                break
-    return found
-
-
-def read_parquet_images(path: Path, keys: set[str]) -> dict[str, bytes]:
-    """Images of ``keys`` from an image column (jpg/png/webp) of a shard Parquet (``output_format: parquet``)."""
-    import pyarrow.parquet as pq
-
-    try:
-        names = pq.ParquetFile(path).schema_arrow.names
-        col = next((c for c in ("jpg", "png", "webp", "jpeg") if c in names), None)
-        if col is None or "key" not in names:
-            return {}
-        t = pq.read_table(path, columns=["key", col], filters=[("key", "in", sorted(keys))])
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in zip(t.column("key").to_pylist(), t.column(col).to_pylist()) if v}
-
-
-Source = tuple[str, Callable[[set[str]], dict[str, bytes]]]  # (label, keys -> image bytes)
-
-
-def _attach_images(cards: list[SampleCard], sources_for: Callable[[str], list[Source]]) -> None:
+def _attach_images(parts: DatasetParts, cards: list[SampleCard], sources_for: Callable[[str], list[Source]]) -> None:
     """Fill ``image`` of each card from the first of its shard's sources that holds it."""
     needed: dict[str, tuple[Source, set[str]]] = {}
     order: list[str] = []
@@ -135,11 +91,16 @@ def _attach_images(cards: list[SampleCard], sources_for: Callable[[str], list[So
                 order.append(src[0])
             needed[src[0]][1].add(card.key)
     for label in order:
-        (_, load), keys = needed[label]
+        (_, url, load), keys = needed[label]
         missing = {c.key for c in cards if c.image is None and c.key in keys}
         if not missing:
             continue
-        for key, data in load(missing).items():
+        try:
+            found = load(missing)
+        except UNREADABLE as e:
+            parts.mark_unreadable(url, f"cannot read images ({error_text(e)})")
+            continue
+        for key, data in found.items():
             thumb = thumbnail(data)
             for card in cards:
                 if card.key == key and card.image is None and thumb:
@@ -147,25 +108,41 @@ def _attach_images(cards: list[SampleCard], sources_for: Callable[[str], list[So
 
 
 def kept_sources(parts: DatasetParts, shard: str) -> list[Source]:
-    out: list[Source] = []
+    """Where the images of a shard's kept samples are: its tar, else its folder or Parquet column."""
     if shard in parts.tar_files:
         tar = parts.tar_files[shard]
-        out.append((tar.name, lambda keys, t=tar: read_images(t, keys)))
+        return [(basename(tar), tar, lambda keys, t=tar: read_images(t, keys))]
+    if shard in parts.bad_tar_shards() or parts.shard_dir is None:
+        return []
+    ref = ShardRef(parts.shard_dir, shard)
     if shard in parts.image_dirs:
-        folder = parts.image_dirs[shard]
-        out.append((f"{folder.name}/", lambda keys, f=folder: read_dir_images(f, keys)))
-    pq_file = next((f for f in parts.sample_files if f.stem == shard), None)
-    if pq_file is not None:
-        out.append((pq_file.name, lambda keys, f=pq_file: read_parquet_images(f, keys)))
-    return out
+        return [(f"{shard}/", parts.image_dirs[shard], lambda keys, r=ref: shard_images(r, keys))]
+    if ref.parquet in parts.sample_files:
+        return [(basename(ref.parquet), ref.parquet, lambda keys, r=ref: shard_images(r, keys))]
+    return []
 
 
 def dropped_sources(parts: DatasetParts, shard: str) -> list[Source]:
     out: list[Source] = []
     if shard in parts.dropped_tars:
         tar = parts.dropped_tars[shard]
-        out.append((f"dropped/{tar.name}", lambda keys, t=tar: read_images(t, keys)))
+        out.append((f"dropped/{basename(tar)}", tar, lambda keys, t=tar: read_images(t, keys)))
     return out + kept_sources(parts, shard)
+
+
+def _grids(con, parts: DatasetParts, n_random: int, n_ranked: int, seed: int,
+           max_tars: int) -> dict[str, list[SampleCard]]:
+    files = parts.sample_files
+    with_tar = [f for f in files if stem(f) in parts.tar_files or stem(f) in parts.image_dirs] or files
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(with_tar, min(max_tars, len(with_tar))))
+    ok = f"status = '{Status.SUCCESS}'"
+    return {
+        "random_kept": _cards(con, chosen, ok, f"hash({{key}} || '{int(seed)}')", n_random),
+        "lowest_kept": _cards(con, files, ok + " AND {clip} IS NOT NULL", "{clip} ASC, {key}", n_ranked),
+        "top_dropped_clip": _cards(con, files, f"status = '{Status.FILTERED_CLIP}' AND {{clip}} IS NOT NULL",
+                                   "{clip} DESC, {key}", n_ranked),
+    }
 
 
 def pick_samples(
@@ -177,22 +154,22 @@ def pick_samples(
     max_tars: int = 3,
 ) -> dict[str, list[dict[str, Any]]]:
     """The three grids as lists of card dicts (``image`` None without ``images`` or when absent)."""
-    files = parts.sample_files
-    if not files:
-        return {"random_kept": [], "lowest_kept": [], "top_dropped_clip": []}
-    con = connect()
-    with_tar = [f for f in files if f.stem in parts.tar_files or f.stem in parts.image_dirs] or files
-    rng = random.Random(seed)
-    chosen = sorted(rng.sample(with_tar, min(max_tars, len(with_tar))))
-    ok = f"status = '{Status.SUCCESS}'"
-    grids = {
-        "random_kept": _cards(con, chosen, ok, f"hash({{key}} || '{int(seed)}')", n_random),
-        "lowest_kept": _cards(con, files, ok + " AND {clip} IS NOT NULL", "{clip} ASC, {key}", n_ranked),
-        "top_dropped_clip": _cards(con, files, f"status = '{Status.FILTERED_CLIP}' AND {{clip}} IS NOT NULL",
-                                   "{clip} DESC, {key}", n_ranked),
-    }
-    con.close()
+    import duckdb
+
+    empty: dict[str, list[dict[str, Any]]] = {"random_kept": [], "lowest_kept": [], "top_dropped_clip": []}
+    if not parts.sample_files:
+        return empty
+    con = connect(fs=parts.fs)
+    try:
+        grids = _grids(con, parts, n_random, n_ranked, seed, max_tars)
+    except duckdb.Error:  # a file DuckDB cannot read (pick_samples used without aggregate): leave it out
+        readable_parquet(con, parts, list(parts.sample_files))
+        if not parts.sample_files:
+            return empty
+        grids = _grids(con, parts, n_random, n_ranked, seed, max_tars)
+    finally:
+        con.close()
     if images:
-        _attach_images(grids["random_kept"] + grids["lowest_kept"], lambda shard: kept_sources(parts, shard))
-        _attach_images(grids["top_dropped_clip"], lambda shard: dropped_sources(parts, shard))
+        _attach_images(parts, grids["random_kept"] + grids["lowest_kept"], lambda shard: kept_sources(parts, shard))
+        _attach_images(parts, grids["top_dropped_clip"], lambda shard: dropped_sources(parts, shard))
     return {name: [asdict(c) for c in cards] for name, cards in grids.items()}

@@ -6,12 +6,14 @@ GROUP BY over ``s``; per-row work is kept to cheap string functions: regexes (er
 normalisation) and host parsing run on the grouped distinct values only. Captions are
 measured separately with pyarrow (:mod:`.captions`); images are never loaded here.
 Columns a file lacks (plain img2dataset output has no CLIP columns) read as NULL.
+
+Files are URL strings: local paths are read by DuckDB itself, remote ones (``s3://...``) through
+the dataset's fsspec filesystem registered with the connection (no DuckDB extension needed).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 #: error_message -> cause: URLs, quoted strings, hex ids and numbers replaced, 80 chars max.
@@ -28,10 +30,16 @@ left(trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_rep
 
 
 
-def connect(threads: int | None = None):
+def connect(threads: int | None = None, fs=None):
+    """An in-memory DuckDB connection; ``fs`` (an fsspec filesystem) is registered when it is remote,
+    so ``s3://...`` paths read through it."""
     import duckdb
 
+    from clipcrawl.base.storage import is_local
+
     con = duckdb.connect(":memory:")
+    if fs is not None and not is_local(fs):
+        con.register_filesystem(fs)
     if threads:
         con.execute(f"SET threads={int(threads)}")
     con.execute("SET preserve_insertion_order=false")
@@ -39,27 +47,26 @@ def connect(threads: int | None = None):
     return con
 
 
-def files_sql(files: list[Path]) -> str:
+def files_sql(files: list[str]) -> str:
     quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     return f"read_parquet([{quoted}], union_by_name=true, filename=true)"
 
 
-def columns_of(con, files: list[Path]) -> set[str]:
+def columns_of(con, files: list[str]) -> set[str]:
     rows = con.execute(f"DESCRIBE SELECT * FROM {files_sql(files)}").fetchall()
     return {r[0] for r in rows}
 
 
-def load_samples(con, files: list[Path]) -> set[str]:
-    """Create table ``s`` from the samples Parquet; return the column names the files have."""
-    have = columns_of(con, files)
+def _select(have: set[str]) -> str:
+    """The columns of ``s`` from files that have the columns ``have`` (absent ones read as NULL)."""
 
     def col(name: str, cast: str) -> str:
         return f"CAST({name} AS {cast})" if name in have else f"CAST(NULL AS {cast})"
 
     status = "coalesce(status, 'unknown')" if "status" in have else "'success'"
     url = col("url", "VARCHAR")
-    select = f"""
-        {status} AS status,
+    return f"""
+        CAST({status} AS VARCHAR) AS status,
         {col("error_message", "VARCHAR")} AS error_message,
         split_part(split_part(split_part(split_part({url}, '://', 2), '/', 1), '?', 1), '#', 1) AS authority,
         nullif(lower(split_part(replace(trim({col("page_language", "VARCHAR")}), '_', '-'), '-', 1)), '') AS lang,
@@ -73,8 +80,37 @@ def load_samples(con, files: list[Path]) -> set[str]:
         parse_filename(filename, true) AS shard,
         ({col("original_width", "INTEGER")} IS NOT NULL OR {col("sha256", "VARCHAR")} IS NOT NULL) AS fetched
     """
-    con.execute(f"CREATE TABLE s AS SELECT {select} FROM {files_sql(files)}")
-    return have
+
+
+def load_samples(con, files: list[str]) -> tuple[set[str], dict[str, str]]:
+    """Create table ``s`` from the samples Parquet; return the column names the files have, and
+    file -> error of the files DuckDB could not read (not Parquet, truncated, corrupt pages).
+
+    One query reads every file; only when it fails is each file loaded alone, so one broken
+    file costs the report that file, not the report.
+    """
+    import duckdb
+
+    from clipcrawl.pipelines.report.check import error_text
+
+    try:
+        have = columns_of(con, files)
+        con.execute(f"CREATE TABLE s AS SELECT {_select(have)} FROM {files_sql(files)}")
+        return have, {}
+    except duckdb.Error:
+        con.execute("DROP TABLE IF EXISTS s")
+    have, bad, created = set(), {}, False
+    for f in files:
+        try:
+            got = columns_of(con, [f])
+            verb = "INSERT INTO s" if created else "CREATE TABLE s AS"
+            con.execute(f"{verb} SELECT {_select(got)} FROM {files_sql([f])}")
+        except duckdb.Error as e:
+            bad[f] = error_text(e)
+            continue
+        have |= got
+        created = True
+    return have, bad
 
 
 def host_of(authority: str | None) -> str:
@@ -94,7 +130,7 @@ def scalar(con, sql: str, params: list[Any] | None = None) -> Any:
     return con.execute(sql, params or []).fetchone()[0]
 
 
-def count_rows(con, files: list[Path]) -> int:
+def count_rows(con, files: list[str]) -> int:
     """Row count of Parquet files from their footers (no data read)."""
     if not files:
         return 0

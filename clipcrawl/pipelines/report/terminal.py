@@ -6,6 +6,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _BARS = " ▁▂▃▄▅▆▇█"
@@ -123,7 +124,10 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
         console = Console()
         console.width = min(console.width, 100)
     ds = agg.get("dataset", {})
-    console.print(f"[bold]clipcrawl stats[/bold] {ds.get('root', '')}", overflow="fold")
+    console.print(f"[bold]clipcrawl stats[/bold] {escape(str(ds.get('root', '')))}", overflow="fold")
+    for u in agg.get("unreadable") or []:  # named first: the numbers below leave these files out
+        console.print(f"[bold yellow]warning:[/bold yellow] unreadable: {escape(u['file'])}: {escape(u['error'])}",
+                      soft_wrap=True)  # one line (the terminal wraps it): the path stays whole
     thr = agg.get("threshold")
     src = agg.get("threshold_source")
     console.print(f"CLIP threshold: {thr if thr is not None else 'unknown (pass --threshold)'}"

@@ -8,8 +8,9 @@ import io
 import pandas as pd
 from PIL import Image
 
+from clipcrawl.base.shardfiles import read_images
 from clipcrawl.pipelines.report.layout import find_parts
-from clipcrawl.pipelines.report.samples import pick_samples, read_images
+from clipcrawl.pipelines.report.samples import pick_samples
 
 
 def _frame(root):

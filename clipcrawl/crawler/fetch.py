@@ -74,6 +74,7 @@ class FetchConfig:
     total_concurrency: int = 64
     max_retry_after: float = 120.0  # a longer Retry-After is an error, not a wait
     backoff_base: float = 0.5
+    verify_ssl: bool = True
 
 
 class Fetcher:
@@ -95,6 +96,7 @@ class Fetcher:
             ttl_dns_cache=300,
             resolver=GuardedResolver(self.cfg.allow_private, allowed_networks=self._networks),
             enable_cleanup_closed=True,
+            **({} if self.cfg.verify_ssl else {"ssl": False}),
         )
         self.session = aiohttp.ClientSession(
             connector=connector,

@@ -68,7 +68,7 @@ def fetch_config(cfg: DownloadConfig) -> FetchConfig:
         user_agent=cfg.user_agent, timeout=cfg.timeout, max_bytes=cfg.max_bytes, retries=cfg.retries,
         allow_private=cfg.allow_private_networks, allowed_networks=tuple(cfg.allowed_networks),
         respect_robots=cfg.respect_robots, per_host_concurrency=cfg.per_host_concurrency, delay=cfg.delay,
-        total_concurrency=cfg.concurrency,
+        total_concurrency=cfg.concurrency, verify_ssl=not cfg.ignore_ssl_certificate,
     )
 
 

@@ -49,9 +49,10 @@ def _init_worker(opts: ResizeOptions, parent: int | None = None) -> None:
     Image.MAX_IMAGE_PIXELS = None  # this process is ours: max_decode_pixels replaces Pillow's bomb limit
 
 
-def _resize_batch(bodies: list[bytes]) -> list[ResizedImage]:
+def _resize_batch(bodies: list) -> list[ResizedImage]:
+    """``bodies``: bytes, or ``(bytes, bbox_list)`` for images to blur."""
     assert _OPTS is not None, "worker not initialised"
-    return [resize_image(b, _OPTS) for b in bodies]
+    return [resize_image(b[0], _OPTS, b[1]) if isinstance(b, tuple) else resize_image(b, _OPTS) for b in bodies]
 
 
 class DecodePool:
@@ -60,7 +61,7 @@ class DecodePool:
     def __init__(self, opts: ResizeOptions, workers: int, max_batch: int = 8, tasks_per_worker: int = 2) -> None:
         self.opts, self.workers, self.max_batch = opts, workers, max_batch
         self.max_tasks = workers * tasks_per_worker
-        self._queue: deque[tuple[bytes, asyncio.Future[ResizedImage], bool]] = deque()
+        self._queue: deque[tuple[bytes | tuple, asyncio.Future[ResizedImage], bool]] = deque()
         self._running = 0
         self.restarts = 0
         self._executor: ProcessPoolExecutor | None = None
@@ -80,9 +81,10 @@ class DecodePool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    async def resize(self, body: bytes) -> ResizedImage:
+    async def resize(self, body: bytes, bbox: list | None = None) -> ResizedImage:
+        """``bbox``: boxes to blur (img2dataset's ``bbox_col``: ``[[x0, y0, x1, y1], ...]`` fractions)."""
         fut: asyncio.Future[ResizedImage] = asyncio.get_running_loop().create_future()
-        self._queue.append((body, fut, False))
+        self._queue.append(((body, bbox) if bbox is not None else body, fut, False))
         self._dispatch()
         return await fut
 

@@ -351,19 +351,22 @@ REAL_CASES = {
                                 save_additional_columns=["extra"]),
     "parquet-md5": dict(input_format="parquet", output_format="parquet", compute_hash="md5"),
     "files-txt": dict(input_format="txt", output_format="files", number_sample_per_shard=2),
+    "skip-reencode": dict(input_format="jsonl", output_format="parquet", resize_mode="keep_ratio", image_size=64,
+                          resize_only_if_bigger=True, skip_reencode=True, caption_col="text"),
+    "center-crop-dummy": dict(input_format="tsv", output_format="dummy", resize_mode="center_crop"),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(REAL_CASES))
-def test_same_as_real_img2dataset(tmp_path, urls, case):
+def test_same_as_real_img2dataset(tmp_path, urls, server, case):
     real = _real_python()
     if real is None:
         pytest.skip("no img2dataset venv (set CLIPCRAWL_IMG2DATASET_BIN or create /work/.venv-img2dataset)")
     kw = dict(REAL_CASES[case])
     rows = rows_of(urls + [urls[0]])  # a repeated row
     src = write_input(tmp_path / "in", kw["input_format"], rows)
-    args = dict(kw, url_list=str(src), image_size=32, thread_count=4, processes_count=1, timeout=2,
+    args = dict(kw, url_list=str(src), image_size=kw.get("image_size", 32), thread_count=4, processes_count=1, timeout=2,
                 number_sample_per_shard=kw.get("number_sample_per_shard", 10))
     runner = tmp_path / "real.py"
     runner.write_text(REAL_RUNNER)
@@ -382,6 +385,11 @@ def test_same_as_real_img2dataset(tmp_path, urls, case):
             (ra["width"], ra["height"], ra["original_width"], ra["original_height"]), k
         for h in ("md5", "sha256"):
             assert rb.get(h) == ra.get(h), (k, h)
+        if ra.get("jpg") is not None:  # the bytes as fetched (skip_reencode) in both, or re-encoded in both
+            fetched = set(server.files.values())
+            assert (rb["jpg"] in fetched) == (ra["jpg"] in fetched), k
+            if ra["jpg"] in fetched:
+                assert rb["jpg"] == ra["jpg"], k
     assert sorted(b["stats"]) == sorted(a["stats"])
     for name, sa in a["stats"].items():
         sb = b["stats"][name]

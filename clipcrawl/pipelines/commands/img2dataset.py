@@ -19,7 +19,7 @@ _TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n"}
 
 
 def _params() -> dict[str, inspect.Parameter]:
-    from clipcrawl.img2dataset import download
+    from clipcrawl.pipelines.compat_download import download
 
     return dict(inspect.signature(download).parameters)
 
@@ -126,9 +126,9 @@ def img2dataset(ctx: typer.Context) -> None:
     if not args or any(a in ("-h", "--help") for a in args):
         typer.echo(usage())
         raise typer.Exit(0)
-    from clipcrawl.img2dataset import download
     from clipcrawl.pipelines.commands import exit_on_failures
     from clipcrawl.pipelines.commands.download import _print_summary
+    from clipcrawl.pipelines.compat_download import download
 
     summary = download(**parse_args(args))
     _print_summary(summary)

@@ -204,6 +204,7 @@ class CompatFetchImages(FetchImages):
                  verify_col: str | None = None, bbox_col: str | None = None) -> None:
         super().__init__(config)
         self.hash_name, self.verify_col, self.bbox_col = hash_name, verify_col, bbox_col
+        self._cols = {c: f"in_{c}" for c in (verify_col, bbox_col) if c}  # as CompatDownloadPass.read names them
 
     def _accept(self, resp: Any) -> str | None:
         return XROBOTS_MESSAGE if super()._accept(resp) else None
@@ -211,8 +212,8 @@ class CompatFetchImages(FetchImages):
     async def _process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         urls = table.column("url").to_pylist()
-        expected = table.column(self.verify_col).to_pylist() if self.verify_col else [None] * n
-        boxes = table.column(self.bbox_col).to_pylist() if self.bbox_col else [None] * n
+        expected = table.column(self._cols[self.verify_col]).to_pylist() if self.verify_col else [None] * n
+        boxes = table.column(self._cols[self.bbox_col]).to_pylist() if self.bbox_col else [None] * n
         outcomes: list[_Outcome | None] = [None] * n
         hashes: list[str | None] = [None] * n
         todo = iter(range(n))
@@ -246,13 +247,13 @@ class CompatFetchImages(FetchImages):
 
 
 # ------------------------------------------------------------------ writing (img2dataset's writers)
-def compat_table(table: pa.Table, o: CompatOptions) -> pa.Table:
-    """Exactly img2dataset's Parquet columns, in its order, from the fetched shard."""
+def compat_table(inputs: pa.Table, table: pa.Table, o: CompatOptions) -> pa.Table:
+    """Exactly img2dataset's Parquet columns, in its order: ``inputs``' columns, then the fetch results."""
     ok = [s == Status.SUCCESS.value for s in table.column("status").to_pylist()]
     hashes = table.column(HASH_COLUMN) if HASH_COLUMN in table.column_names else pa.nulls(table.num_rows, pa.string())
     verify_type = o.verify_hash[1] if o.verify_hash else None
-    cols: dict[str, Any] = {c: (hashes if c == verify_type else table.column(c)) for c in o.column_list}
-    cols["key"] = table.column("key")
+    cols: dict[str, Any] = {c: (hashes if c == verify_type else inputs.column(c)) for c in o.column_list}
+    cols["key"] = inputs.column("key")
     cols["status"] = table.column("status")
     cols["error_message"] = table.column("error_message")
     for name in _DIMS:
@@ -272,11 +273,11 @@ def sample_json(row: dict[str, Any], o: CompatOptions) -> str:
     return json.dumps(meta, indent=4, default=json_default)
 
 
-def write_compat_shard(ref: ShardRef, table: pa.Table, o: CompatOptions, start: float) -> list[str]:
+def write_compat_shard(ref: ShardRef, inputs: pa.Table, table: pa.Table, o: CompatOptions, start: float) -> list[str]:
     """Write one shard as img2dataset's writer ``o.output_format`` does; ``_stats.json`` last."""
-    meta = compat_table(table, o)
+    meta = compat_table(inputs, table, o)
     images = table.column("image").to_pylist()
-    captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * table.num_rows
+    captions = inputs.column("caption").to_pylist() if "caption" in inputs.column_names else [None] * table.num_rows
     rows = meta.to_pylist()
     ok = [r["status"] == Status.SUCCESS.value and img is not None for r, img in zip(rows, images)]
     ext = o.encode_format
@@ -344,13 +345,16 @@ class CompatDownloadPass(DownloadPass):
 
     def read(self, job: DownloadJob) -> pa.Table:
         job.started = time.time()  # type: ignore[attr-defined] - img2dataset's start_time: before the downloads
-        return job.shard.table
+        stage = self.stages[0]  # only what the fetch needs: input columns never meet the fetch's own names
+        need = ["url", *(c for c in (stage.verify_col, stage.bbox_col) if c)]
+        t = job.shard.table
+        return pa.table({f"in_{c}" if c != "url" else c: t.column(c) for c in dict.fromkeys(need)})
 
     def stages_for(self, job: DownloadJob, table: pa.Table) -> list:
         return self.stages
 
     def write(self, job: DownloadJob, table: pa.Table) -> ShardWritten:
-        statuses = write_compat_shard(job.ref, table, self.options, getattr(job, "started", time.time()))
+        statuses = write_compat_shard(job.ref, job.shard.table, table, self.options, getattr(job, "started", time.time()))
         nbytes = sum(b or 0 for b in table.column("bytes").to_pylist())
         return ShardWritten("new", statuses, table.num_rows, nbytes)
 

@@ -254,6 +254,19 @@ def test_verify_hash(tmp_path, urls, server):
         run(src, tmp_path / "out2", input_format="parquet", verify_hash=["h", "md5"])
 
 
+def test_additional_columns_keep_their_values(tmp_path, urls):
+    """Input columns named like clipcrawl's own fetch columns travel untouched."""
+    rows = [{"url": u, "bytes": "in", "image": 7, "http_status": None} for u in urls[:2]]
+    src = write_input(tmp_path / "in", "parquet", rows)
+    run(src, tmp_path / "out", input_format="parquet", save_additional_columns=["bytes", "image", "http_status"],
+        output_format="files")
+    got = read_out(tmp_path / "out")
+    assert got["columns"][:4] == ["bytes", "image", "http_status", "url"]
+    assert [(r["bytes"], r["image"]) for r in got["rows"].values()] == [("in", 7), ("in", 7)]
+    meta = json.loads((tmp_path / "out" / "00000" / "000000.json").read_text())
+    assert list(meta)[:5] == ["bytes", "image", "http_status", "url", "key"] and meta["bytes"] == "in"
+
+
 def test_argument_errors(tmp_path, urls):
     src = write_input(tmp_path / "in", "parquet", rows_of(urls[:1]))
     for kw, match in (({"save_additional_columns": ["status"]}, "reserve"),

@@ -22,6 +22,7 @@ ALLOWED = {
     "filters": {"base", "schemas", "crawler", "assets"},
     "pipelines": {"base", "schemas", "crawler", "filters", "assets"},
     "cli": {"base", "schemas", "pipelines"},
+    "img2dataset": {"base", "schemas", "pipelines"},  # the img2dataset drop-in API
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -85,6 +85,7 @@ class FetchConfig:
     backoff_429: float = 1.0  # host pause after the n-th 429 in a row without a longer Retry-After: this x 2**(n-1)
     respect_tdmrep: bool = True
     blocklists: tuple[str, ...] = ()  # blocklist files (clipcrawl.crawler.blocklist)
+    verify_ssl: bool = True
 
 
 class Fetcher:
@@ -109,6 +110,7 @@ class Fetcher:
             ttl_dns_cache=300,
             resolver=GuardedResolver(self.cfg.allow_private, allowed_networks=self._networks),
             enable_cleanup_closed=True,
+            **({} if self.cfg.verify_ssl else {"ssl": False}),
         )
         self.session = aiohttp.ClientSession(
             connector=connector,

@@ -74,7 +74,7 @@ def fetch_config(cfg: DownloadConfig) -> FetchConfig:
         allow_private=cfg.allow_private_networks, allowed_networks=tuple(cfg.allowed_networks),
         respect_robots=cfg.respect_robots, per_host_concurrency=cfg.per_host_concurrency, delay=cfg.delay,
         total_concurrency=cfg.concurrency, respect_tdmrep=cfg.respect_tdmrep, blocklists=tuple(cfg.blocklists),
-        max_retry_after=cfg.max_retry_after,
+        max_retry_after=cfg.max_retry_after, verify_ssl=not cfg.ignore_ssl_certificate,
     )
 
 

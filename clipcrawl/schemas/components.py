@@ -72,6 +72,15 @@ class DownloadConfig(Model):
         from clipcrawl.schemas.sources import check_blocklists
 
         return check_blocklists(v)
+    skip_reencode: bool = Field(
+        False, description="Keep the downloaded bytes when no resize is needed and the format already is encode_format.")
+    disable_all_reencoding: bool = Field(
+        False, description="Keep the downloaded bytes as they are (no decode checks, no resize; img2dataset's flag).")
+    upscale_interpolation: Literal["nearest", "linear", "bilinear", "cubic", "bicubic", "area", "lanczos",
+                                   "lanczos4"] = "lanczos"
+    downscale_interpolation: Literal["nearest", "linear", "bilinear", "cubic", "bicubic", "area", "lanczos",
+                                     "lanczos4"] = "area"
+    ignore_ssl_certificate: bool = Field(False, description="Do not verify TLS certificates (self-signed hosts).")
 
     @property
     def quality(self) -> int:

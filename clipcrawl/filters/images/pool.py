@@ -49,8 +49,8 @@ def _init_worker(opts: ResizeOptions, parent: int | None = None) -> None:
     Image.MAX_IMAGE_PIXELS = None  # this process is ours: max_decode_pixels replaces Pillow's bomb limit
 
 
-def _resize_batch(bodies: list[bytes | tuple[bytes, list | None]]) -> list[ResizedImage]:
-    """Each item is a body, or (body, boxes to blur) for img2dataset's bbox_col."""
+def _resize_batch(bodies: list) -> list[ResizedImage]:
+    """``bodies``: bytes, or ``(bytes, bbox_list)`` for images to blur."""
     assert _OPTS is not None, "worker not initialised"
     return [resize_image(b[0], _OPTS, b[1]) if isinstance(b, tuple) else resize_image(b, _OPTS) for b in bodies]
 
@@ -82,9 +82,9 @@ class DecodePool:
             self._executor = None
 
     async def resize(self, body: bytes, bbox: list | None = None) -> ResizedImage:
-        """Decode/resize ``body``; ``bbox``: boxes ([x0, y0, x1, y1] fractions) to blur before encoding."""
+        """``bbox``: boxes to blur (img2dataset's ``bbox_col``: ``[[x0, y0, x1, y1], ...]`` fractions)."""
         fut: asyncio.Future[ResizedImage] = asyncio.get_running_loop().create_future()
-        self._queue.append(((body, bbox) if bbox else body, fut, False))
+        self._queue.append(((body, bbox) if bbox is not None else body, fut, False))
         self._dispatch()
         return await fut
 

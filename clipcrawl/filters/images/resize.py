@@ -38,6 +38,12 @@ WHITE = 255
 #: Images whose header declares more pixels than this are refused before decoding.
 DEFAULT_MAX_DECODE_PIXELS = 100_000_000
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+#: img2dataset's (OpenCV) interpolation names -> Pillow filters (area: box averaging)
+RESAMPLE = {"nearest": Image.Resampling.NEAREST, "linear": Image.Resampling.BILINEAR,
+            "bilinear": Image.Resampling.BILINEAR, "cubic": Image.Resampling.BICUBIC,
+            "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX,
+            "lanczos": Image.Resampling.LANCZOS, "lanczos4": Image.Resampling.LANCZOS}
+_SAME_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,10 @@ class ResizeOptions:
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
     jpeg_draft_gap: float = 2.0  # JPEG DCT-scaled decode to >= gap x output size; 0 = full decode
     blur_faces: bool = False  # detect faces (clipcrawl.filters.images.faces) and blur them before encoding
+    skip_reencode: bool = False  # img2dataset's: no resize needed and already encode_format -> the bytes as fetched
+    disable_all_reencoding: bool = False  # img2dataset's: the bytes as fetched, no checks at all
+    upscale_interpolation: str = "lanczos"
+    downscale_interpolation: str = "area"
 
     @classmethod
     def from_config(cls, cfg: DownloadConfig) -> ResizeOptions:
@@ -81,6 +91,9 @@ def resize_image(data: bytes, opts: ResizeOptions, bbox: Sequence[Sequence[float
                  with_sha256: bool = True) -> ResizedImage:
     """Decode ``data`` and produce the encoded output image; failures come back in ``error``."""
     out = ResizedImage(sha256=hashlib.sha256(data).hexdigest() if with_sha256 else None)
+    if opts.disable_all_reencoding:
+        out.image = data
+        return out
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # corrupt EXIF, bomb warnings...: our own checks report
@@ -131,6 +144,10 @@ def _resize_into(out: ResizedImage, data: bytes, opts: ResizeOptions, bbox: Sequ
     if max(w, h) / min(w, h) > opts.max_aspect_ratio:
         out.error = "aspect ratio too large"
         return
+    if opts.skip_reencode and _keeps_bytes(im, w, h, opts, bbox):
+        im.load()  # still refuse what does not decode
+        out.image, out.width, out.height = data, w, h
+        return
     geo = plan_geometry(w, h, opts.image_size, opts.resize_mode, opts.resize_only_if_bigger)
     src_box = None
     if geo.resize_to and geo.downscale and opts.jpeg_draft_gap and im.format == "JPEG" and bbox is None:
@@ -144,7 +161,7 @@ def _resize_into(out: ResizedImage, data: bytes, opts: ResizeOptions, bbox: Sequ
     im = _normalise_mode(im)
     if geo.resize_to:
         stored = (geo.resize_to[1], geo.resize_to[0]) if rotated else geo.resize_to
-        resample = Image.Resampling.BOX if geo.downscale else Image.Resampling.LANCZOS
+        resample = RESAMPLE[opts.downscale_interpolation if geo.downscale else opts.upscale_interpolation]
         im = im.resize(stored, resample, box=src_box, reducing_gap=None)
     if orient != 1:
         im = im.transpose(TRANSPOSE[orient])
@@ -169,6 +186,16 @@ def _resize_into(out: ResizedImage, data: bytes, opts: ResizeOptions, bbox: Sequ
         im.save(buf, fmt, quality=95 if q is None else q)
     out.image = buf.getvalue()
     out.width, out.height = im.size
+
+
+def _keeps_bytes(im: Image.Image, w: int, h: int, opts: ResizeOptions, bbox: Sequence | None) -> bool:
+    """img2dataset's ``skip_reencode``: no resize branch runs, no alpha, already ``encode_format``."""
+    if im.format != _SAME_FORMAT.get(opts.encode_format) or im.mode in _ALPHA_MODES or bbox:
+        return False
+    if opts.resize_mode == "no":
+        return True
+    side = min(w, h) if opts.resize_mode in ("keep_ratio", "center_crop") else max(w, h)
+    return opts.resize_only_if_bigger and side <= opts.image_size
 
 
 def _crop_or_pad(im: Image.Image, geo: Geometry) -> Image.Image:

@@ -13,8 +13,9 @@ def download(
     input: str = typer.Argument(..., help="URL list (parquet/csv/tsv/json/jsonl/txt, optionally .gz), a folder of "
                                           "them, or crawl/Common Crawl output (DIR with pairs/)."),
     out: str = typer.Option(..., "--out", "-o", help="Output folder (or fsspec URL) for NNNNN.tar/.parquet/_stats.json."),
-    input_format: str = typer.Option("auto", "--input-format", help="auto (from the extension), parquet, csv, tsv, "
-                                                                    "json, jsonl or txt."),
+    input_format: str = typer.Option("auto", "--input-format", "--input_format",
+                                     help="auto (from the extension), parquet, csv, tsv, json, jsonl or txt "
+                                          "(img2dataset's txt.gz, csv.gz... also: gzip is detected)."),
     url_col: str = typer.Option("url", "--url-col", help="Column holding the image URLs."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Column holding the captions "
                                                                          "(default: 'caption' when present)."),
@@ -75,6 +76,7 @@ def download(
     from clipcrawl.schemas.config import DownloadConfig, OutputConfig, UrlListConfig, parse_config
 
     src = "clipcrawl download"
+    input_format = input_format.removesuffix(".gz")  # img2dataset's names; compressed files are detected
     urls = parse_config({"path": input, "input_format": input_format, "url_col": url_col,
                          "caption_col": caption_col or "caption",
                          "save_additional_columns": list(dict.fromkeys(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from clipcrawl.pipelines.passes.download import download
 
+from clipcrawl.pipelines.passes.download import download
 from clipcrawl.schemas.config import OutputConfig, UrlListConfig
 from tests.crawler.site import LoopbackServer
 from tests.crawler.test_sourcing import BAD_MD5, BAD_SHA, sourcing_site

@@ -104,8 +104,11 @@ def test_demo_corruptions_found(demo_dataset, tmp_path):
     tar = d / "shards" / "00001.tar"
     key = _first_key(tar)
     _tar_rewrite(tar, edit=lambda n, b: b"another caption" if n == f"{key}.txt" else b)
+    rep = verify(str(d))
+    emb = [f for f in rep.errors if f.code == "embeddings-mismatch"]
+    assert [f.path for f in emb] == [str(d / "embeddings")] and "_00000" in emb[0].message
     codes = _codes(d)
-    assert str(meta) in codes.pop("embeddings-mismatch")
+    codes.pop("embeddings-mismatch")
     assert codes.pop("sample-metadata") == [str(tar)]
     assert codes.pop("tar-unreadable", None) is None and not codes
 

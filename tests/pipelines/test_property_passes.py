@@ -165,7 +165,7 @@ def _run_step(step: tuple, roots: dict[str, Path], listing: Path, history: list)
         assert _kept(out) == kept_before, f"after {history}: the reshard does not hold exactly the kept samples"
 
 
-@settings(max_examples=12, deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
+@settings(max_examples=10, deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
           phases=[Phase.explicit, Phase.generate],  # no shrinking: the failure message names the sequence
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=st.lists(STEPS, min_size=1, max_size=3))

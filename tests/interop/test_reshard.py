@@ -15,6 +15,7 @@ from clipcrawl.pipelines.manifest import kept_samples, load_manifest
 from clipcrawl.pipelines.passes.reshard import reshard
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas import SAMPLES, check
+from tests.verify_helpers import assert_verified
 
 from .fixtures import make_dataset, shard_table
 
@@ -47,6 +48,7 @@ def test_reshard_in_order(tmp_path):
     assert stats["count"] == stats["successes"] == 10 and stats["resharded_from"] == root
     m = load_manifest(res.out)
     assert m["totals"]["samples_kept"] == 24 and m["runs"][0]["summary"]["derived_from"] == root
+    assert_verified(res.out)
 
 
 def test_reshard_is_deterministic_and_shuffles_with_seed(tmp_path):
@@ -79,6 +81,7 @@ def test_reshard_plain_download_dir(tmp_path):
         write_shard(ShardRef.of(str(tmp_path / "dl"), s), shard_table(s), start_time=0.0)
     res = reshard(str(tmp_path / "dl"), samples_per_shard=5)
     assert res.samples == 16 and len(res.shards) == 4 and res.out == f"{tmp_path}/dl/resharded"
+    assert_verified(res.out)
 
 
 def test_cli_reshard_exit_codes_and_overwrite(tmp_path, capsys):
@@ -97,6 +100,7 @@ def test_cli_reshard_exit_codes_and_overwrite(tmp_path, capsys):
     assert main(["reshard", str(tmp_path / "nothing"), "-n", "8"]) == 2
     assert main(["reshard", root, "--out", root, "-n", "8"]) == 2
     assert main(["reshard", root, "--out", out, "--storage-options", "{bad"]) == 2
+    assert_verified(out)
 
 
 def test_reshard_refuses_tarless_shards(tmp_path):

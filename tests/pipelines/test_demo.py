@@ -17,6 +17,7 @@ from clipcrawl.pipelines.demo import demo_config
 from clipcrawl.pipelines.demo.site import DemoSite
 from clipcrawl.pipelines.run import run
 from clipcrawl.schemas import PAGES, PAIRS, SAMPLES, check
+from tests.verify_helpers import assert_verified
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -107,6 +108,7 @@ def test_shards_read_by_webdataset(demo):
         n += 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert n == manifest["totals"]["samples_kept"] > 0
+    assert_verified(out)
 
 
 def test_cli_demo_exits_0_and_prints_the_summary(tmp_path):
@@ -116,3 +118,4 @@ def test_cli_demo_exits_0_and_prints_the_summary(tmp_path):
     for word in ("pages crawled", "pairs found", "downloaded", "kept after dedup", "dropped by reason", "shards"):
         assert word in r.stdout
     assert list((tmp_path / "d" / "shards").glob("*.tar"))
+    assert_verified(tmp_path / "d")

@@ -22,6 +22,7 @@ import yaml
 from clipcrawl.base.shardfiles import list_shards
 from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
 from clipcrawl.pipelines.lock import RunLock
+from tests.verify_helpers import assert_verified
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -119,6 +120,7 @@ def test_kill9_chain_then_rerun_equals_uninterrupted(site, reference, tmp_path):
     # a run after a finished run starts run 2 and, with nothing new, adds nothing
     r = clipcrawl("run", str(cfg))
     assert r.returncode == 0 and samples(ds) == reference
+    assert_verified(ds)
 
 
 def test_incremental_runs_add_only_new_pairs(tmp_path):
@@ -146,6 +148,7 @@ def test_incremental_runs_add_only_new_pairs(tmp_path):
         t = pq.read_table(ref.parquet, columns=["key", "run"])
         runs_of_added |= {r for k, r in zip(t.column("key").to_pylist(), t.column("run").to_pylist()) if k in added}
     assert runs_of_added == {2}
+    assert_verified(tmp_path / "ds")
 
 
 def test_lock_held_exits_3_and_changes_nothing(site, tmp_path):
@@ -170,6 +173,7 @@ def test_stale_lock_of_dead_pid_is_taken_over(site, tmp_path, reference):
     r = clipcrawl("run", str(cfg))
     assert r.returncode == 0, r.stderr[-2000:]
     assert samples(ds) == reference
+    assert_verified(ds)
 
 
 def test_unusable_config_exits_2(tmp_path):

@@ -15,6 +15,7 @@ from clipcrawl.base.storage import read_json, write_parquet
 from clipcrawl.cli import main
 from clipcrawl.pipelines.writer import write_shard
 from tests.filters.clip.conftest import make_table
+from tests.verify_helpers import assert_verified
 
 
 @pytest.fixture()
@@ -102,3 +103,4 @@ def test_img2dataset_folder_and_empty_dir(tmp_path, shape_pairs):
     assert main(["score", str(tmp_path), "--model", "tiny", "--precision", "fp32"]) == 0
     assert all(r["clip_similarity"] is not None for r in pq.read_table(tmp_path / "00000.parquet").to_pylist())
     assert main(["score", str(tmp_path / "empty"), "--model", "tiny"]) == 2
+    assert_verified(tmp_path)

@@ -14,6 +14,7 @@ from clipcrawl.pipelines.manifest import kept_samples, load_manifest, publish
 from clipcrawl.pipelines.passes.dedup import dedup_dataset
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import DedupConfig
+from tests.verify_helpers import assert_verified
 
 from .helpers import encode, jpeg, picture, table
 
@@ -55,6 +56,7 @@ def test_pass_over_a_download_folder(tmp_path):
     assert stats["successes"] == 1 and stats["duplicate"] == 2
     again = dedup_dataset(root, DedupConfig(semantic=False))
     assert again.marked == 0 and again.rewritten == 0
+    assert_verified(root)
 
 
 def test_dataset_is_republished_and_index_rebuilt(tmp_path):

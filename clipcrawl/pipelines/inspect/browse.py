@@ -260,11 +260,18 @@ def make_app(data: BrowseData, allowed_hosts: set[str] | None = None) -> Any:
     app.router.add_get("/", static("index.html", "text/html"))
     app.router.add_get("/browse.js", static("browse.js", "text/javascript"))
     app.router.add_get("/browse.css", static("browse.css", "text/css"))
+    app.router.add_get("/favicon.ico", lambda request: _no_content())
     app.router.add_get("/api/info", info)
     app.router.add_get("/api/search", search)
     app.router.add_get("/image/{key}", image)
     app.router.add_get("/meta/{key}", meta)
     return app
+
+
+async def _no_content() -> Any:
+    from aiohttp import web
+
+    return web.Response(status=204)
 
 
 class BrowseServer:

@@ -107,7 +107,7 @@ class Browser:
             if e["method"] == "Runtime.exceptionThrown":
                 out.append(str(p.get("exceptionDetails", {}).get("text")))
             elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                out.append(p["entry"].get("text", ""))
+                out.append(f"{p['entry'].get('text', '')} {p['entry'].get('url', '')}".strip())
             elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning"):
                 out.append(" ".join(str(a.get("value")) for a in p.get("args", [])))
         return out

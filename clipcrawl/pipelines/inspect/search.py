@@ -26,6 +26,7 @@ from clipcrawl.base.layout import DatasetLayout
 from clipcrawl.base.progress import log
 from clipcrawl.base.storage import fs_and_path, read_parquet
 from clipcrawl.pipelines.inspect.index import (
+    K_FACTOR,
     IndexError_,
     embedding_parts,
     index_dir,
@@ -134,7 +135,7 @@ class Searcher:
             index = read_index(folder)
             if int(index.ntotal) == state["ntotal"]:
                 self.index = index
-                set_search_params(index, nprobe or state.get("nprobe"), state.get("k_factor", 4))
+                set_search_params(index, nprobe or state.get("nprobe"), state.get("k_factor", K_FACTOR))
                 self.meta = _concat([read_parquet(f"{folder}/metadata/metadata_{p['part']}.parquet")
                                      for p in state["parts"]])
                 self._starts = [(p["start"], p["part"]) for p in state["parts"]]

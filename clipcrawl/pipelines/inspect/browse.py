@@ -81,6 +81,7 @@ class BrowseData:
                 self.by_key[k] = i
         self._searcher = searcher
         self._search_lock = threading.Lock()
+        self._embed_lock = threading.Lock()
         self._tar_index: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
 
     # -------------------------------------------------------------- search back-end
@@ -92,6 +93,14 @@ class BrowseData:
 
                 self._searcher = Searcher(self.dataset)
             return self._searcher
+
+    def warm(self) -> None:
+        """Load the index and the CLIP model ahead of the first query (in a background thread)."""
+        try:
+            with self._embed_lock:
+                self.searcher.embed_text("warm up")
+        except Exception as e:  # noqa: BLE001 - the page reports search errors per request
+            log.info("browse: search is unavailable: %s", e)
 
     def info(self) -> dict[str, Any]:
         def counts(col: str, top: int = 50) -> list[list[Any]]:
@@ -148,7 +157,8 @@ class BrowseData:
             return {"mode": "browse", "total": int(len(idx)),
                     "results": [self._row(int(i)) for i in idx[offset:offset + k]]}
         s = self.searcher
-        vec = s.vector_of(like) if like else s.embed_text(q)
+        with self._embed_lock:  # one model, requests on executor threads
+            vec = s.vector_of(like) if like else s.embed_text(q)
         if vec is None:
             return {"mode": "similar", "total": 0, "results": [], "error": f"{like}: no stored embedding"}
         hit_rows = np.array([self.by_key.get(key, -1) for key in s.meta.column("key").to_pylist()])
@@ -231,6 +241,9 @@ def make_app(data: BrowseData, allowed_hosts: set[str] | None = None) -> Any:
         return web.Response(text=json.dumps(obj, ensure_ascii=False, default=str), status=status,
                             content_type="application/json")
 
+    async def no_content(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
     async def info(request: web.Request) -> web.Response:
         return jsonr(await run(data.info))
 
@@ -260,7 +273,7 @@ def make_app(data: BrowseData, allowed_hosts: set[str] | None = None) -> Any:
     app.router.add_get("/", static("index.html", "text/html"))
     app.router.add_get("/browse.js", static("browse.js", "text/javascript"))
     app.router.add_get("/browse.css", static("browse.css", "text/css"))
-    app.router.add_get("/favicon.ico", lambda request: _no_content())
+    app.router.add_get("/favicon.ico", no_content)
     app.router.add_get("/api/info", info)
     app.router.add_get("/api/search", search)
     app.router.add_get("/image/{key}", image)
@@ -268,18 +281,13 @@ def make_app(data: BrowseData, allowed_hosts: set[str] | None = None) -> Any:
     return app
 
 
-async def _no_content() -> Any:
-    from aiohttp import web
-
-    return web.Response(status=204)
-
-
 class BrowseServer:
     """``with BrowseServer(dataset) as srv: srv.url`` — the browse app served from a thread."""
 
     def __init__(self, dataset: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0,
-                 data: BrowseData | None = None) -> None:
+                 data: BrowseData | None = None, warm: bool = True) -> None:
         self.data = data or BrowseData(dataset)
+        self.warm = warm
         self.host, self.port, self.url = host, port, ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -315,6 +323,8 @@ class BrowseServer:
         self._thread.start()
         if not ready.wait(60) or errors:
             raise RuntimeError(f"browse server did not start: {errors[0] if errors else 'timeout'}")
+        if self.warm:
+            threading.Thread(target=self.data.warm, name="browse-warm", daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

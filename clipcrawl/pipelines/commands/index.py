@@ -17,13 +17,13 @@ def index(
 ) -> None:
     """Build or extend DIR/index (image.index + metadata/, clip-retrieval's back-end layout)."""
     from clipcrawl.base.progress import log
-    from clipcrawl.pipelines.inspect.index import EXACT_MAX, KINDS, IndexError_, build_index
+    from clipcrawl.pipelines.inspect.index import EXACT_MAX, KINDS, IndexUnavailable, build_index
 
     if kind not in KINDS:
         raise typer.BadParameter(f"use one of {', '.join(KINDS)}", param_hint="--kind")
     try:
         rep = build_index(dataset, kind=kind, exact_max=exact_max or EXACT_MAX, rebuild=rebuild)
-    except IndexError_ as e:
+    except IndexUnavailable as e:
         typer.echo(f"clipcrawl index: {e}", err=True)
         raise typer.Exit(2) from None
     log.info("index %s: %s %s, %d vectors (%d added) from %d parts in %.2fs -> %s", rep.action, rep.kind,

@@ -21,7 +21,7 @@ def search(
     """Embed a prompt (or an image) with the dataset's CLIP model; print the top-k by cosine similarity."""
     import json
 
-    from clipcrawl.pipelines.inspect.index import IndexError_
+    from clipcrawl.pipelines.inspect.index import IndexUnavailable
     from clipcrawl.pipelines.inspect.search import Searcher
 
     if (prompt is None) == (image is None):
@@ -29,7 +29,7 @@ def search(
     try:
         s = Searcher(dataset, model=model, pretrained=pretrained, device=device, nprobe=nprobe)
         vec = s.embed_image(image) if image is not None else s.embed_text(prompt or "")
-    except (IndexError_, FileNotFoundError) as e:
+    except (IndexUnavailable, FileNotFoundError) as e:
         typer.echo(f"clipcrawl search: {e}", err=True)
         raise typer.Exit(2) from None
     hits = s.search(vec, k)

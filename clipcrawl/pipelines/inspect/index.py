@@ -50,7 +50,7 @@ RETRAIN_GROWTH = 4.0
 KINDS = ("auto", "flat", "ivfpq")
 
 
-class IndexError_(RuntimeError):  # noqa: N801 - not the builtin IndexError
+class IndexUnavailable(RuntimeError):
     """No embeddings, or an index that does not match them."""
 
 
@@ -112,7 +112,7 @@ def embedding_parts(dataset: str) -> tuple[list[Part], int]:
     try:
         layout = check_embeddings(emb)
     except ValueError as e:
-        raise IndexError_(f"{emb}: {e}") from None
+        raise IndexUnavailable(f"{emb}: {e}") from None
     parts = []
     for name in layout.parts:
         img, meta = f"{emb}/img_emb/img_emb_{name}.npy", f"{emb}/metadata/metadata_{name}.parquet"
@@ -233,7 +233,7 @@ def build_index(dataset: str, kind: str = "auto", exact_max: int = EXACT_MAX, re
     parts, d = embedding_parts(dataset)
     total = sum(p.rows for p in parts)
     if total == 0:
-        raise IndexError_(f"{dataset}: the embeddings folder has no vectors (score with --save-embeddings)")
+        raise IndexUnavailable(f"{dataset}: the embeddings folder has no vectors (score with --save-embeddings)")
     state = None if rebuild else read_state(folder)
     index = None
     if state is not None:
@@ -259,7 +259,7 @@ def build_index(dataset: str, kind: str = "auto", exact_max: int = EXACT_MAX, re
         index.add(load_vectors(p.img))
         _copy(p.meta, f"{folder}/metadata/metadata_{p.name}.parquet")
     if int(index.ntotal) != total:
-        raise IndexError_(f"index holds {index.ntotal} vectors, the embeddings {total}")
+        raise IndexUnavailable(f"index holds {index.ntotal} vectors, the embeddings {total}")
     _write_index(index, folder)
     _remove_stale_metadata(folder, {p.name for p in parts})
     from clipcrawl.pipelines.inspect.search import recorded_model

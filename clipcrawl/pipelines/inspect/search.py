@@ -27,7 +27,7 @@ from clipcrawl.base.progress import log
 from clipcrawl.base.storage import fs_and_path, read_parquet
 from clipcrawl.pipelines.inspect.index import (
     K_FACTOR,
-    IndexError_,
+    IndexUnavailable,
     embedding_parts,
     index_dir,
     load_vectors,
@@ -177,11 +177,11 @@ class Searcher:
         if model is None:
             rec = recorded_model(self.dataset)
             if rec.model is None:
-                raise IndexError_(f"{self.dataset}: no clip_model recorded; pass --model (and --pretrained)")
+                raise IndexUnavailable(f"{self.dataset}: no clip_model recorded; pass --model (and --pretrained)")
             model, pretrained = rec.model, rec.pretrained
         self._clip = load_clip(model, pretrained, device=device, precision="fp32")
         if self._clip.embed_dim != self.dim:
-            raise IndexError_(f"model {self._clip.name} embeds in {self._clip.embed_dim} dimensions, "
+            raise IndexUnavailable(f"model {self._clip.name} embeds in {self._clip.embed_dim} dimensions, "
                               f"the dataset's embeddings have {self.dim}: pass the model that scored it")
         self._encoder = TorchEncoder(self._clip)
 

@@ -10,7 +10,8 @@ per-sample JSON) are not a config: ``datasets`` infers one builder per repositor
 files (a ``shards/*.tar`` config next to Parquet is read as Parquet and fails), and its JSON
 inference types a column from its first values, so columns that are null early
 (``img_width_attr``, ``duplicate_of``) come out null-typed; the card shows the
-``load_dataset("webdataset", data_files=...)`` call for the images instead (tested). The body is generated from the manifest, the shard stats, the resolved
+``load_dataset("webdataset", data_files=...)`` call for the images instead (tested; it can fail
+with "Couldn't cast ... to null" while early samples' JSON has null-only columns). The body is generated from the manifest, the shard stats, the resolved
 config and the crawl's page table: sources and dates, rules and thresholds, models, the funnel,
 the opt-outs honoured, and known limitations.
 """
@@ -245,8 +246,10 @@ def render(info: dict[str, Any], pretty_name: str | None = None, license_id: str
     lines += ["```", ""]
     if info["tars"]:
         lines += ["The images are read from the WebDataset tars (one builder per repository, so they are not a "
-                  "second config next to the Parquet); the Hub infers the types of the per-sample `json` from "
-                  "its first values, so the typed metadata is the default config.", ""]
+                  "second config next to the Parquet). `datasets` infers the types of the per-sample `json` from "
+                  "its first values: a column that is null there (e.g. `duplicate_of`) can fail later with "
+                  "\"Couldn't cast array of type ... to null\"; the typed metadata is the default config, and "
+                  "`key` joins the two.", ""]
     lines += ["## Sources and dates", "", *_fmt_sources(info["config"])]
     if dates:
         lines.append(f"- Runs: {len(runs)}, from {min(dates)} to {max(dates)}.")

@@ -25,7 +25,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clipcrawl.base.shardfiles import ShardRef  # noqa: E402
-from clipcrawl.pipelines.dataset import publish  # noqa: E402
+from clipcrawl.pipelines.manifest import publish  # noqa: E402
 from clipcrawl.pipelines.verify import verify  # noqa: E402
 from clipcrawl.pipelines.writer import write_shard  # noqa: E402
 from clipcrawl.schemas.keys import sample_key  # noqa: E402

@@ -1,0 +1,241 @@
+"""``clipcrawl search``: embed a text prompt (or an image) with the dataset's own CLIP model and
+return the nearest kept samples by cosine similarity.
+
+The model is the one that scored the dataset: the ``clip_model`` recorded in its samples
+(``clipcrawl-tiny``, ``ViT-B-32/openai``, ``hf-hub:org/repo``), resolved with the newest
+``config.yaml`` that produced that name (so a local checkpoint path is found again); ``model=`` /
+``pretrained=`` override it when the weights live elsewhere. Queries are embedded with the exact
+fp32 path and L2-normalised, like the stored image embeddings.
+
+Vectors come from ``DATASET/index`` (``clipcrawl index``); without an index (or with one that no
+longer matches the embeddings) the search is exact over ``DATASET/embeddings`` in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from clipcrawl.base.layout import DatasetLayout
+from clipcrawl.base.progress import log
+from clipcrawl.base.storage import fs_and_path, read_parquet
+from clipcrawl.pipelines.inspect.index import (
+    K_FACTOR,
+    IndexUnavailable,
+    embedding_parts,
+    index_dir,
+    load_vectors,
+    read_index,
+    read_state,
+    set_search_params,
+)
+
+HIT_COLUMNS = ("key", "caption", "url", "shard", "clip_similarity", "punsafe", "pwatermark", "width", "height")
+
+
+@dataclass(frozen=True)
+class RecordedModel:
+    name: str | None  # clip_model as stored in the dataset
+    model: str | None  # load_clip arguments
+    pretrained: str | None
+
+
+def _load_name(model: str, pretrained: str | None) -> str:
+    from clipcrawl.filters.clip.model import TINY_ALIASES, TINY_NAME
+
+    if model in TINY_ALIASES:
+        return TINY_NAME
+    if model.startswith(("hf-hub:", "local-dir:")):
+        return model
+    return f"{model}/{pretrained}" if pretrained else model
+
+
+def _parse_name(name: str) -> tuple[str, str | None]:
+    from clipcrawl.filters.clip.model import TINY_ALIASES
+
+    if name in TINY_ALIASES:
+        return "tiny", None
+    if name.startswith(("hf-hub:", "local-dir:")) or "/" not in name:
+        return name, None
+    model, pretrained = name.split("/", 1)
+    return model, pretrained
+
+
+def _configs(layout: DatasetLayout) -> list[dict[str, Any]]:
+    """``filters.clip`` of the dataset's config.yaml, then of each run's, newest first."""
+    import yaml
+
+    urls = [layout.config] + [layout.run_file(r, "config.yaml") for r in reversed(layout.runs())]
+    out = []
+    for url in urls:
+        fs, p = fs_and_path(url)
+        if not fs.exists(p):
+            continue
+        with fs.open(p, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        clip = ((data.get("filters") or {}).get("clip") or {}) if isinstance(data, dict) else {}
+        if clip.get("model"):
+            out.append(clip)
+    return out
+
+
+def _stored_model_name(layout: DatasetLayout) -> str | None:
+    import pyarrow.parquet as pq
+
+    for folder in (layout.samples, layout.shards):
+        fs, p = fs_and_path(folder)
+        if not fs.isdir(p):
+            continue
+        for f in sorted(fs.ls(p, detail=False)):
+            if not f.endswith(".parquet"):
+                continue
+            with fs.open(f, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                if "clip_model" not in pf.schema_arrow.names:
+                    continue
+                vals = pf.read(columns=["clip_model"]).column(0).drop_null()
+            if len(vals):
+                return str(vals[0])
+    return None
+
+
+def recorded_model(dataset: str) -> RecordedModel:
+    """The CLIP model that scored ``dataset`` (see the module docstring); fields None if unknown."""
+    layout = DatasetLayout.of(dataset)
+    name = _stored_model_name(layout)
+    configs = _configs(layout)
+    for clip in configs:
+        if name is None or _load_name(clip["model"], clip.get("pretrained")) == name:
+            return RecordedModel(name or _load_name(clip["model"], clip.get("pretrained")),
+                                 clip["model"], clip.get("pretrained"))
+    if name is not None:
+        return RecordedModel(name, *_parse_name(name))
+    return RecordedModel(None, None, None)
+
+
+class Searcher:
+    """kNN over a dataset's image embeddings; ``search(vector, k)`` -> hits, best first."""
+
+    def __init__(self, dataset: str | os.PathLike[str], model: str | None = None, pretrained: str | None = None,
+                 device: str = "auto", nprobe: int | None = None) -> None:
+        self.dataset = os.fspath(dataset).rstrip("/")
+        self._model_args = (model, pretrained, device)
+        self._clip: Any = None
+        self._encoder: Any = None
+        folder = index_dir(self.dataset)
+        state = read_state(folder)
+        self.index, self.state = None, state
+        if state is not None:
+            index = read_index(folder)
+            if int(index.ntotal) == state["ntotal"]:
+                self.index = index
+                set_search_params(index, nprobe or state.get("nprobe"), state.get("k_factor", K_FACTOR))
+                self.meta = _concat([read_parquet(f"{folder}/metadata/metadata_{p['part']}.parquet")
+                                     for p in state["parts"]])
+                self._starts = [(p["start"], p["part"]) for p in state["parts"]]
+            else:
+                log.warning("index: %s is incomplete (an interrupted write?); searching the embeddings exactly "
+                            "(rerun clipcrawl index)", folder)
+        if self.index is None:
+            self._load_exact()
+        self.kind = self.state["kind"] if self.state is not None else "exact (no index)"
+        self.dim = int(self.index.d)
+        keys = self.meta.column("key").to_pylist() if "key" in self.meta.column_names else []
+        self.ids = {k: i for i, k in enumerate(keys)}
+
+    def _load_exact(self) -> None:
+        import faiss
+
+        parts, d = embedding_parts(self.dataset)
+        log.info("search: no index in %s; exact search over %d embedding parts (clipcrawl index builds one)",
+                 index_dir(self.dataset), len(parts))
+        self.index = faiss.IndexFlatIP(d)
+        for p in parts:
+            self.index.add(load_vectors(p.img))
+        self.meta = _concat([read_parquet(p.meta) for p in parts])
+        starts = np.cumsum([0] + [p.rows for p in parts])[:-1]
+        self._starts = [(int(s), p.name) for s, p in zip(starts, parts)]
+        self.state = None
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    # -------------------------------------------------------------- query vectors
+    def _load_model(self) -> None:
+        if self._encoder is not None:
+            return
+        from clipcrawl.filters.clip.encoders import TorchEncoder
+        from clipcrawl.filters.clip.model import load_clip
+
+        model, pretrained, device = self._model_args
+        if model is None:
+            rec = recorded_model(self.dataset)
+            if rec.model is None:
+                raise IndexUnavailable(f"{self.dataset}: no clip_model recorded; pass --model (and --pretrained)")
+            model, pretrained = rec.model, rec.pretrained
+        self._clip = load_clip(model, pretrained, device=device, precision="fp32")
+        if self._clip.embed_dim != self.dim:
+            raise IndexUnavailable(f"model {self._clip.name} embeds in {self._clip.embed_dim} dimensions, "
+                              f"the dataset's embeddings have {self.dim}: pass the model that scored it")
+        self._encoder = TorchEncoder(self._clip)
+
+    def embed_text(self, prompt: str) -> np.ndarray:
+        self._load_model()
+        return self._encoder.encode_texts(self._clip.tokenizer([prompt]))
+
+    def embed_image(self, image: bytes | str | os.PathLike[str]) -> np.ndarray:
+        from PIL import Image
+
+        self._load_model()
+        if not isinstance(image, bytes):
+            fs, p = fs_and_path(image)
+            with fs.open(p, "rb") as f:
+                image = f.read()
+        with Image.open(io.BytesIO(image)) as im:
+            pixels = self._clip.preprocess(im.convert("RGB")).unsqueeze(0)
+        return self._encoder.encode_images(pixels)
+
+    def vector_of(self, key: str) -> np.ndarray | None:
+        """The stored image embedding of sample ``key`` (None if it has none)."""
+        i = self.ids.get(key)
+        if i is None:
+            return None
+        start, part = max((s, p) for s, p in self._starts if s <= i)
+        emb = DatasetLayout.of(self.dataset).embeddings
+        return load_vectors(f"{emb}/img_emb/img_emb_{part}.npy")[i - start][None, :]
+
+    # -------------------------------------------------------------- search
+    def search(self, vector: np.ndarray, k: int = 20,
+               keep: Callable[[np.ndarray], np.ndarray] | None = None) -> list[dict[str, Any]]:
+        """Top ``k`` hits for ``vector`` (1, d), best first; ``keep(ids) -> bool mask`` filters
+        candidates (the search widens until ``k`` pass or the whole index was seen)."""
+        n = len(self)
+        if n == 0 or k <= 0:
+            return []
+        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        kk = min(n, k if keep is None else 8 * k)
+        while True:
+            sims, ids = self.index.search(q, kk)
+            valid = ids[0] >= 0
+            sims, ids = sims[0][valid], ids[0][valid]
+            if keep is not None and len(ids):
+                mask = np.asarray(keep(ids), dtype=bool)
+                sims, ids = sims[mask], ids[mask]
+            if len(ids) >= k or kk >= n:
+                break
+            kk = min(n, kk * 4)
+        order = np.argsort(-sims, kind="stable")[:k]
+        rows = self.meta.take(pa.array(ids[order]))
+        cols = {c: rows.column(c).to_pylist() for c in HIT_COLUMNS if c in rows.column_names}
+        return [{"rank": r + 1, "id": int(ids[j]), "similarity": round(float(sims[j]), 6),
+                 **{c: v[r] for c, v in cols.items()}} for r, j in enumerate(order)]
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({"key": pa.array([], pa.string())})

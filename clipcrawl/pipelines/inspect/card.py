@@ -43,8 +43,18 @@ def size_category(n: int) -> str:
     return "1B<n<10B"
 
 
-def hf_features(schema: pa.Schema) -> list[dict[str, str]] | None:
-    """``dataset_info.features`` for a flat Arrow schema (None when a type has no plain Value name)."""
+def hf_features(schema: pa.Schema) -> list[dict[str, Any]] | None:
+    """``dataset_info.features`` of an Arrow schema: Hugging Face's own mapping when ``datasets`` is
+    installed (nested columns included); otherwise flat columns only (None when a type is nested)."""
+    try:
+        import datasets
+    except ImportError:
+        datasets = None
+    if datasets is not None:
+        try:
+            return datasets.Features.from_arrow_schema(schema)._to_yaml_list()
+        except Exception:  # noqa: BLE001 - a type datasets cannot map: fall back to the plain names
+            pass
     out = []
     for f in schema:
         t = f.type

@@ -1,7 +1,12 @@
 """An independent reference extractor: BeautifulSoup + lxml, the documented rules of
 clipcrawl.crawler.extract re-implemented from the module doc (own decoding via BeautifulSoup's
 UnicodeDammit, urllib's urljoin, its own srcset scanner). Used by the accuracy test on real
-pages and as the baseline of bench/extract_bench.py. Only the attribute lists are shared."""
+pages and as the baseline of bench/extract_bench.py. Only the attribute lists are shared.
+
+Caption order follows the documented rule (alt, figcaption, title, aria-label; nested texts joined
+with a space; ftfy repair). Until issue 15 both sides put the figcaption first; the switch to alt
+first changed only that order, so this reference followed it. The caption recall measured against
+raw alt attributes, which shares no caption choice with us, is bench/alt_recall.py."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
+import ftfy
 from bs4 import BeautifulSoup
 
 from clipcrawl.crawler.extract import LAZY_SRC_ATTRS
@@ -65,6 +71,8 @@ def srcset_candidates(value: str) -> list[tuple[str, int | None, float]]:
 
 
 def _text(s) -> str:
+    if s and not s.isascii():
+        s = ftfy.fix_text(s, normalization="NFC")
     return " ".join(s.split()) if s else ""
 
 
@@ -133,19 +141,19 @@ def reference_extract(html: bytes, url: str, ua_token: str = "clipcrawl") -> Ref
             src = _resolve(img.get(a), base)
         if not src:
             continue
-        caption, how = "", ""
+        figcaption = ""
         fig = img.find_parent("figure")
         while fig is not None:
             fc = fig.find("figcaption")
             if fc is not None:
-                caption, how = _text(fc.get_text("")), "figcaption"
+                figcaption = _text(fc.get_text(" "))
                 break
             fig = fig.find_parent("figure")
-        if not caption:
-            for a in ("alt", "title", "aria-label"):
-                caption, how = _text(img.get(a)), a
-                if caption:
-                    break
+        caption, how = "", ""
+        for a in ("alt", "figcaption", "title", "aria-label"):  # alt first, as LAION/DataComp/COYO
+            caption, how = (figcaption if a == "figcaption" else _text(img.get(a))), a
+            if caption:
+                break
         if caption and (src, caption) not in seen:
             seen.add((src, caption))
             page.pairs.append((src, caption, how))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_serializer, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, NOAI_DIRECTIVES, Model, redact
 
@@ -72,6 +72,14 @@ class TextFilterConfig(Model):
     max_chars: int = Field(2000, ge=1)
     drop_generic: bool = Field(True, description="Drop captions like 'image', 'photo', 'IMG_1234.jpg', URLs.")
     deny_patterns: list[str] = Field(default_factory=list, description="Regexes; matching captions are dropped.")
+    languages: list[str] = Field(
+        default_factory=list, description="Keep only captions identified as one of these ISO 639 codes "
+        "(e.g. [en]); empty: any language. Identified offline with fastText lid.176 (clipcrawl.base.captions).")
+
+    @field_validator("languages")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [x.strip().lower() for x in v if x.strip()]
 
 
 class ClipConfig(Model):

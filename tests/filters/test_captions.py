@@ -4,7 +4,13 @@ import socket
 
 import pyarrow as pa
 
-from clipcrawl.base.captions import annotate_captions, caption_words, fix_text, identify_language, language_model_path
+from clipcrawl.base.captions import (
+    annotate_captions,
+    caption_words,
+    fix_text,
+    identify_language,
+    language_model_path,
+)
 
 
 def test_fix_text_and_lengths():

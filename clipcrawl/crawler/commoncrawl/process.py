@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from clipcrawl.base.storage import write_json, write_parquet
 from clipcrawl.base.captions import annotate_captions
+from clipcrawl.base.storage import write_json, write_parquet
 from clipcrawl.crawler.commoncrawl.page import PageInfo, Skip
 from clipcrawl.crawler.commoncrawl.records import ArchiveError, RawRecord, ReadInfo, iter_records
 from clipcrawl.crawler.commoncrawl.warc import page_from_response

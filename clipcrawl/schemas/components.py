@@ -178,7 +178,7 @@ class DedupConfig(Model):
     )
     phash_crops: bool = Field(
         True, description="Also find crops/shifts up to ~10% per axis: candidates whose thumbnail pHash is within "
-        "phash_crop_distance of a pHash of one of 35 windows of the other image (then verified). Raises variant-set "
+        "phash_crop_distance of a pHash of one of 43 windows (one-sided and centred crops) of the other image (then verified). Raises variant-set "
         "crop recall from 0.49 to 0.96 (bench/dedup_quality.py).",
     )
     phash_crop_distance: int = Field(

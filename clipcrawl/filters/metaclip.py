@@ -13,7 +13,9 @@
    count: the same seed gives the same dataset.
 
 Dropped rows get ``filtered_balance`` with ``"balance: <reason>"``. :func:`apply_balance`
-returns the tables and a report: per entry, matches before and after.
+returns the tables and a report: per entry, matches before and after. It first undoes its own
+earlier decisions (``filtered_balance`` rows go back to ``success``), so it can be re-applied
+with another ``t`` or entry list.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from clipcrawl.base.stage import mark, ok_mask
+from clipcrawl.base.stage import mark, ok_mask, set_column
 from clipcrawl.schemas.components import BalanceConfig
 from clipcrawl.schemas.status import Status
 
@@ -72,6 +74,19 @@ class Matcher:
         return [i for i, e in enumerate(self.entries) if e in text]
 
 
+def reset_balance(table: pa.Table) -> pa.Table:
+    """Undo an earlier balancing: ``filtered_balance`` rows go back to ``success``."""
+    if table.num_rows == 0 or Status.FILTERED_BALANCE.value not in table.column("status").to_pylist():
+        return table
+    st = table.column("status").to_pylist()
+    em = table.column("error_message").to_pylist()
+    for i, s in enumerate(st):
+        if s == Status.FILTERED_BALANCE.value:
+            st[i], em[i] = Status.SUCCESS.value, None
+    table = set_column(table, "status", pa.array(st, pa.string()))
+    return set_column(table, "error_message", pa.array(em, pa.string()))
+
+
 def _uniform(seed: int, key: str) -> float:
     h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64
@@ -97,6 +112,7 @@ def apply_balance(tables: Sequence[pa.Table], cfg: BalanceConfig,
                   entries: Sequence[str] | None = None) -> tuple[list[pa.Table], BalanceReport]:
     """Balance a whole dataset (one table per shard); see the module doc."""
     matcher = Matcher(entries if entries is not None else load_entries(cfg.entries))
+    tables = [reset_balance(t) for t in tables]
     n_e = len(matcher.entries)
     matches: list[list[list[int]]] = []
     before = np.zeros(n_e, dtype=np.int64)

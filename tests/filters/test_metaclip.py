@@ -57,3 +57,5 @@ def test_exact_keep_set_small():
     assert out2[0].column("status").to_pylist() == ["success", "filtered_text", "success", "filtered_balance",
                                                     "success"]
     assert rep2.before.tolist() == [3, 1]
+    out3, _ = apply_balance(out2, BalanceConfig(t=5, keep_unmatched=True), entries=["dog", "cat"])  # re-applied
+    assert out3[0].column("status").to_pylist() == ["success", "filtered_text", "success", "success", "success"]

@@ -47,3 +47,12 @@ def curate(tables: Sequence[pa.Table], filters: FiltersConfig) -> tuple[list[pa.
     if filters.balance.enabled:
         out, report = apply_balance(out, filters.balance)
     return out, report
+
+
+def needs_curation(filters: FiltersConfig) -> bool:
+    """Rules that only a pass over finished shards applies (image rules, dataset-wide cut, balancing)."""
+    img, clip = filters.image, filters.clip
+    return bool(img.enabled and (img.min_side or img.min_bytes or img.max_aspect_ratio != float("inf"))
+                or (clip.enabled and (clip.top_fraction or clip.max_punsafe is not None
+                                      or clip.max_pwatermark is not None))
+                or filters.balance.enabled)

@@ -81,3 +81,22 @@ def curate_shards(path: str, filters: FiltersConfig, preset: str | None = None) 
         summary.balance_entries = report.top(50)
     write_json(asdict(summary), f"{path.rstrip('/')}/curation.json")
     return summary
+
+
+def print_curation(s: CurationSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"curation -> {s.root}", show_header=False, title_justify="left")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for line in s.preset:
+        t.add_row(line, "")
+    t.add_row("shards / rows", f"{s.shards} / {s.rows:,}")
+    for status, n in sorted(s.status_counts.items(), key=lambda kv: -kv[1]):
+        t.add_row(f"  {status}", f"{n:,}")
+    for rule, n in s.drops_by_rule.items():
+        t.add_row(f"  dropped by {rule}", f"{n:,}")
+    for entry, before, after in s.balance_entries[:10]:
+        t.add_row(f"  entry {entry!r} before -> after", f"{before:,} -> {after:,}")
+    Console(stderr=False).print(t)

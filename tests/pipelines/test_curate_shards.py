@@ -47,3 +47,21 @@ def test_top_fraction_across_shards_then_reapplied(tmp_path):
     st = _statuses(tmp_path)
     assert [k for k, v in sorted(st.items()) if v == "success"] == ["a", "b", "c", "d"]
     assert st["e"] == "filtered_image" and s2.drops_by_rule["image: smaller side"] == 1
+
+
+def test_run_check_shows_the_preset(tmp_path):
+    from typer.testing import CliRunner
+
+    from clipcrawl.cli import app
+
+    (tmp_path / "u.txt").write_text("http://127.0.0.1/a.jpg\n")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"dataset: {tmp_path / 'ds'}\nsources:\n  urls:\n    path: {tmp_path / 'u.txt'}\n"
+                   "preset: datacomp-basic\nfilters:\n  text:\n    min_words: 4\n")
+    res = CliRunner().invoke(app, ["run", str(cfg), "--check"])
+    assert res.exit_code == 0, res.output
+    assert "# preset datacomp-basic: DataComp basic filtering" in res.output
+    assert "# - original smaller side >= 200 px" in res.output.replace("#   -", "# -")
+    assert "min_side: 200" in res.output and "min_words: 4" in res.output  # explicit field wins
+    res = CliRunner().invoke(app, ["run", str(cfg), "--check", "--preset", "laion400m"])
+    assert "threshold: 0.3" in res.output and "min_bytes: 5000" in res.output

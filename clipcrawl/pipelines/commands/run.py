@@ -12,14 +12,21 @@ ORDER = 10
 def run_command(
     config: Path = typer.Argument(..., help="Run config (YAML). See README 'Config'."),
     dry_run: bool = typer.Option(False, "--check", help="Validate the config and print it resolved; run nothing."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Curation recipe: laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip "
+        "(overrides the config's preset:; fields set in the config win over the recipe)."),
 ) -> None:
     """Run the configured pipeline: collect -> download -> rules -> CLIP -> dedup -> write (incremental)."""
     from clipcrawl.base.progress import log, setup_logging
+    from clipcrawl.filters.presets import apply_preset, describe_preset
     from clipcrawl.pipelines.lock import LockedError
     from clipcrawl.schemas.config import dump_config, load_config
 
     cfg = load_config(config)  # ConfigError -> exit 2
+    cfg = apply_preset(cfg, preset or cfg.preset)
     if dry_run:
+        for line in describe_preset(cfg.preset):
+            typer.echo(f"# {line}")
         typer.echo(dump_config(cfg), nl=False)
         return
     if cfg.log_format != "auto":
@@ -33,6 +40,12 @@ def run_command(
         log.error("%s", e)
         raise typer.Exit(3) from None
     print_run_summary(Dataset(cfg.dataset), st)
+    from clipcrawl.filters.curate import needs_curation
+
+    if needs_curation(cfg.filters):  # image rules, dataset-wide CLIP cut, MetaCLIP balancing
+        from clipcrawl.pipelines.curate_shards import curate_shards, print_curation
+
+        print_curation(curate_shards(cfg.dataset, cfg.filters, cfg.preset))
 
 
 def register(app: typer.Typer) -> None:

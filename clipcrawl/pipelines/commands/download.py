@@ -52,6 +52,10 @@ def download(
                                                 help="Allow private/loopback addresses (intranets, tests)."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Refetch failed_to_download rows of finished shards and rewrite them."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Curation recipe (laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, "
+        "metaclip): its caption, language and image rules are applied to the shards after the download "
+        "(CLIP rules need `clipcrawl score`)."),
 ) -> None:
     """Download and resize the images of a URL list into img2dataset-compatible shards.
 
@@ -79,6 +83,13 @@ def download(
     output = parse_config({"output_format": output_format, "samples_per_shard": samples_per_shard}, OutputConfig, src)
     summary = run_download(urls, out, config, output, retry_failed=retry_failed)
     _print_summary(summary)
+    if preset:
+        from clipcrawl.filters.presets import apply_preset
+        from clipcrawl.pipelines.curate_shards import curate_shards, print_curation
+        from clipcrawl.schemas.config import FiltersConfig
+
+        filters = apply_preset(FiltersConfig(), preset)  # no scores yet: the CLIP cut finds no candidates
+        print_curation(curate_shards(out, filters, preset))
 
 
 def _split(value: str | None) -> list[str] | None:

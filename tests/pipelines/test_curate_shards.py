@@ -47,6 +47,21 @@ def test_top_fraction_across_shards_then_reapplied(tmp_path):
     st = _statuses(tmp_path)
     assert [k for k, v in sorted(st.items()) if v == "success"] == ["a", "b", "c", "d"]
     assert st["e"] == "filtered_image" and s2.drops_by_rule["image: smaller side"] == 1
+    # the stats report shows the rules and the drops per rule
+    import io
+
+    from rich.console import Console
+
+    from clipcrawl.pipelines.report.aggregate import aggregate
+    from clipcrawl.pipelines.report.layout import find_parts
+    from clipcrawl.pipelines.report.terminal import render
+
+    agg = aggregate(find_parts(tmp_path))
+    assert agg["curation"]["drops_by_rule"]["image: smaller side"] == 1
+    assert ("passed image rules", 6) in [(f["step"], f["count"]) for f in agg["funnel"]]
+    buf = io.StringIO()
+    render(agg, console=Console(file=buf, width=100))
+    assert "Curation rules" in buf.getvalue() and "image: smaller side" in buf.getvalue()
 
 
 def test_run_check_shows_the_preset(tmp_path):

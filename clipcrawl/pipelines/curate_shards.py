@@ -5,7 +5,8 @@ Reads every shard's Parquet, runs :func:`clipcrawl.filters.curate.curate` over a
 rewrites each Parquet atomically and its ``_stats.json`` with the new counts (stats last), and
 writes ``DIR/curation.json``: the preset and its rules, drops per rule, and the MetaCLIP entry
 distribution before/after. The tars are not rewritten (as in ``clipcrawl score``): consumers
-read ``status`` from the Parquet / the stats. Re-running with other rules re-decides the image,
+read ``status`` from the Parquet / the stats; a published dataset's ``samples/`` and manifest are
+refreshed (:func:`clipcrawl.pipelines.dataset.refresh`). Re-running with other rules re-decides the image,
 CLIP and balancing rules from the stored columns; nothing is rescored.
 """
 
@@ -80,6 +81,12 @@ def curate_shards(path: str, filters: FiltersConfig, preset: str | None = None) 
     if report is not None:
         summary.balance_entries = report.top(50)
     write_json(asdict(summary), f"{path.rstrip('/')}/curation.json")
+    root = path.rstrip("/")
+    if shards_dir(root) != root:  # a dataset: its published samples/ and manifest counts follow
+        from clipcrawl.pipelines.dataset import load_manifest, refresh
+
+        if load_manifest(root).get("runs"):
+            refresh(root, [r.name for r in refs])
     return summary
 
 

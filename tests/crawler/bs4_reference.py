@@ -1,7 +1,8 @@
 """An independent reference extractor: BeautifulSoup + lxml, the documented rules of
 clipcrawl.crawler.extract re-implemented from the module doc (own decoding via BeautifulSoup's
 UnicodeDammit, urllib's urljoin, its own srcset scanner). Used by the accuracy test on real
-pages and as the baseline of bench/extract_bench.py. Only the attribute lists are shared.
+pages and as the baseline of bench/extract_bench.py. Only the attribute lists and the text repair
+(clipcrawl.base.captions.fix_text: ftfy on mojibake, whitespace collapse) are shared.
 
 Caption order follows the documented rule (alt, figcaption, title, aria-label; nested texts joined
 with a space; ftfy repair). Until issue 15 both sides put the figcaption first; the switch to alt
@@ -14,9 +15,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
-import ftfy
 from bs4 import BeautifulSoup
 
+from clipcrawl.base.captions import fix_text
 from clipcrawl.crawler.extract import LAZY_SRC_ATTRS
 from clipcrawl.crawler.urls import normalize_url
 
@@ -71,9 +72,7 @@ def srcset_candidates(value: str) -> list[tuple[str, int | None, float]]:
 
 
 def _text(s) -> str:
-    if s and not s.isascii():
-        s = ftfy.fix_text(s, normalization="NFC")
-    return " ".join(s.split()) if s else ""
+    return fix_text(s) if s else ""
 
 
 def _resolve(raw, base: str) -> str | None:

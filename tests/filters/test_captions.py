@@ -16,6 +16,7 @@ from clipcrawl.base.captions import (
 def test_fix_text_and_lengths():
     assert fix_text("MÃ¼nchenbryggeriet  in\nStockholm") == "Münchenbryggeriet in Stockholm"
     assert fix_text(None) == "" and fix_text("  plain   ascii ") == "plain ascii"
+    assert fix_text("“Café” in München") == "“Café” in München"  # clean text is left as written
     assert caption_words("A dog, a cat & 2 birds") == 6
 
 

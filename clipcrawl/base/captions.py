@@ -50,7 +50,8 @@ def fix_text(s: str | None) -> str:
     if not s.isascii() and _MOJIBAKE.search(s):
         import ftfy
 
-        s = ftfy.fix_text(s, normalization="NFC")
+        s = ftfy.fix_text(s, normalization="NFC", uncurl_quotes=False, fix_latin_ligatures=False,
+                          fix_character_width=False)  # repair encodings; leave legitimate characters alone
     return " ".join(s.split())
 
 

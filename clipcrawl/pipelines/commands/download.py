@@ -84,11 +84,12 @@ def download(
     summary = run_download(urls, out, config, output, retry_failed=retry_failed)
     _print_summary(summary)
     if preset:
-        from clipcrawl.filters.presets import apply_preset
+        from clipcrawl.filters.presets import apply_preset, preset_overrides
         from clipcrawl.pipelines.curate_shards import curate_shards, print_curation
-        from clipcrawl.schemas.config import FiltersConfig
+        from clipcrawl.schemas.config import FiltersConfig, TextFilterConfig
 
-        filters = apply_preset(FiltersConfig(), preset)  # no scores yet: the CLIP cut finds no candidates
+        text = TextFilterConfig(enabled="text" in preset_overrides(preset))  # the recipe's caption rules only
+        filters = apply_preset(FiltersConfig(text=text), preset)  # no scores yet: the CLIP cut finds no candidates
         print_curation(curate_shards(out, filters, preset))
 
 

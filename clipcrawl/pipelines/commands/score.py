@@ -57,9 +57,11 @@ def score(
     explicit = {k: v for k, v in (("model", model), ("pretrained", pretrained), ("threshold", threshold),
                                   ("top_fraction", top_fraction), ("max_punsafe", max_punsafe),
                                   ("max_pwatermark", max_pwatermark)) if v is not None}
+    text_rules = bool(preset) and "text" in preset_overrides(preset)  # caption rules only when a recipe has them
     filters = parse_config(
         {"clip": {"precision": precision, "device": device, "batch_size": batch_size,
-                  "save_embeddings": save_embeddings, "workers": workers, **explicit}},
+                  "save_embeddings": save_embeddings, "workers": workers, **explicit},
+         "text": {"enabled": text_rules}},
         FiltersConfig, "clipcrawl score",
     )
     filters = apply_preset(filters, preset)

@@ -253,7 +253,8 @@ class Crawler:
         now = page["fetched_at"]
         for c in p.pairs:
             pairs.append({"key": sample_key(c.url, c.caption), "url": c.url, "caption": c.caption, "page_url": final,
-                          "caption_source": c.caption_source, "page_title": p.title, "page_language": language,
+                          "caption_source": c.caption_source, "alt": c.alt, "figcaption": c.figcaption,
+                          "title": c.title, "page_title": p.title, "page_language": language,
                           "img_width_attr": c.width, "img_height_attr": c.height, "found_at": now})
         return PageStatus.OK
 

@@ -43,11 +43,19 @@ Skipped images
     spacers); no caption (below).
 
 Caption, first non-empty of
-    ``figcaption`` (text of the first ``<figcaption>`` of the nearest enclosing ``<figure>``),
-    ``alt``, ``title``, ``aria-label``; ``caption_source`` says which. Images without any are
-    skipped and counted (``n_uncaptioned``): a pair without text teaches CLIP nothing.
+    ``alt``, ``figcaption`` (text of the first ``<figcaption>`` of the nearest enclosing
+    ``<figure>``, the texts of its nested elements joined with a space), ``title``,
+    ``aria-label``; ``caption_source`` says which. The alt text comes first, as in LAION,
+    DataComp and COYO: it describes the image, where a figcaption often carries a credit
+    ("Credit Charlie Rubin ...") or a story sentence. The other candidates stay on the pair
+    (``alt``, ``figcaption``, ``title``). Each text is repaired with ftfy and whitespace-collapsed
+    (:func:`clipcrawl.base.captions.fix_text`). There is **no junk fallback here**: an alt that
+    is a file name, "image" or a credit line stays the caption, and the caption rules
+    (:mod:`clipcrawl.filters.text`) give the row a status and reason later; a researcher who
+    prefers the figcaption has it in its column. Images without any candidate are skipped and
+    counted (``n_uncaptioned``): a pair without text teaches CLIP nothing.
 
-Pairs are unique per page by (URL, caption), in document order.
+One pair per image; pairs are unique per page by (URL, caption), in document order.
 
 Links
     ``<a href>`` and ``<area href>`` resolved against the base URL, normalised, http(s) only,
@@ -62,6 +70,7 @@ from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser
 
+from clipcrawl.base.captions import fix_text
 from clipcrawl.crawler.charset import decode_html
 from clipcrawl.crawler.robots import robots_directives
 from clipcrawl.crawler.srcset import best_candidate, parse_srcset
@@ -77,7 +86,7 @@ LAZY_SRC_ATTRS = (
     "data-src", "data-lazy-src", "data-original", "data-lazy", "data-url", "data-hi-res-src",
     "data-full-url", "data-pagespeed-lazy-src", "data-actualsrc", "data-echo", "data-normal",
 )
-CAPTION_ATTRS = ("alt", "title", "aria-label")
+CAPTION_ORDER = ("alt", "figcaption", "title", "aria-label")  # caption = first non-empty
 MAX_PIXEL_SIDE = 2  # declared width/height at or below this: a tracking pixel or spacer
 _NOAI = frozenset(NOAI_DIRECTIVES) | {"none"}
 _NOFOLLOW = frozenset({"nofollow", "none"})
@@ -90,9 +99,12 @@ _SVG_PATH = re.compile(r"\.svgz?$", re.I)
 class PairCandidate:
     url: str  # absolute, normalised image URL
     caption: str
-    caption_source: str  # figcaption | alt | title | aria-label
+    caption_source: str  # alt | figcaption | title | aria-label
     width: int | None = None  # declared width/height attributes
     height: int | None = None
+    alt: str | None = None  # every caption candidate, cleaned (None when absent or empty)
+    figcaption: str | None = None
+    title: str | None = None
 
 
 @dataclass
@@ -213,7 +225,7 @@ def _figure_captions(tree: LexborHTMLParser) -> dict[int, str]:
         cap_node = fig.css_first("figcaption")
         if cap_node is None:
             continue
-        cap = clean_text(cap_node.text(deep=True, separator=""))
+        cap = fix_text(cap_node.text(deep=True, separator=" "))
         for img in fig.css("img"):
             out[img.mem_id] = cap
     return out
@@ -261,20 +273,18 @@ def extract_page(html: bytes, url: str, content_type: str | None = None, *,
         src = _image_url(attrs, sources, base)
         if src is None:
             continue
-        caption, how = figcaps.get(img.mem_id, ""), "figcaption"
-        if not caption:
-            for a in CAPTION_ATTRS:
-                caption = clean_text(attrs.get(a))
-                if caption:
-                    how = a
-                    break
-        if not caption:
+        cands = {"alt": fix_text(attrs.get("alt")), "figcaption": figcaps.get(img.mem_id, ""),
+                 "title": fix_text(attrs.get("title")), "aria-label": fix_text(attrs.get("aria-label"))}
+        how = next((k for k in CAPTION_ORDER if cands[k]), None)
+        if how is None:
             page.n_uncaptioned += 1
             continue
+        caption = cands[how]
         if (src, caption) in seen:
             continue
         seen.add((src, caption))
-        page.pairs.append(PairCandidate(src, caption, how, w, h_))
+        page.pairs.append(PairCandidate(src, caption, how, w, h_, cands["alt"] or None,
+                                        cands["figcaption"] or None, cands["title"] or None))
     if page.noai:
         page.n_withheld, page.pairs = len(page.pairs), []
 

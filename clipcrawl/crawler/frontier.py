@@ -40,7 +40,9 @@ MAX_ATTEMPTS = 3
 PAGE_COLUMNS = ("url", "final_url", "status", "error_message", "http_status", "content_type", "charset",
                 "depth", "bytes", "n_pairs", "n_links", "title", "language", "fetched_at")
 PAIR_COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_title", "page_language",
-                "img_width_attr", "img_height_attr", "found_at")
+                "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title")
+#: pair columns added after the first release: ALTER TABLE'd into older frontier databases
+LATER_PAIR_COLUMNS = ("alt", "figcaption", "title")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS urls (
@@ -97,6 +99,10 @@ class Frontier:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(pairs)")}
+        for c in LATER_PAIR_COLUMNS:
+            if c not in have:
+                self.db.execute(f"ALTER TABLE pairs ADD COLUMN {c}")
         self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
         self.retried = self._execute(
             f"UPDATE urls SET state='{QUEUED}' WHERE state='{FAILED}' AND retryable=1 AND attempts < ?",

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from clipcrawl.base.captions import annotate_captions
 from clipcrawl.base.storage import write_parquet
 from clipcrawl.crawler.frontier import PAGE_COLUMNS, PAIR_COLUMNS, Frontier
 from clipcrawl.schemas.keys import shard_name
@@ -36,7 +37,10 @@ def rows_to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
     for name, values in data.items():
         typ = schema.field(name).type
         arrays[name] = values if isinstance(values, pa.Array) else pa.array(values, type=typ)
-    return conform(pa.table(arrays), schema)
+    table_ = pa.table(arrays)
+    if table == "pairs":
+        table_ = annotate_captions(table_)
+    return conform(table_, schema)
 
 
 class ChunkWriter:

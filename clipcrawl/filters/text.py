@@ -2,6 +2,10 @@
 
 LAION and DataComp drop captions that carry no description: empty or very short texts,
 file names (``IMG_1234.jpg``), bare URLs, numbers, and stock words such as "image" or "logo".
+Credit lines ("Credit Jane Doe", "Photo: AP", "Getty Images", "© Reuters") name the photographer,
+not the picture: they are dropped with the generic rules (the extractor keeps them as captions
+on purpose, so that this rule says why they go). ``languages`` keeps only captions whose
+identified ``language`` (:mod:`clipcrawl.base.captions`) is in the list.
 Each rule gives a reason, recorded as ``"text: <reason>"`` on rows it drops.
 """
 
@@ -12,6 +16,7 @@ from typing import ClassVar
 
 import pyarrow as pa
 
+from clipcrawl.base.captions import annotate_captions
 from clipcrawl.base.stage import Stage, mark, ok_mask
 from clipcrawl.schemas.config import TextFilterConfig
 from clipcrawl.schemas.status import Status
@@ -27,10 +32,19 @@ _CAMERA = re.compile(r"^(img|dsc|dscn|dscf|pict|pxl|mvimg|image|photo|screenshot
 _URL = re.compile(r"^(https?://|www\.)\S+$", re.I)
 _NO_LETTERS = re.compile(r"^[\W\d_]+$")
 _WORD = re.compile(r"\w+")
+#: "Credit Jane Doe", "Photo: AP", "Foto: dpa", "Image courtesy of NASA", "© 2020 Reuters", "(c) Getty"
+_CREDIT = re.compile(
+    r"^(?:credits?\b|©|\(c\)|copyright\b|courtesy\b|(?:image|photo(?:graph)?|picture|pic|foto|bild|quelle|"
+    r"source|crédit|crédito)s?\s*(?:by|credit|courtesy(?: of)?|von|de|par)?\s*[:|/\-\u2013\u2014])", re.I)
+#: a caption that is only an agency / stock library name (optionally "/Photographer")
+_AGENCY = re.compile(
+    r"^(?:[\w.' ]{0,40}/\s*)?(?:getty images|shutterstock|reuters|associated press|ap photo|ap|afp|epa|dpa|"
+    r"istock(?:photo)?|alamy|imago|picture alliance|bloomberg)(?:\s*/\s*[\w.' ]{0,40})?$", re.I)
 
 
-def caption_problem(caption: str | None, cfg: TextFilterConfig, deny: list[re.Pattern[str]] | None = None) -> str | None:
-    """Why ``caption`` fails the rules, or None when it passes."""
+def caption_problem(caption: str | None, cfg: TextFilterConfig, deny: list[re.Pattern[str]] | None = None,
+                    language: str | None = None) -> str | None:
+    """Why ``caption`` fails the rules, or None when it passes (``language``: its identified language)."""
     if caption is None or not caption.strip():
         return "empty caption"
     text = " ".join(caption.split())
@@ -50,9 +64,13 @@ def caption_problem(caption: str | None, cfg: TextFilterConfig, deny: list[re.Pa
             return "caption is a URL"
         if _NO_LETTERS.match(text):
             return "caption has no letters"
+        if _CREDIT.match(text) or _AGENCY.match(text):
+            return "caption is a credit line"
     for pat in deny or ():
         if pat.search(text):
             return f"caption matches deny pattern {pat.pattern!r}"
+    if cfg.languages and (language or "").split("-")[0].lower() not in cfg.languages:
+        return f"caption language {language or 'unknown'} not in {','.join(cfg.languages)}"
     return None
 
 
@@ -70,5 +88,9 @@ class FilterCaptions(Stage):
             return table
         ok = ok_mask(table)
         captions = table.column("caption").to_pylist()
-        reasons = [caption_problem(c, self.config, self._deny) if keep else None for c, keep in zip(captions, ok)]
+        langs: list[str | None] = [None] * table.num_rows
+        if self.config.languages:
+            langs = annotate_captions(table).column("language").to_pylist()
+        reasons = [caption_problem(c, self.config, self._deny, lang) if keep else None
+                   for c, keep, lang in zip(captions, ok, langs)]
         return mark(table, [r is not None for r in reasons], Status.FILTERED_TEXT, self.name, reasons)

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from clipcrawl.base.captions import annotate_captions
 from clipcrawl.base.failpoints import failpoint
 from clipcrawl.base.shardfiles import ShardRef
 from clipcrawl.base.storage import atomic_open, fs_and_path, is_local, json_default, write_json, write_parquet
@@ -132,7 +133,7 @@ def write_shard(
         raise ValueError(f"image_exts has {len(exts)} entries for {table.num_rows} rows")
     images = (table.column(IMAGE_COLUMN).to_pylist() if IMAGE_COLUMN in table.column_names
               else [None] * table.num_rows)
-    parquet_table = conform(table, SAMPLES)
+    parquet_table = conform(annotate_captions(table), SAMPLES)
     rows = parquet_table.to_pylist()
     ok = [r["status"] == Status.SUCCESS.value and img is not None for r, img in zip(rows, images)]
 

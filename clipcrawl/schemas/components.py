@@ -109,6 +109,14 @@ class TextFilterConfig(Model):
     max_chars: int = Field(2000, ge=1)
     drop_generic: bool = Field(True, description="Drop captions like 'image', 'photo', 'IMG_1234.jpg', URLs.")
     deny_patterns: list[str] = Field(default_factory=list, description="Regexes; matching captions are dropped.")
+    languages: list[str] = Field(
+        default_factory=list, description="Keep only captions identified as one of these ISO 639 codes "
+        "(e.g. [en]); empty: any language. Identified offline with fastText lid.176 (clipcrawl.base.captions).")
+
+    @field_validator("languages")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [x.strip().lower() for x in v if x.strip()]
 
 
 class ClipConfig(Model):
@@ -119,7 +127,12 @@ class ClipConfig(Model):
     pretrained: str | None = Field(
         "openai", description="open_clip pretrained tag, or a local checkpoint path (.pt/.safetensors)."
     )
-    threshold: float = Field(0.28, ge=-1, le=1, description="Drop pairs with clip_similarity below this.")
+    threshold: float = Field(0.28, ge=-1, le=1, description="Drop pairs with clip_similarity below this (-1: no absolute cut).")
+    top_fraction: float | None = Field(
+        None, gt=0, le=1, description="Keep only this fraction of scored candidates with the highest clip_similarity, "
+        "ranked across the whole dataset (not per shard); re-applicable without rescoring (clipcrawl.filters.clip.cut).")
+    max_punsafe: float | None = Field(None, ge=0, le=1, description="Drop pairs with punsafe above this.")
+    max_pwatermark: float | None = Field(None, ge=0, le=1, description="Drop pairs with pwatermark above this.")
     precision: Literal["auto", "fp32", "fp16", "bf16", "fast"] = Field(
         "auto", description="auto: fast path on CPU, fp16 on GPU; fp32: exact open_clip path."
     )
@@ -164,9 +177,33 @@ class ClipConfig(Model):
     )
 
 
+class ImageFilterConfig(Model):
+    """Rules on the downloaded image (clipcrawl.filters.images.rules): status filtered_image."""
+
+    enabled: bool = True
+    min_side: int = Field(0, ge=0, description="Drop images whose original smaller side is below this (pixels).")
+    max_aspect_ratio: float = Field(math.inf, ge=1, description="Drop images whose larger/smaller side exceeds this.")
+    min_bytes: int = Field(0, ge=0, description="Drop images whose downloaded body is smaller than this (bytes).")
+
+
+class BalanceConfig(Model):
+    """MetaCLIP balancing (clipcrawl.filters.metaclip): status filtered_balance."""
+
+    enabled: bool = False
+    entries: str | None = Field(
+        None, description="Entry list, one per line (MetaCLIP's metadata); default: the small list shipped in "
+        "clipcrawl/assets/metaclip/ (see its PROVENANCE.md).")
+    t: int = Field(20_000, ge=1, description="Entries matched by more than t pairs are sampled down to about t "
+                   "(MetaCLIP: 20k for 400M pairs, 170k for 2.5B).")
+    seed: int = Field(0, description="Seed of the sampling RNG (the same seed gives the same kept set).")
+    keep_unmatched: bool = Field(False, description="Keep pairs that match no entry (MetaCLIP drops them).")
+
+
 class FiltersConfig(Model):
     text: TextFilterConfig = Field(default_factory=TextFilterConfig)
+    image: ImageFilterConfig = Field(default_factory=ImageFilterConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
 
 
 # ---------------------------------------------------------------- dedup
@@ -186,7 +223,7 @@ class DedupConfig(Model):
     )
     phash_crops: bool = Field(
         True, description="Also find crops/shifts up to ~10% per axis: candidates whose thumbnail pHash is within "
-        "phash_crop_distance of a pHash of one of 35 windows of the other image (then verified). Raises variant-set "
+        "phash_crop_distance of a pHash of one of 43 windows (one-sided and centred crops) of the other image (then verified). Raises variant-set "
         "crop recall from 0.49 to 0.96 (bench/dedup_quality.py).",
     )
     phash_crop_distance: int = Field(

@@ -22,10 +22,12 @@ from pydantic import (
 )
 
 from clipcrawl.schemas.components import (  # noqa: F401 - the config models, importable from here
+    BalanceConfig,
     ClipConfig,
     DedupConfig,
     DownloadConfig,
     FiltersConfig,
+    ImageFilterConfig,
     OutputConfig,
     TextFilterConfig,
 )
@@ -50,6 +52,8 @@ class RunConfig(Model):
     """Everything ``clipcrawl run CONFIG.yaml`` needs."""
 
     dataset: str = Field(..., description="Dataset directory or fsspec URL (s3://bucket/prefix).")
+    preset: str | None = Field(None, description="Curation recipe (clipcrawl.filters.presets): laion400m, "
+                               "laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip. Explicit fields win.")
     sources: SourcesConfig
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)

@@ -17,10 +17,12 @@ class Status(str, Enum):
     FAILED_TO_DOWNLOAD = "failed_to_download"  # network/http error, robots, X-Robots-Tag, TDMRep, too large
     BLOCKED = "blocked"  # a blocklist rule (URL, domain:, sha256:, md5:) matched; the rule is in error_message
     FAILED_TO_RESIZE = "failed_to_resize"  # undecodable, too small, bad aspect ratio, pixel bomb
-    FILTERED_TEXT = "filtered_text"  # a caption rule rejected it
+    FILTERED_TEXT = "filtered_text"  # a caption rule rejected it (incl. language)
+    FILTERED_IMAGE = "filtered_image"  # an image rule rejected it: min side, aspect ratio, min bytes
     FAILED_TO_SCORE = "failed_to_score"  # CLIP could not read the image
     FILTERED_CLIP = "filtered_clip"  # clip_similarity below the threshold
     DUPLICATE = "duplicate"  # dedup dropped it: see duplicate_of and dedup_method
+    FILTERED_BALANCE = "filtered_balance"  # MetaCLIP balancing sampled it out (clipcrawl.filters.metaclip)
 
     def __str__(self) -> str:  # so f"{status}" gives the plain value
         return self.value

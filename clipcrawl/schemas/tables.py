@@ -14,6 +14,18 @@ import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
+# ---------------------------------------------------------------- caption facts
+#: The caption candidates of an image and facts about the chosen caption, in PAIRS and SAMPLES.
+#: ``caption`` is the alt text when the image has one (crawler.extract's rule); the others stay here.
+CAPTION_FIELDS = (
+    pa.field("alt", pa.string()),  # cleaned alt attribute (null when absent or empty)
+    pa.field("figcaption", pa.string()),  # text of the enclosing <figure>'s <figcaption>
+    pa.field("title", pa.string()),  # the image's title attribute
+    pa.field("language", pa.string()),  # identified from the caption (clipcrawl.base.captions); ISO 639
+    pa.field("caption_chars", pa.int32()),  # caption length in characters
+    pa.field("caption_words", pa.int32()),  # caption length in words (\w+ runs)
+)
+
 # ---------------------------------------------------------------- pairs
 #: Candidate (image URL, caption) pairs found by the crawler or the Common Crawl reader.
 PAIRS = pa.schema(
@@ -24,6 +36,7 @@ PAIRS = pa.schema(
         pa.field("page_url", pa.string()),  # page the pair was found on
         pa.field("source", pa.string()),  # crawl | commoncrawl | list
         pa.field("caption_source", pa.string()),  # alt | figcaption | title | aria-label | wat | list ...
+        *CAPTION_FIELDS,
         pa.field("page_title", pa.string()),
         pa.field("page_language", pa.string()),  # BCP-47 from <html lang> / Content-Language
         pa.field("img_width_attr", pa.int32()),  # declared width/height attributes, when present
@@ -87,6 +100,7 @@ SAMPLES = pa.schema(
         pa.field("page_url", pa.string()),
         pa.field("source", pa.string()),
         pa.field("caption_source", pa.string()),
+        *CAPTION_FIELDS,
         pa.field("page_title", pa.string()),
         pa.field("page_language", pa.string()),
         pa.field("img_width_attr", pa.int32()),

@@ -1,7 +1,13 @@
 """An independent reference extractor: BeautifulSoup + lxml, the documented rules of
 clipcrawl.crawler.extract re-implemented from the module doc (own decoding via BeautifulSoup's
 UnicodeDammit, urllib's urljoin, its own srcset scanner). Used by the accuracy test on real
-pages and as the baseline of bench/extract_bench.py. Only the attribute lists are shared."""
+pages and as the baseline of bench/extract_bench.py. Only the attribute lists and the text repair
+(clipcrawl.base.captions.fix_text: ftfy on mojibake, whitespace collapse) are shared.
+
+Caption order follows the documented rule (alt, figcaption, title, aria-label; nested texts joined
+with a space; ftfy repair). Until issue 15 both sides put the figcaption first; the switch to alt
+first changed only that order, so this reference followed it. The caption recall measured against
+raw alt attributes, which shares no caption choice with us, is bench/alt_recall.py."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from urllib.parse import urljoin
 
 from bs4 import BeautifulSoup
 
+from clipcrawl.base.captions import fix_text
 from clipcrawl.crawler.extract import LAZY_SRC_ATTRS
 from clipcrawl.crawler.urls import normalize_url
 
@@ -65,7 +72,7 @@ def srcset_candidates(value: str) -> list[tuple[str, int | None, float]]:
 
 
 def _text(s) -> str:
-    return " ".join(s.split()) if s else ""
+    return fix_text(s) if s else ""
 
 
 def _resolve(raw, base: str) -> str | None:
@@ -133,19 +140,19 @@ def reference_extract(html: bytes, url: str, ua_token: str = "clipcrawl") -> Ref
             src = _resolve(img.get(a), base)
         if not src:
             continue
-        caption, how = "", ""
+        figcaption = ""
         fig = img.find_parent("figure")
         while fig is not None:
             fc = fig.find("figcaption")
             if fc is not None:
-                caption, how = _text(fc.get_text("")), "figcaption"
+                figcaption = _text(fc.get_text(" "))
                 break
             fig = fig.find_parent("figure")
-        if not caption:
-            for a in ("alt", "title", "aria-label"):
-                caption, how = _text(img.get(a)), a
-                if caption:
-                    break
+        caption, how = "", ""
+        for a in ("alt", "figcaption", "title", "aria-label"):  # alt first, as LAION/DataComp/COYO
+            caption, how = (figcaption if a == "figcaption" else _text(img.get(a))), a
+            if caption:
+                break
         if caption and (src, caption) not in seen:
             seen.add((src, caption))
             page.pairs.append((src, caption, how))

@@ -108,10 +108,14 @@ def test_pairs_and_noai(rules_crawl):
         ("img/lazy.jpg", "Lazy loaded", "alt"),
         ("img/l.jpg", "Responsive", "alt"),
         ("img/p2.webp", "In a picture", "alt"),
-        ("img/f.jpg", "The figure caption", "figcaption"),
+        ("img/f.jpg", "alt text", "alt"),
         ("img/ns.jpg", "No script", "alt"),
     }
     assert by_page["b"] == {("img/b.jpg", "Title only", "title")}
+    f = next(r for r in pairs if r["url"].endswith("/img/f.jpg"))
+    assert (f["alt"], f["figcaption"], f["caption_words"], f["caption_chars"]) == (
+        "alt text", "The figure caption", 2, 8)
+    assert all(r["language"] for r in pairs if r["caption_words"] >= 2)
     b = next(r for r in pairs if r["url"].endswith("/img/b.jpg"))
     assert (b["img_width_attr"], b["img_height_attr"]) == (640, 480)
     a = next(r for r in pairs if r["url"].endswith("/img/plain.jpg"))

@@ -50,9 +50,13 @@ def test_figcaption_base_href_dims():
         "<figure><div><img src=f.jpg alt=alt1 width=800 height=600></div>"
         "<figcaption> The <b>bold</b>\n caption </figcaption></figure>"
         "<figure><img src=g.jpg alt='only alt'><figcaption> </figcaption></figure>"
+        "<figure><img src=h.jpg alt=''><figcaption>Credit<span>Jane Doe</span></figcaption></figure>"
         "<a href='page2.html'>p2</a></body></html>")
-    assert pairs == [("https://static.example.org/img/f.jpg", "The bold caption", "figcaption"),
-                     ("https://static.example.org/img/g.jpg", "only alt", "alt")]
+    assert pairs == [("https://static.example.org/img/f.jpg", "alt1", "alt"),
+                     ("https://static.example.org/img/g.jpg", "only alt", "alt"),
+                     ("https://static.example.org/img/h.jpg", "Credit Jane Doe", "figcaption")]
+    assert [(p.alt, p.figcaption, p.title) for p in page.pairs] == [
+        ("alt1", "The bold caption", None), ("only alt", None, None), (None, "Credit Jane Doe", None)]
     assert (page.pairs[0].width, page.pairs[0].height) == (800, 600)
     assert page.links == ["https://static.example.org/img/page2.html"]
     assert page.base_url == "https://static.example.org/img/"
@@ -145,3 +149,32 @@ def test_charset_helpers():
     assert meta_charset(b"<head><meta charset='euc-jp'>") == "euc-jp"
     assert codec_for("ISO-8859-1") == "cp1252" and codec_for("x-unknown") is None
     assert codec_for("utf-16le", from_meta=True) == "utf-8"
+
+
+def test_alt_first_candidates_kept_and_mojibake_repaired():
+    """One pair per image; the alt is the caption, the other candidates stay in their columns;
+    junk alts stay the caption (the text rules flag them later); ftfy repairs mojibake."""
+    pairs, page = _pairs(
+        "<figure><img src=a.jpg alt='IMG_1234.jpg' title='A title'><figcaption>Photo: AP</figcaption></figure>"
+        "<img src=b.jpg alt='MÃ¼nchenbryggeriet in Stockholm' title='t'>"
+        "<img src=c.jpg title='  only   title '>")
+    assert pairs == [(URL.rsplit("/", 1)[0] + "/a.jpg", "IMG_1234.jpg", "alt"),
+                     (URL.rsplit("/", 1)[0] + "/b.jpg", "Münchenbryggeriet in Stockholm", "alt"),
+                     (URL.rsplit("/", 1)[0] + "/c.jpg", "only title", "title")]
+    assert [(p.alt, p.figcaption, p.title) for p in page.pairs] == [
+        ("IMG_1234.jpg", "Photo: AP", "A title"), ("Münchenbryggeriet in Stockholm", None, "t"),
+        (None, None, "only title")]
+
+
+def test_news_page_gives_its_alt_texts(testdata):
+    """The real NYT (Spanish) page of the shared testdata: every descriptive alt is a caption,
+    never replaced by the photographer credit of the figcaption; credits are space-joined."""
+    body = (testdata / "html" / "readability" / "nytimes-5.html").read_bytes()
+    page = extract_page(body, "https://www.nytimes.com/es/")
+    by_alt = {p.alt: p for p in page.pairs if p.alt}
+    covid = "Un paciente de COVID-19 en la unidad de cuidados intensivos de un hospital de La Mesa, California."
+    assert by_alt[covid].caption == covid and by_alt[covid].caption_source == "alt"
+    assert by_alt[covid].figcaption == "Credit Etienne Laurent/EPA vía Shutterstock"
+    assert all(p.caption == p.alt for p in page.pairs if p.alt)
+    assert not any("CreditCharlie" in (p.figcaption or "") for p in page.pairs)
+    assert any(p.figcaption == "Credit Charlie Rubin para The New York Times" for p in page.pairs)

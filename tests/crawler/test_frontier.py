@@ -133,3 +133,28 @@ def test_transient_failures_are_retried_on_later_runs(tmp_path):
             f.complete(c[0], _page(c[0].url, "fetch_error"), [], [], ok=False, retryable=True)
     with Frontier(tmp_path) as f:
         assert f.retried == 0 and f.claim(5, 3) == []  # tried MAX_ATTEMPTS times: given up
+
+
+def test_older_frontier_database_gains_the_caption_columns(tmp_path):
+    """A frontier written before the alt/figcaption/title columns existed is migrated on open."""
+    import sqlite3
+
+    from clipcrawl.crawler.frontier import LATER_PAIR_COLUMNS, PAIR_COLUMNS
+
+    old_cols = [c for c in PAIR_COLUMNS if c not in LATER_PAIR_COLUMNS]
+    db = sqlite3.connect(tmp_path / "frontier.sqlite")
+    db.execute(f"CREATE TABLE pairs (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, {', '.join(old_cols[1:])}, "
+               "chunk INTEGER)")
+    db.execute("INSERT INTO pairs(key, url, caption) VALUES ('k0', 'http://a.com/0.jpg', 'old pair')")
+    db.commit()
+    db.close()
+    with Frontier(tmp_path) as f:
+        c = f.claim(1, 3) or None
+        assert c is None
+        f.add(["http://a.com/"], 0)
+        c = f.claim(1, 3)[0]
+        pair = {**_pair("k1", c.url), "alt": "an alt", "figcaption": "a figcaption", "title": None}
+        assert f.complete(c, _page(c.url), [pair], [], ok=True).new_pairs == 1
+        chunk = f.seal_chunk("pairs", 10)
+        rows = {r["key"]: r for r in f.chunk_rows("pairs", chunk)}
+        assert rows["k1"]["alt"] == "an alt" and rows["k0"]["alt"] is None

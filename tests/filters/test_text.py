@@ -38,3 +38,37 @@ def test_stage_marks_only_success_rows():
     assert out.column("error_message").to_pylist()[1] == "text: caption is a file name"
     assert out.column("error_message").to_pylist()[2] == "download: HTTP 404"
     assert "deny pattern" in out.column("error_message").to_pylist()[3]
+
+
+@pytest.mark.parametrize(
+    "caption,reason",
+    [
+        ("Credit Charlie Rubin para The New York Times", "caption is a credit line"),
+        ("CREDIT: Jane Doe", "caption is a credit line"),
+        ("Photo: AP", "caption is a credit line"),
+        ("Foto: dpa/Picture Alliance", "caption is a credit line"),
+        ("Photograph by Jane Doe - Reuters", None),  # "by" without a separator: a sentence, kept
+        ("Image courtesy of NASA", None),
+        ("© 2020 Reuters", "caption is a credit line"),
+        ("Getty Images", "caption is a credit line"),
+        ("Kevin Frayer/Getty Images", "caption is a credit line"),
+        ("Photos of the new harbour bridge", None),
+        ("Un paciente de COVID-19 en la unidad de cuidados intensivos", None),
+        ("Reuters journalists at work in the newsroom", None),
+    ],
+)
+def test_credit_lines(caption, reason):
+    assert caption_problem(caption, TextFilterConfig()) == reason
+
+
+def test_language_rule_exact_keep_set():
+    t = pa.table({
+        "caption": ["a small dog runs across the green lawn", "ein kleiner Hund läuft über den grünen Rasen",
+                    "un petit chien court sur la pelouse verte", "a cat", "12345"],
+        "status": ["success"] * 5,
+        "error_message": [None] * 5,
+    })
+    out = FilterCaptions(TextFilterConfig(languages=["EN"], min_words=0, drop_generic=False))(t)
+    assert out.column("status").to_pylist() == ["success", "filtered_text", "filtered_text", "success", "filtered_text"]
+    msgs = out.column("error_message").to_pylist()
+    assert msgs[1] == "text: caption language de not in en" and msgs[4] == "text: caption language unknown not in en"

@@ -182,3 +182,25 @@ def test_unusable_config_exits_2(tmp_path):
     r = clipcrawl("run", str(bad))
     assert r.returncode == 2
     assert "bad.yaml" in r.stderr and "downlaod" in r.stderr and "sources.crawl.seeds" in r.stderr
+
+
+def test_run_with_top_fraction_curates_the_whole_dataset(site, tmp_path):
+    """`run` with a dataset-wide rule: after the shards are written, the top 50% by score stay (ranked over every
+    shard), published samples/ and the manifest follow, and curation.json records the rule."""
+    cfg = write_config(tmp_path / "run.yaml", tmp_path / "ds", site.url,
+                       filters={"clip": {"model": "tiny", "pretrained": None, "threshold": -1, "precision": "fp32",
+                                         "batch_size": 16, "top_fraction": 0.5}})
+    r = clipcrawl("run", str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [row for ref in list_shards(str(tmp_path / "ds"))
+            for row in pq.read_table(ref.parquet, columns=["key", "status", "clip_similarity",
+                                                            "language"]).to_pylist()]
+    cand = sorted((r_["clip_similarity"], r_["key"]) for r_ in rows
+                  if r_["status"] in ("success", "filtered_clip") and r_["clip_similarity"] is not None)
+    kept = {r_["key"] for r_ in rows if r_["status"] == "success"}
+    assert kept == {k for _, k in cand[len(cand) // 2:]}
+    assert all(r_["language"] for r_ in rows if r_["status"] == "success")
+    doc = json.loads((tmp_path / "ds" / "curation.json").read_text())
+    assert doc["status_counts"]["success"] == len(kept)
+    published = pq.read_table(tmp_path / "ds" / "samples").num_rows
+    assert published == len(kept)

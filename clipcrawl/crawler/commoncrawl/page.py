@@ -30,6 +30,9 @@ class Candidate:
     caption_source: str
     width: int | None = None  # declared width/height attributes
     height: int | None = None
+    alt: str | None = None  # the caption candidates (WARC path; the WAT path knows only the alt)
+    figcaption: str | None = None
+    title: str | None = None
 
 
 @dataclass

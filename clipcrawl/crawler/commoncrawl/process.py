@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from clipcrawl.base.captions import annotate_captions
 from clipcrawl.base.storage import write_json, write_parquet
 from clipcrawl.crawler.commoncrawl.page import PageInfo, Skip
 from clipcrawl.crawler.commoncrawl.records import ArchiveError, RawRecord, ReadInfo, iter_records
@@ -29,7 +30,7 @@ SOURCE = "commoncrawl"
 READ_TYPES = frozenset({"response", "metadata"})  # the blocks of other records are skipped unread
 MAX_ERRORS_KEPT = 5
 _COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_title", "page_language",
-            "img_width_attr", "img_height_attr", "found_at")
+            "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title")
 
 
 @dataclass
@@ -115,6 +116,9 @@ class _Chunks:
             c["img_width_attr"].append(p.width)
             c["img_height_attr"].append(p.height)
             c["found_at"].append(page.date)
+            c["alt"].append(p.alt)
+            c["figcaption"].append(p.figcaption)
+            c["title"].append(p.title)
         if len(c["key"]) >= self.size:
             self.flush()
         return len(page.pairs)
@@ -127,7 +131,7 @@ class _Chunks:
         table = table.append_column("source", pa.array([SOURCE] * n, pa.string()))
         name = shard_name(self.alloc())
         self.on_write(name)  # listed in the state first: a rerun removes it even if killed mid-write
-        write_parquet(conform(table, PAIRS), f"{self.out_dir}/pairs/{name}.parquet")
+        write_parquet(conform(annotate_captions(table), PAIRS), f"{self.out_dir}/pairs/{name}.parquet")
         self.cols = {c: [] for c in _COLUMNS}
 
 

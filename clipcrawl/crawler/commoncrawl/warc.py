@@ -52,5 +52,5 @@ def page_from_response(rec: RawRecord, max_html_bytes: int) -> PageInfo:
         return page
     if parsed.n_uncaptioned:
         page.dropped["no_caption"] = parsed.n_uncaptioned
-    page.pairs = [Candidate(p.url, p.caption, p.caption_source, p.width, p.height) for p in parsed.pairs]
+    page.pairs = [Candidate(p.url, p.caption, p.caption_source, p.width, p.height, p.alt, p.figcaption, p.title) for p in parsed.pairs]
     return page

@@ -142,5 +142,7 @@ def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
             dropped["duplicate_in_page"] = dropped.get("duplicate_in_page", 0) + 1
             continue
         seen.add((url, caption))
-        page.pairs.append(Candidate(url, caption, source))
+        alt = clean_text(link.get("alt")) if isinstance(link.get("alt"), str) else ""
+        title = clean_text(link.get("title")) if isinstance(link.get("title"), str) else ""
+        page.pairs.append(Candidate(url, caption, source, alt=alt or None, title=title or None))
     return page

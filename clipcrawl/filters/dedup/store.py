@@ -4,7 +4,7 @@ Layout::
 
     DATASET/dedup/index.json            # the commit point: segments, indexed shards, embedding model
     DATASET/dedup/seg-<id>.parquet      # key, url_hash, sha256, pixels, phash (uint64 fingerprints), shard,
-                                        # crop (36 window pHashes, null = no thumbnail)
+                                        # crop (44 window pHashes, null = no thumbnail)
     DATASET/dedup/seg-<id>.emb.npy      # float16 unit image embeddings, one row per segment row
     DATASET/dedup/seg-<id>.thumb.npy    # uint8 (rows, 1056): 32x32 grey + 4x4 chromaticity (memory-mapped)
     DATASET/dedup/.lock                 # held while committing

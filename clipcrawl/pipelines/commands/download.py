@@ -67,6 +67,10 @@ def download(
     max_retry_after: float = typer.Option(120.0, "--max-retry-after",
                                           help="Cap in seconds on a host pause after 429/503."),
     no_tdmrep: bool = typer.Option(False, "--ignore-tdmrep", help="Do not honour TDMRep (your own sites only)."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Curation recipe (laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, "
+        "metaclip): its caption, language and image rules are applied to the shards after the download "
+        "(CLIP rules need `clipcrawl score`)."),
 ) -> None:
     """Download and resize the images of a URL list into img2dataset-compatible shards.
 
@@ -100,6 +104,15 @@ def download(
     summary = run_download(urls, out, config, output, retry_failed=retry_failed,
                            engine=make_pass_engine(engine, ray_address))
     _print_summary(summary)
+    if preset:
+        from clipcrawl.filters.presets import apply_preset, preset_overrides
+        from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
+        from clipcrawl.schemas.config import FiltersConfig, TextFilterConfig
+
+        text = TextFilterConfig(enabled="text" in preset_overrides(preset))  # the recipe's caption rules only
+        filters = apply_preset(FiltersConfig(text=text), preset)  # no scores yet: the CLIP cut finds no candidates
+        print_curation(curate_shards(out, filters, preset))
+
     from clipcrawl.pipelines.commands import exit_on_failures
 
     exit_on_failures(summary.failures)

@@ -17,9 +17,13 @@ def run_command(
         "config's blocklists for every source and the download."),
     blur_faces: bool = typer.Option(False, "--blur-faces", help="Blur detected faces before encoding "
                                                                  "(download.blur_faces)."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Curation recipe: laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip "
+        "(overrides the config's preset:; fields set in the config win over the recipe)."),
 ) -> None:
     """Run the configured pipeline: collect -> download -> rules -> CLIP -> dedup -> write (incremental)."""
     from clipcrawl.base.progress import log, setup_logging
+    from clipcrawl.filters.presets import apply_preset, describe_preset
     from clipcrawl.pipelines.lock import LockedError
     from clipcrawl.schemas.config import dump_config, load_config
 
@@ -31,7 +35,10 @@ def run_command(
         data["blocklists"] = [*data.get("blocklists", []), *(str(p.resolve()) for p in blocklist or [])]
         data["download"]["blur_faces"] = data["download"]["blur_faces"] or blur_faces
         cfg = parse_config(data, RunConfig, "command line")
+    cfg = apply_preset(cfg, preset or cfg.preset)
     if dry_run:
+        for line in describe_preset(cfg.preset):
+            typer.echo(f"# {line}")
         typer.echo(dump_config(cfg), nl=False)
         return
     if cfg.log_format != "auto":
@@ -46,6 +53,12 @@ def run_command(
         log.error("%s", e)
         raise typer.Exit(3) from None
     print_run_summary(DatasetLayout(cfg.dataset), st)
+    from clipcrawl.filters.curate import needs_curation
+
+    if needs_curation(cfg.filters):  # image rules, dataset-wide CLIP cut, MetaCLIP balancing
+        from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
+
+        print_curation(curate_shards(cfg.dataset, cfg.filters, cfg.preset))
 
 
 def register(app: typer.Typer) -> None:

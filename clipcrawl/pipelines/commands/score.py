@@ -5,7 +5,9 @@ Each shard's images are read from ``NNNNN.tar``; ``NNNNN.parquet`` is rewritten 
 keep null scores) and, with ``--threshold``, rows below it become ``filtered_clip``; the shard's
 ``_stats.json`` is rewritten with the new counts. Rows an earlier ``--threshold`` filtered are
 decided again. Shards already scored by the same model are not re-embedded (only re-thresholded)
-unless ``--rescore`` or ``--save-embeddings`` asks for embeddings.
+unless ``--rescore`` or ``--save-embeddings`` asks for embeddings. ``--top-fraction``,
+``--max-punsafe``/``--max-pwatermark`` and ``--preset`` are decided over the whole dataset after
+scoring (clipcrawl.pipelines.passes.curate); rerunning with other values re-cuts without rescoring.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ ORDER = 40
 
 def score(
     dir: str = typer.Argument(..., help="Dataset dir (uses DIR/shards) or a folder of NNNNN.tar + NNNNN.parquet."),
-    model: str = typer.Option("ViT-B-32", "--model", help="open_clip name, hf-hub:org/repo, or tiny (shipped)."),
-    pretrained: str | None = typer.Option("openai", "--pretrained",
-                                          help="Pretrained tag or a local checkpoint file/folder."),
+    model: str | None = typer.Option(None, "--model",
+                                     help="open_clip name, hf-hub:org/repo, or tiny (shipped). Default ViT-B-32 "
+                                          "(or the preset's)."),
+    pretrained: str | None = typer.Option(None, "--pretrained",
+                                          help="Pretrained tag or a local checkpoint file/folder (default openai)."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (fast on CPU, fp16 on GPU), fast, fp32 (exact), fp16, bf16."),
     device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps."),
@@ -36,27 +40,52 @@ def score(
                                               help="Where to write them (default: DIR/embeddings)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Decode threads (default: CPU count, max 8)."),
     rescore: bool = typer.Option(False, "--rescore", help="Re-embed shards already scored by this model."),
+    top_fraction: float | None = typer.Option(
+        None, "--top-fraction", min=0.0, max=1.0,
+        help="Keep the top P of scored candidates by clip_similarity across the whole dataset (not per shard); "
+             "rerun with another P to re-cut without rescoring."),
+    max_punsafe: float | None = typer.Option(None, "--max-punsafe", help="Drop rows with punsafe above this."),
+    max_pwatermark: float | None = typer.Option(None, "--max-pwatermark", help="Drop rows with pwatermark above this."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Curation recipe (laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, "
+        "metaclip): its model and rules, applied over the whole dataset after scoring; explicit options win."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Score image-caption similarity with CLIP and store it (and zero-shot tags) in each shard's Parquet."""
+    from clipcrawl.filters.curate import needs_curation
+    from clipcrawl.filters.presets import apply_preset, preset_overrides
     from clipcrawl.pipelines.passes.score import print_summary, score_shards
-    from clipcrawl.schemas.config import ClipConfig, parse_config
+    from clipcrawl.schemas.config import FiltersConfig, parse_config
 
-    cfg = parse_config(
-        {"model": model, "pretrained": pretrained, "precision": precision, "device": device,
-         "batch_size": batch_size, "save_embeddings": save_embeddings, "workers": workers,
-         **({"threshold": threshold} if threshold is not None else {})},
-        ClipConfig, "clipcrawl score",
+    explicit = {k: v for k, v in (("model", model), ("pretrained", pretrained), ("threshold", threshold),
+                                  ("top_fraction", top_fraction), ("max_punsafe", max_punsafe),
+                                  ("max_pwatermark", max_pwatermark)) if v is not None}
+    text_rules = bool(preset) and "text" in preset_overrides(preset)  # caption rules only when a recipe has them
+    filters = parse_config(
+        {"clip": {"precision": precision, "device": device, "batch_size": batch_size,
+                  "save_embeddings": save_embeddings, "workers": workers, **explicit},
+         "text": {"enabled": text_rules}},
+        FiltersConfig, "clipcrawl score",
     )
-    summary = score_shards(dir, cfg, apply_threshold=threshold is not None, embeddings_dir=embeddings_dir,
-                           rescore=rescore, engine=make_pass_engine(engine, ray_address))
+    filters = apply_preset(filters, preset)
+    if "threshold" not in explicit and "threshold" not in (preset_overrides(preset).get("clip", {}) if preset else {}):
+        filters = filters.model_copy(update={"clip": filters.clip.model_copy(update={"threshold": -1.0})})
+    cfg = filters.clip
+    wide = needs_curation(filters) or preset is not None  # decided over the whole dataset after scoring
+    summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
+                           embeddings_dir=embeddings_dir, rescore=rescore,
+                           engine=make_pass_engine(engine, ray_address))
     print_summary(summary)
+    if summary.shards == 0 and not summary.failures:
+        raise typer.Exit(2)
+    if wide:
+        from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
+
+        print_curation(curate_shards(dir, filters, preset))
     from clipcrawl.pipelines.commands import exit_on_failures
 
     exit_on_failures(summary.failures)
-    if summary.shards == 0:
-        raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

@@ -27,8 +27,8 @@ from clipcrawl.base.progress import log
 from clipcrawl.base.shardfiles import ShardRef, list_shards, read_images
 from clipcrawl.base.stage import ok_mask, set_column
 from clipcrawl.base.storage import read_parquet
+from clipcrawl.pipelines.passes.rewrite import RewriteShards, ShardRewrite
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
-from clipcrawl.pipelines.writer import rewrite_shard
 from clipcrawl.schemas.config import ClipConfig, ConfigError, DedupConfig
 from clipcrawl.schemas.tables import SAMPLES, conform
 
@@ -130,35 +130,6 @@ class ReadForDedup(ShardPass):
         self.tables.append(table)
 
 
-@dataclass
-class DedupWrite:
-    ref: ShardRef
-    table: pa.Table  # rows after the decision
-    before: pa.Table  # status/error_message as read
-
-    @property
-    def name(self) -> str:
-        return self.ref.name
-
-
-class WriteDedup(ShardPass):
-    """Step 3: rewrite each shard whose rows changed."""
-
-    name = "dedup: write shards"
-    write_behind = True
-
-    def __init__(self, keep_tars: bool) -> None:
-        super().__init__()
-        self.keep_tars = keep_tars
-
-    def read(self, job: DedupWrite) -> pa.Table:
-        return job.table
-
-    def write(self, job: DedupWrite, table: pa.Table) -> str:
-        rewrite_shard(job.ref, table, job.before, keep_tars=self.keep_tars)
-        return job.ref.name
-
-
 def _stack_embeddings(tables: list[pa.Table]) -> pa.Array | None:
     dims = [t.schema.field(EMBEDDING).type.list_size for t in tables if EMBEDDING in t.column_names]
     if not dims:
@@ -229,9 +200,9 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
                   zip(old.column("status").to_pylist(), new.column("status").to_pylist())]
         hashed = old.num_rows > 0 and bool(old.column(HASHED)[0].as_py())
         if any(became) or hashed:
-            jobs.append(DedupWrite(ref, new, old.select(["status", "error_message"])))
+            jobs.append(ShardRewrite(ref, new, old.select(["status", "error_message"])))
     report.rewritten_shards = [j.ref.name for j in jobs]
-    report.failures += run_pass(WriteDedup(keep_tars), jobs, engine)
+    report.failures += run_pass(RewriteShards(keep_tars), jobs, engine)
     failed = {f.shard for f in report.failures}
     report.rewritten_shards = [n for n in report.rewritten_shards if n not in failed]
     from clipcrawl.filters.dedup.columns import THUMB_COLUMN

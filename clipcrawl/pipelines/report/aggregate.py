@@ -34,10 +34,13 @@ FUNNEL_STEPS: tuple[tuple[str, str], ...] = (
     (Status.FAILED_TO_DOWNLOAD.value, "downloaded"),
     (Status.FAILED_TO_RESIZE.value, "decoded + resized"),
     (Status.FILTERED_TEXT.value, "passed text rules"),
+    (Status.FILTERED_IMAGE.value, "passed image rules"),
     (Status.FAILED_TO_SCORE.value, "scored by CLIP"),
     (Status.FILTERED_CLIP.value, "passed CLIP threshold"),
     (Status.DUPLICATE.value, "after dedup"),
+    (Status.FILTERED_BALANCE.value, "after MetaCLIP balancing"),
 )
+_SHOWN_IF_ANY = (Status.FILTERED_TEXT, Status.BLOCKED, Status.FILTERED_IMAGE, Status.DUPLICATE, Status.FILTERED_BALANCE)
 MAX_CAUSES = 12  # per status; the rest is summed into "(other causes)"
 TOP_DOMAINS = 20
 
@@ -83,12 +86,24 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
         out["by_run"] = _by_run(con)
     else:
         out["funnel"] = _funnel(con, out)
+    out["curation"] = _curation(parts)
     out["throughput"] = history.throughput(parts)
     out["runs"] = history.runs(parts, out.get("by_run", {}))
     out["manifest"] = history.manifest(parts)
     out["unreadable"] = parts.unreadable
     con.close()
     return out
+
+
+def _curation(parts: DatasetParts) -> dict[str, Any] | None:
+    """``curation.json`` of the last dataset-wide curation (clipcrawl.pipelines.passes.curate): preset, rules,
+    drops per rule, MetaCLIP entry distribution before/after."""
+    import json
+
+    for folder in (parts.root, parts.shard_dir):
+        if folder is not None and (folder / "curation.json").is_file():
+            return json.loads((folder / "curation.json").read_text())
+    return None
 
 
 def _pages(con, parts: DatasetParts) -> dict[str, Any] | None:
@@ -140,11 +155,9 @@ def _funnel(con, out: dict[str, Any]) -> list[dict[str, Any]]:
     left = total
     for status, name in order:
         dropped = statuses.get(status, 0)
-        if status in (Status.FILTERED_TEXT, Status.BLOCKED) and not dropped:
+        if status in _SHOWN_IF_ANY and not dropped:
             continue
         if status in (Status.FAILED_TO_SCORE, Status.FILTERED_CLIP) and not (dropped or scored):
-            continue
-        if status == Status.DUPLICATE and not dropped:
             continue
         prev = left
         left -= dropped

@@ -100,6 +100,18 @@ def _small_dict(title: str, d: dict[str, int], head: str) -> Table:
     return t
 
 
+def _curation(c: dict[str, Any]) -> Table:
+    t = _table("Curation rules" + (f": {c['preset'][0]}" if c.get("preset") else ""), ("rule", "left"),
+               ("dropped", "right"))
+    for line in (c.get("preset") or [])[1:]:
+        t.add_row(line.strip(), "")
+    for rule, n in (c.get("drops_by_rule") or {}).items():
+        t.add_row(rule, _n(n))
+    for entry, before, after in (c.get("balance_entries") or [])[:8]:
+        t.add_row(f"entry {entry!r}: {_n(before)} -> {_n(after)}", "")
+    return t
+
+
 def _runs(agg: dict[str, Any]) -> Table:
     t = _table("Runs", ("run", "left"), ("start (UTC)", "left"), ("seconds", "right"), ("samples", "right"),
                ("kept", "right"), ("state", "left"))
@@ -160,6 +172,8 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
         console.print(_scores(agg))
     if agg.get("dedup"):
         console.print(_small_dict("Dedup", agg["dedup"], "method"))
+    if agg.get("curation"):
+        console.print(_curation(agg["curation"]))
     tp = agg.get("throughput")
     if tp:
         console.print(f"[bold]Throughput[/bold] {tp['shards']} shards, {_n(tp['count'])} samples in "

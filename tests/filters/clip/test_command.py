@@ -97,6 +97,21 @@ def test_rethreshold_without_reembedding(dataset):
     assert not any(r["status"] == "filtered_clip" for r in rows)  # decided again
 
 
+def test_top_fraction_across_shards_recut_without_rescoring(dataset):
+    assert main(["score", str(dataset), "--model", "tiny", "--precision", "fp32", "--top-fraction", "0.5"]) == 0
+    rows = _rows(dataset, 0) + _rows(dataset, 1)
+    scored = sorted((r["clip_similarity"], r["key"]) for r in rows if r["clip_similarity"] is not None)
+    assert len(scored) == 10
+    want = {k for _, k in scored[5:]} | {"ff" * 10}  # top ceil(0.5 * 10), ranked globally; unscored row untouched
+    assert {r["key"] for r in rows if r["status"] == "success"} == want
+    sims = {r["key"]: r["clip_similarity"] for r in rows}
+    assert main(["score", str(dataset), "--model", "tiny", "--precision", "fp32", "--top-fraction", "0.2"]) == 0
+    rows = _rows(dataset, 0) + _rows(dataset, 1)
+    assert {r["key"]: r["clip_similarity"] for r in rows} == sims  # same scores: not rescored
+    assert {r["key"] for r in rows if r["status"] == "success"} == {k for _, k in scored[-2:]} | {"ff" * 10}
+    assert all(r["error_message"].startswith("clip_cut: ") for r in rows if r["status"] == "filtered_clip")
+
+
 def test_img2dataset_folder_and_empty_dir(tmp_path, shape_pairs):
     t = make_table([p[0] for p in shape_pairs[:3]], [p[1] for p in shape_pairs[:3]])
     write_shard(ShardRef.of(str(tmp_path), 0), t)  # NNNNN.tar/.parquet/_stats.json directly in DIR

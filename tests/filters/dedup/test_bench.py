@@ -65,4 +65,6 @@ def test_semantic_bench_small(monkeypatch):
 
 def test_crops_scale_bench_small(capsys):
     assert load("dedup_crops_scale").main(["3000", "--queries", "500"]) == 0
-    assert "36 codes per image, 3000 rows" in capsys.readouterr().out
+    from clipcrawl.filters.dedup.crops import N_CODES
+
+    assert f"{N_CODES} codes per image, 3000 rows" in capsys.readouterr().out

@@ -122,6 +122,22 @@ def test_crops_of_real_photos(testdata):
     assert out["duplicate_of"].to_pylist()[2:] == [keys[0], keys[1]] * len(CROPS)
 
 
+def test_centred_crops_of_real_photos(testdata):
+    """8-10% cut from every side (the image keeps its centre): caught, and nothing else linked."""
+    photos = testdata / "images" / "photos"
+    names = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
+    ims = [Image.open(photos / n).convert("RGB") for n in names if (photos / n).exists()]
+    rows = [{"url": f"http://p/{i}", "image": encode(im, "JPEG", quality=90)} for i, im in enumerate(ims)]
+    for f in (0.06, 0.08, 0.10):
+        for i, im in enumerate(ims):
+            rows.append({"url": f"http://p/{i}-{f}", "image": encode(cut(im, (f, f, f, f)), "JPEG", quality=80)})
+    out = MarkDuplicates(DedupConfig(index=False, semantic=False))(table(rows))
+    n = len(ims)
+    assert statuses(out) == ["success"] * n + ["duplicate"] * (3 * n)
+    keys = out["key"].to_pylist()
+    assert out["duplicate_of"].to_pylist()[n:] == keys[:n] * 3
+
+
 def _score(x: Image.Image, y: Image.Image) -> float:
     t = prepare(np.stack([thumb(x), thumb(y)]))
     return float(align(t[:1], t[1:], np.array([[0, 1, 0, 1]], np.float32))[0][0])

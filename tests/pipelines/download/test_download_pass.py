@@ -144,3 +144,28 @@ def test_real_images_decode_or_fail_cleanly(server, testdata, tmp_path):
         assert r["status"] in ("success", "failed_to_resize"), r
         assert (r["status"] == "success") == (r["error_message"] is None), r
     assert sum(r["status"] == "success" for r in rows) >= 80
+
+
+def test_preset_rules_and_language_column(server, tmp_path):
+    sizes = {"ok": (300, 250), "narrow": (150, 300), "wide": (700, 200), "de": (300, 300), "short": (300, 300)}
+    for name, (w, h) in sizes.items():
+        server.files[f"{name}.png"] = make_image(w, h, "PNG", seed=w + h)
+    caps = {"ok": "a small red boat on a lake", "narrow": "a tall narrow tower at dusk",
+            "wide": "a wide panorama of the city skyline", "de": "ein kleines rotes Boot auf dem See",
+            "short": "red boat"}
+    inp = _csv(tmp_path / "l.csv", [{"url": server.url(f"/f/{n}.png"), "caption": c} for n, c in caps.items()])
+    out = tmp_path / "out"
+    assert _run(inp, out, "--preset", "datacomp-basic") == 0
+    rows = {r["caption"]: r for r in pq.read_table(out / "00000.parquet").to_pylist()}
+    got = {n: rows[c]["status"] for n, c in caps.items()}
+    assert got == {"ok": "success", "narrow": "filtered_image", "wide": "filtered_image", "de": "filtered_text",
+                   "short": "filtered_text"}
+    assert rows[caps["narrow"]]["error_message"] == "image: smaller side 150 < 200"
+    assert rows[caps["wide"]]["error_message"] == "image: aspect ratio 3.50 > 3"
+    assert rows[caps["de"]]["error_message"] == "text: caption language de not in en"
+    assert {n: rows[c]["language"] for n, c in caps.items() if n != "short"} == {
+        "ok": "en", "narrow": "en", "wide": "en", "de": "de"}
+    assert rows[caps["ok"]]["caption_words"] == 7
+    stats = json.loads((out / "00000_stats.json").read_text())
+    assert (stats["successes"], stats["filtered_image"], stats["filtered_text"]) == (1, 2, 2)
+    assert json.loads((out / "curation.json").read_text())["preset"][0].startswith("preset datacomp-basic")

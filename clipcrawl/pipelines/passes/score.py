@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 
 from clipcrawl.base.layout import DatasetLayout
 from clipcrawl.base.progress import log
-from clipcrawl.base.shardfiles import ShardRef, list_shards, shard_images
+from clipcrawl.base.shardfiles import ShardRef, index_tar, list_shards, shard_images
 from clipcrawl.base.stage import set_column
-from clipcrawl.base.storage import read_parquet
+from clipcrawl.base.storage import exists, read_parquet
 from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import dropped_ref, rewrite_shard
@@ -82,11 +82,14 @@ def _reset_filtered(table: pa.Table) -> pa.Table:
     return table
 
 
-def _already_scored(table: pa.Table, model_name: str) -> bool:
-    """Every success row has a score from ``model_name``."""
+def _already_scored(table: pa.Table, model_name: str, with_image: set[str] | None = None) -> bool:
+    """Every success row (that has an image, when ``with_image`` says which do) has a score from
+    ``model_name``."""
     if "clip_similarity" not in table.column_names or "clip_model" not in table.column_names:
         return False
     ok = pc.equal(table.column("status"), Status.SUCCESS.value)
+    if with_image is not None:
+        ok = pc.and_(ok, pc.is_in(table.column("key"), pa.array(sorted(with_image), pa.string())))
     rows = table.filter(ok)
     if rows.num_rows == 0:
         return False
@@ -117,7 +120,8 @@ class ScorePass(ShardPass):
             BEFORE_ERROR, table.column("error_message"))
         if self.threshold:
             table = _reset_filtered(table)
-        if self.embed or not _already_scored(table, self.clip.ready().model_name):
+        with_image = set(index_tar(ref.tar)) if exists(ref.tar) else None  # rows without one cannot be scored
+        if self.embed or not _already_scored(table, self.clip.ready().model_name, with_image):
             images = shard_images(ref)
             if self.threshold:  # rows an earlier threshold dropped are decided again with their images
                 for k, v in shard_images(dropped_ref(ref)).items():

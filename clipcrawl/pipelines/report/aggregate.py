@@ -98,11 +98,16 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
 def _curation(parts: DatasetParts) -> dict[str, Any] | None:
     """``curation.json`` of the last dataset-wide curation (clipcrawl.pipelines.passes.curate): preset, rules,
     drops per rule, MetaCLIP entry distribution before/after."""
-    import json
+    from clipcrawl.base.storage import exists, read_json
 
-    for folder in (parts.root, parts.shard_dir):
-        if folder is not None and (folder / "curation.json").is_file():
-            return json.loads((folder / "curation.json").read_text())
+    for folder in dict.fromkeys(f for f in (parts.root, parts.shard_dir) if f is not None):
+        url = f"{folder.rstrip('/')}/curation.json"
+        if exists(url):
+            try:
+                data = read_json(url)
+            except (OSError, ValueError):
+                continue
+            return data if isinstance(data, dict) else None
     return None
 
 

@@ -29,7 +29,8 @@ def error_text(e: BaseException) -> str:
 
 
 def tar_problem(url: str, size: int | None = None) -> str | None:
-    """Why the tar at ``url`` is truncated or not a tar; None when it reads to the end."""
+    """Why the tar at ``url`` is truncated or not a tar; None when it reads to the end. A tar without the
+    end-of-archive marker (two zero blocks, which every writer adds) counts as cut short."""
     fs, path = fs_and_path(url)
     try:
         if size is None:

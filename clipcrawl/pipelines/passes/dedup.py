@@ -222,8 +222,8 @@ def _refresh_dataset(layout: DatasetLayout, refs: list[ShardRef], out: pa.Table,
 
     if layout.plain:  # a plain shard folder (img2dataset / clipcrawl download output)
         return
-    if report.rewritten_shards and load_manifest(layout.root).get("runs"):
-        refresh(layout.root, report.rewritten_shards)
+    if load_manifest(layout.root).get("runs"):  # idempotent: also completes a publish a killed pass left
+        refresh(layout.root, [r.name for r in refs])
     index_dir = stage.config.index_dir or layout.dedup_index
     if "://" in index_dir:
         return

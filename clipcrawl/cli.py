@@ -4,13 +4,16 @@ Commands live in :mod:`clipcrawl.pipelines.commands`, one module each, discovere
 module exposes ``ORDER`` (position in ``--help``) and ``register(app)``. Command modules keep
 their heavy imports inside the command functions so ``clipcrawl --help`` stays fast.
 
-Exit codes: 0 success, 1 failure, 2 unusable config or input, 3 another run holds the lock.
+Exit codes: 0 success, 1 failure, 2 unusable config or input, 3 another run holds the lock,
+130 interrupted (Ctrl-C: one line on stderr, see :func:`_on_sigint`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 
 import typer
@@ -18,7 +21,32 @@ import typer
 from clipcrawl.base.progress import setup_logging
 from clipcrawl.schemas.config import ConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INTERRUPTED = "clipcrawl: interrupted; rerun the same command to resume"
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C: say so once, then stop. Worker processes ignore SIGINT (clipcrawl.base.workers) and
+    are shut down by the ``finally`` blocks this exception unwinds through. What the interpreter
+    prints while it cleans up after an interrupt (a cancelled task's error, "Unclosed client
+    session", "Event loop is closed") is noise: stderr goes to /dev/null from here, and a second
+    Ctrl-C no longer interrupts the cleanup. Every file is published atomically, so nothing
+    partial is visible; the next run resumes."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sys.stderr.flush()
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    raise KeyboardInterrupt
 
 app = typer.Typer(
     name="clipcrawl",
@@ -54,27 +82,48 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _interrupted
+    _interrupted = False
+    try:
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread (an in-process caller): keep Python's default
+        previous = None
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None and not _interrupted:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         app(args=argv, standalone_mode=True)
     except ConfigError as e:
+        if _interrupted:
+            return EXIT_INTERRUPTED
         print(f"clipcrawl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as e:  # typer/click exit codes pass through
+        if _interrupted:
+            return EXIT_INTERRUPTED
         code = e.code
         if code is None:
             return EXIT_OK
         return code if isinstance(code, int) else EXIT_FAILED
     except KeyboardInterrupt:
-        print("clipcrawl: interrupted", file=sys.stderr)
-        return 130
+        if not _interrupted:  # raised without our handler (e.g. by a library): say it here
+            print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:  # a bug or an infrastructure failure: one line, traceback with -v
+        if _interrupted:  # cleanup after Ctrl-C failed: the interrupt is the answer
+            return EXIT_INTERRUPTED
         import logging
 
         if logging.getLogger("clipcrawl").isEnabledFor(logging.DEBUG):
             raise
         print(f"clipcrawl: failed: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_INTERRUPTED if _interrupted else EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

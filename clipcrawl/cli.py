@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 failure, 2 unusable config or input, 3 another run hold
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -126,5 +127,33 @@ def _main(argv: list[str] | None) -> int:
     return EXIT_INTERRUPTED if _interrupted else EXIT_OK
 
 
+def entry() -> None:
+    """The ``clipcrawl`` executable (console script and ``python -m clipcrawl``): :func:`main`,
+    then Python's own exit steps, then ``os._exit``.
+
+    Why not a plain ``sys.exit``: Arrow's process-wide CPU and I/O thread pools (and other native
+    pools: torch, onnxruntime) cannot be joined from Python; they are destroyed by C++ static
+    destructors inside ``exit()``, racing with their worker threads, and a ``std::thread`` still
+    joinable there calls ``std::terminate``: "terminate called without an active exception",
+    SIGABRT, exit 134 after a run that printed "done" (apache/arrow#34314, #39862). So every
+    Python-level cleanup runs here, in order (non-daemon threads and ``concurrent.futures``
+    pools joined by ``threading._shutdown``; ``atexit``: multiprocessing children, logging
+    flushed), the standard streams are flushed, and the process ends with ``os._exit``, which
+    skips the C++ destructors that have nothing left to do. Every file we write is complete
+    before this point (closed by its context manager, published by rename)."""
+    code = main()
+    try:
+        import atexit
+        import threading
+
+        threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx does first
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

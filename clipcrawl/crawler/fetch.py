@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from clipcrawl.crawler.netguard import BlockedAddressError, GuardedResolver, check_url, parse_networks
+from clipcrawl.crawler.netguard import (
+    BlockedAddressError,
+    GuardedResolver,
+    blocked_message,
+    check_url,
+    parse_networks,
+)
 from clipcrawl.crawler.politeness import RETRYABLE_STATUSES, HostSlots, parse_retry_after, retry_delay
 from clipcrawl.crawler.robots import RobotsCache
 
@@ -149,7 +155,9 @@ class Fetcher:
                 return _fail(res, "invalid", f"invalid URL: {e}")
             reason = check_url(u, self.cfg.allow_private, self._networks)
             if reason:
-                return _fail(res, "blocked" if "address" in reason else "invalid", reason)
+                if "address" in reason:
+                    return _fail(res, "blocked", blocked_message(reason))
+                return _fail(res, "invalid", reason)
             if hop and follow is not None:
                 reason = follow(str(u))
                 if reason:
@@ -158,8 +166,9 @@ class Fetcher:
             if robots:
                 verdict = await self.robots.check(str(u))
                 if not verdict.allowed:
-                    kind = "blocked" if verdict.blocked else "robots"
-                    return _fail(res, kind, verdict.reason or "disallowed by robots.txt")
+                    if verdict.blocked:
+                        return _fail(res, "blocked", blocked_message(verdict.reason or "address refused"))
+                    return _fail(res, "robots", verdict.reason or "disallowed by robots.txt")
                 delay = verdict.crawl_delay
             try:
                 async with self.slots.acquire(_host_key(u), delay):
@@ -236,7 +245,7 @@ def _classify(res: FetchResult, e: BaseException, timeout: float) -> FetchResult
         return _fail(res, "timeout", f"timeout after {timeout:g}s")
     os_err = getattr(e, "os_error", None)
     if isinstance(os_err, BlockedAddressError) or isinstance(e, BlockedAddressError):
-        return _fail(res, "blocked", f"blocked: {os_err or e}")
+        return _fail(res, "blocked", blocked_message(os_err or e))
     if isinstance(e, (ssl.SSLError, aiohttp.ClientSSLError)):
         return _fail(res, "tls", f"TLS error: {e}")
     if isinstance(e, aiohttp.InvalidURL):

@@ -19,6 +19,8 @@ def run_command(
     from clipcrawl.schemas.config import dump_config, load_config
 
     cfg = load_config(config)  # ConfigError -> exit 2
+    from clipcrawl.pipelines.preflight import check_run
+    check_run(cfg)  # dataset path is a file / not writable -> exit 2, before anything starts (--check too)
     if dry_run:
         typer.echo(dump_config(cfg), nl=False)
         return

@@ -28,9 +28,14 @@ from pathlib import Path
 
 import yaml
 
+#: ``--plain-exit``: the exit path before the fix (``sys.exit(main())``: the interpreter's own
+#: finalisation, C++ static destructors included), with the same code otherwise.
+PLAIN_EXIT = ["-c", "import sys; from clipcrawl.cli import main; sys.exit(main(sys.argv[1:]))"]
+ENTRY = ["-m", "clipcrawl"]
 
-def clipcrawl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clipcrawl", "--log-format", "text", *args],
+
+def clipcrawl(*args: str, timeout: float = 300, how: list[str] = ENTRY) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *how, "--log-format", "text", *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -63,6 +68,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=200, help="total runs (cycled over the kinds)")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (different datasets per kind)")
     ap.add_argument("--kinds", default="run,empty,retry")
+    ap.add_argument("--plain-exit", action="store_true", help="exit as before the fix (sys.exit(main()))")
     args = ap.parse_args()
     from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
 
@@ -80,7 +86,7 @@ def main() -> int:
         def worker(j: int) -> None:  # worker j runs i = j, j + jobs, ... on its own prepared set
             for i in range(j, args.runs, args.jobs):
                 kind = kinds[(i // args.jobs) % len(kinds)]
-                r = clipcrawl(*cmds[j][kind])
+                r = clipcrawl(*cmds[j][kind], how=PLAIN_EXIT if args.plain_exit else ENTRY)
                 results.append((kind, r.returncode, r.stderr[-400:]))
                 if len(results) % 50 == 0:
                     print(f"  {len(results)} runs, {sum(rc != 0 for _, rc, _ in results)} not 0", flush=True)
@@ -96,7 +102,8 @@ def main() -> int:
     for k in kinds:
         total.update(codes[k])
         print(f"{k:6s} {dict(codes[k])}")
-    print(f"all    {dict(total)} in {time.time() - t1:.0f}s ({os.environ.get('PYTHONPATH', '')})")
+    how = "plain sys.exit" if args.plain_exit else "clipcrawl entry"
+    print(f"all    {dict(total)} in {time.time() - t1:.0f}s ({how}; {os.environ.get('PYTHONPATH', '')})")
     for s in samples[:10]:
         print("  ", s)
     return 0 if set(total) == {0} else 1

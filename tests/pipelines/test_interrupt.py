@@ -96,3 +96,21 @@ def test_ctrl_c_during_run(server, tmp_path):
     rc, err = _interrupt(["run", str(tmp_path / "run.yaml")], server, min_requests=30)
     _assert_one_line(rc, err)
     _assert_nothing_partial(ds)
+
+
+def test_ctrl_c_during_crawl(tmp_path):
+    from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
+
+    with DemoSite(DemoSiteContent(seed=1, n_images=48)) as site:
+        p = subprocess.Popen([sys.executable, "-m", "clipcrawl", "-q", "crawl", site.url, "--out", str(tmp_path / "c"),
+                              "--allowed-networks", "127.0.0.0/8", "--delay", "0.5", "--per-host-concurrency", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 60  # interrupt once the crawl has written its first state
+        while not list((tmp_path / "c").rglob("*")) and time.time() < deadline and p.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert p.poll() is None, p.communicate()[1][-2000:]
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    _assert_one_line(p.returncode, err)
+    _assert_nothing_partial(tmp_path / "c")

@@ -26,9 +26,13 @@ def _holder(ds: Path, fork_child: bool = False) -> subprocess.Popen:
         import os, sys, time
         from clipcrawl.pipelines.lock import RunLock
         RunLock({str(ds)!r}).acquire()
-        if {fork_child!r} and os.fork() == 0:
-            time.sleep(60)
-            os._exit(0)
+        if {fork_child!r}:
+            r, w = os.pipe()
+            if os.fork() == 0:  # the at-fork hook has run when fork() returns here
+                os.write(w, b"x")
+                time.sleep(60)
+                os._exit(0)
+            os.read(r, 1)
         print("locked", flush=True)
         time.sleep(60)
     """)

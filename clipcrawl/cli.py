@@ -4,13 +4,17 @@ Commands live in :mod:`clipcrawl.pipelines.commands`, one module each, discovere
 module exposes ``ORDER`` (position in ``--help``) and ``register(app)``. Command modules keep
 their heavy imports inside the command functions so ``clipcrawl --help`` stays fast.
 
-Exit codes: 0 success, 1 failure, 2 unusable config or input, 3 another run holds the lock.
+Exit codes: 0 success, 1 failure, 2 unusable config or input, 3 another run holds the lock,
+130 interrupted (Ctrl-C: one line on stderr, see :func:`_on_sigint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 
 import typer
@@ -18,7 +22,32 @@ import typer
 from clipcrawl.base.progress import setup_logging
 from clipcrawl.schemas.config import ConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INTERRUPTED = "clipcrawl: interrupted; rerun the same command to resume"
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C: say so once, then stop. Worker processes ignore SIGINT (clipcrawl.base.workers) and
+    are shut down by the ``finally`` blocks this exception unwinds through. What the interpreter
+    prints while it cleans up after an interrupt (a cancelled task's error, "Unclosed client
+    session", "Event loop is closed") is noise: stderr goes to /dev/null from here, and a second
+    Ctrl-C no longer interrupts the cleanup. Every file is published atomically, so nothing
+    partial is visible; the next run resumes."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sys.stderr.flush()
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    raise KeyboardInterrupt
 
 app = typer.Typer(
     name="clipcrawl",
@@ -54,28 +83,77 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _interrupted
+    _interrupted = False
+    try:
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread (an in-process caller): keep Python's default
+        previous = None
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None and not _interrupted:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         app(args=argv, standalone_mode=True)
     except ConfigError as e:
+        if _interrupted:
+            return EXIT_INTERRUPTED
         print(f"clipcrawl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as e:  # typer/click exit codes pass through
+        if _interrupted:
+            return EXIT_INTERRUPTED
         code = e.code
         if code is None:
             return EXIT_OK
         return code if isinstance(code, int) else EXIT_FAILED
     except KeyboardInterrupt:
-        print("clipcrawl: interrupted", file=sys.stderr)
-        return 130
+        if not _interrupted:  # raised without our handler (e.g. by a library): say it here
+            print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:  # a bug or an infrastructure failure: one line, traceback with -v
+        if _interrupted:  # cleanup after Ctrl-C failed: the interrupt is the answer
+            return EXIT_INTERRUPTED
         import logging
 
         if logging.getLogger("clipcrawl").isEnabledFor(logging.DEBUG):
             raise
         print(f"clipcrawl: failed: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_INTERRUPTED if _interrupted else EXIT_OK
+
+
+def entry() -> None:
+    """The ``clipcrawl`` executable (console script and ``python -m clipcrawl``): :func:`main`,
+    then Python's own exit steps, then ``os._exit``.
+
+    Why not a plain ``sys.exit``: Arrow's process-wide CPU and I/O thread pools (and other native
+    pools: torch, onnxruntime) cannot be joined from Python; they are destroyed by C++ static
+    destructors inside ``exit()``, racing with their worker threads, and a ``std::thread`` still
+    joinable there calls ``std::terminate``: "terminate called without an active exception",
+    SIGABRT, exit 134 after a run that printed "done" (apache/arrow#34314, #39862). So every
+    Python-level cleanup runs here, in order (non-daemon threads and ``concurrent.futures``
+    pools joined by ``threading._shutdown``; ``atexit``: multiprocessing children, logging
+    flushed), the standard streams are flushed, and the process ends with ``os._exit``, which
+    skips the C++ destructors that have nothing left to do. Every file we write is complete
+    before this point (closed by its context manager, published by rename)."""
+    code = main()
+    try:
+        import atexit
+        import threading
+
+        threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx does first
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

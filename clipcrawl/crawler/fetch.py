@@ -22,7 +22,13 @@ import aiohttp
 from yarl import URL
 
 from clipcrawl.crawler.blocklist import Blocklist
-from clipcrawl.crawler.netguard import BlockedAddressError, GuardedResolver, check_url, parse_networks
+from clipcrawl.crawler.netguard import (
+    BlockedAddressError,
+    GuardedResolver,
+    blocked_message,
+    check_url,
+    parse_networks,
+)
 from clipcrawl.crawler.politeness import RETRYABLE_STATUSES, HostSlots, parse_retry_after, retry_delay
 from clipcrawl.crawler.robots import RobotsCache
 from clipcrawl.crawler.tdmrep import TdmRepCache, header_reservation
@@ -165,7 +171,9 @@ class Fetcher:
                 return _fail(res, "invalid", f"invalid URL: {e}")
             reason = check_url(u, self.cfg.allow_private, self._networks)
             if reason:
-                return _fail(res, "blocked" if "address" in reason else "invalid", reason)
+                if "address" in reason:
+                    return _fail(res, "blocked", blocked_message(reason))
+                return _fail(res, "invalid", reason)
             reason = self.blocklist.match_url(str(u))
             if reason:
                 return _fail(res, "blocklisted", reason)
@@ -177,8 +185,9 @@ class Fetcher:
             if robots:
                 verdict = await self.robots.check(str(u))
                 if not verdict.allowed:
-                    kind = "blocked" if verdict.blocked else "robots"
-                    return _fail(res, kind, verdict.reason or "disallowed by robots.txt")
+                    if verdict.blocked:
+                        return _fail(res, "blocked", blocked_message(verdict.reason or "address refused"))
+                    return _fail(res, "robots", verdict.reason or "disallowed by robots.txt")
                 delay = verdict.crawl_delay
                 if delay:
                     self.slots.set_spacing(_host_key(u), delay)
@@ -279,7 +288,7 @@ def _classify(res: FetchResult, e: BaseException, timeout: float) -> FetchResult
         return _fail(res, "timeout", f"timeout after {timeout:g}s")
     os_err = getattr(e, "os_error", None)
     if isinstance(os_err, BlockedAddressError) or isinstance(e, BlockedAddressError):
-        return _fail(res, "blocked", f"blocked: {os_err or e}")
+        return _fail(res, "blocked", blocked_message(os_err or e))
     if isinstance(e, (ssl.SSLError, aiohttp.ClientSSLError)):
         return _fail(res, "tls", f"TLS error: {e}")
     if isinstance(e, aiohttp.InvalidURL):

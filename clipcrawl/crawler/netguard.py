@@ -23,6 +23,15 @@ class BlockedAddressError(OSError):
     """A host resolved only to addresses the guard refuses."""
 
 
+def blocked_message(reason: object) -> str:
+    """``"blocked: <reason>"`` with the prefix exactly once, however many layers (resolver,
+    robots.txt fetch, page fetch) pass the refusal along."""
+    text = str(reason)
+    while text.startswith("blocked: "):
+        text = text[len("blocked: "):]
+    return f"blocked: {text}"
+
+
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 

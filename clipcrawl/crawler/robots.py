@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from clipcrawl.crawler.netguard import BlockedAddressError
+from clipcrawl.crawler.netguard import BlockedAddressError, blocked_message
 
 #: robots.txt files larger than this are truncated before parsing (RFC 9309 asks for >= 500 KiB).
 MAX_ROBOTS_BYTES = 512 * 1024
@@ -202,7 +202,7 @@ class RobotsCache:
         try:
             status, body = await self._fetch(origin + "/robots.txt")
         except BlockedAddressError as e:
-            return _Entry(None, True, f"blocked: {e}", now + self.error_ttl, blocked=True)
+            return _Entry(None, True, blocked_message(e), now + self.error_ttl, blocked=True)
         except Exception as e:  # noqa: BLE001 - any failure means "unreachable"
             status, body = None, b""
             err = f"{type(e).__name__}: {e}"

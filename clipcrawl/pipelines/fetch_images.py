@@ -112,6 +112,12 @@ class FetchImages(Stage):
 
     def teardown(self) -> None:
         if self._loop is not None:
+            # an interrupted batch leaves its fetch tasks pending: cancel them before the session closes
+            pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                self._loop.run_until_complete(asyncio.wait(pending))
             if self._fetcher is not None:
                 self._loop.run_until_complete(self._fetcher.__aexit__(None, None, None))
             self._loop.run_until_complete(asyncio.sleep(0.05))  # let aiohttp close its transports

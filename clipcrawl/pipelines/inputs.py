@@ -1,14 +1,15 @@
 """Read image-URL inputs (img2dataset's formats, or crawl output) into pairs tables and input shards.
 
 Inputs: a file or a folder of files in one of img2dataset's formats (``parquet``, ``csv``,
-``tsv``, ``json`` (array of records), ``jsonl``, ``txt`` (one URL per line), each optionally
-``.gz``), or crawl / Common Crawl output (``DIR/pairs/*.parquet`` in the PAIRS schema, also found
+``tsv``, ``json`` (array of records; one object holding a single record is read as one row),
+``jsonl``, ``txt`` (one URL per line), each optionally ``.gz``; text in UTF-8, or any encoding
+charset-normalizer detects, e.g. latin-1), or crawl / Common Crawl output (``DIR/pairs/*.parquet`` in the PAIRS schema, also found
 as ``DATASET/crawl/pairs``). Columns are renamed to ``url``/``caption``; ``save_additional_columns``
 travel with the rows. Files are read in sorted order and cut into shards of ``samples_per_shard``
 rows per file, numbered on across files (img2dataset's layout), so the same input always gives
 the same shards. A repeated (url, caption) pair is kept once: later copies get status
 ``duplicate`` (``dedup_method`` url, ``duplicate_of`` the first copy's key) and are never fetched.
-Unusable input raises :class:`ConfigError` naming the file, the column and the fix.
+Unusable input raises :class:`ConfigError` naming the file, the row/line or column, and the fix.
 """
 
 from __future__ import annotations
@@ -120,6 +121,92 @@ def _open_bytes(f: InputFile) -> bytes:
     return data
 
 
+def _text(data: bytes) -> str:
+    """Decode a text input: a BOM wins, then UTF-8, else the encoding charset-normalizer detects
+    around the first byte that is not UTF-8 (a latin-1 / windows-1252 CSV is read correctly)."""
+    import codecs
+
+    for bom, name in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+                      (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(bom):
+            return data[len(bom):].decode(name, "replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        from clipcrawl.crawler.charset import DETECT_BYTES, detect
+
+        start = max(0, e.start - DETECT_BYTES // 2)
+        codec = detect(data[start:start + DETECT_BYTES]) or "cp1252"
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            return data.decode("cp1252" if codec != "cp1252" else "latin-1", "replace")
+
+
+def _json_records(obj: object, f: InputFile, url_col: str) -> list[dict]:
+    """A JSON document -> records. Accepted: an array of objects, pandas' column-oriented object
+    (``{"url": {"0": ...}}`` or ``{"url": [...]}``), or one object that is a single record
+    (read as one row). Anything else is refused naming the item and the fix."""
+    fix = "(fix: write a JSON array of objects [{...}, ...], or one object per line as .jsonl)"
+    if isinstance(obj, list):
+        for i, item in enumerate(obj, 1):
+            if not isinstance(item, dict):
+                raise ConfigError(f"{f.path}: item {i} of the JSON array is a {type(item).__name__}, "
+                                  f"not an object {fix}")
+        return obj
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{f.path}: holds a JSON {type(obj).__name__}, not records {fix}")
+    values = list(obj.values())
+    if values and all(isinstance(v, (list, dict)) for v in values):  # column-oriented
+        cols = {k: list(v.values()) if isinstance(v, dict) else v for k, v in obj.items()}
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) != 1:
+            raise ConfigError(f"{f.path}: a column-oriented JSON object whose columns have different lengths "
+                              f"({', '.join(f'{k}: {len(v)}' for k, v in cols.items())}) {fix}")
+        return [dict(zip(cols, row)) for row in zip(*cols.values())]
+    if isinstance(obj.get(url_col), str) or not any(isinstance(v, (list, dict)) for v in values):
+        return [obj]  # one record
+    raise ConfigError(f"{f.path}: holds one JSON object that is neither a record (no string {url_col!r}) "
+                      f"nor column-oriented {fix}")
+
+
+def _jsonl_records(text: str, f: InputFile) -> list[dict]:
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028: split on \n only
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            msg = f"{e.msg} (column {e.colno})" if isinstance(e, json.JSONDecodeError) else str(e)
+            raise ConfigError(f"{f.path}: line {n}: not valid JSON: {msg} "
+                              f"(fix: one JSON object per line; correct or remove line {n})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{f.path}: line {n}: a JSON {type(row).__name__}, not an object "
+                              f"(fix: one JSON object per line; correct or remove line {n})")
+        rows.append(row)
+    return rows
+
+
+def _from_records(rows: list[dict], f: InputFile, what: str) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
+        # name the first record whose value type differs from the first non-null value of its key
+        first: dict[str, type] = {}
+        for n, row in enumerate(rows, 1):
+            for k, v in row.items():
+                if v is None:
+                    continue
+                t = first.setdefault(k, type(v))
+                if t is not type(v) and not {t, type(v)} <= {int, float, bool}:
+                    raise ConfigError(
+                        f"{f.path}: {what} {n}: field {k!r} is a {type(v).__name__} but a {t.__name__} earlier "
+                        f"(fix: give {k!r} one type in every record)") from None
+        raise ConfigError(f"{f.path}: cannot read it as {f.format}: {type(e).__name__}: {e} "
+                          f"(fix: check the file)".replace("\n", " ")) from None
+
+
 def _read_raw(f: InputFile, cfg: UrlListConfig) -> pa.Table:
     import pyarrow.csv as pcsv
 
@@ -128,23 +215,19 @@ def _read_raw(f: InputFile, cfg: UrlListConfig) -> pa.Table:
             return read_parquet(f.path)
         data = _open_bytes(f)
         if f.format == "txt":
-            text = data.decode("utf-8-sig", errors="replace")
-            urls = [line.strip() for line in text.splitlines() if line.strip()]
+            urls = [line.strip() for line in _text(data).splitlines() if line.strip()]
             return pa.table({cfg.url_col: pa.array(urls, pa.string())})
         if f.format in ("csv", "tsv"):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:  # Arrow reads UTF-8 only: transcode what was detected
+                data = _text(data).encode("utf-8")
             parse = pcsv.ParseOptions(delimiter="\t" if f.format == "tsv" else ",", newlines_in_values=True)
             return pcsv.read_csv(io.BytesIO(data), parse_options=parse)
         if f.format == "jsonl":
-            rows = [json.loads(line) for line in data.decode("utf-8-sig").splitlines() if line.strip()]
-            return pa.Table.from_pylist(rows)
+            return _from_records(_jsonl_records(_text(data), f), f, "line")
         if f.format == "json":
-            obj = json.loads(data.decode("utf-8-sig"))
-            if isinstance(obj, dict):  # pandas' column-oriented form {"url": {"0": ...}}
-                obj = [dict(zip(obj, vals)) for vals in zip(*(list(v.values()) if isinstance(v, dict) else v
-                                                               for v in obj.values()))]
-            if not isinstance(obj, list):
-                raise ValueError("expected a JSON array of records")
-            return pa.Table.from_pylist(obj)
+            return _from_records(_json_records(json.loads(_text(data)), f, cfg.url_col), f, "record")
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader error is an unusable input
@@ -176,6 +259,9 @@ def read_input_file(f: InputFile, cfg: UrlListConfig) -> pa.Table:
                 f"(fix: pass --caption-col with the right name, or leave it out)"
             )
         caption_col = None
+    _check_text_column(raw, f, cfg.url_col, "URL")
+    if caption_col is not None:
+        _check_text_column(raw, f, caption_col, "caption")
     extras = list(cfg.save_additional_columns)
     bad = sorted(set(extras) & RESERVED_COLUMNS)
     if bad:
@@ -187,6 +273,26 @@ def read_input_file(f: InputFile, cfg: UrlListConfig) -> pa.Table:
             f"(fix: correct --save-additional-columns)"
         )
     return _with_keys(raw, caption_col, cfg.url_col, keep=extras)
+
+
+def _check_text_column(raw: pa.Table, f: InputFile, name: str, role: str) -> None:
+    """URLs and captions are strings: a list/struct/map column is refused naming its first row."""
+    col = raw.column(name)
+    t = col.type
+    if not pa.types.is_nested(t):
+        try:
+            col.cast(pa.string()) if not pa.types.is_null(t) else None
+            return
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. binary that is not UTF-8
+            pass
+    values = col.to_pylist()
+    row = next((i for i, v in enumerate(values, 1) if v is not None), 1)
+    shown = repr(values[row - 1])[:80] if values else ""
+    raise ConfigError(
+        f"{f.path}: row {row}: {role} column {name!r} holds {t} values ({shown}), not strings "
+        f"(fix: one {role} string per row, e.g. explode the lists first, or pass the right "
+        f"--{'url' if role == 'URL' else 'caption'}-col)"
+    )
 
 
 def _strings(col: pa.ChunkedArray) -> list[str | None]:

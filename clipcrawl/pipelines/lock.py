@@ -1,13 +1,17 @@
 """One run at a time per dataset: an ``flock`` on ``DATASET/.lock`` holding the owner's PID.
 
-The kernel drops an ``flock`` when its process dies, so a crashed run never blocks the next
-one; the PID written inside the file says who holds a live lock, and a file left by a dead PID
-(on filesystems without working ``flock``, or written by hand) is taken over. Remote datasets
-(``s3://...``) are locked on this machine under ``~/.cache/clipcrawl/locks``.
+The ``flock`` is the truth. The kernel drops it when its process dies, so a crashed (``kill -9``)
+run never blocks the next one; a free ``flock`` means a free lock whatever PID the file holds
+(a dead PID, a zombie not yet reaped, or a PID the system has since given to an unrelated
+process). The PID, host and start time written inside only explain who holds a live lock.
+Processes forked by the holder close their copy of the descriptor, so a worker that outlives
+a killed parent cannot keep the dataset locked. Remote datasets (``s3://...``) are locked on
+this machine under ``~/.cache/clipcrawl/locks``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -16,6 +20,16 @@ import socket
 import time
 from pathlib import Path
 from typing import Any
+
+_HELD_FDS: set[int] = set()  # descriptors holding a flock in this process
+
+
+def _close_in_child() -> None:
+    """After ``fork``: the child must not keep the parent's lock alive with its copy of the fd."""
+    for fd in _HELD_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_FDS.clear()
 
 
 class LockedError(RuntimeError):
@@ -28,18 +42,6 @@ def lock_path(dataset: str) -> Path:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clipcrawl" / "locks"
         return base / f"{digest}.lock"
     return Path(dataset.removeprefix("file://")) / ".lock"
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def read_owner(path: Path) -> dict[str, Any] | None:
@@ -69,25 +71,23 @@ class RunLock:
                 f"another run holds {self.path} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, "
                 f"since {owner.get('started', '?')})"
             ) from None
+        # the flock is ours, so whoever the file names (dead, a zombie, or a reused PID) holds nothing
         owner = read_owner(self.path)
-        if owner and owner.get("host") == socket.gethostname() and pid_alive(int(owner.get("pid", 0))) \
-                and int(owner["pid"]) != os.getpid():
-            # flock is free but the recorded owner lives: flock is not honoured here (e.g. NFS); be safe
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-            raise LockedError(f"another run holds {self.path} (pid {owner['pid']}, flock not honoured)")
-        if owner:
+        if isinstance(owner, dict) and owner:
             self.took_over = owner
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         os.fsync(fd)
         self._fd = fd
+        _HELD_FDS.add(fd)
         return self
 
     def release(self) -> None:
-        if self._fd is None:
+        if self._fd is None or self._fd not in _HELD_FDS:  # not held, or a forked child's copy
+            self._fd = None
             return
+        _HELD_FDS.discard(self._fd)
         try:
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -100,3 +100,6 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+os.register_at_fork(after_in_child=_close_in_child)

@@ -101,10 +101,22 @@ def shard_stats(table: pa.Table, start_time: float, end_time: float, bytes_downl
 JSON_HEX_COLUMNS = ("phash",)
 
 
+#: Keys written even when null: img2dataset's readers expect ``error_message`` (always null for
+#: the success samples a tar holds, so a reader that infers types sees one type: null).
+JSON_KEEP_NULL = ("error_message",)
+
+
 def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
     """The ``<key>.json`` document of one sample: its Parquet row minus transient columns
-    (``phash`` as a 16-hex-digit string)."""
-    out = {k: v for k, v in row.items() if k != IMAGE_COLUMN and not k.endswith("_embedding")}
+    (``phash`` as a 16-hex-digit string) and minus null values.
+
+    A null is left out rather than written as ``null``: Hugging Face ``datasets`` infers the
+    features of a WebDataset from its first 5 samples, so a column null there and set later
+    (``img_width_attr``, ``page_language``, an extra input column...) became type ``null`` and
+    the load failed (``Couldn't cast array of type int64 to null``). A missing key is read as
+    None by HF and by ``dict.get``; the Parquet next to the tar keeps every column."""
+    out = {k: v for k, v in row.items()
+           if k != IMAGE_COLUMN and not k.endswith("_embedding") and (v is not None or k in JSON_KEEP_NULL)}
     for k in JSON_HEX_COLUMNS:
         if isinstance(out.get(k), int):
             out[k] = f"{out[k]:016x}"

@@ -216,3 +216,15 @@ def test_follow_hook_vets_redirect_targets():
             await runner.cleanup()
 
     _run(main())
+
+
+@pytest.mark.parametrize("robots", [True, False])
+@pytest.mark.parametrize("url", ["http://localhost:1/x.jpg", "http://127.0.0.1:1/x.jpg", "http://10.1.2.3/x.jpg"])
+def test_blocked_message_says_blocked_once(url, robots):
+    """The robots.txt fetch passed its refusal on with a second prefix: 'blocked: blocked: ...'."""
+    async def go():
+        async with Fetcher(_cfg(allow_private=False, respect_robots=robots)) as f:
+            return await f.fetch(url)
+
+    r = asyncio.run(go())
+    assert r.error_kind == "blocked" and r.error.startswith("blocked: ") and r.error.count("blocked") == 1, r.error

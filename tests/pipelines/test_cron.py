@@ -54,3 +54,36 @@ def test_bad_schedule_or_config_exit_2(tmp_path):
     bad.write_text("dataset: x\n")
     r = _cron(str(bad))
     assert r.returncode == 2 and "sources" in r.stderr
+
+
+def test_percent_in_paths_is_escaped_for_cron(tmp_path):
+    """cron reads an unescaped % in the command as a newline: the run would get a truncated path."""
+    import re
+
+    from clipcrawl.pipelines.commands.cron import crontab_line
+
+    folder = tmp_path / "50%off"
+    folder.mkdir()
+    cfg = folder / "run.yaml"
+    log = folder / "cron.log"
+    line = crontab_line(cfg, "0 3 * * *", log, executable="/bin/echo")
+    command = line.split(None, 5)[5]
+    assert not re.search(r"(?<!\\)%", command), command
+    # what cron does with the command field: the first unescaped % ends it, \% becomes %
+    as_cron_runs_it = re.split(r"(?<!\\)%", command, maxsplit=1)[0].replace("\\%", "%")
+    r = subprocess.run(["/bin/sh", "-c", as_cron_runs_it], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert log.read_text().strip() == f"-m clipcrawl --log-format text run {cfg}"
+
+
+def test_percent_in_config_path_installs_and_is_idempotent(tmp_path):
+    folder = tmp_path / "a%b"
+    folder.mkdir()
+    cfg = folder / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": str(tmp_path / "ds"), "sources": {"crawl": {"seeds": ["http://example.com/"]}}}))
+    tab = tmp_path / "crontab"
+    r1 = _cron(str(cfg), "--install", "--crontab-file", str(tab))
+    r2 = _cron(str(cfg), "--install", "--crontab-file", str(tab))
+    assert r1.returncode == r2.returncode == 0 and "already" in r2.stdout, (r1.stderr, r2.stdout)
+    text = tab.read_text()
+    assert text.count("clipcrawl:") == 1 and "a\\%b" in text and "a%b" not in text.replace("a\\%b", "")

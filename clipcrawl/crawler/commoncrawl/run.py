@@ -27,6 +27,7 @@ import fsspec
 
 from clipcrawl.base.progress import Progress, log
 from clipcrawl.base.storage import fs_and_path, read_json
+from clipcrawl.base.workers import ignore_sigint, quiet_context
 from clipcrawl.crawler.commoncrawl.process import FileReport, ReadOptions, process_file, state_name
 from clipcrawl.schemas.config import CommonCrawlConfig, ConfigError
 
@@ -139,6 +140,7 @@ _W: dict[str, Any] = {}
 
 
 def _init_worker(counter: Any, queue: Any) -> None:
+    ignore_sigint()  # Ctrl-C is the parent's: it stops and shuts the pool down
     _W["counter"], _W["queue"] = counter, queue
 
 
@@ -275,5 +277,5 @@ def _mp_context() -> Any:
     """fork where it is safe (Linux, no other thread alive: workers start before the bar's
     refresh thread), else spawn (which re-imports everything in each worker, ~seconds)."""
     if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
-        return mp.get_context("fork")
-    return mp.get_context("spawn")
+        return quiet_context("fork")
+    return quiet_context("spawn")

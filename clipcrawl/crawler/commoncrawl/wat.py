@@ -39,6 +39,11 @@ def _get(d: Any, *keys: str) -> Any:
     return d
 
 
+def _str(v: Any) -> str | None:
+    """A JSON value where a string is expected: the string, else None (WAT JSON is untrusted)."""
+    return v if isinstance(v, str) else None
+
+
 def _meta_value(metas: Any, *names: str) -> str | None:
     """Content of the first ``<meta name=... content=...>`` (or http-equiv) among ``names``."""
     if not isinstance(metas, list):
@@ -81,7 +86,8 @@ def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
     except (ValueError, UnicodeDecodeError):
         raise Skip("bad_json") from None
     env = _get(doc, "Envelope")
-    warc = _get(env, "WARC-Header-Metadata") or {}
+    warc = _get(env, "WARC-Header-Metadata")
+    warc = warc if isinstance(warc, dict) else {}
     if (warc.get("WARC-Type") or "response") != "response":
         raise Skip("not_response")
     http = _get(env, "Payload-Metadata", "HTTP-Response-Metadata")
@@ -93,7 +99,7 @@ def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
     html = http.get("HTML-Metadata")
     if not isinstance(html, dict):
         raise Skip("not_html")
-    page_url = normalize_url(unescape_entities(warc.get("WARC-Target-URI") or record_uri or "").strip("<> "))
+    page_url = normalize_url(unescape_entities(_str(warc.get("WARC-Target-URI")) or record_uri or "").strip("<> "))
     if page_url is None:
         raise Skip("bad_page_url")
     head = html.get("Head") if isinstance(html.get("Head"), dict) else {}
@@ -101,10 +107,10 @@ def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
     headers = http.get("Headers")
     page = PageInfo(
         url=page_url,
-        title=clean_text(head.get("Title")) or None,
+        title=clean_text(_str(head.get("Title"))) or None,
         language=first_language(_header(headers, "Content-Language")
                                 or _meta_value(metas, "content-language", "language")),
-        date=parse_warc_date(warc.get("WARC-Date")),
+        date=parse_warc_date(_str(warc.get("WARC-Date"))),
         noai=_robots_noai(metas) or noai_directives(_header(headers, "X-Robots-Tag"))
         or tdm_reserved(_header(headers, "tdm-reservation")) or tdm_reserved(_meta_value(metas, "tdm-reservation")),
     )
@@ -115,7 +121,8 @@ def page_from_wat(payload: bytes, record_uri: str | None = None) -> PageInfo:
         base = normalize_url(unescape_entities(head["Base"]), page_url) or page_url
     seen: set[tuple[str, str]] = set()
     dropped = page.dropped
-    for link in html.get("Links") or ():
+    links = html.get("Links")
+    for link in links if isinstance(links, list) else ():
         if not isinstance(link, dict) or link.get("path") != IMG_SRC:
             continue
         src = link.get("url") or link.get("href")

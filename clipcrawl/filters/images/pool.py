@@ -11,13 +11,13 @@ alone, so one poisonous image fails by itself.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 
+from clipcrawl.base.workers import ignore_sigint, quiet_context
 from clipcrawl.filters.images.resize import ResizedImage, ResizeOptions, resize_image
 
 _OPTS: ResizeOptions | None = None
@@ -41,6 +41,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _init_worker(opts: ResizeOptions, parent: int | None = None) -> None:
     global _OPTS
+    ignore_sigint()  # Ctrl-C is the parent's: it stops and shuts this pool down
     _OPTS = opts
     if parent is not None:
         _exit_with_parent(parent)
@@ -67,7 +68,7 @@ class DecodePool:
         self._executor: ProcessPoolExecutor | None = None
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
+        ctx = quiet_context("spawn")  # never fork a process that runs an event loop; SIGINT blocked from birth
         return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(self.opts, os.getpid()))
 

@@ -13,6 +13,12 @@ ORDER = 11
 MARKER = "clipcrawl:"
 
 
+def cron_escape(text: str) -> str:
+    """cron turns an unescaped ``%`` of the command field into a newline (and feeds the rest to
+    stdin), even inside shell quotes: a path like ``/data/50%/run.yaml`` must be written ``\\%``."""
+    return text.replace("%", "\\%")
+
+
 def crontab_line(config: Path, schedule: str, log_file: Path, executable: str | None = None) -> str:
     """A lock-safe crontab entry with absolute paths (cron runs with an empty PATH and $HOME as cwd).
 
@@ -22,7 +28,7 @@ def crontab_line(config: Path, schedule: str, log_file: Path, executable: str | 
     exe = executable or os.path.abspath(sys.executable)  # not resolve(): a venv python is a symlink
     cmd = (f"cd {shlex.quote(str(config.parent))} && {shlex.quote(exe)} -m clipcrawl --log-format text run "
            f"{shlex.quote(str(config))} >> {shlex.quote(str(log_file))} 2>&1")
-    return f"{schedule} {cmd} # {MARKER}{config}"
+    return f"{schedule} {cron_escape(cmd)} # {cron_escape(MARKER + str(config))}"
 
 
 def validate_schedule(schedule: str) -> None:
@@ -46,7 +52,7 @@ def install(line: str, config: Path, tabfile: Path | None = None) -> bool:
         tabfile.parent.mkdir(parents=True, exist_ok=True)
         tabfile.write_text("")
     cron = CronTab(tabfile=str(tabfile)) if tabfile is not None else CronTab(user=True)
-    comment = f"{MARKER}{config}"
+    comment = cron_escape(f"{MARKER}{config}")
     existing = list(cron.find_comment(comment))
     command = line.split(" # ", 1)[0].split(None, 5)[5]
     schedule = " ".join(line.split(None, 5)[:5])

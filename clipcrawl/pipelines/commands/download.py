@@ -101,6 +101,9 @@ def download(
         dl["disallowed_header_directives"] = directives
     config = parse_config(dl, DownloadConfig, src)
     output = parse_config({"output_format": output_format, "samples_per_shard": samples_per_shard}, OutputConfig, src)
+    from clipcrawl.pipelines.preflight import check_output
+
+    check_output(out, "output")  # --out is a file / not writable -> exit 2, before any download
     summary = run_download(urls, out, config, output, retry_failed=retry_failed,
                            engine=make_pass_engine(engine, ray_address))
     _print_summary(summary)

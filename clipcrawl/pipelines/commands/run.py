@@ -36,6 +36,9 @@ def run_command(
         data["download"]["blur_faces"] = data["download"]["blur_faces"] or blur_faces
         cfg = parse_config(data, RunConfig, "command line")
     cfg = apply_preset(cfg, preset or cfg.preset)
+    from clipcrawl.pipelines.preflight import check_run
+
+    check_run(cfg)  # dataset path is a file / not writable -> exit 2, before anything starts (--check too)
     if dry_run:
         for line in describe_preset(cfg.preset):
             typer.echo(f"# {line}")

@@ -137,3 +137,79 @@ def test_unusable_input_is_a_config_error(tmp_path, monkeypatch, setup, cfg, mat
 
     with pytest.raises(ConfigError, match=match):
         read_url_list(parse_config(cfg, UrlListConfig, "test"))
+
+
+# ------------------------------------------------------------------ issue 14, bug 6
+def test_json_holding_one_object_is_one_record(tmp_path):
+    """Was read as one row per character of the URL (32 rows of 'h', 't', ...)."""
+    (tmp_path / "one.json").write_text(json.dumps({"url": "http://a.example/1.jpg", "caption": "a cat"}))
+    t = read_url_list(UrlListConfig(path=str(tmp_path / "one.json")))
+    assert t.select(["url", "caption"]).to_pylist() == [{"url": "http://a.example/1.jpg", "caption": "a cat"}]
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"url": ["http://a.example/1.jpg"], "caption": ["a", "b"]}, "different lengths"),
+    ({"url": 3, "tags": ["x"]}, "neither a record"),
+    ("http://a.example/1.jpg", "holds a JSON str"),
+    ([{"url": "http://a.example/1.jpg"}, "http://a.example/2.jpg"], "item 2 of the JSON array is a str"),
+])
+def test_json_that_is_not_records_is_refused(tmp_path, doc, match):
+    (tmp_path / "l.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=f"l.json: .*{match}.*fix: "):
+        read_url_list(UrlListConfig(path=str(tmp_path / "l.json")))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "txt", "jsonl"])
+def test_latin1_text_inputs_are_decoded(tmp_path, fmt):
+    """A latin-1 CSV exited 1 with ArrowInvalid: Invalid UTF8 payload."""
+    caption = "café crème brûlée à la française, garçon"
+    url = "http://a.example/crème.jpg"
+    text = {"csv": f"url,caption\n{url},\"{caption}\"\n", "tsv": f"url\tcaption\n{url}\t{caption}\n",
+            "txt": f"{url}\n", "jsonl": json.dumps({"url": url, "caption": caption}, ensure_ascii=False) + "\n"}[fmt]
+    (tmp_path / f"l.{fmt}").write_bytes(text.encode("latin-1"))
+    t = read_url_list(UrlListConfig(path=str(tmp_path / f"l.{fmt}")))
+    assert t.column("url").to_pylist() == [url]
+    if fmt != "txt":
+        assert t.column("caption").to_pylist() == [caption]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_list_typed_url_column_is_refused(tmp_path, fmt):
+    """Exited 1 with an Arrow cast error."""
+    rows = [{"url": ["http://a.example/1.jpg", "http://a.example/2.jpg"], "caption": "x"}]
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "l.parquet")
+    else:
+        (tmp_path / "l.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match=rf"l\.{fmt}: row 1: URL column 'url' holds list.*fix: "):
+        read_url_list(UrlListConfig(path=str(tmp_path / f"l.{fmt}")))
+
+
+@pytest.mark.parametrize("lines, bad", [
+    (['{"url": "http://a.example/1.jpg"}', '{"url": broken}'], 2),
+    (['{"url": "http://a.example/1.jpg"}', "", '{"url": "http://a.example/2.jpg"}', "[1, 2]"], 4),
+    (['{"url": "http://a.example/1.jpg"}', '{"url": "http://a.example/2.jpg"', ""], 2),
+])
+def test_bad_jsonl_line_is_reported_with_its_number(tmp_path, lines, bad):
+    """A bad line 2 was reported as line 1 (each line was parsed alone)."""
+    (tmp_path / "l.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"l\.jsonl: line {bad}: .*fix: .*line {bad}"):
+        read_url_list(UrlListConfig(path=str(tmp_path / "l.jsonl")))
+
+
+def test_jsonl_line_separator_inside_a_string_is_not_a_new_line(tmp_path):
+    (tmp_path / "l.jsonl").write_text(json.dumps({"url": "http://a.example/1.jpg", "caption": "a\u2028b"},
+                                                 ensure_ascii=False) + "\n")
+    t = read_url_list(UrlListConfig(path=str(tmp_path / "l.jsonl")))
+    assert t.column("caption").to_pylist() == ["a\u2028b"]
+
+
+def test_cli_download_of_list_typed_urls_exits_2_naming_file_and_fix(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "l.jsonl").write_text(json.dumps({"url": ["http://127.0.0.1:9/a.jpg"]}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "clipcrawl", "download", str(tmp_path / "l.jsonl"),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "l.jsonl: row 1: URL column 'url'" in r.stderr and "fix:" in r.stderr and "Traceback" not in r.stderr

@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from clipcrawl.pipelines.lock import LockedError
+
     try:
         app(args=argv, standalone_mode=True)
     except ConfigError as e:
@@ -111,6 +113,9 @@ def _main(argv: list[str] | None) -> int:
         if code is None:
             return EXIT_OK
         return code if isinstance(code, int) else EXIT_FAILED
+    except LockedError as e:  # another run or pass holds the dataset
+        print(f"clipcrawl: locked: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     except KeyboardInterrupt:
         if not _interrupted:  # raised without our handler (e.g. by a library): say it here
             print(INTERRUPTED, file=sys.stderr)

@@ -151,3 +151,21 @@ def json_default(o: Any) -> Any:
     return str(o)
 
 
+def remove_temp_files(root: str) -> int:
+    """Remove the temp files (``.NAME.tmp-XXXX``) a killed writer left under a local ``root`` (up to four
+    folders deep); readers never see them. Object stores publish whole objects: nothing is left there."""
+    if "://" in root and not root.startswith("file://"):
+        return 0
+    import glob
+    import logging
+
+    base = root.removeprefix("file://")
+    n = 0
+    for pattern in (".*.tmp-*", "*/.*.tmp-*", "*/*/.*.tmp-*", "*/*/*/.*.tmp-*"):
+        for path in glob.glob(os.path.join(glob.escape(base), pattern)):
+            if os.path.isfile(path):
+                os.remove(path)
+                n += 1
+    if n:
+        logging.getLogger("clipcrawl").info("removed %d temp files left by an interrupted writer", n)
+    return n

@@ -18,6 +18,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,15 @@ class RunLock:
 
 
 os.register_at_fork(after_in_child=_close_in_child)
+
+
+@contextmanager
+def hold_dataset(root: str) -> Iterator[RunLock]:
+    """What every pass that rewrites a dataset holds: the dataset lock (:class:`LockedError`, exit 3, while a
+    run or another pass holds it), then the temp files a killed writer left are removed (safe: nobody else
+    writes while the lock is held)."""
+    from clipcrawl.base.storage import remove_temp_files
+
+    with RunLock(root) as lock:
+        remove_temp_files(root)
+        yield lock

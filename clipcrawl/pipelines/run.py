@@ -28,7 +28,14 @@ import pyarrow.compute as pc
 from clipcrawl.base.failpoints import failpoint
 from clipcrawl.base.layout import DatasetLayout
 from clipcrawl.base.shardfiles import ShardRef, is_done
-from clipcrawl.base.storage import atomic_open, configure_storage, exists, read_parquet, remove
+from clipcrawl.base.storage import (
+    atomic_open,
+    configure_storage,
+    exists,
+    read_parquet,
+    remove,
+    remove_temp_files,
+)
 from clipcrawl.pipelines.lock import RunLock
 from clipcrawl.pipelines.passes.process import PlannedShard, ProcessPlanned
 from clipcrawl.pipelines.plan import collect, plan
@@ -36,7 +43,7 @@ from clipcrawl.pipelines.runstate import RunState, config_sha256, load_state, sa
 from clipcrawl.pipelines.shardloop import failure_lines, run_pass
 from clipcrawl.schemas.config import RunConfig, dump_config
 
-__all__ = ["RunState", "clean_temp", "count_statuses", "process", "run"]
+__all__ = ["RunState", "count_statuses", "process", "run"]
 
 log = logging.getLogger("clipcrawl.run")
 
@@ -85,7 +92,7 @@ def run(cfg: RunConfig) -> RunState:
 
         os.makedirs(ds.root, exist_ok=True)
     with RunLock(ds.root):
-        clean_temp(ds)
+        remove_temp_files(ds.root)
         st = _start_or_resume(cfg, ds)
         try:
             t0 = time.time()
@@ -151,21 +158,3 @@ def process(cfg: RunConfig, ds: DatasetLayout, st: RunState, engine: Any) -> Non
             p.dedup.teardown()
     if failures:
         raise RuntimeError("planned shards could not be read: " + "; ".join(failure_lines(failures)))
-
-
-def clean_temp(ds: DatasetLayout) -> int:
-    """Remove temp files a killed run left behind (``.NAME.tmp-XXXX``; readers never see them)."""
-    if "://" in ds.root:
-        return 0  # object stores publish whole objects: nothing partial is left
-    import glob
-    import os
-
-    n = 0
-    for pattern in (".*.tmp-*", "*/.*.tmp-*", "*/*/.*.tmp-*", "*/*/*/.*.tmp-*"):
-        for path in glob.glob(os.path.join(ds.root, pattern)):
-            if os.path.isfile(path):
-                os.remove(path)
-                n += 1
-    if n:
-        log.info("removed %d temp files left by an interrupted run", n)
-    return n

@@ -110,3 +110,18 @@ def test_copy_of_a_dataset_scores_the_same(tmp_path):
     assert main(["score", root, *TINY]) == 0 and main(["score", str(tmp_path / "e"), *TINY]) == 0
     a = read_parquet(ShardRef.of(root, 0).parquet)["clip_similarity"].to_pylist()
     assert a == read_parquet(ShardRef.of(str(tmp_path / "e"), 0).parquet)["clip_similarity"].to_pylist()
+
+
+def test_passes_hold_the_dataset_lock_and_clear_temp_files(tmp_path, capsys):
+    from clipcrawl.pipelines.lock import RunLock
+
+    root = _dataset(tmp_path / "d", shards=1)
+    with RunLock(root):  # a run (or another pass) holds the dataset
+        for args in (["score", root, *TINY], ["dedup", root, "--no-semantic"]):
+            assert main(args) == 3
+    assert "locked" in capsys.readouterr().err
+    left = Path(root) / ".00000.parquet.tmp-deadbeef"  # what a killed writer leaves
+    left.write_bytes(b"partial")
+    assert main(["dedup", root, "--no-semantic"]) == 0
+    assert not left.exists()
+    _consistent(root, 1)

@@ -23,6 +23,7 @@ from clipcrawl.base.storage import read_parquet, write_json
 from clipcrawl.filters.clip.cut import CutRule
 from clipcrawl.filters.curate import curate
 from clipcrawl.filters.presets import describe_preset
+from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.passes.rewrite import ReadShards, RewriteShards, ShardRewrite, changed
 from clipcrawl.pipelines.shardloop import run_pass
 from clipcrawl.schemas.components import FiltersConfig
@@ -66,33 +67,34 @@ def curate_shards(path: str, filters: FiltersConfig, preset: str | None = None, 
     if not refs:
         log.error("%s: no finished shards found", path)
         return summary
-    reader = ReadShards()
-    summary.failures = [f.shard for f in run_pass(reader, refs, engine)]
-    out, report = curate(reader.tables, filters)
-    counts: Counter[str] = Counter()
-    drops: Counter[str] = Counter()
-    jobs = []
-    for ref, before, table in zip(reader.refs, reader.tables, out):
-        table = conform(table, SAMPLES)
-        if changed(before, table):
-            jobs.append(ShardRewrite(ref, table, before.select(["status", "error_message"])))
-    summary.failures += [f.shard for f in run_pass(RewriteShards(), jobs, engine)]
-    for ref in reader.refs:  # counts as written (a row without its image keeps its old status)
-        table = read_parquet(ref.parquet, ["status", "error_message"])
-        for s, e in zip(table.column("status").to_pylist(), table.column("error_message").to_pylist()):
-            counts[s] += 1
-            if s in _OWN and e:
-                drops[_rule_of(e)] += 1
-    summary.shards, summary.rows = len(reader.refs), sum(t.num_rows for t in out)
-    summary.status_counts, summary.drops_by_rule = dict(counts), dict(drops.most_common())
-    if report is not None:
-        summary.balance_entries = report.top(50)
-    write_json(asdict(summary), layout.p("curation.json"))
-    if not layout.plain:  # a dataset: its published samples/ and manifest counts follow
-        from clipcrawl.pipelines.manifest import load_manifest, refresh
+    with hold_dataset(layout.root):
+        reader = ReadShards()
+        summary.failures = [f.shard for f in run_pass(reader, refs, engine)]
+        out, report = curate(reader.tables, filters)
+        counts: Counter[str] = Counter()
+        drops: Counter[str] = Counter()
+        jobs = []
+        for ref, before, table in zip(reader.refs, reader.tables, out):
+            table = conform(table, SAMPLES)
+            if changed(before, table):
+                jobs.append(ShardRewrite(ref, table, before.select(["status", "error_message"])))
+        summary.failures += [f.shard for f in run_pass(RewriteShards(), jobs, engine)]
+        for ref in reader.refs:  # counts as written (a row without its image keeps its old status)
+            table = read_parquet(ref.parquet, ["status", "error_message"])
+            for s, e in zip(table.column("status").to_pylist(), table.column("error_message").to_pylist()):
+                counts[s] += 1
+                if s in _OWN and e:
+                    drops[_rule_of(e)] += 1
+        summary.shards, summary.rows = len(reader.refs), sum(t.num_rows for t in out)
+        summary.status_counts, summary.drops_by_rule = dict(counts), dict(drops.most_common())
+        if report is not None:
+            summary.balance_entries = report.top(50)
+        write_json(asdict(summary), layout.p("curation.json"))
+        if not layout.plain:  # a dataset: its published samples/ and manifest counts follow
+            from clipcrawl.pipelines.manifest import load_manifest, refresh
 
-        if load_manifest(layout.root).get("runs"):
-            refresh(layout.root, [r.name for r in reader.refs])
+            if load_manifest(layout.root).get("runs"):
+                refresh(layout.root, [r.name for r in reader.refs])
     return summary
 
 

@@ -27,6 +27,7 @@ from clipcrawl.base.progress import log
 from clipcrawl.base.shardfiles import ShardRef, list_shards, read_images
 from clipcrawl.base.stage import ok_mask, set_column
 from clipcrawl.base.storage import read_parquet
+from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.passes.rewrite import RewriteShards, ShardRewrite
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.schemas.config import ClipConfig, ConfigError, DedupConfig
@@ -150,8 +151,6 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
     semantic dedup (its embedding space puts distinct images above any useful threshold) unless
     ``allow_tiny`` or ``dry_run``: a test model must not delete data."""
     from clipcrawl.filters.clip.model import TINY_ALIASES
-    from clipcrawl.filters.dedup.embed import ImageEmbedder
-    from clipcrawl.filters.dedup.stage import MarkDuplicates
 
     layout = DatasetLayout.of(path)
     refs = list_shards(layout.shards)
@@ -164,6 +163,17 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
                 f"above the semantic threshold, so semantic dedup with it would delete real data "
                 f"(fix: pass a real CLIP model, --no-semantic, or --allow-tiny to force it)")
         config = config.model_copy(update={"semantic_tiny": True})
+    if dry_run:
+        return _dedup(layout, refs, config, model, pretrained, device, keep_tars, dry_run, engine)
+    with hold_dataset(layout.root):
+        return _dedup(layout, refs, config, model, pretrained, device, keep_tars, dry_run, engine)
+
+
+def _dedup(layout: DatasetLayout, refs: list[ShardRef], config: DedupConfig, model: str | None,
+           pretrained: str | None, device: str, keep_tars: bool, dry_run: bool, engine: Any) -> DedupReport:
+    from clipcrawl.filters.dedup.embed import ImageEmbedder
+    from clipcrawl.filters.dedup.stage import MarkDuplicates
+
     report = DedupReport(shards=len(refs))
     embedder = ImageEmbedder(model, pretrained, device) if config.semantic and model else None
     reader = ReadForDedup(layout.root, config, embedder)

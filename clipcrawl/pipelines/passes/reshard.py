@@ -24,6 +24,7 @@ from clipcrawl.base.layout import MANIFEST, SAMPLES_DIR, DatasetLayout
 from clipcrawl.base.progress import log
 from clipcrawl.base.shardfiles import ShardRef, image_ext, index_tar, list_shards
 from clipcrawl.base.storage import exists, fs_and_path, read_parquet, remove
+from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import ConfigError
@@ -182,42 +183,43 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
         raise ConfigError(f"{target.root} is not an earlier reshard (its manifest names no derived_from): "
                           "--overwrite only replaces a reshard (fix: choose another --out)")
 
-    indexer = IndexKept()
-    failures = run_pass(indexer, refs, engine)
-    if indexer.missing:
-        log.warning("reshard: %d success rows had no image in their tar and were skipped", indexer.missing)
-    table = pa.concat_tables(indexer.tables, promote_options="default") if indexer.tables else SAMPLES.empty_table()
-    spans = indexer.spans
-    n = table.num_rows
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    groups = [order[i:i + samples_per_shard] for i in range(0, n, samples_per_shard)]
-    shard_col = table.schema.get_field_index("shard")
+    with hold_dataset(target.root):
+        indexer = IndexKept()
+        failures = run_pass(indexer, refs, engine)
+        if indexer.missing:
+            log.warning("reshard: %d success rows had no image in their tar and were skipped", indexer.missing)
+        table = pa.concat_tables(indexer.tables, promote_options="default") if indexer.tables else SAMPLES.empty_table()
+        spans = indexer.spans
+        n = table.num_rows
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        groups = [order[i:i + samples_per_shard] for i in range(0, n, samples_per_shard)]
+        shard_col = table.schema.get_field_index("shard")
 
-    def jobs():
-        for j, group in enumerate(groups):
-            ref = ShardRef.of(target.shards, j)
-            rows = table.take(pa.array(group, pa.int64()))
-            rows = rows.set_column(shard_col, "shard", pa.array([ref.name] * rows.num_rows, pa.string()))
-            yield OutShard(ref, rows, [spans[i] for i in group], src)
+        def jobs():
+            for j, group in enumerate(groups):
+                ref = ShardRef.of(target.shards, j)
+                rows = table.take(pa.array(group, pa.int64()))
+                rows = rows.set_column(shard_col, "shard", pa.array([ref.name] * rows.num_rows, pa.string()))
+                yield OutShard(ref, rows, [spans[i] for i in group], src)
 
-    writer = WriteResharded(write_behind=workers > 1)
-    failures += run_pass(writer, jobs(), engine, total=len(groups))
-    written = writer.written
+        writer = WriteResharded(write_behind=workers > 1)
+        failures += run_pass(writer, jobs(), engine, total=len(groups))
+        written = writer.written
 
-    for old in existing:  # stale shards of an earlier reshard into the same OUT (stats first: "not done")
-        if old.id >= len(groups):
-            for url in (old.stats, old.tar, old.parquet):
-                remove(url)
-    if overwrite:  # a fresh manifest: this OUT is one derived version, not an accumulation
-        remove(target.p(MANIFEST))
-        remove(target.p(SAMPLES_DIR), recursive=True)
-    source_manifest = load_manifest(src)
-    entry = publish(target.root, 1, written, {
-        "derived_from": src, "source_manifest_version": source_manifest.get("version", 0),
-        "input_shards": len(refs), "samples_per_shard": samples_per_shard, "shuffle": shuffle,
-        "seed": seed if shuffle else None, "missing_in_tar": indexer.missing,
-        **({"unreadable_input_shards": [f.shard for f in failures]} if failures else {}),
-    }, config_hash=source_manifest["runs"][-1].get("config_hash") if source_manifest["runs"] else None)
+        for old in existing:  # stale shards of an earlier reshard into the same OUT (stats first: "not done")
+            if old.id >= len(groups):
+                for url in (old.stats, old.tar, old.parquet):
+                    remove(url)
+        if overwrite:  # a fresh manifest: this OUT is one derived version, not an accumulation
+            remove(target.p(MANIFEST))
+            remove(target.p(SAMPLES_DIR), recursive=True)
+        source_manifest = load_manifest(src)
+        entry = publish(target.root, 1, written, {
+            "derived_from": src, "source_manifest_version": source_manifest.get("version", 0),
+            "input_shards": len(refs), "samples_per_shard": samples_per_shard, "shuffle": shuffle,
+            "seed": seed if shuffle else None, "missing_in_tar": indexer.missing,
+            **({"unreadable_input_shards": [f.shard for f in failures]} if failures else {}),
+        }, config_hash=source_manifest["runs"][-1].get("config_hash") if source_manifest["runs"] else None)
     log.info("resharded %d samples from %d shards of %s into %d shards in %s", n, len(refs), src, len(groups),
              target.shards)
     return ReshardResult(target.root, written, n, len(refs), indexer.missing, entry, failures)

@@ -25,6 +25,7 @@ from clipcrawl.base.shardfiles import ShardRef, index_tar, list_shards, shard_im
 from clipcrawl.base.stage import set_column
 from clipcrawl.base.storage import exists, read_parquet
 from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
+from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import dropped_ref, rewrite_shard
 from clipcrawl.schemas.config import ClipConfig, ConfigError
@@ -185,14 +186,15 @@ def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True,
              clip.device)
 
     t0 = time.monotonic()
-    summary.failures = run_pass(p, refs, engine)
-    summary.seconds = time.monotonic() - t0
-    if not layout.plain:
-        from clipcrawl.pipelines.manifest import load_manifest, refresh
+    with hold_dataset(layout.root):
+        summary.failures = run_pass(p, refs, engine)
+        summary.seconds = time.monotonic() - t0
+        if not layout.plain:
+            from clipcrawl.pipelines.manifest import load_manifest, refresh
 
-        done = {r.name for r in refs} - {f.shard for f in summary.failures}
-        if load_manifest(layout.root).get("runs"):
-            refresh(layout.root, sorted(done))
+            done = {r.name for r in refs} - {f.shard for f in summary.failures}
+            if load_manifest(layout.root).get("runs"):
+                refresh(layout.root, sorted(done))
     return summary
 def print_summary(s: ScoreSummary) -> None:
     from rich.console import Console

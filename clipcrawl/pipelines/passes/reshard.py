@@ -150,14 +150,24 @@ def _input_shards(src: DatasetLayout) -> list[ShardRef]:
 
 
 def _is_reshard(out: DatasetLayout) -> bool:
-    """Whether ``out`` holds an earlier reshard (its manifest says ``derived_from``)."""
+    """Whether ``out`` holds an earlier reshard: its manifest says ``derived_from``, or (a reshard killed
+    before it published) its finished shards' stats say ``resharded_from``, or nothing in it is finished."""
+    from clipcrawl.base.storage import read_json
     from clipcrawl.pipelines.manifest import load_manifest
 
     try:
         runs = load_manifest(out.root)["runs"]
     except ValueError:
         return False
-    return bool(runs) and all("derived_from" in (r.get("summary") or {}) for r in runs)
+    if runs:
+        return all("derived_from" in (r.get("summary") or {}) for r in runs)
+    for ref in list_shards(out.shards):
+        try:
+            if "resharded_from" not in read_json(ref.stats):
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *, shuffle: bool = False,
@@ -184,6 +194,11 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
                           "--overwrite only replaces a reshard (fix: choose another --out)")
 
     with hold_dataset(target.root):
+        if existing:  # replacing an earlier reshard: nothing of it stays visible as finished while we write
+            remove(target.p(MANIFEST))  # a fresh manifest: this OUT is one derived version, not an accumulation
+            remove(target.p(SAMPLES_DIR), recursive=True)
+            for old in existing:
+                remove(old.stats)  # stats first: "not done"
         indexer = IndexKept()
         failures = run_pass(indexer, refs, engine)
         if indexer.missing:
@@ -206,13 +221,10 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
         failures += run_pass(writer, jobs(), engine, total=len(groups))
         written = writer.written
 
-        for old in existing:  # stale shards of an earlier reshard into the same OUT (stats first: "not done")
+        for old in existing:  # stale shards of an earlier reshard into the same OUT
             if old.id >= len(groups):
                 for url in (old.stats, old.tar, old.parquet):
                     remove(url)
-        if overwrite:  # a fresh manifest: this OUT is one derived version, not an accumulation
-            remove(target.p(MANIFEST))
-            remove(target.p(SAMPLES_DIR), recursive=True)
         source_manifest = load_manifest(src)
         entry = publish(target.root, 1, written, {
             "derived_from": src, "source_manifest_version": source_manifest.get("version", 0),

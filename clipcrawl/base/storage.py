@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import IO, Any
 
@@ -169,3 +170,12 @@ def remove_temp_files(root: str) -> int:
     if n:
         logging.getLogger("clipcrawl").info("removed %d temp files left by an interrupted writer", n)
     return n
+
+
+def map_io(fn: Any, items: Any, threads: int = 16) -> list[Any]:
+    """``fn`` over ``items`` in a small thread pool (order kept): many small reads of an object store."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as ex:
+        return list(ex.map(fn, items))

@@ -264,7 +264,7 @@ def build_index(dataset: str, kind: str = "auto", exact_max: int = EXACT_MAX, re
         raise IndexUnavailable(f"index holds {index.ntotal} vectors, the embeddings {total}")
     _write_index(index, folder)
     _remove_stale_metadata(folder, {p.name for p in parts})
-    from clipcrawl.pipelines.inspect.search import recorded_model
+    from clipcrawl.pipelines.inspect.recorded import recorded_model
 
     model = recorded_model(dataset).name
     starts = np.cumsum([0] + [p.rows for p in parts])[:-1]

@@ -16,16 +16,12 @@ reason), left out of the numbers, and ``clipcrawl stats`` names it and exits 1.
 
 from __future__ import annotations
 
+from typing import Any
+
 from clipcrawl.base.shardfiles import index_tar
-from clipcrawl.base.storage import fs_and_path
-from clipcrawl.pipelines.report.layout import DatasetParts, map_io
+from clipcrawl.base.storage import fs_and_path, map_io
+from clipcrawl.pipelines.report.sql import error_text
 from clipcrawl.pipelines.shardloop import UNREADABLE
-
-
-def error_text(e: BaseException) -> str:
-    """One line: the exception's type and the first line of its message."""
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0] if msg else ''}".rstrip(": ")
 
 
 def tar_problem(url: str, size: int | None = None) -> str | None:
@@ -49,7 +45,7 @@ def tar_problem(url: str, size: int | None = None) -> str | None:
     return None
 
 
-def check_tars(parts: DatasetParts) -> None:
+def check_tars(parts: Any) -> None:
     """Mark the unreadable tars of ``parts`` (kept and dropped/)."""
     tars = sorted({*parts.tar_files.values(), *parts.dropped_tars.values()})
     for url, problem in zip(tars, map_io(lambda u: tar_problem(u, parts.tar_sizes.get(u)), tars)):
@@ -57,7 +53,7 @@ def check_tars(parts: DatasetParts) -> None:
             parts.mark_unreadable(url, problem)
 
 
-def readable_parquet(con, parts: DatasetParts, files: list[str]) -> list[str]:
+def readable_parquet(con, parts: Any, files: list[str]) -> list[str]:
     """The ``files`` DuckDB can read (footer and schema); the others are marked unreadable."""
     import duckdb
 

@@ -22,17 +22,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from clipcrawl.base.layout import DatasetLayout
-from clipcrawl.base.storage import fs_and_path, is_local
+from clipcrawl.base.storage import fs_and_path, is_local, map_io
 from clipcrawl.base.storage import read_json as _read_json
 from clipcrawl.schemas.config import ConfigError
 
 _SHARD_RE = re.compile(r"^\d+$")
-IO_THREADS = 16  # concurrent small reads (side files, tar tails): object stores answer each in ~10-50 ms
 
 
 def basename(url: str) -> str:
@@ -171,15 +169,6 @@ def find_parts(path: str | os.PathLike[str]) -> DatasetParts:
 
     check_tars(parts)
     return parts
-
-
-def map_io(fn, items: Iterable[Any]) -> list[Any]:
-    """``fn`` over ``items`` in a small thread pool (order kept): many small reads of an object store."""
-    items = list(items)
-    if len(items) <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=min(IO_THREADS, len(items))) as ex:
-        return list(ex.map(fn, items))
 
 
 def read_side_json(url: str) -> Any:

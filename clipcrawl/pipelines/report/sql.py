@@ -30,6 +30,12 @@ left(trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_rep
 
 
 
+def error_text(e: BaseException) -> str:
+    """One line: the exception's type and the first line of its message."""
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}".rstrip(": ")
+
+
 def connect(threads: int | None = None, fs=None):
     """An in-memory DuckDB connection; ``fs`` (an fsspec filesystem) is registered when it is remote,
     so ``s3://...`` paths read through it."""
@@ -91,7 +97,6 @@ def load_samples(con, files: list[str]) -> tuple[set[str], dict[str, str]]:
     """
     import duckdb
 
-    from clipcrawl.pipelines.report.check import error_text
 
     try:
         have = columns_of(con, files)

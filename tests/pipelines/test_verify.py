@@ -113,6 +113,7 @@ def test_demo_corruptions_found(demo_dataset, tmp_path):
     assert codes.pop("tar-unreadable", None) is None and not codes
 
 
+@pytest.mark.unverified("corrupts the dataset to test verify")
 def test_plain_download_folder_is_clean(tmp_path):
     """A real ``clipcrawl download`` output (NNNNN.* at the top, img2dataset's layout), every format."""
     from tests.pipelines.download.server import HostileServer, make_image
@@ -292,6 +293,7 @@ CORRUPTIONS = [_member_removed, _image_member_removed, _extra_sample, _dropped_s
                _bad_status, _no_error_message, _parquet_garbage, _json_disagrees]
 
 
+@pytest.mark.unverified("corrupts the dataset to test verify")
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
 def test_corruption_is_found_and_named(ds, corrupt):
     code, path = corrupt(ds)
@@ -301,6 +303,7 @@ def test_corruption_is_found_and_named(ds, corrupt):
     assert path in named, (code, path, rep.findings)
 
 
+@pytest.mark.unverified("corrupts the dataset to test verify")
 def test_cli_exit_codes_and_json(ds, tmp_path, capsys):
     assert main(["verify", str(ds), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["clean"] is True

@@ -59,6 +59,7 @@ def test_pass_over_a_download_folder(tmp_path):
     assert_verified(root)
 
 
+@pytest.mark.unverified("--keep-tars leaves dropped samples in the tar by design")
 def test_dataset_is_republished_and_index_rebuilt(tmp_path):
     ds = str(tmp_path / "ds")
     make_shards(f"{ds}/shards")

@@ -18,6 +18,8 @@ from clipcrawl.pipelines.report.layout import find_parts
 from clipcrawl.pipelines.report.samples import pick_samples
 from tests.pipelines.report.test_aggregate import _img2dataset_dir
 
+pytestmark = pytest.mark.unverified("shard files are broken on purpose")
+
 
 @pytest.fixture
 def broken(demo, tmp_path):

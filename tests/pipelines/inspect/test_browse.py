@@ -64,7 +64,7 @@ def test_api(server):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_type_a_query_in_chromium(server, tmp_path):
+def test_type_a_query_in_chromium(server, indexed_demo, tmp_path):
     async def drive() -> dict:
         async with Browser(tmp_path / "profile") as b:
             await b.goto(server.url)

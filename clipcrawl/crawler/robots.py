@@ -7,7 +7,6 @@ restrictions, a 5xx or network failure means complete disallow (until the entry 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from clipcrawl.crawler.netguard import BlockedAddressError, blocked_message
+from clipcrawl.crawler.origins import OriginCache
 
 #: robots.txt files larger than this are truncated before parsing (RFC 9309 asks for >= 500 KiB).
 MAX_ROBOTS_BYTES = 512 * 1024
@@ -150,8 +150,7 @@ class RobotsCache:
         self._fetch = fetch
         self.token = user_agent_token(user_agent)
         self.ttl, self.error_ttl = ttl, error_ttl
-        self._entries: dict[str, _Entry] = {}
-        self._pending: dict[str, asyncio.Future[_Entry]] = {}
+        self._cache: OriginCache[_Entry] = OriginCache(self._load)
         self.fetches = 0  # robots.txt requests made (tests assert "once per host")
 
     @staticmethod
@@ -174,25 +173,7 @@ class RobotsCache:
         return RobotsVerdict(bool(allowed), float(delay), None if allowed else "disallowed by robots.txt")
 
     async def _entry(self, origin: str) -> _Entry:
-        entry = self._entries.get(origin)
-        if entry is not None and entry.expires > time.monotonic():
-            return entry
-        fut = self._pending.get(origin)
-        if fut is not None:
-            return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[origin] = fut
-        try:
-            entry = await self._load(origin)
-            self._entries[origin] = entry
-            fut.set_result(entry)
-            return entry
-        except BaseException as e:
-            fut.set_exception(e)
-            fut.exception()  # mark retrieved
-            raise
-        finally:
-            self._pending.pop(origin, None)
+        return await self._cache.get(origin)
 
     async def _load(self, origin: str) -> _Entry:
         from protego import Protego

@@ -18,7 +18,6 @@ by a header is refused before its body is read. Any technique saying ``1`` reser
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from clipcrawl.crawler.netguard import BlockedAddressError
+from clipcrawl.crawler.origins import OriginCache
 
 WELL_KNOWN_PATH = "/.well-known/tdmrep.json"
 MAX_TDMREP_BYTES = 512 * 1024
@@ -120,8 +120,7 @@ class TdmRepCache:
     def __init__(self, fetch: TdmFetch, ttl: float = 24 * 3600, error_ttl: float = 600) -> None:
         self._fetch = fetch
         self.ttl, self.error_ttl = ttl, error_ttl
-        self._entries: dict[str, _Entry] = {}
-        self._pending: dict[str, asyncio.Future[_Entry]] = {}
+        self._cache: OriginCache[_Entry] = OriginCache(self._load)
         self.fetches = 0  # tdmrep.json requests made (tests assert "once per origin")
 
     async def check(self, url: str | URL) -> TdmVerdict:
@@ -136,25 +135,7 @@ class TdmRepCache:
         return TdmVerdict(True, f"TDM rights reserved ({WELL_KNOWN_PATH} location {rule.location!r}{policy})")
 
     async def _entry(self, origin: str) -> _Entry:
-        entry = self._entries.get(origin)
-        if entry is not None and entry.expires > time.monotonic():
-            return entry
-        fut = self._pending.get(origin)
-        if fut is not None:
-            return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[origin] = fut
-        try:
-            entry = await self._load(origin)
-            self._entries[origin] = entry
-            fut.set_result(entry)
-            return entry
-        except BaseException as e:
-            fut.set_exception(e)
-            fut.exception()
-            raise
-        finally:
-            self._pending.pop(origin, None)
+        return await self._cache.get(origin)
 
     async def _load(self, origin: str) -> _Entry:
         self.fetches += 1

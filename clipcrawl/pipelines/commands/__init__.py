@@ -29,3 +29,24 @@ def make_pass_engine(engine: str, ray_address: str | None):
         return make_engine(engine)
     address, _, node_ip = (ray_address or "").partition("@")
     return make_engine(engine, address=address or None, node_ip=node_ip or None)
+
+
+STORAGE_OPTIONS_HELP = 'fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'
+
+
+def apply_storage_options(text: str | None, *urls: str | None) -> None:
+    """``--storage-options JSON``: the fsspec defaults for the protocols of ``urls`` (exit 2 when not JSON)."""
+    if not text:
+        return
+    import json
+
+    from clipcrawl.base.storage import configure_storage
+    from clipcrawl.schemas.config import ConfigError
+
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--storage-options: not JSON: {e}") from None
+    for url in urls:
+        if url:
+            configure_storage(url, opts)

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
-from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+from clipcrawl.pipelines.commands import (
+    ENGINE_HELP,
+    RAY_ADDRESS_HELP,
+    STORAGE_OPTIONS_HELP,
+    apply_storage_options,
+    make_pass_engine,
+)
 
 ORDER = 70
 
@@ -20,24 +24,15 @@ def reshard_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of --shuffle (same seed, same shards)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier reshard in --out."),
     workers: int = typer.Option(2, "--workers", min=1, help="Output shards written in parallel."),
-    storage_options: str | None = typer.Option(
-        None, "--storage-options", help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Rewrite the kept samples of a dataset as new shards of N samples (after filtering/dedup)."""
-    from clipcrawl.base.storage import configure_storage
     from clipcrawl.pipelines.commands import exit_on_failures
     from clipcrawl.pipelines.passes.reshard import reshard
-    from clipcrawl.schemas.config import ConfigError
 
-    if storage_options:
-        try:
-            opts = json.loads(storage_options)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--storage-options: not JSON: {e}") from None
-        for url in (dataset, out or dataset):
-            configure_storage(url, opts)
+    apply_storage_options(storage_options, dataset, out)
     res = reshard(dataset, out, samples_per_shard, shuffle=shuffle, seed=seed, overwrite=overwrite, workers=workers,
                   engine=make_pass_engine(engine, ray_address))
     typer.echo(f"{res.samples} samples in {len(res.shards)} shards -> {res.out}/shards")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from clipcrawl.pipelines.commands import STORAGE_OPTIONS_HELP, apply_storage_options
+
 ORDER = 80
 
 
@@ -26,24 +28,17 @@ def stats(
     samples: int = typer.Option(24, "--samples", min=0, help="Random kept samples in the HTML grid."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random sample picks."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="DuckDB threads (default: all cores)."),
-    storage_options: str | None = typer.Option(
-        None, "--storage-options", help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
     """Show what a dataset is: funnel, drops by cause, domains, captions, sizes, scores, runs."""
     import time
 
     from clipcrawl.base.progress import log
-    from clipcrawl.base.storage import configure_storage
     from clipcrawl.pipelines.report.aggregate import aggregate
     from clipcrawl.pipelines.report.layout import find_parts
     from clipcrawl.pipelines.report.samples import pick_samples
-    from clipcrawl.schemas.config import ConfigError
 
-    if storage_options:
-        try:
-            configure_storage(dataset, json.loads(storage_options))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--storage-options: not JSON: {e}") from None
+    apply_storage_options(storage_options, dataset)
     t0 = time.monotonic()
     parts = find_parts(dataset)
     agg = aggregate(parts, threshold=threshold, threads=threads)

@@ -9,6 +9,8 @@ import json
 
 import typer
 
+from clipcrawl.pipelines.commands import STORAGE_OPTIONS_HELP, apply_storage_options
+
 ORDER = 85
 
 
@@ -17,19 +19,12 @@ def verify_cmd(
                                             "NNNNN shards (clipcrawl download / img2dataset output)."),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     workers: int = typer.Option(8, "--workers", min=1, help="Shards checked in parallel."),
-    storage_options: str | None = typer.Option(
-        None, "--storage-options", help='fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
     """Prove a dataset is consistent: tars vs Parquet, statuses, stats, samples/, manifest, sizes, embeddings."""
-    from clipcrawl.base.storage import configure_storage
     from clipcrawl.pipelines.verify import verify
-    from clipcrawl.schemas.config import ConfigError
 
-    if storage_options:
-        try:
-            configure_storage(dataset, json.loads(storage_options))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--storage-options: not JSON: {e}") from None
+    apply_storage_options(storage_options, dataset)
     rep = verify(dataset, workers=workers)
     if as_json:
         typer.echo(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))

@@ -44,6 +44,8 @@ def _clipcrawl_datasets(root: Path) -> list[Path]:
             continue
         if d.name == "shards" and d.parent in datasets:
             continue
+        if not any(d.glob("[0-9]*.parquet")):  # img2dataset's output_format dummy: stats only, nothing to check
+            continue
         folders.add(d.parent if d.name == "shards" else d)
     found = sorted(datasets | folders)
     return [d for d in found if not any(o != d and o in d.parents for o in found if o in datasets)]

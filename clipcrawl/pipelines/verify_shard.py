@@ -154,8 +154,9 @@ def _check_stats(res: ShardResult, table: pa.Table) -> None:
 def _success_rows(table: pa.Table) -> dict[str, dict[str, Any]]:
     """key -> {caption, status} of the success rows."""
     ok = table.filter(pc.equal(table.column("status"), SUCCESS))
-    caps = ok.column("caption").to_pylist() if "caption" in ok.column_names else [None] * ok.num_rows
-    return {k: {"caption": c} for k, c in zip(ok.column("key").to_pylist(), caps)}
+    has_caption = "caption" in ok.column_names  # img2dataset writes <key>.txt only with a caption column
+    caps = ok.column("caption").to_pylist() if has_caption else [None] * ok.num_rows
+    return {k: {"caption": c, "txt": has_caption} for k, c in zip(ok.column("key").to_pylist(), caps)}
 
 
 # ------------------------------------------------------------------ samples: tar, folder, image column
@@ -173,12 +174,13 @@ def _compare_members(res: ShardResult, path: str, members: dict[str, dict[str, A
     for key in set(rows) & set(members):
         exts = members[key]
         imgs = [e for e in exts if e in IMAGE_EXTS]
-        if len(imgs) != 1 or any(e not in exts for e in TEXT_EXTS):
+        need = TEXT_EXTS if rows[key].get("txt", True) else tuple(e for e in TEXT_EXTS if e != "txt")
+        if len(imgs) != 1 or any(e not in exts for e in need):
             incomplete.append(key)
         if any(e not in IMAGE_EXTS and e not in TEXT_EXTS for e in exts):
             odd.append(key)
     if incomplete:
-        res.add("incomplete-sample", path, f"{len(incomplete)} samples lack exactly one image + .txt + .json: "
+        res.add("incomplete-sample", path, f"{len(incomplete)} samples lack exactly one image + .json (+ .txt with a caption column): "
                 f"{examples(f'{k} ({sorted(members[k])})' for k in incomplete)}")
     if odd:
         res.add("unexpected-member", path, f"{len(odd)} samples have members besides image/txt/json: "

@@ -266,6 +266,7 @@ def _check_embeddings(layout: DatasetLayout, results: list[ShardResult], rep: Ve
         rep.add("embeddings-mismatch", url, f"{type(e).__name__}: {e}")
         return
     success = set().union(*(r.success_keys for r in results)) if results else set()
+    every = {k for r in results for k in r.keys}
     seen: Counter[str] = Counter()
     for part in emb.parts:
         meta = f"{url}/metadata/metadata_{part}.parquet"
@@ -275,10 +276,14 @@ def _check_embeddings(layout: DatasetLayout, results: list[ShardResult], rep: Ve
             rep.add("embeddings-mismatch", meta, f"no key column: {type(e).__name__}: {e}")
             continue
         seen.update(keys)
-        unknown = [k for k in keys if k not in success]
+        unknown = [k for k in keys if k not in success and k not in every]
         if unknown:
-            rep.add("embeddings-unknown-key", meta, f"{len(unknown)} rows whose key is not a success row of the "
-                    f"dataset: {examples(map(str, unknown))}")
+            rep.add("embeddings-unknown-key", meta, f"{len(unknown)} rows whose key is no row of the dataset: "
+                    f"{examples(map(str, unknown))}")
+        dropped = [k for k in keys if k not in success and k in every]
+        if dropped:  # a later decision (dataset-wide cut, dedup) dropped them; kept so a re-cut needs no rescoring
+            rep.add("embeddings-dropped-key", meta, f"{len(dropped)} rows of samples a later pass dropped: "
+                    f"{examples(map(str, dropped))}", severity="note")
     dups = [k for k, n in seen.items() if n > 1]
     if dups:
         rep.add("embeddings-duplicate-key", url, f"{len(dups)} keys have more than one embedding: {examples(dups)}")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from clipcrawl.base.shardfiles import list_shards
 from clipcrawl.schemas.keys import is_valid_key
@@ -85,6 +86,7 @@ for s in range(1000):
 """
 
 
+@pytest.mark.unverified("writers are killed on purpose; the test checks what readers see")
 def test_killed_shard_writer_never_exposes_partial_shards(tmp_path):
     """Kill ``write_shard`` loops at various moments: every file under a final name is complete,
     and every shard with a stats file (done) has its complete tar and Parquet."""

@@ -88,6 +88,7 @@ def test_publish_after_crash_before_manifest(tmp_path):
     assert load_manifest(root)["totals"]["samples_kept"] == 24
 
 
+@pytest.mark.unverified("hand-made rows (non-success without an error_message)")
 def test_republishing_a_rewritten_shard_updates_it(tmp_path):
     root = str(tmp_path / "ds")
     refs = make_dataset(root, n_shards=1)
@@ -122,6 +123,7 @@ def test_publish_refuses_foreign_or_unfinished_shards(tmp_path):
     assert list_shards(str(tmp_path / "ds")) == []
 
 
+@pytest.mark.unverified("hand-made rows (non-success without an error_message)")
 def test_refresh_after_an_in_place_rewrite(tmp_path):
     """``clipcrawl score --threshold`` rewrites shard Parquet files in place: refresh follows."""
     root = str(tmp_path / "ds")

@@ -93,6 +93,7 @@ def test_demo_dataset_is_clean(demo_dataset, capsys):
     assert "clean" in capsys.readouterr().out
 
 
+@pytest.mark.unverified("corrupts the dataset to test verify")
 @pytest.mark.slow
 @pytest.mark.network
 def test_demo_corruptions_found(demo_dataset, tmp_path):

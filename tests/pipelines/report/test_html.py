@@ -78,6 +78,7 @@ def test_escapes_captions():
     assert "&lt;img src=https://evil.example/x.png&gt;" in page
 
 
+@pytest.mark.unverified("a hand-made Parquet-only folder for the report")
 def test_plain_dir_page(tmp_path):
     _img2dataset_dir(tmp_path)
     parts = find_parts(tmp_path)

@@ -5,8 +5,15 @@ run never blocks the next one; a free ``flock`` means a free lock whatever PID t
 (a dead PID, a zombie not yet reaped, or a PID the system has since given to an unrelated
 process). The PID, host and start time written inside only explain who holds a live lock.
 Processes forked by the holder close their copy of the descriptor, so a worker that outlives
-a killed parent cannot keep the dataset locked. Remote datasets (``s3://...``) are locked on
-this machine under ``~/.cache/clipcrawl/locks``.
+a killed parent cannot keep the dataset locked. On a shared filesystem (NFS) the ``flock`` is only
+as good as the server's lock support (NFSv4 forwards it; NFSv3 needs ``lockd``; ``nolock`` mounts
+lock each client on its own): prefer an ``s3://`` dataset for a cluster.
+
+Remote datasets (``s3://...``) are locked across machines by a lease object ``DATASET/.lock.json``
+(:mod:`clipcrawl.base.lease`: conditional writes, a heartbeat, takeover after expiry). A store that
+cannot do conditional writes is refused (:class:`LockUnsupported`, exit 2) unless the user accepts
+a lock of this machine only: ``--lock local`` / ``CLIPCRAWL_LOCK=local`` (a local ``flock`` under
+``~/.cache/clipcrawl/locks``).
 """
 
 from __future__ import annotations
@@ -38,8 +45,27 @@ class LockedError(RuntimeError):
     """Another live run holds the dataset. The CLI exits with code 3."""
 
 
+LOCK_MODES = ("auto", "lease", "local")
+
+
+def lock_mode() -> str:
+    """``auto`` (flock for a local dataset, lease for a remote one), ``lease`` or ``local`` (``$CLIPCRAWL_LOCK``)."""
+    mode = os.environ.get("CLIPCRAWL_LOCK", "auto").strip().lower() or "auto"
+    if mode not in LOCK_MODES:
+        from clipcrawl.schemas.config import ConfigError
+
+        raise ConfigError(f"CLIPCRAWL_LOCK={mode!r}: use auto, lease or local")
+    return mode
+
+
+def _remote(dataset: str) -> bool:
+    return "://" in dataset and not dataset.startswith("file://")
+
+
 def lock_path(dataset: str) -> Path:
-    if "://" in dataset and not dataset.startswith("file://"):
+    """The ``flock`` file: ``DATASET/.lock``; for a remote dataset locked with ``--lock local``, a file of
+    this machine."""
+    if _remote(dataset):
         digest = hashlib.sha256(dataset.encode()).hexdigest()[:16]
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clipcrawl" / "locks"
         return base / f"{digest}.lock"
@@ -54,14 +80,48 @@ def read_owner(path: Path) -> dict[str, Any] | None:
 
 
 class RunLock:
-    """``with RunLock(dataset): ...`` raises :class:`LockedError` when a live run holds it."""
+    """``with RunLock(dataset): ...`` raises :class:`LockedError` when a live run holds it.
 
-    def __init__(self, dataset: str) -> None:
+    A remote dataset gets the cross-machine lease (``mode`` ``auto``/``lease``; ``ttl`` seconds, default
+    ``$CLIPCRAWL_LOCK_TTL`` or 60) or, with ``mode="local"``, a lock of this machine only."""
+
+    def __init__(self, dataset: str, mode: str | None = None, ttl: float | None = None) -> None:
+        self.dataset = dataset.rstrip("/")
+        self.mode = mode or lock_mode()
         self.path = lock_path(dataset)
+        self.ttl = ttl
         self._fd: int | None = None
+        self.lease: Any = None
         self.took_over: dict[str, Any] | None = None  # owner info of a stale lock we replaced
 
     def acquire(self) -> RunLock:
+        if _remote(self.dataset) and self.mode != "local":
+            return self._acquire_lease()
+        if self.mode == "lease":
+            from clipcrawl.schemas.config import ConfigError
+
+            raise ConfigError(f"--lock lease: {self.dataset} is a local path (it is locked with flock)")
+        return self._acquire_flock()
+
+    def _acquire_lease(self) -> RunLock:
+        from clipcrawl.base.lease import LEASE_FILE, Lease, LeaseHeld, LeaseUnsupported
+        from clipcrawl.schemas.config import ConfigError
+
+        try:
+            lease = Lease(f"{self.dataset}/{LEASE_FILE}", self.ttl,
+                          info={"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            lease.acquire()
+        except LeaseUnsupported as e:
+            raise ConfigError(f"cannot lock {self.dataset} across machines: {e} (fix: use a store with "
+                              "conditional writes, or accept a lock of this machine only with `--lock local` / "
+                              "CLIPCRAWL_LOCK=local when no other machine writes this dataset)") from None
+        except LeaseHeld as e:
+            raise LockedError(str(e)) from None
+        self.lease = lease
+        self.took_over = lease.took_over
+        return self
+
+    def _acquire_flock(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -86,6 +146,10 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        if self.lease is not None:
+            lease, self.lease = self.lease, None
+            lease.release()
+            return
         if self._fd is None or self._fd not in _HELD_FDS:  # not held, or a forked child's copy
             self._fd = None
             return

@@ -20,6 +20,10 @@ def run_command(
     preset: str | None = typer.Option(
         None, "--preset", help="Curation recipe: laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip "
         "(overrides the config's preset:; fields set in the config win over the recipe)."),
+    lock: str | None = typer.Option(
+        None, "--lock", help="auto (default): flock for a local dataset, a lease object with conditional writes for "
+        "an s3:// one (works across machines); local: lock this machine only (a store without conditional "
+        "writes; no other machine may write the dataset). Also CLIPCRAWL_LOCK."),
 ) -> None:
     """Run the configured pipeline: collect -> download -> rules -> CLIP -> dedup -> write (incremental)."""
     from clipcrawl.base.progress import log, setup_logging
@@ -28,6 +32,13 @@ def run_command(
     from clipcrawl.schemas.config import dump_config, load_config
 
     cfg = load_config(config)  # ConfigError -> exit 2
+    if lock is not None:
+        import os
+
+        os.environ["CLIPCRAWL_LOCK"] = lock  # read by RunLock (also in the passes a run calls)
+        from clipcrawl.pipelines.lock import lock_mode
+
+        lock_mode()  # an unknown mode -> exit 2
     if blocklist or blur_faces:
         from clipcrawl.schemas.config import RunConfig, parse_config
 

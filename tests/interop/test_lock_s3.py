@@ -1,0 +1,87 @@
+"""The cross-machine lock of an ``s3://`` dataset: a lease object on a real S3 server (SeaweedFS on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from clipcrawl.base.lease import LEASE_FILE, read_lease
+from clipcrawl.pipelines.lock import LockedError, RunLock
+from clipcrawl.schemas.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.network
+
+
+def test_second_holder_is_locked_out_until_release(s3_url):
+    first = RunLock(s3_url, ttl=30).acquire()
+    try:
+        owner = read_lease(f"{s3_url}/{LEASE_FILE}")
+        assert owner["pid"] == os.getpid() and owner["expires"] > time.time() + 20
+        with pytest.raises(LockedError, match="another run holds"):
+            RunLock(s3_url, ttl=30).acquire()
+    finally:
+        first.release()
+    assert read_lease(f"{s3_url}/{LEASE_FILE}") is None  # released: the object is gone
+    with RunLock(s3_url, ttl=30) as again:
+        assert again.took_over is None
+
+
+def test_heartbeat_keeps_a_short_lease_alive(s3_url):
+    with RunLock(s3_url, ttl=1.5):
+        time.sleep(3.5)  # two TTLs: only the heartbeat keeps it
+        with pytest.raises(LockedError):
+            RunLock(s3_url, ttl=1.5).acquire()
+
+
+def test_expired_lease_is_taken_over(s3_url):
+    fs, _ = fsspec.core.url_to_fs(s3_url)
+    stale = {"host": "elsewhere", "pid": 4242, "id": "x", "ttl": 1, "expires": time.time() - 5, "started": "then"}
+    fs.pipe_file(f"{s3_url}/{LEASE_FILE}", json.dumps(stale).encode())
+    with RunLock(s3_url, ttl=30) as lock:
+        assert lock.took_over is not None and lock.took_over["pid"] == 4242
+        assert read_lease(f"{s3_url}/{LEASE_FILE}")["pid"] == os.getpid()
+
+
+def test_a_killed_holder_frees_the_lock_after_its_ttl(s3_url):
+    code = textwrap.dedent(f"""
+        import time
+        from clipcrawl.pipelines.lock import RunLock
+        RunLock({s3_url!r}, ttl=2).acquire()
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "locked"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        with pytest.raises(LockedError):  # not yet expired: the kill alone frees nothing on an object store
+            RunLock(s3_url, ttl=30).acquire()
+        time.sleep(2.5)
+        with RunLock(s3_url, ttl=30) as lock:
+            assert lock.took_over is not None and lock.took_over["pid"] == p.pid
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_store_without_conditional_writes_is_refused_unless_local(tmp_path, monkeypatch):
+    url = "memory://clipcrawl-lock-test/ds"  # not S3: no conditional writes
+    with pytest.raises(ConfigError, match="--lock local"):
+        RunLock(url).acquire()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CLIPCRAWL_LOCK", "local")
+    with RunLock(url) as lock:  # a flock of this machine, as the user asked
+        assert lock.lease is None and lock.path.is_relative_to(tmp_path)

@@ -20,6 +20,7 @@ supported for now.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import logging
 import os
@@ -142,10 +143,8 @@ class Lease:
                     if not _precondition_failed(e):
                         why = f"a conditional PutObject failed with {type(e).__name__}: {e}"
             finally:
-                try:
+                with contextlib.suppress(Exception):  # a stray probe object is harmless
                     self._call("delete_object", Key=key)
-                except Exception:  # noqa: BLE001 - a stray probe object is harmless
-                    pass
             _PROBED[where] = why
         if _PROBED[where] is not None:
             raise LeaseUnsupported(f"{self.url}: the object store cannot do conditional writes ({_PROBED[where]})")

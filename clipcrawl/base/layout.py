@@ -9,8 +9,14 @@ A dataset ``DATASET`` is a local folder or any fsspec URL (``s3://bucket/prefix`
     DATASET/embeddings/{img_emb,text_emb,metadata}/       # clip-retrieval's layout
     DATASET/dedup/                                        # the persistent dedup index
     DATASET/{crawl,commoncrawl,urls}/                     # sources: state and pairs
+    DATASET/.lock | .lock.json                            # the run lock (flock | lease of an object store)
     DATASET/runs/NNNN/{config.yaml,run.json,plan/,work/}  # one folder per run
     DATASET/config.yaml                                   # the latest resolved config
+
+All state lives with the dataset, also on an object store, so any machine (or a fresh container)
+continues where the last run stopped. The crawl frontier is SQLite, which needs a local file: for a
+remote dataset it is checked out to a local working copy (:meth:`DatasetLayout.source_workdir`) at the
+start of a run and checked in again (:mod:`clipcrawl.crawler.checkout`).
 
 A *plain shard folder* (img2dataset's or ``clipcrawl download``'s output: ``NNNNN.*`` at the top)
 is a layout whose shards live at the root; :meth:`DatasetLayout.of` tells the two apart.
@@ -99,19 +105,26 @@ class DatasetLayout:
 
     @property
     def dedup_index(self) -> str:
-        """``DATASET/dedup`` for a local dataset; for a remote one a local cache folder
-        (``$CLIPCRAWL_CACHE`` or ``~/.cache/clipcrawl``) kept in step with the shards."""
-        if self.remote:
-            base = os.environ.get("CLIPCRAWL_CACHE") or str(Path.home() / ".cache" / "clipcrawl")
-            return f"{base}/dedup/{_key(self.root)}"
-        return self.root.removeprefix("file://") + "/dedup"
+        """``DATASET/dedup`` (also for a remote dataset: the index is written with whole-object PUTs)."""
+        return self.root.removeprefix("file://") + "/dedup" if not self.remote else self.p("dedup")
+
+    @property
+    def legacy_dedup_index(self) -> str:
+        """Where a remote dataset's index lived before it moved into the dataset (a local cache folder)."""
+        base = os.environ.get("CLIPCRAWL_CACHE") or str(Path.home() / ".cache" / "clipcrawl")
+        return f"{base}/dedup/{_key(self.root)}"
 
     def source_dir(self, name: str) -> str:
-        """Where a source keeps its state and pairs: inside a local dataset; for a remote dataset
-        in a local folder keyed by the dataset URL (the crawl frontier is SQLite),
-        ``$XDG_STATE_HOME/clipcrawl/<hash>/<name>``."""
+        """Where a source keeps its state and pairs: ``DATASET/<name>``, local or remote."""
+        return self.p(name)
+
+    def source_workdir(self, name: str) -> str:
+        """A local folder for a source's state that must be a local file (the crawl frontier, SQLite):
+        ``DATASET/<name>`` for a local dataset; for a remote one a working copy checked out from and
+        into ``DATASET/<name>``, in ``$XDG_STATE_HOME/clipcrawl/<hash>/<name>`` (where older versions
+        kept the only copy: it is checked in once when the dataset has none)."""
         if not self.remote:
-            return self.p(name)
+            return self.p(name).removeprefix("file://")
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return f"{base}/clipcrawl/{_key(self.root)}/{name}"
 

@@ -22,16 +22,14 @@ def collect(cfg: RunConfig, ds: DatasetLayout, st: RunState) -> list[str]:
     folders = []
     src = cfg.sources
     if src.crawl is not None:
-        from clipcrawl.crawler.crawl import crawl
-
-        out = ds.source_dir("crawl")
-        summary = crawl(src.crawl, out)
-        st.sources["crawl"] = _plain(summary)
-        folders.append(f"{out}/pairs")
+        st.sources["crawl"] = _plain(_crawl(src.crawl, ds))
+        folders.append(f"{ds.source_dir('crawl')}/pairs")
     if src.commoncrawl is not None:
         from clipcrawl.crawler.commoncrawl import read_commoncrawl
 
         out = ds.source_dir("commoncrawl")
+        if ds.remote:
+            _migrate_source(ds, "commoncrawl")
         summary = read_commoncrawl(src.commoncrawl, out)
         st.sources["commoncrawl"] = _plain(summary)
         folders.append(f"{out}/pairs")
@@ -43,6 +41,40 @@ def collect(cfg: RunConfig, ds: DatasetLayout, st: RunState) -> list[str]:
         st.sources["urls"] = {"rows": table.num_rows}
         folders.append(ds.p("urls", "pairs"))
     return folders
+
+
+def _crawl(config: Any, ds: DatasetLayout) -> Any:
+    """The crawl, in the dataset; for a remote dataset in a local working copy of its state, checked out
+    first and checked in periodically and at the end (:mod:`clipcrawl.crawler.checkout`)."""
+    from clipcrawl.crawler.crawl import crawl
+
+    work = ds.source_workdir("crawl")
+    if not ds.remote:
+        return crawl(config, work)
+    from clipcrawl.crawler.checkout import Checkin, checkout
+
+    checkout(ds.source_dir("crawl"), work)
+    with Checkin(work, ds.source_dir("crawl")):
+        return crawl(config, work)
+
+
+def _migrate_source(ds: DatasetLayout, name: str) -> None:
+    """State a source kept in a local folder for a remote dataset (older versions): uploaded once."""
+    import os
+
+    old = ds.source_workdir(name)
+    fs, path = fs_and_path(f"{ds.source_dir(name)}/state")
+    if not os.path.isdir(f"{old}/state") or fs.isdir(path):
+        return
+    import logging
+
+    logging.getLogger("clipcrawl.run").info("%s state of %s found in its old local place %s: moving it into "
+                                            "the dataset", name, ds.root, old)
+    root = fs_and_path(ds.source_dir(name))[1]
+    for sub in ("pairs", "state"):  # pairs first: a state file says its chunks exist
+        for f in sorted(os.listdir(f"{old}/{sub}")) if os.path.isdir(f"{old}/{sub}") else []:
+            if not f.startswith("."):
+                fs.put_file(f"{old}/{sub}/{f}", f"{root}/{sub}/{f}")
 
 
 def _plain(obj: Any) -> Any:

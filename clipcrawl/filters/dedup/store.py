@@ -19,8 +19,16 @@ them, unverified); :func:`.rebuild.sync_index` rebuilds it from the published sh
 and removed by the next commit), so a killed run can never corrupt it. Segments are merged
 like a binary counter (see ``_merge_tail``). Exact fingerprints are 64-bit (blake2b of the
 normalised URL + caption, first 64 bits of sha256 and pixel hashes): a false match needs a 2^-64
-collision. The index lives on a local filesystem (atomic rename); for an ``s3://`` dataset give a
-local ``DedupConfig.index_dir``.
+collision.
+
+The index of an ``s3://`` (any fsspec remote) dataset lives with it, in ``DATASET/dedup/``: every
+file is written whole (an object appears when its PUT completes) and ``index.json`` is still the
+commit point, written last. Segments are immutable (unique names), so they are read through a local
+cache (``$CLIPCRAWL_CACHE`` or ``~/.cache/clipcrawl``, ``dedup-segments/<hash>/``) and memory-mapped
+from there; a machine with an empty cache downloads them once. One writer at a time: the dataset
+lock (:mod:`clipcrawl.pipelines.lock`, a lease on object stores) keeps writers apart; the ``.lock``
+flock below only serialises processes of one machine on a local index. An index a remote dataset
+kept in the old local place (``~/.cache/clipcrawl/dedup/<hash>``) is uploaded once on first open.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipcrawl.base.progress import log
-from clipcrawl.base.storage import atomic_open
+from clipcrawl.base.storage import atomic_open, fs_and_path
 from clipcrawl.filters.dedup.columns import Fingerprints, fill_image_hashes, fingerprints
 from clipcrawl.filters.dedup.crops import THUMB_BYTES, WINDOWS_ID
 
@@ -62,8 +70,41 @@ def _atomic_write(path: str, write) -> None:
         write(f)
 
 
+def _remote(directory: str) -> bool:
+    return "://" in directory and not directory.startswith("file://")
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if _remote(directory) else os.path.join(directory, name)
+
+
+def _cache_dir(directory: str) -> str:
+    """The local cache of a remote index's (immutable) segment files."""
+    import hashlib
+    from pathlib import Path
+
+    base = os.environ.get("CLIPCRAWL_CACHE") or str(Path.home() / ".cache" / "clipcrawl")
+    return os.path.join(base, "dedup-segments", hashlib.sha256(directory.encode()).hexdigest()[:16])
+
+
+def _local_file(directory: str, name: str) -> str:
+    """A local path of segment file ``name`` (downloaded into the cache once for a remote index)."""
+    if not _remote(directory):
+        return os.path.join(directory, name)
+    path = os.path.join(_cache_dir(directory), name)
+    if not os.path.exists(path):
+        fs, remote = fs_and_path(_join(directory, name))
+        with atomic_open(path, "wb") as f, fs.open(remote, "rb") as src:
+            while chunk := src.read(1 << 22):
+                f.write(chunk)
+    return path
+
+
 @contextlib.contextmanager
 def _locked(directory: str) -> Iterator[None]:
+    if _remote(directory):  # one writer per dataset: the dataset lock (a lease) is held by the caller
+        yield
+        return
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, ".lock"), "a+b") as f:
         try:
@@ -100,12 +141,10 @@ class DedupIndex:
         """Open (or start) the index in ``directory``; ``None`` gives an in-memory index."""
         if directory is None:
             return cls.memory()
-        directory = os.fspath(directory)
-        if "://" in directory and not directory.startswith("file://"):
-            from clipcrawl.schemas.config import ConfigError
-
-            raise ConfigError(f"dedup index {directory!r}: must be a local folder (fix: set dedup.index_dir)")
-        directory = directory.removeprefix("file://")
+        directory = os.fspath(directory).rstrip("/")
+        directory = directory if _remote(directory) else directory.removeprefix("file://")
+        if _remote(directory):
+            _migrate_legacy(directory)
         manifest = _read_manifest(directory)
         segs = [_read_segment(directory, s) for s in manifest["segments"]]
         return cls(directory, manifest, Fingerprints.concat(segs))
@@ -216,8 +255,9 @@ class DedupIndex:
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest["rows"] = int(sum(s["rows"] for s in manifest["segments"]))
         data = json.dumps(manifest, indent=1).encode()
-        _atomic_write(os.path.join(self.directory, INDEX_FILE), lambda f: f.write(data))
-        _fsync_dir(self.directory)
+        _atomic_write(_join(self.directory, INDEX_FILE), lambda f: f.write(data))
+        if not _remote(self.directory):
+            _fsync_dir(self.directory)
         self.manifest = manifest
         _remove_orphans(self.directory, manifest)
 
@@ -228,10 +268,13 @@ def _empty_manifest() -> dict:
 
 
 def _read_manifest(directory: str) -> dict:
-    path = os.path.join(directory, INDEX_FILE)
-    if not os.path.exists(path):
+    path = _join(directory, INDEX_FILE)
+    fs, p = fs_and_path(path)
+    if _remote(directory):
+        fs.invalidate_cache(p.rsplit("/", 1)[0])  # another machine may have committed since
+    if not fs.exists(p):
         return _empty_manifest()
-    with open(path, encoding="utf-8") as f:
+    with fs.open(p, "r", encoding="utf-8") as f:
         manifest = json.load(f)
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a clipcrawl dedup index (format {manifest.get('format')!r})")
@@ -239,29 +282,40 @@ def _read_manifest(directory: str) -> dict:
 
 
 def _read_segment(directory: str, seg: dict) -> Fingerprints:
-    table = pq.read_table(os.path.join(directory, seg["name"] + ".parquet"))
+    table = pq.read_table(_local_file(directory, seg["name"] + ".parquet"))
     emb = thumb = None
     if seg.get("dim"):
-        emb = np.load(os.path.join(directory, seg["name"] + ".emb.npy"), mmap_mode="r")
+        emb = np.load(_local_file(directory, seg["name"] + ".emb.npy"), mmap_mode="r")
     if seg.get("thumbs"):
-        thumb = np.load(os.path.join(directory, seg["name"] + ".thumb.npy"), mmap_mode="r")
+        thumb = np.load(_local_file(directory, seg["name"] + ".thumb.npy"), mmap_mode="r")
         if thumb.ndim != 2 or thumb.shape[1] != THUMB_BYTES:  # an older layout: rebuilt by sync_index
             thumb = None
     return Fingerprints.from_segment(table, emb, seg.get("model"), thumb, seg.get("windows") == WINDOWS_ID)
 
 
+def _write_file(directory: str, name: str, write) -> None:
+    """Write segment file ``name``; a remote one is written to the local cache first, then uploaded whole."""
+    if not _remote(directory):
+        _atomic_write(os.path.join(directory, name), write)
+        return
+    local = os.path.join(_cache_dir(directory), name)
+    _atomic_write(local, write)
+    fs, remote = fs_and_path(_join(directory, name))
+    fs.put_file(local, remote)
+
+
 def _write_segment(directory: str, fp: Fingerprints) -> dict:
     name = f"seg-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     table = fp.to_segment()
-    _atomic_write(os.path.join(directory, name + ".parquet"), lambda f: pq.write_table(table, f))
+    _write_file(directory, name + ".parquet", lambda f: pq.write_table(table, f))
     seg = {"name": name, "rows": len(fp), "dim": None, "model": fp.model, "thumbs": False, "windows": WINDOWS_ID}
     if fp.thumb is not None and fp.has_thumb.any():
         thumb = np.ascontiguousarray(fp.thumb, dtype=np.uint8)
-        _atomic_write(os.path.join(directory, name + ".thumb.npy"), lambda f: np.save(f, thumb))
+        _write_file(directory, name + ".thumb.npy", lambda f: np.save(f, thumb))
         seg["thumbs"] = True
     if fp.emb is not None:
         emb16 = np.asarray(fp.emb, dtype=np.float16)
-        _atomic_write(os.path.join(directory, name + ".emb.npy"), lambda f: np.save(f, emb16))
+        _write_file(directory, name + ".emb.npy", lambda f: np.save(f, emb16))
         seg["dim"] = int(emb16.shape[1])
     return seg
 
@@ -269,8 +323,47 @@ def _write_segment(directory: str, fp: Fingerprints) -> dict:
 def _remove_orphans(directory: str, manifest: dict) -> None:
     """Delete segment and temp files the manifest does not reference (called under the lock)."""
     live = {s["name"] for s in manifest["segments"]}
-    for name in os.listdir(directory):
+
+    def dead(name: str) -> bool:
         stem = name.split(".", 1)[0]
-        if (name.startswith("seg-") and stem not in live) or (name.startswith(".") and ".tmp-" in name):
+        return (name.startswith("seg-") and stem not in live) or (name.startswith(".") and ".tmp-" in name)
+
+    if _remote(directory):
+        fs, path = fs_and_path(directory)
+        fs.invalidate_cache(path)
+        gone = [f for f in fs.ls(path, detail=False) if dead(f.rsplit("/", 1)[-1])]
+        if gone:
+            with contextlib.suppress(OSError):
+                fs.rm(gone)
+        directory = _cache_dir(directory)
+        if not os.path.isdir(directory):
+            return
+    for name in os.listdir(directory):
+        if dead(name):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(directory, name))
+
+
+def _migrate_legacy(directory: str) -> None:
+    """A remote dataset's index used to live in ``~/.cache/clipcrawl/dedup/<hash>``: upload it once."""
+    if not directory.endswith("/dedup"):
+        return
+    from clipcrawl.base.layout import DatasetLayout
+
+    old = DatasetLayout(directory.removesuffix("/dedup")).legacy_dedup_index
+    if not os.path.exists(os.path.join(old, INDEX_FILE)):
+        return
+    fs, path = fs_and_path(_join(directory, INDEX_FILE))
+    if fs.exists(path):
+        return
+    manifest = _read_manifest(old)
+    log.info("dedup index: moving the index of %s from its old local place %s into the dataset", directory, old)
+    for seg in manifest["segments"]:
+        for ext in (".parquet", ".thumb.npy", ".emb.npy"):
+            src = os.path.join(old, seg["name"] + ext)
+            if os.path.exists(src):
+                fs.put_file(src, fs_and_path(_join(directory, seg["name"] + ext))[1])
+    fs.put_file(os.path.join(old, INDEX_FILE), path)  # the commit point last
+    import shutil
+
+    shutil.rmtree(old, ignore_errors=True)

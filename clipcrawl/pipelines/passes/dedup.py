@@ -234,8 +234,6 @@ def _refresh_dataset(layout: DatasetLayout, refs: list[ShardRef], out: pa.Table,
         return
     if load_manifest(layout.root).get("runs"):  # idempotent: also completes a publish a killed pass left
         refresh(layout.root, [r.name for r in refs])
-    index_dir = stage.config.index_dir or layout.dedup_index
-    if "://" in index_dir:
-        return
+    index_dir = stage.config.index_dir or layout.dedup_index  # DATASET/dedup also on an object store
     fp = fingerprints(out, only_success=True, model=report.embedding_model)
     DedupIndex.open(index_dir).replace_all(fp, [r.name for r in refs])

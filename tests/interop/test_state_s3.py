@@ -1,0 +1,100 @@
+"""All state of an ``s3://`` dataset lives with it: a second machine (here: a wiped local state and cache)
+continues the crawl frontier and dedups against the first machine's samples (SeaweedFS on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import fsspec
+import pytest
+
+from clipcrawl.base.shardfiles import list_shards
+from clipcrawl.base.storage import read_parquet
+from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
+from tests.pipelines.test_run import samples, write_config
+
+pytestmark = [pytest.mark.network]
+
+
+def _remote_samples(url: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for ref in list_shards(url):
+        t = read_parquet(ref.parquet, ["key", "status"])
+        out.update(zip(t.column("key").to_pylist(), t.column("status").to_pylist()))
+    return out
+
+
+def _machine(tmp_path, name: str) -> dict[str, str]:
+    """The environment of a fresh machine: its own (empty) state and cache folders."""
+    return {"XDG_STATE_HOME": str(tmp_path / name / "state"), "XDG_CACHE_HOME": str(tmp_path / name / "cache"),
+            "CLIPCRAWL_CACHE": str(tmp_path / name / "cache" / "clipcrawl")}
+
+
+def _run(cfg, env) -> None:
+    r = subprocess.run([sys.executable, "-m", "clipcrawl", "run", str(cfg)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_second_machine_continues_the_crawl_and_dedups_against_the_first(s3_server, s3_url, tmp_path):
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    root = s3_url.removeprefix("s3://")
+    with DemoSite(DemoSiteContent(seed=11, n_images=16)) as site:
+        loopback = ["127.0.0.0/8"]
+
+        def configs(max_pages: int):
+            crawl = {"crawl": {"seeds": [site.url], "allowed_networks": loopback, "max_pages": max_pages}}
+            return (write_config(tmp_path / "local.yaml", tmp_path / "local", site.url, sources=crawl),
+                    write_config(tmp_path / "s3.yaml", s3_url, site.url, sources=crawl))
+
+        local, remote = configs(3)  # run 1 stops the crawl after 3 pages; its frontier keeps the rest queued
+        _run(local, _machine(tmp_path, "local"))
+        _run(remote, _machine(tmp_path, "a"))
+        index1 = json.loads(fs.cat(f"{root}/dedup/index.json"))
+        assert fs.exists(f"{root}/crawl/state/frontier.sqlite") and index1["shards"]
+        local, remote = configs(100)
+        _run(local, _machine(tmp_path, "local"))
+        _run(remote, _machine(tmp_path, "b"))  # another machine: nothing local from run 1
+    assert not (tmp_path / "a" / "cache" / "clipcrawl" / "dedup").exists()  # the old local index place: unused
+    run1 = json.loads(fs.cat(f"{root}/runs/0001/run.json"))["sources"]["crawl"]
+    run2 = json.loads(fs.cat(f"{root}/runs/0002/run.json"))["sources"]["crawl"]
+    assert run1["pages"] == 3 and run2["pages_total"] == run1["pages"] + run2["pages"]  # continued, not restarted
+    got, want = _remote_samples(s3_url), samples(tmp_path / "local")
+    assert got == want and "duplicate" in got.values()
+    index2 = json.loads(fs.cat(f"{root}/dedup/index.json"))
+    assert set(index1["shards"]) < set(index2["shards"]) == {r.name for r in list_shards(s3_url)}
+    assert index2["rows"] == sum(s == "success" for s in got.values())
+    with fs.open(f"{root}/crawl/state/frontier.sqlite", "rb") as f, open(tmp_path / "f.sqlite", "wb") as out:
+        out.write(f.read())
+    db = sqlite3.connect(tmp_path / "f.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM pages").fetchone()[0] == run2["pages_total"]
+    pairs = sum(read_parquet(f"s3://{p}", ["key"]).num_rows for p in fs.glob(f"{root}/crawl/pairs/*.parquet"))
+    assert pairs == db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == run2["pairs_total"]
+
+
+def test_checkin_checkout_round_trip_and_a_stale_working_copy_is_replaced(s3_url, tmp_path):
+    from clipcrawl.crawler.checkout import checkin, checkout
+    from clipcrawl.crawler.frontier import Frontier
+
+    remote = f"{s3_url}/crawl"
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert checkout(remote, a) == "new"
+    with Frontier(a / "state") as f:
+        f.add(["http://x.test/1", "http://x.test/2"], 0)
+        checkin(a, remote)  # while the frontier is open (WAL): the snapshot is consistent
+    checkin(a, remote)
+    assert checkout(remote, a) == "kept"  # this machine's copy is the checked-in one
+    assert checkout(remote, b) == "downloaded"  # another machine gets it
+    (b / "state" / "marker").write_text("x")
+    with Frontier(a / "state") as f:
+        f.add(["http://x.test/3"], 1)
+    checkin(a, remote)  # machine a checks in again: b's copy is stale now
+    assert checkout(remote, b) == "downloaded" and not (b / "state" / "marker").exists()
+    same = [sqlite3.connect(d / "state" / "frontier.sqlite").execute("SELECT url, state FROM urls ORDER BY url")
+            .fetchall() for d in (a, b)]
+    assert same[0] == same[1] and len(same[0]) == 3

@@ -98,3 +98,37 @@ def test_checkin_checkout_round_trip_and_a_stale_working_copy_is_replaced(s3_url
     same = [sqlite3.connect(d / "state" / "frontier.sqlite").execute("SELECT url, state FROM urls ORDER BY url")
             .fetchall() for d in (a, b)]
     assert same[0] == same[1] and len(same[0]) == 3
+
+
+def test_remote_dedup_index_commits_merges_and_reads_on_a_fresh_machine(s3_url, tmp_path, monkeypatch):
+    from clipcrawl.filters.dedup import DedupIndex
+    from tests.filters.dedup.test_index import batch
+
+    monkeypatch.setenv("CLIPCRAWL_CACHE", str(tmp_path / "a"))
+    idx = DedupIndex.open(f"{s3_url}/dedup")
+    for i in range(3):  # three commits: the binary-counter merge rewrites segments on the store
+        idx.add(batch("a", [10 * i + 1, 10 * i + 2], f"0000{i}"))
+        idx.commit()
+    fs, root = fsspec.core.url_to_fs(f"{s3_url}/dedup")
+    live = {s["name"] for s in idx.manifest["segments"]}
+    assert {p.rsplit("/", 1)[-1].split(".")[0] for p in fs.ls(root, detail=False)} == live | {"index"}
+    monkeypatch.setenv("CLIPCRAWL_CACHE", str(tmp_path / "b"))  # another machine: segments downloaded once
+    again = DedupIndex.open(f"{s3_url}/dedup")
+    assert len(again) == 6 and again.shards == {"00000", "00001", "00002"}
+    assert sorted(again.committed.key) == sorted(idx.committed.key)
+
+
+def test_index_in_the_old_local_place_moves_into_the_dataset(s3_url, tmp_path, monkeypatch, caplog):
+    from clipcrawl.base.layout import DatasetLayout
+    from clipcrawl.filters.dedup import DedupIndex
+    from tests.filters.dedup.test_index import batch
+
+    monkeypatch.setenv("CLIPCRAWL_CACHE", str(tmp_path / "cache"))
+    old = DatasetLayout(s3_url).legacy_dedup_index
+    legacy = DedupIndex.open(old)
+    legacy.add(batch("a", [1, 2, 3], "00000"))
+    legacy.commit()
+    with caplog.at_level("INFO"):
+        moved = DedupIndex.open(DatasetLayout(s3_url).dedup_index)
+    assert len(moved) == 3 and moved.shards == {"00000"} and "old local place" in caplog.text
+    assert not os.path.exists(old) and DatasetLayout(s3_url).dedup_index == f"{s3_url}/dedup"

@@ -24,7 +24,7 @@ def _files(root: str) -> dict[str, bytes]:
     """Relative path -> bytes of every file under ``root`` (local path or s3:// URL)."""
     fs, path = fs_and_path(root)
     fs.invalidate_cache()
-    # .lock: the dataset lock a local writer holds (on S3 it lives on the writer's machine), not content
+    # .lock: the dataset lock a local writer holds (on S3 the lease .lock.json is removed on release), not content
     return {f[len(path) + 1:]: fs.cat_file(f) for f in fs.find(path) if not f.endswith("/.lock")}
 
 

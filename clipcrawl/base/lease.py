@@ -13,8 +13,10 @@ longer than ``ttl``) interrupts its main thread rather than keep writing next to
 
 A store that cannot do conditional writes (probed once per bucket: the second create of an object
 must fail with 412) is refused with a :class:`LeaseUnsupported` error, never locked silently on one
-machine. Only S3 (and S3-compatible stores: SeaweedFS >= 3.8x, MinIO, R2, AWS since 2024) is
-supported for now.
+machine. Only S3 and S3-compatible stores are supported for now: AWS (since 2024-08/11 for
+``If-None-Match``/``If-Match``), MinIO, R2, SeaweedFS (conditional PUT since 3.97, seaweedfs#7154;
+concurrent conditional PUTs race-free since seaweedfs#8801, 2026-03; the tests and the compose file
+use 4.48). The probe cannot detect a store that checks the condition but races concurrent writers.
 """
 
 from __future__ import annotations

@@ -85,3 +85,29 @@ def test_store_without_conditional_writes_is_refused_unless_local(tmp_path, monk
     monkeypatch.setenv("CLIPCRAWL_LOCK", "local")
     with RunLock(url) as lock:  # a flock of this machine, as the user asked
         assert lock.lease is None and lock.path.is_relative_to(tmp_path)
+
+
+def test_concurrent_acquirers_exactly_one_wins(s3_url):
+    """Conditional creates race on the server (SeaweedFS fixed a check-then-write race in seaweedfs#8801)."""
+    import threading
+
+    barrier, won, lost = threading.Barrier(6), [], []
+
+    def take() -> None:
+        lock = RunLock(s3_url, ttl=30)
+        barrier.wait()
+        try:
+            won.append(lock.acquire())
+        except LockedError:
+            lost.append(1)
+
+    threads = [threading.Thread(target=take) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(won) == 1 and len(lost) == 5
+    finally:
+        for lock in won:
+            lock.release()

@@ -9,7 +9,7 @@ stops renewing: its lease is free ``ttl`` seconds later. Release deletes it (``I
 
 Expiry compares the writer's clock with the reader's: machines sharing a dataset need clocks
 within a fraction of ``ttl`` (NTP). A holder that finds its lease taken over (it was paused for
-longer than ``ttl``) interrupts its main thread rather than keep writing next to the new owner.
+longer than ``ttl``) interrupts itself (``SIGINT``, as Ctrl-C) rather than keep writing next to the new owner.
 
 A store that cannot do conditional writes (probed once per bucket: the second create of an object
 must fail with 412) is refused with a :class:`LeaseUnsupported` error, never locked silently on one
@@ -21,11 +21,11 @@ use 4.48). The probe cannot detect a store that checks the condition but races c
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -206,7 +206,7 @@ class Lease:
             try:
                 if not self.renew():
                     log.error("lost the lock %s (another run took it over after it expired): stopping", self.url)
-                    _thread.interrupt_main()
+                    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the run stops and cleans up
                     return
             except Exception as e:  # noqa: BLE001 - a transient store error: retry at the next beat
                 log.warning("could not renew the lock %s: %s", self.url, e)

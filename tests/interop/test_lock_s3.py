@@ -111,3 +111,31 @@ def test_concurrent_acquirers_exactly_one_wins(s3_url):
     finally:
         for lock in won:
             lock.release()
+
+
+def test_a_holder_whose_lease_was_taken_over_stops(s3_url):
+    """Paused past its TTL and taken over: the heartbeat finds the ETag changed and interrupts the run."""
+    code = textwrap.dedent(f"""
+        import time
+        from clipcrawl.pipelines.lock import RunLock
+        RunLock({s3_url!r}, ttl=1.5).acquire()
+        print("locked", flush=True)
+        try:
+            time.sleep(30)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "locked"
+        fs, _ = fsspec.core.url_to_fs(s3_url)
+        other = {"host": "elsewhere", "pid": 1, "id": "y", "ttl": 60, "expires": time.time() + 60}
+        fs.pipe_file(f"{s3_url}/{LEASE_FILE}", json.dumps(other).encode())  # another run took it over
+        out, err = p.communicate(timeout=20)
+        assert "interrupted" in out and "lost the lock" in err
+        assert read_lease(f"{s3_url}/{LEASE_FILE}")["id"] == "y"  # the new owner's lease is left alone
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -132,3 +132,33 @@ def test_index_in_the_old_local_place_moves_into_the_dataset(s3_url, tmp_path, m
         moved = DedupIndex.open(DatasetLayout(s3_url).dedup_index)
     assert len(moved) == 3 and moved.shards == {"00000"} and "old local place" in caplog.text
     assert not os.path.exists(old) and DatasetLayout(s3_url).dedup_index == f"{s3_url}/dedup"
+
+
+@pytest.mark.slow
+def test_run_killed_mid_crawl_resumes_on_another_machine(s3_server, s3_url, tmp_path):
+    """kill -9 during the crawl (0.1 s between pages, check-ins every 50 ms), then another machine resumes the run once the killed run's
+    lease expired: the dataset equals an uninterrupted local run's."""
+    import signal
+    import time
+
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    fast = {"CLIPCRAWL_CHECKIN_INTERVAL": "0.05", "CLIPCRAWL_LOCK_TTL": "2"}
+    with DemoSite(DemoSiteContent(seed=11, n_images=16)) as site:
+        slow = {"crawl": {"seeds": [site.url], "allowed_networks": ["127.0.0.0/8"], "max_pages": 100, "delay": 0.1}}
+        local = write_config(tmp_path / "local.yaml", tmp_path / "local", site.url, sources=slow)
+        remote = write_config(tmp_path / "s3.yaml", s3_url, site.url, sources=slow)
+        _run(local, _machine(tmp_path, "local"))
+        r = subprocess.run([sys.executable, "-m", "clipcrawl", "run", str(remote)], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, **_machine(tmp_path, "a"), **fast,
+                                             "CLIPCRAWL_FAILPOINT": "crawl.page:6"})
+        assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+        root = s3_url.removeprefix("s3://")
+        assert json.loads(fs.cat(f"{root}/runs/0001/run.json"))["state"] == "collect"
+        with fs.open(f"{root}/crawl/state/frontier.sqlite", "rb") as f, open(tmp_path / "f.sqlite", "wb") as out:
+            out.write(f.read())  # a check-in happened before the kill
+        checked_in = sqlite3.connect(tmp_path / "f.sqlite").execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+        time.sleep(2.5)  # the killed run's lease expires
+        _run(remote, {**_machine(tmp_path, "b"), **fast})
+    crawl = json.loads(fs.cat(f"{root}/runs/0001/run.json"))["sources"]["crawl"]
+    assert 0 < checked_in <= 5 and crawl["pages"] == crawl["pages_total"] - checked_in  # resumed from the check-in
+    assert _remote_samples(s3_url) == samples(tmp_path / "local")

@@ -24,10 +24,12 @@ Ray specifics:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
+import threading
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -39,8 +41,21 @@ log = logging.getLogger("clipcrawl.engine")
 FORWARDED_ENV = ("CLIPCRAWL_", "HF_HUB_OFFLINE")
 
 
+class _LocalCounter:
+    def __init__(self, start: int) -> None:
+        self._next, self._lock = itertools.count(start), threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            return next(self._next)
+
+
 class LocalEngine:
     name = "local"
+
+    def counter(self, start: int = 0) -> Callable[[], int]:
+        """Unique increasing ints for every worker of a pass (e.g. output file ids)."""
+        return _LocalCounter(start)
 
     def map_ordered(self, worker: Any, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         writer = ThreadPoolExecutor(1, thread_name_prefix="shard-writer") if worker.write_behind else None
@@ -60,6 +75,27 @@ class LocalEngine:
             if writer is not None:
                 writer.shutdown(wait=True)
             worker.close()
+
+
+class _CounterActor:
+    def __init__(self, start: int) -> None:
+        self.value = start
+
+    def next(self) -> int:
+        self.value += 1
+        return self.value - 1
+
+
+class _RayCounter:
+    """A picklable handle on a counter actor: every actor that calls it gets a different int."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def __call__(self) -> int:
+        import ray
+
+        return ray.get(self.handle.next.remote())
 
 
 class _RayActor:
@@ -101,6 +137,7 @@ class RayEngine:
         self.node_ip, self.retries = node_ip, retries
         self.actor_info: list[dict[str, Any]] = []  # one entry per actor started (node, resources)
         self.job_nodes: Counter[str] = Counter()  # node IP -> shards completed there
+        self._helpers: list[Any] = []  # counter actors, ended with the pass
 
     def _init(self) -> Any:
         try:
@@ -114,6 +151,13 @@ class RayEngine:
                      runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1", **env}}, **kw)
         return ray
 
+    def counter(self, start: int = 0) -> Callable[[], int]:
+        """Unique increasing ints across every actor of the next pass (one small actor, no CPU)."""
+        ray = self._init()
+        handle = ray.remote(num_cpus=0)(_CounterActor).remote(start)
+        self._helpers.append(handle)
+        return _RayCounter(handle)
+
     def resources(self, worker: Any) -> tuple[float, float]:
         """``(num_cpus, num_gpus)`` for this pass's actors on the connected cluster."""
         import ray
@@ -124,10 +168,13 @@ class RayEngine:
 
     def map_ordered(self, worker: Any, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         jobs = list(jobs)
+        ray = self._init()
         if not jobs:
+            for h in self._helpers:
+                ray.kill(h)
+            self._helpers.clear()
             worker.close()
             return
-        ray = self._init()
         cpus, gpus = self.resources(worker)
         free = ray.available_resources()
         n = self.actors or max(1, int(free.get("CPU", 1) // cpus) if cpus else 1)
@@ -144,6 +191,9 @@ class RayEngine:
             self.actor_info += sched.infos()
             self.job_nodes.update(sched.done_on)
             sched.stop()
+            for h in self._helpers:
+                ray.kill(h)
+            self._helpers.clear()
             worker.close()
             if sched.done_on:
                 log.info("ray: shards per node: %s", dict(sched.done_on))

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,12 +30,13 @@ def free_port(ip: str = HEAD_IP) -> int:
 
 
 class RayCluster:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
+    def __init__(self) -> None:
+        # short: Ray's unix sockets live under it (107 bytes at most), pytest's tmp paths are too long
+        self.tmp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
         self.ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
         root = str(Path(__file__).resolve().parents[2])  # actors unpickle test classes and this checkout
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp), "PYTHONPATH": path,
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(self.tmp), "PYTHONPATH": path,
                     "RAY_AUTH_MODE": "disabled"}  # loopback only; a token in ~/.ray would otherwise switch auth on
         self.address: str | None = None
         self.error = ""
@@ -49,14 +51,14 @@ class RayCluster:
     def head(self, *args: str) -> bool:
         port = free_port()
         ok = self._start(["--head", f"--node-ip-address={HEAD_IP}", f"--port={port}", "--include-dashboard=false",
-                          f"--dashboard-agent-listen-port={free_port()}", *args], self.tmp / "head")
+                          f"--dashboard-agent-listen-port={free_port()}", *args], self.tmp / "h")
         self.address = f"{HEAD_IP}:{port}" if ok else None
         return ok
 
     def worker(self, ip: str, *args: str) -> bool:
         assert self.address
         return self._start([f"--address={self.address}", f"--node-ip-address={ip}",
-                            f"--dashboard-agent-listen-port={free_port(ip)}", *args], self.tmp / f"node-{ip}")
+                            f"--dashboard-agent-listen-port={free_port(ip)}", *args], self.tmp / f"n{ip.rsplit('.', 1)[-1]}")
 
     def wait_nodes(self, n: int, timeout: float = 60) -> bool:
         code = ("import ray,sys; ray.init(address=sys.argv[1], _node_ip_address=sys.argv[2], log_to_driver=False);"
@@ -103,3 +105,4 @@ class RayCluster:
             end = time.monotonic() + 10
             while pids and time.monotonic() < end and self.pids():
                 time.sleep(0.2)
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -23,11 +23,11 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     mp = pytest.MonkeyPatch()
     for k, v in DRIVER_ENV.items():
         mp.setenv(k, v)
-    c = RayCluster(tmp_path_factory.mktemp("ray"))
+    c = RayCluster()
     if not c.head("--num-cpus=2", "--num-gpus=1"):
         c.stop()
         pytest.skip(f"ray start failed: {c.error}")

@@ -143,6 +143,7 @@ def test_clip_actors_get_a_gpu_share_and_run_on_cpu(cluster, urls, tmp_path):
     finally:
         ray.shutdown()
     assert engine.actor_info and all(i["resources"].get("GPU") == 0.25 for i in engine.actor_info)
+    assert all(i["cuda_visible"] == "0" for i in engine.actor_info)  # torch would see GPU 0 (none here: CPU)
     local, on_ray = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
     assert [r[:2] for r in local] == [r[:2] for r in on_ray]
     assert all(abs(a[2] - b[2]) < 1e-5 for a, b in zip(local, on_ray) if a[2] is not None)

@@ -280,7 +280,7 @@ class _Scheduler:
     def stop(self) -> None:
         for a in self.actors:
             with contextlib.suppress(Exception):  # teardown is best effort; the actor is killed anyway
-                self.ray.get(a.close.remote(), timeout=30)
+                self.ray.get(a.close.remote(), timeout=10)
             self.ray.kill(a)
 
 

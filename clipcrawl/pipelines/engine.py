@@ -99,8 +99,13 @@ class _RayCounter:
 
 
 class _RayActor:
+    """One worker copy. For a pass that writes behind, Ray runs two calls at once on it (threads):
+    one computes the next shard while the other writes the previous one, never two of either (as the
+    local engine's writer thread)."""
+
     def __init__(self, worker: Any) -> None:
         self.worker = worker
+        self.computing, self.writing = threading.Lock(), threading.Lock()
 
     def info(self) -> dict[str, Any]:
         """Where this actor runs and what Ray gave it (tests and the run log read it)."""
@@ -112,7 +117,10 @@ class _RayActor:
                 "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def run(self, job: Any) -> Any:
-        return self.worker(job)
+        with self.computing:
+            out = self.worker.compute(job)
+        with self.writing:
+            return self.worker.write(job, out)
 
     def close(self) -> None:
         self.worker.close()
@@ -181,10 +189,12 @@ class RayEngine:
         if gpus and not self.actors:
             n = min(n, max(1, int(free.get("GPU", 0) // gpus)))
         n = min(n, len(jobs))
-        cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0, max_task_retries=0)(_RayActor)
+        slots = 2 if worker.write_behind else 1
+        cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0, max_task_retries=0,
+                         max_concurrency=slots)(_RayActor)
         ref = ray.put(worker)
         log.info("ray: %d actor(s), %s CPU + %s GPU each, %d shard(s)", n, cpus, gpus, len(jobs))
-        sched = _Scheduler(ray, lambda: cls.remote(ref), n, self.retries, worker)
+        sched = _Scheduler(ray, lambda: cls.remote(ref), n, self.retries, worker, slots)
         try:
             yield from sched.run(jobs)
         finally:
@@ -204,12 +214,12 @@ _DIED = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCras
 
 
 class _Scheduler:
-    """Ordered map over a set of actors: at most one job per actor in flight, results yielded in job
+    """Ordered map over a set of actors: ``slots`` jobs per actor in flight, results yielded in job
     order (at most ``window`` jobs ahead of the oldest unfinished one), dead actors replaced and
-    their job resubmitted."""
+    their jobs resubmitted."""
 
-    def __init__(self, ray: Any, new_actor: Any, n: int, retries: int, worker: Any) -> None:
-        self.ray, self.new_actor, self.retries, self.worker = ray, new_actor, retries, worker
+    def __init__(self, ray: Any, new_actor: Any, n: int, retries: int, worker: Any, slots: int = 1) -> None:
+        self.ray, self.new_actor, self.retries, self.worker, self.slots = ray, new_actor, retries, worker, slots
         self.died = tuple(getattr(ray.exceptions, name) for name in _DIED if hasattr(ray.exceptions, name))
         self.actors: list[Any] = [new_actor() for _ in range(n)]
         self.where: dict[Any, str] = {}  # actor -> node IP (asked once, with its first job)
@@ -236,8 +246,8 @@ class _Scheduler:
         from clipcrawl.pipelines.shardloop import ShardFailure
 
         todo: deque[int] = deque(range(len(jobs)))
-        idle = list(self.actors)
-        window = max(2 * len(self.actors), 4)
+        idle = [a for _ in range(self.slots) for a in self.actors]  # first jobs spread over actors
+        window = max(2 * self.slots * len(self.actors), 4)
         flying: dict[Any, tuple[int, Any]] = {}
         done: dict[int, Any] = {}
         attempts: Counter[int] = Counter()
@@ -260,22 +270,26 @@ class _Scheduler:
                     if attempts[i] > self.retries:
                         done[i] = ShardFailure(name, f"worker died {attempts[i]} times: {type(e).__name__}")
                     else:
-                        todo.appendleft(i)  # to a fresh actor, before later jobs
+                        todo = deque(sorted((*todo, i)))  # to a fresh actor, before later jobs
                     continue
                 self.done_on[self._node(a)] += 1
-                idle.append(a)
+                if a in self.actors:  # not replaced meanwhile (its other job saw it die)
+                    idle.append(a)
             while nxt in done:
                 yield jobs[nxt], done.pop(nxt)
                 nxt += 1
 
     def _replace(self, dead: Any, idle: list[Any]) -> None:
+        if dead not in self.actors:  # its other job's failure already replaced it
+            return
         self.ray.kill(dead)
         self.actors.remove(dead)
         self.info_refs.pop(dead, None)
+        idle[:] = [a for a in idle if a is not dead]
         fresh = self.new_actor()
         self.info_refs[fresh] = fresh.info.remote()
         self.actors.append(fresh)
-        idle.append(fresh)
+        idle.extend([fresh] * self.slots)
 
     def stop(self) -> None:
         for a in self.actors:

@@ -68,8 +68,10 @@ class _DiePass(ShardPass):
         self.published.append(result)
 
 
-def test_killed_worker_shard_goes_to_a_fresh_actor(cluster, tmp_path):
+@pytest.mark.parametrize("write_behind", [False, True])  # True: two jobs in flight per actor, both lost
+def test_killed_worker_shard_goes_to_a_fresh_actor(cluster, tmp_path, write_behind):
     p = _DiePass(die=2, marker=str(tmp_path / "died"))
+    p.write_behind = write_behind
     failures = run_pass(p, list(range(6)), RayEngine(cluster.address, actors=2, node_ip=HEAD_IP))
     assert failures == [] and (tmp_path / "died").exists()
     assert [j for j, _ in p.published] == list(range(6))  # in job order, nothing lost

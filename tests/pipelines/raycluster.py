@@ -102,7 +102,7 @@ class RayCluster:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-            end = time.monotonic() + 10
+            end = time.monotonic() + 4
             while pids and time.monotonic() < end and self.pids():
                 time.sleep(0.2)
         shutil.rmtree(self.tmp, ignore_errors=True)

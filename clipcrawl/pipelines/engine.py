@@ -176,13 +176,16 @@ class RayEngine:
 
     def map_ordered(self, worker: Any, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         jobs = list(jobs)
-        ray = self._init()
-        if not jobs:
-            for h in self._helpers:
-                ray.kill(h)
-            self._helpers.clear()
+        if not jobs:  # nothing to do: no cluster needed (counters made for this pass are ended)
+            if self._helpers:
+                import ray
+
+                for h in self._helpers:
+                    ray.kill(h)
+                self._helpers.clear()
             worker.close()
             return
+        ray = self._init()
         cpus, gpus = self.resources(worker)
         free = ray.available_resources()
         n = self.actors or max(1, int(free.get("CPU", 1) // cpus) if cpus else 1)

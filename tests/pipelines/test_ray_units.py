@@ -52,3 +52,16 @@ def test_read_input_redoes_an_input_a_dead_worker_left_unfinished(tmp_path):
     assert sorted(r["key"] for r in _pairs(tmp_path / "out")) == rows
     assert sorted(p.name for p in (tmp_path / "out" / "pairs").iterdir()) == sorted(
         f"{c}.parquet" for c in again.chunks)
+
+
+def test_failpoint_once_kills_only_the_first_process(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CLIPCRAWL_FAILPOINT": "x", "CLIPCRAWL_FAILPOINT_ONCE": str(tmp_path / "m")}
+    code = "from clipcrawl.base.failpoints import failpoint; failpoint('x'); print('passed')"
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True) for _ in range(2)]
+    assert runs[0].returncode == -signal.SIGKILL and (tmp_path / "m").exists()
+    assert runs[1].returncode == 0 and runs[1].stdout.strip() == "passed"

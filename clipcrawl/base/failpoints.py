@@ -4,6 +4,9 @@
 (``name`` or ``name:N`` for its N-th hit in this process); then the process SIGKILLs itself there,
 exactly like ``kill -9`` from outside: no cleanup, no atexit, no flush. Tests use it to stop a run
 at a chosen step and check that the next run ends with the same dataset as an uninterrupted one.
+With ``CLIPCRAWL_FAILPOINT_ONCE=/path/marker`` the point fires only while that file does not exist
+(it is created just before the kill): across processes, only the first attempt dies, so a retry on
+another worker (a fresh Ray actor) passes.
 """
 
 from __future__ import annotations
@@ -23,4 +26,10 @@ def failpoint(name: str) -> None:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] >= int(nth or 1):
+        once = os.environ.get("CLIPCRAWL_FAILPOINT_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)

@@ -34,6 +34,9 @@ class Stage:
 
     name: ClassVar[str] = "stage"
     reports_progress: ClassVar[bool] = False
+    #: what one worker running this stage needs beyond a CPU, e.g. ``{"gpu": 0.25}`` (a share of a GPU);
+    #: the Ray engine turns it into actor resources when the cluster has them (see :meth:`needs`)
+    resources: ClassVar[dict[str, float]] = {}
 
     _is_setup: bool = False
     progress: ProgressSink | None = None
@@ -41,6 +44,10 @@ class Stage:
     def tick(self, n: int = 1, **fields: Any) -> None:
         if self.progress is not None:
             self.progress.update(n, **fields)
+
+    def needs(self) -> dict[str, float]:
+        """This instance's resources (a stage configured for the CPU may drop its GPU wish)."""
+        return dict(self.resources)
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Create heavy per-worker state. Called once before the first batch."""

@@ -134,7 +134,8 @@ def run(cfg: RunConfig) -> RunState:
 def _engine_kw(cfg: RunConfig) -> dict[str, Any]:
     if cfg.engine != "ray":
         return {}
-    return {"address": cfg.ray_address, "actors": cfg.ray_actors, "node_ip": cfg.ray_node_ip}
+    return {"address": cfg.ray_address, "actors": cfg.ray_actors, "node_ip": cfg.ray_node_ip,
+            "gpus_per_actor": cfg.ray_gpus_per_actor}
 
 
 def process(cfg: RunConfig, ds: DatasetLayout, st: RunState, engine: Any) -> None:

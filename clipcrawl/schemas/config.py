@@ -63,6 +63,8 @@ class RunConfig(Model):
     engine: Literal["local", "ray"] = Field("local", description="local: this machine; ray: a Ray cluster.")
     ray_address: str | None = Field(None, description="Ray cluster address (default: RAY_ADDRESS or local).")
     ray_actors: int | None = Field(None, ge=1, description="Fetch/score actors (default: one per free CPU).")
+    ray_gpus_per_actor: float | None = Field(None, ge=0, description="GPU share per CLIP actor when the "
+                                             "cluster has GPUs (default: the stage's, 0.25).")
     ray_node_ip: str | None = Field(None, description="This machine's IP as the Ray cluster knows it "
                                     "(when auto-detection picks the wrong interface).")
     blocklists: list[str] = Field(

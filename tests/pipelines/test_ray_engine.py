@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
 from clipcrawl.pipelines.engine import LocalEngine, RayEngine, make_engine
 
+from .raycluster import DRIVER_ENV, RayCluster
 from .test_run import samples, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -21,29 +20,21 @@ ray = pytest.importorskip("ray")
 NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's external address; .2 stays on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((NODE_IP, 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    port = _free_port()
-    tmp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp)}
-    start = [ray_bin, "start", "--head", f"--node-ip-address={NODE_IP}", f"--port={port}", "--num-cpus=2",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp}"]
-    r = subprocess.run(start, capture_output=True, text=True, timeout=180, env=env)
-    if r.returncode != 0:
-        pytest.skip(f"ray start failed: {r.stderr[-500:]}")
+def ray_cluster():
+    mp = pytest.MonkeyPatch()
+    for k, v in DRIVER_ENV.items():
+        mp.setenv(k, v)
+    c = RayCluster()
     try:
-        yield f"{NODE_IP}:{port}"
+        if not c.head("--num-cpus=2"):
+            pytest.skip(f"ray start failed: {c.error}")
+        yield c.address
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
+        c.stop()
+        mp.undo()
 
 
 def test_make_engine():

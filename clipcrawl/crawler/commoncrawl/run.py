@@ -7,6 +7,10 @@ Output (``out_dir`` is a local folder or an fsspec URL)::
 
 A rerun skips inputs whose state says ``done`` (read with the same or a larger ``max_records``),
 deletes the chunks of unfinished or failed inputs and reads those again.
+
+Inputs are read by a process pool here, or by a ``runner`` the caller gives (the Ray engine's shard
+loop: :mod:`clipcrawl.pipelines.passes.commoncrawl`), which calls :func:`read_input` per input: the
+same planning, state files and summary either way.
 """
 
 from __future__ import annotations
@@ -157,6 +161,21 @@ def _work(path: str, opts: ReadOptions, out_dir: str) -> FileReport:
     return process_file(path, opts, out_dir, _alloc_shared, lambda r, p: q.put((path, r, p)))
 
 
+def read_input(path: str, opts: ReadOptions, out_dir: str, alloc: Callable[[], int],
+               report: Callable[[int, int], None] | None = None) -> FileReport:
+    """Read one input to its end, first removing the chunks of an unfinished earlier attempt (a worker
+    killed mid-file): safe to call again for the same input. ``alloc`` gives unique chunk ids."""
+    prev = _previous(out_dir, path)
+    if prev and prev.get("status") != "done":
+        _remove_chunks(out_dir, list(prev.get("chunks") or []))
+    return process_file(path, opts, out_dir, alloc, report)
+
+
+#: ``runner(todo, opts, out_dir, first_chunk_id, finished)``: reads every input of ``todo`` (each with
+#: :func:`read_input`, chunk ids unique from ``first_chunk_id``) and calls ``finished`` per input, in order
+Runner = Callable[[list[str], ReadOptions, str, int, Callable[[FileReport], None]], None]
+
+
 def read_commoncrawl(
     config: CommonCrawlConfig,
     out_dir: str | os.PathLike[str],
@@ -164,6 +183,7 @@ def read_commoncrawl(
     workers: int | None = None,
     progress: bool = True,
     on_file: Callable[[FileReport], None] | None = None,
+    runner: Runner | None = None,
 ) -> CommonCrawlSummary:
     """Read every input of ``config`` into ``out_dir`` (see the module doc); returns the totals."""
     t0 = time.monotonic()
@@ -186,7 +206,7 @@ def read_commoncrawl(
         log.info("commoncrawl: %d of %d inputs already read, skipped", summary.already_done, len(inputs))
     n_workers = max(1, min(workers or config.workers or (os.cpu_count() or 1), len(todo) or 1))
     first_id = _next_chunk_id(out)
-    bar = Progress("commoncrawl", total=None, unit="rec", enabled=progress and bool(todo))
+    bar = Progress("commoncrawl", total=None, unit="rec", enabled=progress and bool(todo) and runner is None)
 
     def finished(rep: FileReport) -> None:
         summary.add(rep)
@@ -197,7 +217,10 @@ def read_commoncrawl(
         if on_file is not None:
             on_file(rep)
 
-    if n_workers == 1:
+    if runner is not None:
+        if todo:
+            runner(todo, opts, out, first_id, finished)
+    elif n_workers == 1:
         ids = iter(range(first_id, 1 << 62))
         with bar:
             for path in todo:

@@ -45,10 +45,16 @@ class ScoreClip(Stage):
 
     name: ClassVar[str] = "clip"
     reports_progress: ClassVar[bool] = True
+    #: a quarter GPU per worker when the cluster has GPUs (``device: auto`` then resolves to CUDA there)
+    resources: ClassVar[dict[str, float]] = {"gpu": 0.25}
     _transient = ("clip", "encoder", "tags", "logit_scale")
 
     def __init__(self, config: ClipConfig | None = None) -> None:
         self.config = config or ClipConfig()
+
+    def needs(self) -> dict[str, float]:
+        dev = self.config.device
+        return {} if dev == "cpu" or dev.startswith("mps") else dict(self.resources)
 
     def setup(self) -> None:
         from clipcrawl.filters.clip.encoders import make_encoder

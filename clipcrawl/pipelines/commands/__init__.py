@@ -21,14 +21,18 @@ RAY_ADDRESS_HELP = ("Ray cluster address (default: RAY_ADDRESS, else a local Ray
                     "ADDRESS@NODE_IP when this machine's IP as the cluster knows it must be given.")
 
 
-def make_pass_engine(engine: str, ray_address: str | None):
+GPUS_PER_ACTOR_HELP = ("Ray: GPU share per actor of a pass that uses a GPU (e.g. 0.25; default: what its "
+                       "stages declare). Only asked for when the cluster has GPUs.")
+
+
+def make_pass_engine(engine: str, ray_address: str | None, gpus_per_actor: float | None = None):
     """The engine a pass command runs on (``--engine``, ``--ray-address ADDRESS[@NODE_IP]``)."""
     from clipcrawl.pipelines.engine import make_engine
 
     if engine != "ray":
         return make_engine(engine)
     address, _, node_ip = (ray_address or "").partition("@")
-    return make_engine(engine, address=address or None, node_ip=node_ip or None)
+    return make_engine(engine, address=address or None, node_ip=node_ip or None, gpus_per_actor=gpus_per_actor)
 
 
 STORAGE_OPTIONS_HELP = 'fsspec options as JSON, e.g. \'{"endpoint_url": "http://host:9000"}\'.'

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from clipcrawl.pipelines.commands import RAY_ADDRESS_HELP, make_pass_engine
+
 ORDER = 15
 
 
@@ -20,6 +22,9 @@ def commoncrawl(
     pairs_per_file: int = typer.Option(100_000, "--pairs-per-file", min=1, help="Rows per pairs Parquet file."),
     blocklist: list[Path] | None = typer.Option(
         None, "--blocklist", help="Blocklist file (repeat): pairs whose image or page URL/domain is listed are dropped."),
+    engine: str = typer.Option("local", "--engine", help="local (a process pool on this machine, --workers) or ray "
+                               "(every input file is a job on the actors of a Ray cluster)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Collect (image URL, alt text) pairs from Common Crawl files, as LAION/DataComp did.
 
@@ -38,7 +43,12 @@ def commoncrawl(
         CommonCrawlConfig,
         "clipcrawl commoncrawl",
     )
-    summary = read_commoncrawl(cfg, out)
+    runner = None
+    if engine != "local":
+        from clipcrawl.pipelines.passes.commoncrawl import engine_runner
+
+        runner = engine_runner(make_pass_engine(engine, ray_address))
+    summary = read_commoncrawl(cfg, out, runner=runner)
     _print_summary(summary, out)
     if not summary.ok:
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+from clipcrawl.pipelines.commands import ENGINE_HELP, GPUS_PER_ACTOR_HELP, RAY_ADDRESS_HELP, make_pass_engine
 
 ORDER = 40
 
@@ -51,6 +51,7 @@ def score(
         "metaclip): its model and rules, applied over the whole dataset after scoring; explicit options win."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    gpus_per_actor: float | None = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_PER_ACTOR_HELP),
 ) -> None:
     """Score image-caption similarity with CLIP and store it (and zero-shot tags) in each shard's Parquet."""
     from clipcrawl.filters.curate import needs_curation
@@ -75,7 +76,7 @@ def score(
     wide = needs_curation(filters) or preset is not None  # decided over the whole dataset after scoring
     summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
                            embeddings_dir=embeddings_dir, rescore=rescore,
-                           engine=make_pass_engine(engine, ray_address))
+                           engine=make_pass_engine(engine, ray_address, gpus_per_actor))
     print_summary(summary)
     if summary.shards == 0 and not summary.failures:
         raise typer.Exit(2)

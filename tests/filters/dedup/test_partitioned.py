@@ -26,10 +26,10 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _runs(seed: int = 7) -> list[list[list[dict]]]:
-    """3 runs x 3 shards of rows with planted duplicates: exact (URL, bytes, pixels), perceptual
+    """3 runs x 2 shards of rows with planted duplicates: exact (URL, bytes, pixels), perceptual
     (resized, cropped), semantic (near embeddings of different pictures), across shards and runs."""
     r = np.random.default_rng(seed)
-    n_pics = 24
+    n_pics = 18
     pics = [picture(1000 + i) for i in range(n_pics)]
     jpg = [encode(p, quality=90) for p in pics]
     emb = [_unit(r.normal(size=D)) for _ in range(n_pics)]
@@ -55,8 +55,8 @@ def _runs(seed: int = 7) -> list[list[list[dict]]]:
         rows[i]["clip_similarity"] = float(r.uniform(0.2, 0.4))
         rows[i]["original_width"], rows[i]["original_height"] = 160, 120
     rows = [rows[i] for i in order]
-    shards = [rows[s::9] for s in range(9)]
-    return [shards[0:3], shards[3:6], shards[6:9]]
+    shards = [rows[s::6] for s in range(6)]
+    return [shards[0:2], shards[2:4], shards[4:6]]
 
 
 def _table(rows: list[dict]):

@@ -125,7 +125,7 @@ class IndexPartition:
         return self._refs[(lo, hi)], a
 
     def search(self, q: Fingerprints, methods: list[str], ranges: list[tuple[int, int]], rule: Rule,
-               tau: float) -> dict[str, list[Found]]:
+               tau: float, hint: int = 1024) -> dict[str, list[Found]]:
         """Per method, per range: each query row's best match among this partition's rows of that
         range (ties: the earliest row), as the single index's :class:`.match.Reference` decides."""
         self._refs = {r: ref for r, ref in self._refs.items() if r in ranges}  # merged layers are rebuilt
@@ -140,7 +140,7 @@ class IndexPartition:
                 if method == "phash":
                     hits = ref.phash(q, active, rule)
                 elif method == "semantic":
-                    self._exact_semantic(ref, hi - lo)
+                    self._semantic_index(ref, hi - lo, hint)
                     hits = ref.semantic(q, active, tau)
                 else:
                     hits = ref.exact(method, q, active)
@@ -148,16 +148,19 @@ class IndexPartition:
         return out
 
     @staticmethod
-    def _exact_semantic(ref: Reference, n_global: int) -> None:
-        """Search exactly wherever the single index could have (it is exact when ``n * n_query <=
-        EXACT_WORK`` with ``n_query >= 1024``), so decisions match it there; beyond, this partition's
-        own IVF may find pairs the single index's IVF missed or vice versa (documented)."""
+    def _semantic_index(ref: Reference, n_global: int, hint: int) -> None:
+        """Build the range's embedding index (once, like the single index's Reference) exact exactly
+        where the single index is (``n * hint <= EXACT_WORK`` over the whole range, ``hint`` = the
+        active query rows at its first use), so decisions match there; beyond, this partition's own
+        index (IVF when its share is large) may find pairs the single index's IVF missed, or miss some."""
         from clipcrawl.filters.dedup.semantic import EXACT_WORK, EmbeddingIndex
 
-        if "semantic" in ref._cache or ref.fp.emb is None:
+        if "semantic" in ref._cache or ref.fp.emb is None or not len(ref.fp):
             return
-        if n_global * 1024 <= EXACT_WORK or n_global < 4096:
+        if n_global * hint <= EXACT_WORK or n_global < 4096:
             ref._cache["semantic"] = EmbeddingIndex(ref.fp.emb, n_query_hint=1)  # n * 1 <= EXACT_WORK: flat
+        else:
+            ref._cache["semantic"] = EmbeddingIndex(ref.fp.emb, n_query_hint=hint)
 
     def _found(self, hits: Hits, ref: Reference, first: int) -> Found:
         found = Found.none(len(hits.ref))

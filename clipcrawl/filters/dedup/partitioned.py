@@ -19,8 +19,10 @@ NCC, unverified by the smallest distance; semantic: the highest cosine; ties: th
 ranges are contiguous sequence ranges, so the driver sends them along and each partition answers,
 per method and per range, its best row with its sequence number; the driver merges by the same rule
 (ties: smallest sequence number) and applies the ranges in order. Each match depends only on the query
-row and the reference rows, so looking every method up at once (instead of after the previous
-method's marks) gives the same decisions. Grouping within the batch (the keep rule) and the
+row and the reference rows, so looking url/sha256/pixels/pHash up in one round (instead of after the
+previous method's marks) gives the same decisions. Semantic lookups take one round per range with
+the rows still active then, because the single index sizes each range's embedding index (exact or
+IVF) by that count at its first use; the partitions make the same exact/IVF choice. Grouping within the batch (the keep rule) and the
 evaluation sets stay on the driver; kept rows are then inserted (each to ``seq % P``) before the next
 batch's lookup, so batch i sees every insert of batches < i.
 
@@ -31,10 +33,11 @@ one still broadcasts.
 
 Same decisions as the single index: always for url/sha256/pixels and pHash (+ crops: the crop search
 is approximate but per pair, so independent of which rows share a partition); for semantic wherever
-the single index searches exactly (``n * max(batch, 1024) <= semantic.EXACT_WORK``, e.g. 390k rows
-at batches up to 1024 active rows). Above that the single index uses an IVF trained on all rows;
-a partition searches exactly while the range's rows times 1024 fit EXACT_WORK, else trains its own
-IVF on its rows, and then a pair one IVF's probes miss can be found by the other.
+the single index searches exactly (range rows x max(active rows, 1024) <= ``semantic.EXACT_WORK``,
+e.g. 20k x 20k, 390k x 1024). Above that the single index uses an IVF trained on all the range's
+rows, each partition an index of its own share (IVF, or exact when its share is small enough), and
+a pair one IVF's probes miss can be found by the other (both verify candidates with the exact cosine,
+so no pair below the threshold is ever accepted).
 
 Limits: each partition holds its rows in memory (thumbnails 1.1 kB, crop codes 352 B, embeddings
 2 B x d per row; stored thumbnails/embeddings are memory-mapped at open); a batch is sent to all P
@@ -228,9 +231,10 @@ class PartitionedIndex:
 
     # ---------------------------------------------------------------- lookups
     def lookup(self, q: Fingerprints, methods: list[str], ranges: list[tuple[int, int]], rule: Rule,
-               tau: float) -> dict[str, list[Found]]:
-        """Per method, per range (in the given order): each query row's best match over all partitions."""
-        answers = self.backend.call("search", [(q, methods, ranges, rule, tau)] * self.parts)
+               tau: float, hint: int = 1024) -> dict[str, list[Found]]:
+        """Per method, per range (in the given order): each query row's best match over all partitions
+        (``hint``: the query rows the single index would size a new embedding index for)."""
+        answers = self.backend.call("search", [(q, methods, ranges, rule, tau, hint)] * self.parts)
         return {m: [merge(m, [a[m][i] for a in answers]) for i in range(len(ranges))] for m in methods}
 
 

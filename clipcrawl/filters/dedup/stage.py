@@ -175,24 +175,37 @@ class MarkDuplicates(Stage):
             self._base_range = (0, self.index.total, self.index.embedding_model)
         ranges = [(*self._base_range, "published")] if self._base_range[1] else []
         ranges += [(*r, "earlier batch") for r in self._ranges]
-        rows = np.flatnonzero(marks.active)
         out: dict[str, list] = {m: [] for m in methods}
-        if not len(rows) or not ranges or not methods:
+        rows = np.flatnonzero(marks.active)
+        if not len(rows) or not ranges:
             return out
         cfg = self.config
-        found = self.index.lookup(fp.take(rows), methods, [(lo, hi) for lo, hi, _, _ in ranges],
-                                  self._rule(cfg.phash_max_distance), cfg.semantic_threshold)
-        for method in methods:
-            for (_, _, model, where), f in zip(ranges, found[method]):
-                if method == "semantic" and model and fp.model and model != fp.model:
+        rule, tau = self._rule(cfg.phash_max_distance), cfg.semantic_threshold
+
+        def mark(method: str, where: str, rows: np.ndarray, f) -> None:
+            hit = np.flatnonzero(f.seq >= 0)
+            fmt = self._formatter(method, where)
+            msgs = [fmt(k, v, s) for k, v, s in zip(f.key[hit], f.value[hit], f.score[hit])]
+            self.counts[method] += marks.mark(rows[hit].tolist(), f.key[hit].tolist(), method, msgs)
+
+        first = [m for m in methods if m != "semantic"]  # one round for exact + pHash
+        found = self.index.lookup(fp.take(rows), first, [(lo, hi) for lo, hi, _, _ in ranges], rule, tau) \
+            if first else {}
+        for method in first:
+            for (*_, where), f in zip(ranges, found[method]):
+                out[method].append(lambda method=method, where=where, f=f: mark(method, where, rows, f))
+        if "semantic" in methods:  # one round per range, with the rows still active then (as the single
+            for lo, hi, model, where in ranges:  # index, whose embedding index is sized by them)
+                if model and fp.model and model != fp.model:
                     continue  # embeddings of different models are not comparable (warned in process)
 
-                def apply(f=f, where=where, method=method) -> None:
-                    hit = np.flatnonzero(f.seq >= 0)
-                    fmt = self._formatter(method, where)
-                    msgs = [fmt(k, v, s) for k, v, s in zip(f.key[hit], f.value[hit], f.score[hit])]
-                    self.counts[method] += marks.mark(rows[hit].tolist(), f.key[hit].tolist(), method, msgs)
-                out[method].append(apply)
+                def semantic(lo=lo, hi=hi, where=where) -> None:
+                    now = np.flatnonzero(marks.active)
+                    if len(now):
+                        f = self.index.lookup(fp.take(now), ["semantic"], [(lo, hi)], rule, tau,
+                                              max(len(now), 1024))["semantic"][0]
+                        mark("semantic", where, now, f)
+                out["semantic"].append(semantic)
         return out
 
     def _methods(self, fp: Fingerprints) -> list[str]:

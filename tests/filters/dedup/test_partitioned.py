@@ -95,6 +95,7 @@ def test_single_index_finds_the_planted_duplicates(single):
     assert any("(published)" in e for e in messages) and any("(earlier batch)" in e for e in messages)
 
 
+@pytest.mark.slow  # 10-35 s on the shared 2-core box (P x per-range pHash/crop tables of 2^22 entries)
 @pytest.mark.parametrize("partitions", [[4, 4, 4], [4, 2, 1]])
 def test_partitioned_decisions_equal_single(single, tmp_path, partitions):
     assert _decide(tmp_path, partitions) == single

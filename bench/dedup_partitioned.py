@@ -7,7 +7,7 @@ earlier batches, grouping within the batch, inserting the kept rows, committing 
 * ``phash``: N structured 64-bit pHashes (bench/dedup_phash.py's generator) with url/sha256/pixels/pHash
   (no thumbnails: pHash-only matching, the crop windows and NCC verification need images); 2% of each
   batch are pHash near-copies (1-6 flipped bits) of published rows, 1% byte copies.
-* ``semantic``: N x d unit embeddings (float16 in the index) with the exact methods + semantic
+* ``semantic``: N x d unit embeddings with CLIP-like anisotropy (float16 in the index) with the exact methods + semantic
   (pHash off); 2% of each batch are near copies (cosine ~0.98) of published rows.
 
 Reported per P: building the index (re-partitioning N rows and writing the segments), opening it
@@ -40,6 +40,21 @@ def _hex(rng, n: int) -> np.ndarray:
     return np.array([f"{v:016x}" for v in rng.integers(0, 2**63, n, dtype=np.int64)], dtype=object)
 
 
+_BASIS: dict = {}
+
+
+def clip_like(rng, n: int, dim: int) -> np.ndarray:
+    """Unit vectors with CLIP-like anisotropy: most variance in a few dozen directions (isotropic
+    random vectors would make the 32-d PCA of semantic.py's IVF path keep almost no distance, so
+    nearly every pair would become a candidate: a pathological case no real embedding has)."""
+    if dim not in _BASIS:
+        _BASIS[dim] = np.linalg.qr(np.random.default_rng(42).normal(size=(dim, 64)))[0].T.astype(np.float32)
+    spectrum = (1.0 / np.sqrt(1 + np.arange(64))).astype(np.float32)
+    x = (rng.normal(size=(n, 64)).astype(np.float32) * spectrum) @ _BASIS[dim]
+    x += rng.normal(size=(n, dim)).astype(np.float32) * 0.02
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def reference(scenario: str, n: int, dim: int, seed: int = 0):
     from clipcrawl.filters.dedup.columns import Fingerprints
 
@@ -53,8 +68,7 @@ def reference(scenario: str, n: int, dim: int, seed: int = 0):
         emb = None
     else:
         codes = u()
-        emb = rng.normal(size=(n, dim)).astype(np.float32)
-        emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16)
+        emb = clip_like(rng, n, dim).astype(np.float16)
     keys = np.array([f"ref{i:09d}" for i in range(n)], dtype=object)
     return Fingerprints(keys, u(), u(), ones, u(), ones, codes, ones, np.full(n, "00000", dtype=object),
                         emb=emb, model="bench" if emb is not None else None)
@@ -82,7 +96,7 @@ def batches(ref, scenario: str, n_batches: int, size: int, dim: int, seed: int =
             ph[len(copy): len(copy) + len(near)] = ref.phash[near] ^ masks
             cols["phash"] = pa.array(ph, pa.uint64())
         else:
-            e = rng.normal(size=(size, dim)).astype(np.float32)
+            e = clip_like(rng, size, dim)
             base = np.asarray(ref.emb[near], np.float32)
             e[len(copy): len(copy) + len(near)] = base + rng.normal(size=base.shape).astype(np.float32) * 0.006
             e /= np.linalg.norm(e, axis=1, keepdims=True)

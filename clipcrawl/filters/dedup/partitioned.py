@@ -271,6 +271,9 @@ def open_index(directory: str | None, partitions: int = 1, backend: str = "auto"
     keep their order); ``partitions.json``, when present, is the authoritative layout."""
     from clipcrawl.filters.dedup.store import DedupIndex
 
+    if directory is not None:
+        directory = os.fspath(directory)
+        directory = directory.removeprefix("file://")
     top = _read_top(directory) if directory is not None and "://" not in directory else None
     if partitions <= 1:
         index = DedupIndex.open(directory)

@@ -13,8 +13,8 @@ earlier batches, grouping within the batch, inserting the kept rows, committing 
 Reported per P: building the index (re-partitioning N rows and writing the segments), opening it
 (a restart: partitions load in parallel), the reference lookups, the inserts (+ commits), the whole
 stage per batch, rows/s, and whether every decision (status, duplicate_of, dedup_method, message)
-equals P = 1's. ``--backend local`` runs partitions as threads of this process, ``ray`` as actors of
-a local Ray instance (started on 127.0.0.2).
+equals the first row's (P = 1 first in the default order). ``--backend local`` runs partitions as
+threads of this process, ``ray`` as actors of a local Ray instance (started on 127.0.0.2).
 
     python bench/dedup_partitioned.py --scenario phash --rows 200000 --parts 1,2,4
     python bench/dedup_partitioned.py --scenario semantic --rows 100000 --dim 512 --parts 1,2,4
@@ -182,7 +182,8 @@ def main() -> None:
     ref = reference(args.scenario, args.rows, args.dim)
     tables = batches(ref, args.scenario, args.batches, args.batch, args.dim)
     first = None
-    print("| P | build s | open s | lookups s | inserts+commits s | stage s | rows/s | marked | same as P=1 |")
+    print("| P | build s | open s | lookups s | inserts+commits s | stage s | rows/s | marked "
+          "| same decisions as the first row |")
     print("|---|---|---|---|---|---|---|---|---|")
     for p in [int(x) for x in args.parts.split(",")]:
         r = run(args.scenario, p, ref, tables, args.backend if p > 1 else "local")

@@ -120,3 +120,16 @@ def test_open_index_repartitions_in_order_and_drops_uncommitted_rows(tmp_path):
     again.close()
     back = open_index(str(tmp_path), 1)
     assert isinstance(back, DedupIndex) and list(back.committed.key) == list(fp.key)
+
+
+def test_sync_index_rebuilds_a_partitioned_index(tmp_path):
+    from clipcrawl.filters.dedup.rebuild import sync_index
+
+    (tmp_path / "ds" / "shards").mkdir(parents=True)
+    index = open_index(str(tmp_path / "idx"), 2, "local")
+    index.add(fingerprints(_table(_runs()[0][0])))
+    index.note_shards(["00007"])  # a shard the dataset no longer has: rebuilt from the (no) shards
+    index.commit()
+    assert sync_index(index, str(tmp_path / "ds")) == 0
+    assert len(index) == 0 and index.shards == set()
+    index.close()

@@ -151,16 +151,18 @@ class IndexPartition:
     def _semantic_index(ref: Reference, n_global: int, hint: int) -> None:
         """Build the range's embedding index (once, like the single index's Reference) exact exactly
         where the single index is (``n * hint <= EXACT_WORK`` over the whole range, ``hint`` = the
-        active query rows at its first use), so decisions match there; beyond, this partition's own
-        index (IVF when its share is large) may find pairs the single index's IVF missed, or miss some."""
+        active query rows at its first use), so decisions match there; beyond, this partition trains an IVF
+        of its own share (exact below 4096 rows), which may find pairs the single index's IVF missed, or
+        miss some (bench/RESULTS.md: exact shares made P = 4 ten times slower on 2 cores)."""
         from clipcrawl.filters.dedup.semantic import EXACT_WORK, EmbeddingIndex
 
         if "semantic" in ref._cache or ref.fp.emb is None or not len(ref.fp):
             return
         if n_global * hint <= EXACT_WORK or n_global < 4096:
             ref._cache["semantic"] = EmbeddingIndex(ref.fp.emb, n_query_hint=1)  # n * 1 <= EXACT_WORK: flat
-        else:
-            ref._cache["semantic"] = EmbeddingIndex(ref.fp.emb, n_query_hint=hint)
+        else:  # IVF like the single index, even where this share alone would be searched exactly (P x the work)
+            n = max(len(ref.fp), 1)
+            ref._cache["semantic"] = EmbeddingIndex(ref.fp.emb, n_query_hint=max(hint, int(EXACT_WORK // n) + 1))
 
     def _found(self, hits: Hits, ref: Reference, first: int) -> Found:
         found = Found.none(len(hits.ref))

@@ -35,8 +35,8 @@ Same decisions as the single index: always for url/sha256/pixels and pHash (+ cr
 is approximate but per pair, so independent of which rows share a partition); for semantic wherever
 the single index searches exactly (range rows x max(active rows, 1024) <= ``semantic.EXACT_WORK``,
 e.g. 20k x 20k, 390k x 1024). Above that the single index uses an IVF trained on all the range's
-rows, each partition an index of its own share (IVF, or exact when its share is small enough), and
-a pair one IVF's probes miss can be found by the other (both verify candidates with the exact cosine,
+rows and each partition an IVF of its own share (nprobe of ~4 sqrt(n/P) lists: each probes a larger
+fraction of its rows), and a pair one IVF's probes miss can be found by the other (both verify candidates with the exact cosine,
 so no pair below the threshold is ever accepted).
 
 Limits: each partition holds its rows in memory (thumbnails 1.1 kB, crop codes 352 B, embeddings

@@ -265,6 +265,12 @@ class DedupConfig(Model):
         None, gt=0, le=1, description="Cosine for exclude_near; default semantic_threshold."
     )
     index: bool = Field(True, description="Also dedup against every published sample (persistent index).")
+    partitions: int = Field(
+        1, ge=1, le=64,
+        description="Partitions of the persistent index (DATASET/dedup/part-NN): lookups and inserts run on P "
+        "partitions (Ray actors on the Ray engine, threads locally) with the single index's decisions; 1 = one "
+        "index in the driver. See clipcrawl.filters.dedup.partitioned.",
+    )
     index_dir: str | None = Field(
         None, description="Local folder of the persistent index; default DATASET/dedup."
     )

@@ -40,7 +40,7 @@ _EXACT_TEXT = {
 
 class MarkDuplicates(Stage):
     name: ClassVar[str] = "dedup"
-    _transient = ("index", "_eval", "_base", "_layers")
+    _transient = ("index", "_eval", "_base", "_layers", "_ranges", "_base_range")
 
     def __init__(self, config: DedupConfig | None = None, dataset: str | None = None,
                  clip: ClipConfig | None = None, *, sync: bool = True):
@@ -52,6 +52,8 @@ class MarkDuplicates(Stage):
         self._eval: Reference | None = None
         self._base: Reference | None = None
         self._layers: list[Reference] = []
+        self._ranges: list[tuple[int, int, str | None]] = []  # partitioned index: layers as sequence ranges
+        self._base_range: tuple[int, int, str | None] | None = None
         self.counts: dict[str, int] = {m.value: 0 for m in DedupMethod}
         self._warned_tiny = False
 
@@ -67,8 +69,10 @@ class MarkDuplicates(Stage):
         return DatasetLayout(self.dataset).dedup_index if self.dataset else None
 
     def setup(self) -> None:
-        self._eval, self._base, self._layers = None, None, []
-        self.index = DedupIndex.open(self.index_dir)
+        self._eval, self._base, self._layers, self._ranges, self._base_range = None, None, [], [], None
+        from clipcrawl.filters.dedup.partitioned import open_index
+
+        self.index = open_index(self.index_dir, self.config.partitions)  # P = 1: a DedupIndex
         if self.dataset and self.config.index and self.sync:
             from clipcrawl.filters.dedup.rebuild import sync_index
 
@@ -98,8 +102,26 @@ class MarkDuplicates(Stage):
         out = [(self._base, "published")] if len(self._base) else []
         return out + [(layer, "earlier batch") for layer in self._layers]
 
+    def close(self) -> None:
+        """Stop the partitions of a partitioned index (Ray actors, threads)."""
+        if hasattr(getattr(self, "index", None), "close"):
+            self.index.close()
+
+    @property
+    def _partitioned(self) -> bool:
+        return not isinstance(self.index, DedupIndex)
+
     def _remember(self, fp: Fingerprints) -> None:
         """Add kept rows as a search layer; merge equal-sized layers (amortised O(n log n) builds)."""
+        if self._partitioned:  # the same layers, as sequence ranges of the partitioned index
+            lo = len(self.index)
+            self.index.add(fp)
+            hi, model = len(self.index), fp.model if fp.emb is not None else None
+            while self._ranges and self._ranges[-1][1] - self._ranges[-1][0] <= hi - lo:
+                lo, _, first = self._ranges.pop()
+                model = first or model
+            self._ranges.append((lo, hi, model))
+            return
         layer = Reference(fp)
         while self._layers and len(self._layers[-1]) <= len(layer):
             layer = Reference(Fingerprints.concat([self._layers.pop().fp, layer.fp]))
@@ -125,10 +147,18 @@ class MarkDuplicates(Stage):
                         self.index.embedding_model)
         if self._eval is not None:
             self._match_eval(fp, marks)
-        refs = self._references()
-        for method in self._methods(fp):
-            for ref, where in refs:
-                self._match_reference(method, ref, where, fp, marks)
+        methods = self._methods(fp)
+        if self._partitioned:
+            found = self._lookup(fp, marks, methods)
+        else:
+            refs = self._references()
+        for method in methods:
+            if self._partitioned:
+                for apply in found[method]:
+                    apply()
+            else:
+                for ref, where in refs:
+                    self._match_reference(method, ref, where, fp, marks)
             self._group(method, fp, marks, rank)
         table = self._write(table, marks)
         kept = np.flatnonzero(ok_mask(table))
@@ -137,6 +167,46 @@ class MarkDuplicates(Stage):
         if "shard" in table.column_names:
             self.index.note_shards({s for s in table.column("shard").to_pylist() if s})
         return table
+
+    def _lookup(self, fp: Fingerprints, marks: Marks, methods: list[str]) -> dict[str, list]:
+        """Partitioned index: one scatter-gather for every method and range; returns per method the
+        marking steps in the single index's order (published, then earlier batches)."""
+        if self._base_range is None:  # the published rows, fixed for the run (as _base)
+            self._base_range = (0, self.index.total, self.index.embedding_model)
+        ranges = [(*self._base_range, "published")] if self._base_range[1] else []
+        ranges += [(*r, "earlier batch") for r in self._ranges]
+        out: dict[str, list] = {m: [] for m in methods}
+        rows = np.flatnonzero(marks.active)
+        if not len(rows) or not ranges:
+            return out
+        cfg = self.config
+        rule, tau = self._rule(cfg.phash_max_distance), cfg.semantic_threshold
+
+        def mark(method: str, where: str, rows: np.ndarray, f) -> None:
+            hit = np.flatnonzero(f.seq >= 0)
+            fmt = self._formatter(method, where)
+            msgs = [fmt(k, v, s) for k, v, s in zip(f.key[hit], f.value[hit], f.score[hit])]
+            self.counts[method] += marks.mark(rows[hit].tolist(), f.key[hit].tolist(), method, msgs)
+
+        first = [m for m in methods if m != "semantic"]  # one round for exact + pHash
+        found = self.index.lookup(fp.take(rows), first, [(lo, hi) for lo, hi, _, _ in ranges], rule, tau) \
+            if first else {}
+        for method in first:
+            for (*_, where), f in zip(ranges, found[method]):
+                out[method].append(lambda method=method, where=where, f=f: mark(method, where, rows, f))
+        if "semantic" in methods:  # one round per range, with the rows still active then (as the single
+            for lo, hi, model, where in ranges:  # index, whose embedding index is sized by them)
+                if model and fp.model and model != fp.model:
+                    continue  # embeddings of different models are not comparable (warned in process)
+
+                def semantic(lo=lo, hi=hi, where=where) -> None:
+                    now = np.flatnonzero(marks.active)
+                    if len(now):
+                        f = self.index.lookup(fp.take(now), ["semantic"], [(lo, hi)], rule, tau,
+                                              max(len(now), 1024))["semantic"][0]
+                        mark("semantic", where, now, f)
+                out["semantic"].append(semantic)
+        return out
 
     def _methods(self, fp: Fingerprints) -> list[str]:
         out = [m for m in ("url", "sha256", "pixels", "phash") if getattr(self.config, m)]
@@ -181,28 +251,27 @@ class MarkDuplicates(Stage):
             return f"pHash distance {d:.0f} <= {k}"
         return f"pHash distance {d:.0f}, aligned thumbnail NCC {score:.3f} >= {self.config.phash_verify_threshold}"
 
-    def _match_reference(self, method: str, ref: Reference, where: str, fp: Fingerprints, marks: Marks) -> None:
+    def _formatter(self, method: str, where: str):
         cfg = self.config
         k = cfg.phash_max_distance
         if method in _EXACT_TEXT:
-            hits = ref.exact(method, fp, marks.active)
             text = _EXACT_TEXT[method]
+            return lambda key, v, s: f"{text} {key} ({where})"
+        if method == "phash":
+            return lambda key, v, s: f"{self._perceptual_text(v, s, k)} to {key} ({where})"
+        return lambda key, v, s: f"CLIP cosine {v:.3f} >= {cfg.semantic_threshold} to {key} ({where})"
 
-            def fmt(key, v, s):
-                return f"{text} {key} ({where})"
+    def _match_reference(self, method: str, ref: Reference, where: str, fp: Fingerprints, marks: Marks) -> None:
+        cfg = self.config
+        if method in _EXACT_TEXT:
+            hits = ref.exact(method, fp, marks.active)
         elif method == "phash":
-            hits = ref.phash(fp, marks.active, self._rule(k))
-
-            def fmt(key, v, s):
-                return f"{self._perceptual_text(v, s, k)} to {key} ({where})"
+            hits = ref.phash(fp, marks.active, self._rule(cfg.phash_max_distance))
         else:
             if ref.fp.model and fp.model and ref.fp.model != fp.model:
                 return  # embeddings of different models are not comparable (warned in process)
             hits = ref.semantic(fp, marks.active, cfg.semantic_threshold)
-
-            def fmt(key, v, s):
-                return f"CLIP cosine {v:.3f} >= {cfg.semantic_threshold} to {key} ({where})"
-        self._apply(hits, ref, marks, DedupMethod(method), fmt)
+        self._apply(hits, ref, marks, DedupMethod(method), self._formatter(method, where))
 
     def _apply(self, hits: Hits, ref: Reference, marks: Marks, method: DedupMethod, fmt) -> None:
         rows = np.flatnonzero(hits.ref >= 0)

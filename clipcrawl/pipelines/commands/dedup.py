@@ -30,6 +30,9 @@ def dedup_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be marked; write nothing."),
     allow_tiny: bool = typer.Option(False, "--allow-tiny", help="Allow semantic dedup with the shipped tiny test "
                                     "model (it marks distinct images as duplicates: for tests only)."),
+    dedup_partitions: int | None = typer.Option(None, "--dedup-partitions", min=1, max=64,
+                                                help="Partitions of the rebuilt DATASET/dedup index (default: "
+                                                "DedupConfig's, 1 = one index)."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
@@ -47,6 +50,8 @@ def dedup_cmd(
         update["semantic"] = False
     if no_phash:
         update["phash"] = False
+    if dedup_partitions is not None:
+        update["partitions"] = dedup_partitions
     config = parse_config({**DedupConfig().model_dump(), **update}, DedupConfig, "clipcrawl dedup options")
     if model and pretrained is None and model not in ("tiny", "clipcrawl-tiny"):
         pretrained = "openai"

@@ -227,7 +227,7 @@ def _refresh_dataset(layout: DatasetLayout, refs: list[ShardRef], out: pa.Table,
                      report: DedupReport) -> None:
     """In a dataset: re-publish runs whose shards changed, and rebuild DATASET/dedup from the result."""
     from clipcrawl.filters.dedup.columns import fingerprints
-    from clipcrawl.filters.dedup.store import DedupIndex
+    from clipcrawl.filters.dedup.partitioned import open_index
     from clipcrawl.pipelines.manifest import load_manifest, refresh
 
     if layout.plain:  # a plain shard folder (img2dataset / clipcrawl download output)
@@ -236,4 +236,7 @@ def _refresh_dataset(layout: DatasetLayout, refs: list[ShardRef], out: pa.Table,
         refresh(layout.root, [r.name for r in refs])
     index_dir = stage.config.index_dir or layout.dedup_index  # DATASET/dedup also on an object store
     fp = fingerprints(out, only_success=True, model=report.embedding_model)
-    DedupIndex.open(index_dir).replace_all(fp, [r.name for r in refs])
+    index = open_index(index_dir, stage.config.partitions, "local")  # dedup.partitions: DATASET/dedup/part-NN
+    index.replace_all(fp, [r.name for r in refs])
+    if hasattr(index, "close"):
+        index.close()

@@ -274,6 +274,13 @@ def open_index(directory: str | None, partitions: int = 1, backend: str = "auto"
     if directory is not None:
         directory = os.fspath(directory)
         directory = directory.removeprefix("file://")
+    if partitions > 1 and directory is not None and "://" in directory:
+        from clipcrawl.schemas.config import ConfigError
+
+        raise ConfigError(
+            f"dedup.partitions {partitions}: the partitioned index keeps its parts on a filesystem, not at "
+            f"{directory} (fix: dedup.partitions 1 keeps the index with the s3:// dataset, or set dedup.index_dir "
+            "to a shared path)")
     top = _read_top(directory) if directory is not None and "://" not in directory else None
     if partitions <= 1:
         index = DedupIndex.open(directory)

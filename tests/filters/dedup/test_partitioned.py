@@ -133,3 +133,12 @@ def test_sync_index_rebuilds_a_partitioned_index(tmp_path):
     assert sync_index(index, str(tmp_path / "ds")) == 0
     assert len(index) == 0 and index.shards == set()
     index.close()
+
+
+def test_partitions_refuse_a_remote_index_dir():
+    """P > 1 keeps its parts on a filesystem: an s3:// index folder is refused with the fix, not half-written."""
+    from clipcrawl.filters.dedup.partitioned import open_index
+    from clipcrawl.schemas.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dedup.partitions 1"):
+        open_index("s3://bucket/dataset/dedup", 4)

@@ -56,8 +56,9 @@ def main() -> None:
             for name, path in trees.items():
                 out = work / f"{name}-{n}"
                 shutil.rmtree(out, ignore_errors=True)
+                # -P: the checkout on PYTHONPATH, not the current folder, provides clipcrawl
                 env = {**os.environ, "PYTHONPATH": str(Path(path).resolve()), "PYTHONWARNINGS": "ignore"}
-                cmd = [sys.executable, "-m", "clipcrawl", "--log-format", "text", "download", str(urls), "--out",
+                cmd = [sys.executable, "-P", "-m", "clipcrawl", "--log-format", "text", "download", str(urls), "--out",
                        str(out), "--image-size", "256", "--resize-mode", "border", "--encode-quality", "95",
                        "--concurrency", "64", "--per-host-concurrency", "64", "--allow-private-networks",
                        *args.extra.split()]

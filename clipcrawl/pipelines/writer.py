@@ -148,11 +148,16 @@ class ShardStream:
         self._files_tmp: tuple[Any, str, str] | None = None
         self._rows: list[pa.Table] = []  # Parquet rows (webdataset/files) or status+error (parquet)
         self.count = 0
+        self._finished = False
 
     def __enter__(self) -> ShardStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None and not self._finished:  # left early: publish nothing
+            err = RuntimeError(f"shard {self.ref.name}: stream closed before finish()")
+            self._stack.__exit__(RuntimeError, err, None)
+            raise err
         self._stack.__exit__(*exc)
 
     def add(self, table: pa.Table, image_exts: Sequence[str] | None = None) -> None:
@@ -223,6 +228,7 @@ class ShardStream:
         stats = shard_stats(rows, self.start_time, time.time(), bytes_downloaded, shard=self.ref.name)
         stats.update(extra_stats or {})
         write_json(stats, self.ref.stats)  # last: marks the shard as done
+        self._finished = True
         return stats
 
 

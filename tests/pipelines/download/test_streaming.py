@@ -149,3 +149,16 @@ def test_killed_mid_shard_leaves_no_done_shard_and_resumes_identically(listing, 
             p.unlink()
     _download(listing, tmp_path / "clean", chunk=4)
     assert _files(out) == _files(tmp_path / "clean")
+
+
+def test_shard_stream_left_unfinished_publishes_nothing(tmp_path):
+    from clipcrawl.base.shardfiles import ShardRef
+    from clipcrawl.pipelines.writer import ShardStream
+
+    t = pa.table({"key": ["a"], "url": ["u"], "status": ["success"], "image": [b"x"]})
+    with pytest.raises(RuntimeError, match="before finish"), ShardStream(ShardRef.of(str(tmp_path), 0)) as w:
+        w.add(t)
+    with pytest.raises(ValueError, match="boom"), ShardStream(ShardRef.of(str(tmp_path), 1)) as w:
+        w.add(t)
+        raise ValueError("boom")
+    assert os.listdir(tmp_path) == []  # no tar, no Parquet, no temp file

@@ -337,6 +337,9 @@ def _write_folder(ref: ShardRef, samples: list[tuple[str, dict[str, Any]]]) -> N
 class CompatDownloadPass(DownloadPass):
     """The download pass with img2dataset's inputs and outputs (no input dedup, no retry mode)."""
 
+    streaming = False  # img2dataset's writers take a whole shard (CompatFetchImages overrides _process)
+    write_behind = True
+
     def __init__(self, config: DownloadConfig, options: CompatOptions, summary: DownloadSummary) -> None:
         super().__init__(config, OutputConfig(samples_per_shard=options.number_sample_per_shard), summary)
         self.options = options

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -66,6 +67,54 @@ class FetchCounters:
         err = (self.done - self.success) / self.done if self.done else 0.0
         return {"ok": self.success, "dl_err": self.failed_to_download, "resize_err": self.failed_to_resize,
                 "err": f"{err:.1%}"}
+
+
+@dataclass
+class _Run:
+    """One ``iter_process`` call: the rows, their outcomes, and how far fetching may run ahead."""
+
+    table: pa.Table
+    urls: list[str]
+    boxes: list[Any]
+    outcomes: list[_Outcome | None]
+    remaining: list[int]  # rows still being fetched, per chunk
+    chunk: int
+    window: int
+    base: int = 0  # first row of the oldest chunk not yet yielded
+    _events: dict[int, asyncio.Event] = field(default_factory=dict)
+    _cond: asyncio.Condition | None = None
+
+    @property
+    def cond(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    def event(self, k: int) -> asyncio.Event:
+        if k not in self._events:
+            self._events[k] = asyncio.Event()
+        return self._events[k]
+
+    async def wait_chunk(self, k: int, tasks: list[asyncio.Task]) -> None:
+        """Until chunk ``k`` is done; a lane that failed (a bug) raises here instead of hanging."""
+        waiter = asyncio.ensure_future(self.event(k).wait())
+        try:
+            while self.remaining[k]:
+                for t in tasks:
+                    if t.done() and not t.cancelled() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+                pending = [t for t in tasks if not t.done()]
+                if not pending:
+                    raise RuntimeError(f"download: chunk {k} has {self.remaining[k]} rows no lane fetches")
+                await asyncio.wait([waiter, *pending], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        self._events.pop(k, None)
+
+    async def advance(self, base: int) -> None:
+        self.base = base
+        async with self.cond:
+            self.cond.notify_all()
 
 
 def fetch_config(cfg: DownloadConfig) -> FetchConfig:
@@ -132,12 +181,6 @@ class FetchImages(Stage):
         assert self._loop is not None
         return self._loop.run_until_complete(self._process(table))
 
-    def _accept(self, resp: aiohttp.ClientResponse) -> str | None:
-        if not self._directives:
-            return None
-        hit = robots_tag_disallows(resp.headers.getall("X-Robots-Tag", []), self._ua_token, self._directives)
-        return f"{XROBOTS_MESSAGE} ({hit})" if hit else None
-
     async def _process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         urls = table.column("url").to_pylist()
@@ -158,6 +201,68 @@ class FetchImages(Stage):
 
         await asyncio.gather(*(lane() for _ in range(lanes)))
         return _attach(table, outcomes)
+
+    def iter_process(self, table: pa.Table, chunk_rows: int) -> Iterator[pa.Table]:
+        """``table`` in chunks of ``chunk_rows`` rows, each yielded (in row order) as soon as all its rows are
+        done. Fetching runs ahead of the oldest unfinished chunk by at most ``window`` rows, so the HTTP
+        pipeline stays full across chunk boundaries while memory holds a bounded number of images."""
+        loop = self._loop
+        assert loop is not None, "setup() first"
+        n, c = table.num_rows, max(1, chunk_rows)
+        if n == 0:
+            yield _attach(table, [])
+            return
+        urls = table.column("url").to_pylist()
+        before = table.column("status").to_pylist() if "status" in table.column_names else ["success"] * n
+        bcol = self.config.bbox_col
+        boxes = table.column(bcol).to_pylist() if bcol and bcol in table.column_names else [None] * n
+        todo = [i for i in range(n) if before[i] == Status.SUCCESS.value]
+        remaining = [0] * -(-n // c)
+        for i in todo:
+            remaining[i // c] += 1
+        lanes = self.config.concurrency + DECODE_QUEUE_PER_WORKER * self.workers
+        run = _Run(table, urls, boxes, [None] * n, remaining, c, window=max(2 * c, 2 * lanes))
+        slots = asyncio.Semaphore(self.config.concurrency)
+        it = iter(todo)
+        tasks = [loop.create_task(self._lane(run, it, slots)) for _ in range(min(lanes, len(todo)))]
+        try:
+            for k in range(len(remaining)):
+                if run.remaining[k]:
+                    loop.run_until_complete(run.wait_chunk(k, tasks))
+                lo, hi = k * c, min(n, (k + 1) * c)
+                out = _attach(table.slice(lo, hi - lo), run.outcomes[lo:hi])
+                run.outcomes[lo:hi] = [None] * (hi - lo)  # free the images: the chunk owns them now
+                loop.run_until_complete(run.advance(hi))
+                yield out
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks))
+        finally:
+            if not loop.is_running() and not loop.is_closed():
+                left = [t for t in tasks if not t.done()]
+                for t in left:
+                    t.cancel()
+                if left:
+                    loop.run_until_complete(asyncio.wait(left))
+
+    async def _lane(self, run: _Run, todo: Iterator[int], slots: asyncio.Semaphore) -> None:
+        for i in todo:
+            if i >= run.base + run.window:
+                async with run.cond:
+                    await run.cond.wait_for(lambda i=i: i < run.base + run.window)
+            o = await self._one(run.urls[i], slots, run.boxes[i])
+            run.outcomes[i] = o
+            self.counters.add(o)
+            self.tick(1, **self.counters.fields())
+            k = i // run.chunk
+            run.remaining[k] -= 1
+            if run.remaining[k] == 0:
+                run.event(k).set()
+
+    def _accept(self, resp: aiohttp.ClientResponse) -> str | None:
+        if not self._directives:
+            return None
+        hit = robots_tag_disallows(resp.headers.getall("X-Robots-Tag", []), self._ua_token, self._directives)
+        return f"{XROBOTS_MESSAGE} ({hit})" if hit else None
 
     async def _one(self, url: str, fetch_slots: asyncio.Semaphore, bbox: list | None = None) -> _Outcome:
         assert self._fetcher is not None

@@ -240,7 +240,35 @@ def _read_raw(f: InputFile, cfg: UrlListConfig) -> pa.Table:
 
 def read_input_file(f: InputFile, cfg: UrlListConfig) -> pa.Table:
     """One input file -> a pairs table (key, url, caption, source, ... + additional columns)."""
-    raw = _read_raw(f, cfg)
+    return _pairs(_read_raw(f, cfg), f, cfg)
+
+
+def iter_input_file(f: InputFile, cfg: UrlListConfig, batch_rows: int) -> Iterator[pa.Table]:
+    """:func:`read_input_file` in pieces: Parquet inputs are read ``batch_rows`` rows at a time (a list of
+    millions of URLs is never in memory at once); the text formats come whole."""
+    if f.format not in ("parquet", "pairs"):
+        yield read_input_file(f, cfg)
+        return
+    import pyarrow.parquet as pq
+
+    fs, path = fs_and_path(f.path)
+    with fs.open(path, "rb") as fh:
+        try:
+            pf = pq.ParquetFile(fh)
+            for batch in pf.iter_batches(batch_size=max(1, batch_rows)):
+                yield _pairs(pa.Table.from_batches([batch]), f, cfg)
+            if pf.metadata.num_rows == 0:  # no rows: the columns still have to be right
+                yield _pairs(pf.schema_arrow.empty_table(), f, cfg)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any reader error is an unusable input
+            raise ConfigError(
+                f"{f.path}: cannot read it as {f.format}: {type(e).__name__}: {e} "
+                f"(fix: check the file, or pass the right --input-format)".replace("\n", " ")
+            ) from None
+
+
+def _pairs(raw: pa.Table, f: InputFile, cfg: UrlListConfig) -> pa.Table:
     cols = raw.column_names
     if f.format == "pairs":
         if "url" not in cols:
@@ -348,13 +376,22 @@ def mark_input_duplicates(table: pa.Table, seen: set[int]) -> pa.Table:
 
 
 def plan_input_shards(cfg: UrlListConfig, samples_per_shard: int) -> Iterator[InputShard]:
-    """Deterministic input shards: per file in sorted order, ``samples_per_shard`` rows each."""
+    """Deterministic input shards: per file in sorted order, ``samples_per_shard`` rows each. Parquet inputs
+    stream a shard at a time; what the run keeps is the set of key hashes that finds repeated pairs."""
     seen: set[int] = set()
     shard_id = 0
     for f in find_inputs(cfg):
-        table = mark_input_duplicates(read_input_file(f, cfg), seen)
-        for start in range(0, table.num_rows, samples_per_shard):
-            yield InputShard(shard_id, table.slice(start, samples_per_shard), os.path.basename(f.path))
+        name = os.path.basename(f.path)
+        buf: pa.Table | None = None
+        for part in iter_input_file(f, cfg, samples_per_shard):
+            part = mark_input_duplicates(part, seen)
+            buf = part if buf is None else pa.concat_tables([buf, part])
+            while buf.num_rows >= samples_per_shard:
+                yield InputShard(shard_id, buf.slice(0, samples_per_shard).combine_chunks(), name)
+                shard_id += 1
+                buf = buf.slice(samples_per_shard)
+        if buf is not None and buf.num_rows:
+            yield InputShard(shard_id, buf.combine_chunks(), name)
             shard_id += 1
 
 

@@ -10,6 +10,12 @@ A :class:`ShardPass` says what one shard's work is, in four steps:
   worker; a failpoint ``stage.<name>`` after each, for crash tests; stages that report progress get a bar).
 * ``write(job, table) -> result`` (worker): the shard's files, atomically, stats last. The local engine
   runs it on a writer thread while the next shard is read and processed (at most one write pending).
+* ``streaming = True``: the shard flows through in chunks of ``chunk_rows`` rows instead of as one
+  table, so memory holds a few chunks, not a shard: each stage maps chunks (a stage with
+  ``iter_process(table, chunk_rows)``, like the download, keeps its own pipeline full across chunk
+  boundaries and yields finished chunks in row order), and ``write(job, chunks)`` gets an iterator of
+  chunks, consumed on a writer thread while the next chunks are computed (at most ``write_queue``
+  waiting). A failure on either side stops both; the writer must leave no finished-looking shard.
 * ``publish(job, result)`` (driver, in job order): what must happen one shard at a time in order
   (the dataset manifest, a global dedup index, the summary).
 
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import tarfile
+import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +68,10 @@ class ShardPass:
     name: str = "pass"
     #: run ``write`` on the local engine's writer thread (overlaps disk with the next shard's work)
     write_behind: bool = False
+    #: stream shards through the stages and ``write`` in chunks of ``chunk_rows`` rows (see the module doc)
+    streaming: bool = False
+    chunk_rows: int = 256
+    write_queue: int = 2
 
     def __init__(self) -> None:
         self.stages: list[Stage] = []
@@ -126,7 +138,7 @@ class ShardWorker:
 
     @property
     def write_behind(self) -> bool:
-        return self.p.write_behind
+        return self.p.write_behind and not self.p.streaming  # a streamed shard overlaps its own writes
 
     def compute(self, job: Any) -> pa.Table | ShardFailure:
         if not self._ready:
@@ -138,16 +150,31 @@ class ShardWorker:
             raise
         except UNREADABLE as e:
             return ShardFailure(self.p.job_name(job), f"{type(e).__name__}: {e}")
+        if self.p.streaming:
+            return self._chunks(job, table)
         for stage in self.p.stages_for(job, table):
             self._bars.attach(stage)
             table = stage(table)
             failpoint(f"stage.{stage.name}")
         return table
 
-    def write(self, job: Any, out: pa.Table | ShardFailure) -> Any:
+    def _chunks(self, job: Any, table: pa.Table) -> Iterator[pa.Table]:
+        """Stages before the first one with ``iter_process`` see the whole (input) table, lazily; from
+        there on, chunks."""
+        chunks: Iterator[pa.Table] = iter([table])
+        chunked = False
+        for stage in self.p.stages_for(job, table):
+            self._bars.attach(stage)
+            chunked = chunked or hasattr(stage, "iter_process")
+            chunks = _map_chunks(stage, chunks, self.p.chunk_rows if chunked else None)
+        return chunks
+
+    def write(self, job: Any, out: Any) -> Any:
         if isinstance(out, ShardFailure):
             return out
         try:
+            if self.p.streaming:
+                return _write_streamed(self.p, job, out)
             return self.p.write(job, out)
         except BROKEN_INPUT as e:  # an input file (a tar being rewritten) broke: each output file is atomic
             return ShardFailure(self.p.job_name(job), f"{type(e).__name__}: {e}")
@@ -158,6 +185,82 @@ class ShardWorker:
     def close(self) -> None:
         self._bars.close()
         self.p.teardown()
+
+
+def _map_chunks(stage: Stage, tables: Iterator[pa.Table], n: int | None) -> Iterator[pa.Table]:
+    """``stage`` over ``tables``, in chunks of at most ``n`` rows (``None``: whole tables)."""
+    for t in tables:
+        if n is not None and hasattr(stage, "iter_process"):
+            stage.ready()
+            for out in stage.iter_process(t, n):
+                failpoint(f"stage.{stage.name}")
+                yield out
+            continue
+        step = n or max(t.num_rows, 1)
+        for start in range(0, max(t.num_rows, 1), step):
+            yield stage(t.slice(start, step))
+            failpoint(f"stage.{stage.name}")
+
+
+_END, _ABORT = object(), object()
+
+
+class _Aborted(Exception):
+    """The producer of a streamed shard failed: the writer must discard what it wrote."""
+
+
+def _drain(q: queue.Queue) -> Iterator[pa.Table]:
+    while True:
+        item = q.get()
+        if item is _END:
+            return
+        if item is _ABORT:
+            raise _Aborted("the shard's chunks stopped coming")
+        yield item
+
+
+def _put(q: queue.Queue, item: Any, consumer: threading.Thread) -> bool:
+    """Put ``item`` unless the consumer has ended (then False)."""
+    while consumer.is_alive():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _write_streamed(p: ShardPass, job: Any, chunks: Iterator[pa.Table]) -> Any:
+    """Compute ``chunks`` here (the stages' event loops stay on this thread) while ``p.write`` consumes
+    them on a writer thread; a bounded queue between the two holds at most ``p.write_queue`` chunks."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, p.write_queue))
+    box: dict[str, Any] = {}
+
+    def consume() -> None:
+        try:
+            box["result"] = p.write(job, _drain(q))
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+            box["error"] = e
+
+    writer = threading.Thread(target=consume, name=f"{p.name}-writer", daemon=True)
+    writer.start()
+    try:
+        for chunk in chunks:
+            if not _put(q, chunk, writer):
+                break  # the writer failed: its error is raised below
+        _put(q, _END, writer)
+    except BaseException:
+        _put(q, _ABORT, writer)
+        writer.join()
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    writer.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def run_pass(p: ShardPass, jobs: Iterable[Any], engine: Any = None, *, total: int | None = None,

@@ -8,9 +8,11 @@ written last: it marks the shard as done.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 import uuid
@@ -123,6 +125,113 @@ def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class ShardStream:
+    """Write one shard chunk by chunk, in row order: ``add(chunk)`` as rows come, ``finish()`` at the end.
+
+    Each chunk's tar members (or files) are appended as it arrives, so a shard's images are never all in
+    memory; the Parquet of a ``webdataset``/``files`` shard is the chunks' rows without images, written
+    in one piece at the end (byte-identical to writing the whole table at once); with ``output_format``
+    ``parquet`` the images are in the Parquet, which then gets one row group per chunk. Every file is
+    atomic and ``_stats.json`` comes last (:func:`write_shard` is one ``add`` + ``finish``). Used as a
+    context manager: leaving it without ``finish()`` (an error) discards what was written.
+    """
+
+    def __init__(self, ref: ShardRef, *, output_format: str = "webdataset", image_ext: str = "jpg",
+                 start_time: float | None = None) -> None:
+        if output_format not in ("webdataset", "files", "parquet"):
+            raise ValueError(f"unknown output_format {output_format!r}")
+        self.ref, self.output_format, self.image_ext = ref, output_format, image_ext
+        self.start_time = time.time() if start_time is None else start_time
+        self._stack = contextlib.ExitStack()
+        self._tar: TarShardWriter | None = None
+        self._pq: Any = None  # pyarrow.parquet.ParquetWriter (output_format parquet)
+        self._files_tmp: tuple[Any, str, str] | None = None
+        self._rows: list[pa.Table] = []  # Parquet rows (webdataset/files) or status+error (parquet)
+        self.count = 0
+        self._finished = False
+
+    def __enter__(self) -> ShardStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None and not self._finished:  # left early: publish nothing
+            err = RuntimeError(f"shard {self.ref.name}: stream closed before finish()")
+            self._stack.__exit__(RuntimeError, err, None)
+            raise err
+        self._stack.__exit__(*exc)
+
+    def add(self, table: pa.Table, image_exts: Sequence[str] | None = None) -> None:
+        exts = list(image_exts) if image_exts is not None else [self.image_ext] * table.num_rows
+        if len(exts) != table.num_rows:
+            raise ValueError(f"image_exts has {len(exts)} entries for {table.num_rows} rows")
+        images = (table.column(IMAGE_COLUMN).to_pylist() if IMAGE_COLUMN in table.column_names
+                  else [None] * table.num_rows)
+        parquet_table = conform(annotate_captions(table), SAMPLES)
+        self.count += table.num_rows
+        if self.output_format == "parquet":
+            ok = [s == Status.SUCCESS.value and img is not None
+                  for s, img in zip(parquet_table.column("status").to_pylist(), images)]
+            parquet_table = parquet_table.append_column(
+                "jpg", pa.array([img if keep else None for img, keep in zip(images, ok)], pa.binary()))
+            if self._pq is None:
+                import pyarrow.parquet as pq
+
+                f = self._stack.enter_context(atomic_open(self.ref.parquet))
+                self._pq = self._stack.enter_context(pq.ParquetWriter(f, parquet_table.schema))
+            self._pq.write_table(parquet_table)
+            self._rows.append(parquet_table.select(["status", "error_message"]))
+            return
+        rows = parquet_table.to_pylist()
+        self._rows.append(parquet_table)
+        ok = [r["status"] == Status.SUCCESS.value and img is not None for r, img in zip(rows, images)]
+        if self.output_format == "webdataset":
+            if self._tar is None:
+                self._tar = TarShardWriter(self._stack.enter_context(atomic_open(self.ref.tar)))
+            for r, img, keep, ext in zip(rows, images, ok, exts):
+                if keep:
+                    self._tar.add(r["key"], {ext: img, "txt": r.get("caption") or "", "json": sample_metadata(r)})
+        else:
+            _write_files(self._files_folder(), rows, images, ok, self.image_ext)
+
+    def _files_folder(self) -> tuple[Any, str, str]:
+        if self._files_tmp is None:
+            fs, folder = fs_and_path(self.ref.path(""))
+            tmp = f"{folder}.tmp-{uuid.uuid4().hex[:8]}" if is_local(fs) else folder
+            if tmp != folder:
+                os.makedirs(tmp)
+                self._stack.callback(lambda: os.path.isdir(tmp) and shutil.rmtree(tmp, ignore_errors=True))
+            self._files_tmp = (fs, folder, tmp)
+        return self._files_tmp
+
+    def finish(self, bytes_downloaded: int = 0, extra_stats: dict[str, Any] | None = None,
+               empty: pa.Table | None = None) -> dict[str, Any]:
+        """Close the files (stats last) and return the stats. ``empty``: the rows' columns, for a shard
+        that got no chunk (its empty Parquet keeps the input's extra columns)."""
+        if not self._rows:
+            self.add(empty if empty is not None else SAMPLES.empty_table())
+        if self._tar is not None:
+            self._tar.close()
+        if self.output_format == "files":
+            fs, folder, tmp = self._files_folder()
+            if tmp != folder:
+                if fs.exists(folder):
+                    fs.rm(folder, recursive=True)
+                os.replace(tmp, folder)
+        rows = pa.concat_tables(self._rows) if len(self._rows) > 1 else self._rows[0]
+        self._rows = []
+        if self.output_format == "parquet":
+            self._stack.close()  # closes the ParquetWriter, then publishes the file
+        else:
+            self._stack.close()  # the tar appears under its name
+            write_parquet(rows.combine_chunks(), self.ref.parquet)
+        failpoint("shard.before_stats")
+        stats = shard_stats(rows, self.start_time, time.time(), bytes_downloaded, shard=self.ref.name)
+        stats.update(extra_stats or {})
+        write_json(stats, self.ref.stats)  # last: marks the shard as done
+        self._finished = True
+        return stats
+
+
 def write_shard(
     ref: ShardRef,
     table: pa.Table,
@@ -137,48 +246,16 @@ def write_shard(
     """Write one finished shard: images of ``success`` rows, Parquet of every row, stats last.
 
     ``image_exts``: one member extension per row (resharding mixed jpg/png/webp inputs);
-    default ``image_ext`` for all.
+    default ``image_ext`` for all. :class:`ShardStream` writes a shard chunk by chunk.
     """
-    start_time = time.time() if start_time is None else start_time
-    exts = list(image_exts) if image_exts is not None else [image_ext] * table.num_rows
-    if len(exts) != table.num_rows:
-        raise ValueError(f"image_exts has {len(exts)} entries for {table.num_rows} rows")
-    images = (table.column(IMAGE_COLUMN).to_pylist() if IMAGE_COLUMN in table.column_names
-              else [None] * table.num_rows)
-    parquet_table = conform(annotate_captions(table), SAMPLES)
-    rows = parquet_table.to_pylist()
-    ok = [r["status"] == Status.SUCCESS.value and img is not None for r, img in zip(rows, images)]
-
-    if output_format == "webdataset":
-        with atomic_open(ref.tar) as f:
-            w = TarShardWriter(f)
-            for r, img, keep, ext in zip(rows, images, ok, exts):
-                if keep:
-                    w.add(r["key"], {ext: img, "txt": r.get("caption") or "", "json": sample_metadata(r)})
-            w.close()
-    elif output_format == "files":
-        _write_files_folder(ref, rows, images, ok, image_ext)
-    elif output_format == "parquet":
-        parquet_table = parquet_table.append_column(
-            "jpg", pa.array([img if keep else None for img, keep in zip(images, ok)], pa.binary()))
-    else:
-        raise ValueError(f"unknown output_format {output_format!r}")
-    write_parquet(parquet_table, ref.parquet)
-    failpoint("shard.before_stats")
-    stats = shard_stats(parquet_table, start_time, time.time(), bytes_downloaded, shard=ref.name)
-    stats.update(extra_stats or {})
-    write_json(stats, ref.stats)  # last: marks the shard as done
-    return stats
+    with ShardStream(ref, output_format=output_format, image_ext=image_ext, start_time=start_time) as w:
+        w.add(table, image_exts)
+        return w.finish(bytes_downloaded, extra_stats)
 
 
-def _write_files_folder(ref: ShardRef, rows: list[dict[str, Any]], images: list[Any], ok: list[bool],
-                        image_ext: str) -> None:
-    fs, folder = fs_and_path(ref.path(""))
-    if is_local(fs):
-        tmp = f"{folder}.tmp-{uuid.uuid4().hex[:8]}"
-        os.makedirs(tmp)
-    else:
-        tmp = folder
+def _write_files(folder: tuple[Any, str, str], rows: list[dict[str, Any]], images: list[Any], ok: list[bool],
+                 image_ext: str) -> None:
+    fs, _, tmp = folder
     for r, img, keep in zip(rows, images, ok):
         if not keep:
             continue
@@ -189,10 +266,6 @@ def _write_files_folder(ref: ShardRef, rows: list[dict[str, Any]], images: list[
             f.write(r.get("caption") or "")
         with fs.open(f"{tmp}/{r['key']}.json", "w") as f:
             json.dump(sample_metadata(r), f, indent=4, ensure_ascii=False, default=json_default)
-    if tmp != folder:
-        if fs.exists(folder):
-            fs.rm(folder, recursive=True)
-        os.replace(tmp, folder)
 
 
 # ------------------------------------------------------------------ rewriting a finished shard

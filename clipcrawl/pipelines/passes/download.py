@@ -3,12 +3,16 @@
 Input shards come from :func:`~clipcrawl.pipelines.inputs.plan_input_shards` (streamed, the same
 input always gives the same shards). A finished shard (its ``_stats.json`` exists) is skipped, so a
 rerun resumes; with ``retry_failed`` its failed_to_download rows are fetched again and the shard is
-rewritten (img2dataset #452). Each shard is written on the writer thread while the next one downloads.
+rewritten (img2dataset #452). Shards stream (:attr:`ShardPass.streaming`): rows are fetched in chunks of
+``chunk_rows`` and each finished chunk is appended to the shard's tar while the next ones download, so memory
+holds a few chunks' images whatever the shard size or the number of URLs; the Parquet (no images) and
+``_stats.json`` are written when the shard's last chunk is in.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +26,7 @@ from clipcrawl.base.storage import configure_storage, read_parquet, remove
 from clipcrawl.pipelines.fetch_images import FetchImages
 from clipcrawl.pipelines.inputs import InputShard, plan_input_shards
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
-from clipcrawl.pipelines.writer import write_shard
+from clipcrawl.pipelines.writer import ShardStream, write_shard
 from clipcrawl.schemas.config import ConfigError, DownloadConfig, OutputConfig, UrlListConfig
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN
@@ -70,7 +74,8 @@ class ShardWritten:
 
 class DownloadPass(ShardPass):
     name = "download"
-    write_behind = True
+    streaming = True
+    chunk_rows = 256
 
     def __init__(self, config: DownloadConfig, output: OutputConfig, summary: DownloadSummary) -> None:
         super().__init__()
@@ -107,19 +112,35 @@ class DownloadPass(ShardPass):
     def stages_for(self, job: DownloadJob, table: pa.Table) -> list:
         return [] if job.mode == "skip" else self.stages
 
-    def write(self, job: DownloadJob, table: pa.Table) -> ShardWritten:
-        if job.mode == "skip":
-            return ShardWritten("skip", table.column("status").to_pylist())
+    def write(self, job: DownloadJob, chunks: Iterable[pa.Table]) -> ShardWritten:
+        if job.mode != "new":  # skip: statuses only; retry: the failed rows of one shard, merged
+            table = pa.concat_tables(list(chunks))
+            if job.mode == "skip":
+                return ShardWritten("skip", table.column("status").to_pylist())
+            return self._write_retried(job, table)
+        start = time.time()
+        statuses: list[str] = []
+        nbytes = 0
+        with ShardStream(job.ref, output_format=self.output.output_format, image_ext=self.config.encode_format,
+                         start_time=start) as w:
+            for chunk in chunks:
+                chunk = set_column(chunk, "shard", pa.array([job.ref.name] * chunk.num_rows, pa.string()))
+                statuses += chunk.column("status").to_pylist()
+                nbytes += _nbytes(chunk)
+                w.add(chunk)
+            w.finish(nbytes, empty=job.shard.table)
+        fetched = sum(1 for s in statuses if s != Status.DUPLICATE.value)
+        return ShardWritten(job.mode, statuses, fetched, nbytes)
+
+    def _write_retried(self, job: DownloadJob, table: pa.Table) -> ShardWritten:
         start = time.time()
         fetched = sum(1 for s in table.column("status").to_pylist() if s != Status.DUPLICATE.value)
-        if job.mode == "retry":
-            table = self._merge_retried(job.ref, table)
+        table = self._merge_retried(job.ref, table)
         table = set_column(table, "shard", pa.array([job.ref.name] * table.num_rows, pa.string()))
-        nbytes = int(pc.sum(table.column("bytes")).as_py() or 0) if "bytes" in table.column_names else 0
+        nbytes = _nbytes(table)
         write_shard(job.ref, table, output_format=self.output.output_format, image_ext=self.config.encode_format,
                     start_time=start, bytes_downloaded=nbytes)
-        if job.mode == "retry":
-            log.info("shard %s: retried %d failed downloads", job.ref.name, fetched)
+        log.info("shard %s: retried %d failed downloads", job.ref.name, fetched)
         return ShardWritten(job.mode, table.column("status").to_pylist(), fetched, nbytes)
 
     def _merge_retried(self, ref: ShardRef, new: pa.Table) -> pa.Table:
@@ -157,6 +178,10 @@ class DownloadPass(ShardPass):
             s.shards_retried += 1
         else:
             s.shards_written += 1
+
+
+def _nbytes(table: pa.Table) -> int:
+    return int(pc.sum(table.column("bytes")).as_py() or 0) if "bytes" in table.column_names else 0
 
 
 def _failed_rows(table: pa.Table) -> list[int]:

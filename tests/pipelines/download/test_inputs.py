@@ -213,3 +213,25 @@ def test_cli_download_of_list_typed_urls_exits_2_naming_file_and_fix(tmp_path):
                         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "l.jsonl: row 1: URL column 'url'" in r.stderr and "fix:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_parquet_input_is_read_a_shard_at_a_time(tmp_path, monkeypatch):
+    """A Parquet list is streamed in batches; the shards are the same as reading it whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clipcrawl.pipelines import inputs
+
+    n = 1000
+    urls = [f"http://example.com/{i % 900}.jpg" for i in range(n)]  # 100 repeats: duplicates across batches
+    pq.write_table(pa.table({"url": urls, "caption": ["c"] * n, "x": list(range(n))}), tmp_path / "l.parquet",
+                   row_group_size=128)
+    cfg = UrlListConfig(path=str(tmp_path / "l.parquet"), save_additional_columns=["x"])
+    whole = inputs.mark_input_duplicates(inputs.read_input_file(inputs.find_inputs(cfg)[0], cfg), set())
+    sizes = []
+    real = inputs._pairs
+    monkeypatch.setattr(inputs, "_pairs", lambda raw, f, c: sizes.append(raw.num_rows) or real(raw, f, c))
+    shards = list(plan_input_shards(cfg, 300))
+    assert [s.table.num_rows for s in shards] == [300, 300, 300, 100]
+    assert pa.concat_tables([s.table for s in shards]).equals(whole)
+    assert max(sizes) <= 300  # never the whole file at once

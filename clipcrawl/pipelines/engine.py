@@ -28,7 +28,7 @@ import itertools
 import logging
 import os
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -175,8 +175,9 @@ class RayEngine:
         return self.cpus, (min(want, has) if want > 0 and has > 0 else 0.0)
 
     def map_ordered(self, worker: Any, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        jobs = list(jobs)
-        if not jobs:  # nothing to do: no cluster needed (counters made for this pass are ended)
+        it = iter(jobs)  # pulled lazily: the driver holds a window of jobs, not the whole input
+        first = list(itertools.islice(it, 1))
+        if not first:  # nothing to do: no cluster needed (counters made for this pass are ended)
             if self._helpers:
                 import ray
 
@@ -191,15 +192,16 @@ class RayEngine:
         n = self.actors or max(1, int(free.get("CPU", 1) // cpus) if cpus else 1)
         if gpus and not self.actors:
             n = min(n, max(1, int(free.get("GPU", 0) // gpus)))
-        n = min(n, len(jobs))
+        first += itertools.islice(it, n - 1)  # no more actors than shards
+        n = min(n, len(first))
         slots = 2 if worker.write_behind else 1
         cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0, max_task_retries=0,
                          max_concurrency=slots)(_RayActor)
         ref = ray.put(worker)
-        log.info("ray: %d actor(s), %s CPU + %s GPU each, %d shard(s)", n, cpus, gpus, len(jobs))
+        log.info("ray: %d actor(s), %s CPU + %s GPU each", n, cpus, gpus)
         sched = _Scheduler(ray, lambda: cls.remote(ref), n, self.retries, worker, slots)
         try:
-            yield from sched.run(jobs)
+            yield from sched.run(itertools.chain(first, it))
         finally:
             self.actor_info += sched.infos()
             self.job_nodes.update(sched.done_on)
@@ -245,20 +247,37 @@ class _Scheduler:
             self._node(a)
         return self._infos
 
-    def run(self, jobs: list[Any]) -> Iterator[tuple[Any, Any]]:
+    def run(self, source: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """Jobs are pulled from ``source`` only as the window moves on (retried ones go first)."""
         from clipcrawl.pipelines.shardloop import ShardFailure
 
-        todo: deque[int] = deque(range(len(jobs)))
+        it = iter(source)
+        jobs: dict[int, Any] = {}  # pulled and not yet yielded
+        pulled, exhausted = 0, False
+        retry: list[int] = []  # shards of dead actors, redone before later jobs
         idle = [a for _ in range(self.slots) for a in self.actors]  # first jobs spread over actors
         window = max(2 * self.slots * len(self.actors), 4)
         flying: dict[Any, tuple[int, Any]] = {}
         done: dict[int, Any] = {}
         attempts: Counter[int] = Counter()
         nxt = 0
-        while nxt < len(jobs):
-            while todo and idle and todo[0] < nxt + window:
-                i, a = todo.popleft(), idle.pop()
+        while True:
+            while idle:
+                if retry and retry[0] < nxt + window:
+                    i = retry.pop(0)
+                elif not exhausted and pulled < nxt + window:
+                    try:
+                        jobs[pulled] = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        continue
+                    i, pulled = pulled, pulled + 1
+                else:
+                    break
+                a = idle.pop()
                 flying[a.run.remote(jobs[i])] = (i, a)
+            if not flying:
+                break
             ready, _ = self.ray.wait(list(flying), num_returns=1)
             for r in ready:
                 i, a = flying.pop(r)
@@ -273,13 +292,13 @@ class _Scheduler:
                     if attempts[i] > self.retries:
                         done[i] = ShardFailure(name, f"worker died {attempts[i]} times: {type(e).__name__}")
                     else:
-                        todo = deque(sorted((*todo, i)))  # to a fresh actor, before later jobs
+                        retry = sorted((*retry, i))  # to a fresh actor, before later jobs
                     continue
                 self.done_on[self._node(a)] += 1
                 if a in self.actors:  # not replaced meanwhile (its other job saw it die)
                     idle.append(a)
             while nxt in done:
-                yield jobs[nxt], done.pop(nxt)
+                yield jobs.pop(nxt), done.pop(nxt)
                 nxt += 1
 
     def _replace(self, dead: Any, idle: list[Any]) -> None:

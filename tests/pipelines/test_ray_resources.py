@@ -149,3 +149,24 @@ def test_clip_actors_get_a_gpu_share_and_run_on_cpu(cluster, urls, tmp_path):
     local, on_ray = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
     assert [r[:2] for r in local] == [r[:2] for r in on_ray]
     assert all(abs(a[2] - b[2]) < 1e-5 for a, b in zip(local, on_ray) if a[2] is not None)
+
+
+def test_jobs_are_pulled_as_the_window_moves(cluster):
+    """The driver holds a window of jobs, not the whole input: job k is pulled only after early results."""
+    pulled: list[int] = []
+    seen_when_published: list[int] = []
+
+    def jobs():
+        for k in range(40):
+            pulled.append(k)
+            yield k
+
+    class _Count(_DiePass):
+        def publish(self, job: int, result: tuple[int, int]) -> None:
+            seen_when_published.append(len(pulled))
+            super().publish(job, result)
+
+    p = _Count(die=-1, marker=None)
+    failures = run_pass(p, jobs(), RayEngine(cluster.address, actors=2, node_ip=HEAD_IP))
+    assert failures == [] and [j for j, _ in p.published] == list(range(40))
+    assert seen_when_published[0] < 20  # window: 2 x slots x actors (>= 4), far below the 40 jobs

@@ -69,7 +69,8 @@ def make_images(n_unique: int, cache: Path) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ static server (own process)
-def _serve(cache: str, n_unique: int, conn) -> None:  # noqa: ANN001
+def _serve(cache: str, n_unique: int, conn, latency: float = 0.0) -> None:  # noqa: ANN001
+    """``latency``: seconds each response waits (a remote server's round trips + transfer, simulated)."""
     import asyncio
 
     from aiohttp import web
@@ -78,6 +79,8 @@ def _serve(cache: str, n_unique: int, conn) -> None:  # noqa: ANN001
 
     async def img(request: web.Request) -> web.Response:
         i = int(request.match_info["i"])
+        if latency:
+            await asyncio.sleep(latency)
         return web.Response(body=bodies[i % n_unique], content_type="image/jpeg")
 
     async def main() -> None:

@@ -58,6 +58,9 @@ class LocalEngine:
         return _LocalCounter(start)
 
     def map_ordered(self, worker: Any, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        if worker.publish_behind:
+            yield from _publish_behind(worker, jobs)
+            return
         writer = ThreadPoolExecutor(1, thread_name_prefix="shard-writer") if worker.write_behind else None
         pending: tuple[Any, Future] | None = None
         try:
@@ -74,6 +77,53 @@ class LocalEngine:
         finally:
             if writer is not None:
                 writer.shutdown(wait=True)
+            worker.close()
+
+
+def _publish_behind(worker: Any, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+    """Streamed passes: the shards are computed and written on one thread of their own, so the caller's
+    publish of shard i (``run``: dedup + shard files) overlaps the download of shard i + 1. At most one
+    finished shard waits for its publish. An error on either side stops both; an interrupted caller
+    leaves the thread to the process exit (shard files are atomic; the next run removes temp files)."""
+    import queue
+
+    results: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any, Any]) -> None:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for job in jobs:
+                if stop.is_set():
+                    return
+                put(("ok", job, worker(job)))
+            put(("end", None, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            put(("error", None, e))
+
+    t = threading.Thread(target=produce, name="shard-ahead", daemon=True)
+    t.start()
+    finished = False
+    try:
+        while True:
+            kind, job, value = results.get()
+            if kind == "end":
+                finished = True
+                return
+            if kind == "error":
+                raise value
+            yield job, value
+    finally:
+        stop.set()
+        t.join(timeout=None if finished else 1.0)
+        if not t.is_alive():  # else it is mid-shard, using the stages: the process exit ends it
             worker.close()
 
 

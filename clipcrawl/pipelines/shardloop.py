@@ -137,6 +137,11 @@ class ShardWorker:
         self.p, self._bars, self._ready = state["p"], _Bars(), False
 
     @property
+    def publish_behind(self) -> bool:
+        """The local engine computes the next shard while the driver publishes this one (streamed passes)."""
+        return self.p.streaming
+
+    @property
     def write_behind(self) -> bool:
         return self.p.write_behind and not self.p.streaming  # a streamed shard overlaps its own writes
 
@@ -163,10 +168,14 @@ class ShardWorker:
         there on, chunks."""
         chunks: Iterator[pa.Table] = iter([table])
         chunked = False
-        for stage in self.p.stages_for(job, table):
+        stages = self.p.stages_for(job, table)
+        for k, stage in enumerate(stages):
             self._bars.attach(stage)
-            chunked = chunked or hasattr(stage, "iter_process")
+            pipeline = hasattr(stage, "iter_process")
+            chunked = chunked or pipeline
             chunks = _map_chunks(stage, chunks, self.p.chunk_rows if chunked else None)
+            if pipeline and k + 1 < len(stages):  # keep its I/O going while the next stages compute
+                chunks = _ahead(chunks, self.p.write_queue)
         return chunks
 
     def write(self, job: Any, out: Any) -> Any:
@@ -203,6 +212,53 @@ def _map_chunks(stage: Stage, tables: Iterator[pa.Table], n: int | None) -> Iter
 
 
 _END, _ABORT = object(), object()
+
+
+def _ahead(chunks: Iterator[pa.Table], depth: int) -> Iterator[pa.Table]:
+    """``chunks`` computed on a thread of their own, at most ``depth`` ahead of the consumer: a stage
+    with its own pipeline (the download's event loop) keeps fetching while later stages (CLIP) compute
+    on the caller's thread. Errors reach the consumer; a consumer that stops stops the producer."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(("chunk", chunk), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            item: tuple[str, Any] = ("end", None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            item = ("error", e)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # the producer's own thread ends its generator (cancels in-flight fetches)
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    t = threading.Thread(target=produce, name="stage-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        t.join()
 
 
 class _Aborted(Exception):

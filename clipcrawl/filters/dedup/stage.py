@@ -38,6 +38,27 @@ _EXACT_TEXT = {
 }
 
 
+class HashImages(Stage):
+    """The image fingerprints :class:`MarkDuplicates` needs (pixel hash, pHash, thumbnail), computed where
+    the rows are (a worker, a Ray actor) instead of on the driver that dedups shard after shard. Rows
+    already fingerprinted are left alone, so MarkDuplicates then only reads them: same values, same
+    decisions. Run it after every stage that may drop rows (only rows still ``success`` are hashed)."""
+
+    name: ClassVar[str] = "fingerprints"
+
+    def __init__(self, config: DedupConfig | None = None):
+        self.config = config or DedupConfig()
+
+    def process(self, table: pa.Table) -> pa.Table:
+        cfg = self.config
+        if not cfg.enabled or not (cfg.pixels or cfg.phash) or table.num_rows == 0:
+            return table
+        active = ok_mask(table)
+        if not active.any():
+            return table
+        return fill_image_hashes(table, np.flatnonzero(active), thumbnails=cfg.phash)
+
+
 class MarkDuplicates(Stage):
     name: ClassVar[str] = "dedup"
     _transient = ("index", "_eval", "_base", "_layers", "_ranges", "_base_range")

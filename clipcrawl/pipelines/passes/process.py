@@ -1,13 +1,15 @@
 """The run's pass over its planned shards (``clipcrawl run``, state ``process``).
 
 Per planned shard, on any worker (a Ray actor or this process): caption rules, fetch + resize, CLIP
-score, threshold; the result goes to a work file (Arrow IPC with images and embeddings) so a killed run
+score, threshold, streamed in chunks (the download keeps fetching on its own thread while CLIP scores
+the previous chunk); the result goes to a work file (Arrow IPC with images and embeddings) so a killed run
 does not fetch it again. Then on the driver, in shard order: dedup against everything published,
 embeddings, the shard files (stats last), the dedup index commit, the run record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,8 @@ from clipcrawl.schemas.config import RunConfig
 
 
 def fetch_and_score_stages(cfg: RunConfig) -> list[Stage]:
-    """Caption rules and blocklists (before any download), fetch + resize, CLIP score, then the threshold."""
+    """Caption rules and blocklists (before any download), fetch + resize, CLIP score, the threshold, then
+    the image fingerprints dedup compares (hashing on the workers, not on the driver)."""
     from clipcrawl.filters.text import FilterCaptions
     from clipcrawl.pipelines.fetch_images import FetchImages
 
@@ -39,6 +42,10 @@ def fetch_and_score_stages(cfg: RunConfig) -> list[Stage]:
         from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
 
         stages += [ScoreClip(cfg.filters.clip), ApplyClipThreshold(cfg.filters.clip.threshold)]
+    if cfg.dedup.enabled:  # fingerprints on the workers; the driver's dedup only compares them
+        from clipcrawl.filters.dedup.stage import HashImages
+
+        stages.append(HashImages(cfg.dedup))
     return stages
 
 
@@ -75,6 +82,8 @@ class ProcessPlanned(ShardPass):
     """Fetch and score on workers; dedup and write each shard on the driver, in order."""
 
     name = "shards"
+    #: chunks flow fetch -> CLIP: the download keeps fetching (its own thread) while CLIP scores a chunk
+    streaming = True
     #: driver-side state, never sent to workers
     driver_state = ("dedup", "layout", "st")
 
@@ -100,9 +109,11 @@ class ProcessPlanned(ShardPass):
     def stages_for(self, job: PlannedShard, table: pa.Table) -> list[Stage]:
         return [] if job.scored else self.stages
 
-    def write(self, job: PlannedShard, table: pa.Table) -> str:
+    def write(self, job: PlannedShard, chunks: Iterator[pa.Table]) -> str:
+        """The scored chunks as one work file (a resumed attempt does not fetch them again)."""
+        tables = list(chunks)
         if not job.scored:
-            write_ipc(table, job.work)
+            write_ipc(pa.concat_tables(tables, promote_options="permissive"), job.work)
         return job.work
 
     # ---------------------------------------------------------------- driver: dedup and write, in order

@@ -337,7 +337,7 @@ class _Scheduler:
                     attempts[i] += 1
                     name = self.worker.p.job_name(jobs[i]) if hasattr(self.worker, "p") else str(jobs[i])
                     log.warning("ray: worker died on shard %s (attempt %d): %s", name, attempts[i],
-                                str(e).splitlines()[0][:300])
+                                " ".join(str(e).split())[:600])  # the cause (exit code, OOM kill...) too
                     self._replace(a, idle)
                     if attempts[i] > self.retries:
                         done[i] = ShardFailure(name, f"worker died {attempts[i]} times: {type(e).__name__}")

@@ -70,7 +70,7 @@ def test_image_query_finds_its_near_duplicates(searcher, indexed_demo):
         # copy land at 0.84-0.99 with the tiny model
         assert key in [h["key"] for h in hits] and hits[0]["similarity"] > 0.8, (key, hits)
         if hits[0]["key"] != key:  # the demo site also serves mirrored copies: a kept sibling may rank first
-            sibling = float(searcher.vector_of(key) @ searcher.vector_of(hits[0]["key"]).T)
+            sibling = (searcher.vector_of(key) @ searcher.vector_of(hits[0]["key"]).T).item()
             assert sibling > 0.9, (key, hits)
         # the stored vector of a sample finds itself first, at ~1 (fp16 storage)
         own = searcher.search(searcher.vector_of(key), 1)[0]

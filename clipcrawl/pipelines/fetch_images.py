@@ -1,8 +1,8 @@
 """Download and resize images: the :class:`FetchImages` stage.
 
 ``FetchImages`` owns an asyncio loop and one :class:`Fetcher` (kept open across batches) in the
-main process, and a process pool that decodes/resizes (``clipcrawl.filters.images``), so HTTP and
-pixels use every core. Work in flight is bounded (``concurrency`` requests plus a small decode
+main process, and a pool of decoder threads (or processes, ``decoder``) that decodes/resizes
+(``clipcrawl.filters.images.pool``), so HTTP and pixels use every core. Work in flight is bounded (``concurrency`` requests plus a small decode
 queue), so memory stays flat whatever the batch size. Statuses keep img2dataset's meanings:
 ``failed_to_download`` (network/HTTP errors, robots.txt, X-Robots-Tag noai..., TDMRep, over the byte cap),
 ``failed_to_resize`` (undecodable, too small, aspect ratio, pixel bomb), ``success``; and ``blocked``
@@ -155,7 +155,8 @@ class FetchImages(Stage):
         self._loop = asyncio.new_event_loop()
         self._fetcher = Fetcher(fetch_config(self.config))
         self._loop.run_until_complete(self._fetcher.__aenter__())
-        self._pool = DecodePool(ResizeOptions.from_config(self.config), self.workers).start()
+        self._pool = DecodePool(ResizeOptions.from_config(self.config), self.workers,
+                                decoder=self.config.decoder).start()
         self._ua_token = user_agent_token(self.config.user_agent)
         self._directives = [d.strip().lower() for d in self.config.disallowed_header_directives if d.strip()]
 

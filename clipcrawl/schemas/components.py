@@ -43,7 +43,10 @@ class DownloadConfig(Model):
         default_factory=list, description="CIDRs exempt from the private-address guard (e.g. an intranet)."
     )
     max_bytes: int = Field(30_000_000, ge=1024, description="Bodies larger than this -> failed_to_download.")
-    workers: int | None = Field(None, ge=1, description="Decode/resize processes; default: CPU count.")
+    workers: int | None = Field(None, ge=1, description="Decode/resize threads (or processes); default: CPU count.")
+    decoder: Literal["threads", "processes"] = Field(
+        "threads", description="Decode/resize on threads of the downloading process (less CPU and memory per image; "
+        "Pillow releases the GIL) or on processes (a decoder crash on one image fails that image alone).")
     respect_tdmrep: bool = Field(
         True, description="TDMRep: never fetch what /.well-known/tdmrep.json reserves; drop responses with "
         "tdm-reservation: 1 (failed_to_download, reason recorded).",

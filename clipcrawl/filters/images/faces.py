@@ -16,6 +16,7 @@ stage, for tables that already hold encoded images (it decodes, blurs and re-enc
 from __future__ import annotations
 
 import io
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 CASCADE = "haarcascade_frontalface_alt2.xml"
 DETECT_MAX_SIDE = 640
 MIN_FACE = 24  # pixels on the detection copy
-_DETECTOR: Any = None
+_LOCAL = threading.local()  # a classifier per thread: decode threads must not share one (OpenCV state)
 
 
 class FaceDetectorUnavailable(RuntimeError):
@@ -36,9 +37,8 @@ class FaceDetectorUnavailable(RuntimeError):
 
 
 def detector() -> Any:
-    """The process's cascade classifier (loaded once)."""
-    global _DETECTOR
-    if _DETECTOR is None:
+    """This thread's cascade classifier (loaded once per thread)."""
+    if getattr(_LOCAL, "detector", None) is None:
         try:
             import cv2
         except ImportError as e:
@@ -51,8 +51,8 @@ def detector() -> Any:
             raise FaceDetectorUnavailable(f"OpenCV {cv2.__version__} does not ship {CASCADE} under cv2.data "
                                           "(fix: pip install 'opencv-python-headless>=4.5,<5')")
         cv2.setNumThreads(1)  # one decode worker per core already
-        _DETECTOR = clf
-    return _DETECTOR
+        _LOCAL.detector = clf
+    return _LOCAL.detector
 
 
 def detect_faces(image: Image.Image | np.ndarray) -> list[list[float]]:

@@ -88,15 +88,20 @@ class ResizedImage:
 
 
 def resize_image(data: bytes, opts: ResizeOptions, bbox: Sequence[Sequence[float]] | None = None,
-                 with_sha256: bool = True) -> ResizedImage:
-    """Decode ``data`` and produce the encoded output image; failures come back in ``error``."""
+                 with_sha256: bool = True, quiet: bool = True) -> ResizedImage:
+    """Decode ``data`` and produce the encoded output image; failures come back in ``error``.
+    ``quiet``: Pillow's warnings silenced for the call (``warnings.catch_warnings``, not thread-safe: a
+    caller on threads turns them off once instead, see :mod:`.pool`)."""
     out = ResizedImage(sha256=hashlib.sha256(data).hexdigest() if with_sha256 else None)
     if opts.disable_all_reencoding:
         out.image = data
         return out
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # corrupt EXIF, bomb warnings...: our own checks report
+        if quiet:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # corrupt EXIF, bomb warnings...: our own checks report
+                _resize_into(out, data, opts, bbox)
+        else:
             _resize_into(out, data, opts, bbox)
     except MemoryError:
         out.error = "image too large to decode (out of memory)"

@@ -43,7 +43,10 @@ def download(
     retries: int = typer.Option(0, "--retries", help="Retries on timeouts, resets, 429 and 5xx."),
     concurrency: int = typer.Option(64, "--concurrency", help="Requests in flight in total."),
     per_host_concurrency: int = typer.Option(16, "--per-host-concurrency", help="Requests in flight per host."),
-    workers: int | None = typer.Option(None, "--workers", help="Decode/resize processes (default: CPU count)."),
+    workers: int | None = typer.Option(None, "--workers", help="Decode/resize threads or processes (default: CPU "
+                                                                 "count)."),
+    decoder: str = typer.Option("threads", "--decoder", help="threads (less CPU and memory) or processes (a decoder "
+                                                            "crash fails one image, not the run)."),
     user_agent: str | None = typer.Option(None, "--user-agent", help="User-Agent header (its first token is matched "
                                                                      "by robots.txt and X-Robots-Tag)."),
     disallowed_header_directives: str | None = typer.Option(
@@ -91,7 +94,7 @@ def download(
           "encode_format": encode_format, "encode_quality": encode_quality, "max_decode_pixels": max_decode_pixels,
           "jpeg_draft_gap": jpeg_draft_gap, "timeout": timeout, "retries": retries,
           "concurrency": concurrency, "per_host_concurrency": per_host_concurrency, "workers": workers,
-          "respect_robots": not no_robots, "allow_private_networks": allow_private_networks,
+          "decoder": decoder, "respect_robots": not no_robots, "allow_private_networks": allow_private_networks,
           "blocklists": list(blocklist or []), "blur_faces": blur_faces, "bbox_col": bbox_col,
           "max_retry_after": max_retry_after, "respect_tdmrep": not no_tdmrep}
     if user_agent:

@@ -144,7 +144,7 @@ def test_a_killed_decoder_restarts_the_pool():
     from .server import make_image
 
     bodies = [make_image(800, 600, "JPEG", seed=i) for i in range(4)] * 10
-    pool = DecodePool(ResizeOptions(image_size=64), workers=1).start()
+    pool = DecodePool(ResizeOptions(image_size=64), workers=1, decoder="processes").start()
 
     async def go():
         tasks = [asyncio.ensure_future(pool.resize(b)) for b in bodies]
@@ -162,3 +162,35 @@ def test_a_killed_decoder_restarts_the_pool():
     assert all(r.image is not None or r.error == CRASHED for r in results)
     assert sum(r.image is not None for r in results) >= len(bodies) - 8
     assert after.image is not None
+
+
+def test_thread_and_process_decoders_give_the_same_bytes():
+    import asyncio
+
+    from clipcrawl.filters.images import ResizeOptions
+    from clipcrawl.filters.images.pool import DecodePool
+
+    from .server import make_image
+
+    bodies = [make_image(800, 600, "JPEG", seed=i) for i in range(6)] + [b"not an image", make_image(40, 30, "PNG")]
+    out = {}
+    for decoder in ("threads", "processes"):
+        pool = DecodePool(ResizeOptions(image_size=64), workers=2, decoder=decoder).start()
+
+        async def go(pool=pool):
+            return await asyncio.gather(*(pool.resize(b) for b in bodies))
+
+        try:
+            out[decoder] = asyncio.run(go())
+        finally:
+            pool.close()
+    assert [(r.image, r.error, r.sha256) for r in out["threads"]] == [(r.image, r.error, r.sha256) for r in out["processes"]]
+    assert out["threads"][-2].error and out["threads"][0].image
+
+
+def test_decoder_names_are_checked():
+    from clipcrawl.filters.images import ResizeOptions
+    from clipcrawl.filters.images.pool import DecodePool
+
+    with pytest.raises(ValueError, match="decoder"):
+        DecodePool(ResizeOptions(), workers=1, decoder="fork")

@@ -85,6 +85,9 @@ _register_commands()
 def main(argv: list[str] | None = None) -> int:
     global _interrupted
     _interrupted = False
+    from clipcrawl.base.workers import passive_openmp
+
+    passive_openmp()  # torch's CPU threads sleep when idle: they share the cores with decoders
     try:
         previous = signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread (an in-process caller): keep Python's default

@@ -11,7 +11,9 @@ stops, and shuts its pools down; the CLI prints one line (see :mod:`clipcrawl.cl
 from __future__ import annotations
 
 import multiprocessing.context as mpc
+import os
 import signal
+import sys
 from typing import Any
 
 
@@ -64,3 +66,13 @@ def quiet_context(method: str = "spawn") -> Any:
     """A multiprocessing context whose processes start with SIGINT blocked (pass it as
     ``mp_context`` to ``ProcessPoolExecutor``; pair it with :func:`ignore_sigint` in the initializer)."""
     return _CONTEXTS[method]()
+
+
+def passive_openmp() -> None:
+    """Let OpenMP's idle threads (torch's intra-op pool on CPU) sleep instead of spinning, unless the user
+    chose (``OMP_WAIT_POLICY``). libgomp reads the variable once, when torch loads it, so this acts only
+    before the first ``import torch`` of the process. Spinning threads burn the cores that decode, resize
+    and hash on this machine: tiny CLIP on 2 threads cost 1.6-2.1 CPU-ms per image spinning vs 0.8-0.9
+    passive, at the same or better wall time (bench/RESULTS.md)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -102,6 +102,9 @@ def load_clip(
     cache_dir: str | None = None,
 ) -> LoadedClip:
     """Create model, preprocess and tokenizer; raise ClipWeightsUnavailable / ConfigError on bad input."""
+    from clipcrawl.base.workers import passive_openmp
+
+    passive_openmp()  # before torch loads its OpenMP runtime (a Ray actor, a library caller)
     import open_clip
 
     dev = resolve_device(device)

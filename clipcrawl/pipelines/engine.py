@@ -184,7 +184,9 @@ def stage_gpus(worker: Any) -> float:
 
 class RayEngine:
     """Shard workers as Ray actors. ``address``: ``auto``, ``host:port``, ``ray://host:10001`` or ``None``
-    (``RAY_ADDRESS`` or a local Ray instance). ``gpus_per_actor``: ``None`` = what the stages declare."""
+    (``RAY_ADDRESS`` or a local Ray instance); a process already connected to another cluster than
+    ``address`` is refused (ConfigError, see rayconnect.py). ``gpus_per_actor``: ``None`` = what the
+    stages declare."""
 
     name = "ray"
 
@@ -202,7 +204,11 @@ class RayEngine:
             import ray
         except ImportError:
             raise ConfigError("engine 'ray' needs Ray: pip install 'clipcrawl[ray]'") from None
-        if not ray.is_initialized():
+        if ray.is_initialized():  # the caller's own connection, or an earlier engine's: the same cluster?
+            from clipcrawl.pipelines.rayconnect import check_connected
+
+            check_connected(ray, self.address)
+        else:
             kw: dict[str, Any] = {"_node_ip_address": self.node_ip} if self.node_ip else {}
             env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
             ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False,

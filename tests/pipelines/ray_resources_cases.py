@@ -15,8 +15,9 @@ import pytest
 from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
 from clipcrawl.pipelines.engine import RayEngine
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
+from clipcrawl.schemas.config import ConfigError
 
-from .raycluster import DRIVER_ENV, HEAD_IP, RayCluster
+from .raycluster import HEAD_IP, free_port, ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 ray = pytest.importorskip("ray")
@@ -24,20 +25,11 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def cluster():
-    mp = pytest.MonkeyPatch()
-    for k, v in DRIVER_ENV.items():
-        mp.setenv(k, v)
-    c = RayCluster()
-    if not c.head("--num-cpus=2", "--num-gpus=1"):
-        c.stop()
-        pytest.skip(f"ray start failed: {c.error}")
-    try:
+    if os.environ.get("RAY_AUTH_MODE", "disabled") != "disabled":  # see raycluster.py: "Token authentication"
+        pytest.fail(f"this process imported Ray with RAY_AUTH_MODE={os.environ.get('RAY_AUTH_MODE')!r}; its actors "
+                    "on the test cluster (auth disabled) would be cancelled before they start")
+    with ray_cluster("--num-cpus=2", "--num-gpus=1") as c:
         yield c
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        c.stop()
-        mp.undo()
 
 
 class _DiePass(ShardPass):
@@ -83,6 +75,16 @@ def test_retries_are_bounded(cluster):
     assert [j for j, _ in p.published] == [0, 2]
     assert len(failures) == 1 and isinstance(failures[0], ShardFailure) and failures[0].shard == "1"
     assert "worker died 2 times" in failures[0].error
+
+
+def test_engine_refuses_another_cluster_while_connected(cluster):
+    RayEngine(cluster.address, node_ip=HEAD_IP)._init()  # this process is now connected to the test cluster
+    assert ray.is_initialized()
+    other = f"{HEAD_IP}:{free_port()}"
+    with pytest.raises(ConfigError, match="already connected") as e:
+        RayEngine(other, node_ip=HEAD_IP)._init()
+    assert other in str(e.value) and cluster.address in str(e.value)
+    assert RayEngine(cluster.address, node_ip=HEAD_IP)._init() is ray  # the same cluster: the connection reused
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -3,6 +3,15 @@
 Ray replaces 127.0.0.1 with the machine's external address, so nodes use other loopback addresses and no
 traffic leaves the machine. Every process of the cluster names its own temp dir on its command line;
 :meth:`RayCluster.stop` ends exactly those (by pid), never another cluster on the same machine.
+
+Token authentication: a Ray driver caches ``RAY_AUTH_MODE`` early (a fixture that changes it later is too late)
+and in token mode refuses calls without a token to its own gRPC server. ``ray.init()`` starting a *local* Ray sets
+``os.environ["RAY_AUTH_MODE"] = "token"`` (and ``PYTHONBREAKPOINT``) for good, so a test doing that in
+the pytest process leaks token mode into every later test and subprocess. A driver in token mode on a
+cluster started with ``RAY_AUTH_MODE=disabled`` sees its actors "cancelled before they started, all
+references removed" (the GCS's calls to the owner are refused: "Missing authorization header"). Hence
+:func:`ray_cluster` restores ``os.environ``, drivers get :data:`DRIVER_ENV`, and a test that calls
+``ray.init()`` itself sets ``RAY_AUTH_MODE=disabled`` with ``monkeypatch`` first.
 """
 
 from __future__ import annotations
@@ -16,11 +25,47 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 HEAD_IP = "127.0.0.2"
 #: what drivers (this process, the CLI it starts) need in their environment to join the cluster
 DRIVER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@contextlib.contextmanager
+def restored_environ() -> Iterator[None]:
+    """``os.environ`` as it was on entry, on exit (whatever Ray or the body set or removed)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def ray_cluster(*head_args: str, workers: Sequence[tuple[str, Sequence[str]]] = ()) -> Iterator[RayCluster]:
+    """A loopback cluster for one test module: the head (``ray start --head *head_args``) and ``workers``
+    (``(ip, args)`` each). Skips when it does not start. While it runs, this process has
+    :data:`DRIVER_ENV`; on exit this process's Ray connection is shut down, the cluster's processes are
+    ended and ``os.environ`` is restored."""
+    import pytest
+
+    with restored_environ():
+        os.environ.update(DRIVER_ENV)
+        c = RayCluster()
+        try:
+            ok = c.head(*head_args) and all(c.worker(ip, *args) for ip, args in workers)
+            if ok and workers:
+                ok = c.wait_nodes(1 + len(workers))
+            if not ok:
+                pytest.skip(f"ray cluster did not start: {c.error}")
+            yield c
+        finally:
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+                sys.modules["ray"].shutdown()
+            c.stop()
 
 
 def free_port(ip: str = HEAD_IP) -> int:

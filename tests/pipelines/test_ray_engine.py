@@ -12,7 +12,7 @@ import pytest
 from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
 from clipcrawl.pipelines.engine import LocalEngine, RayEngine, make_engine
 
-from .raycluster import DRIVER_ENV, RayCluster
+from . import raycluster
 from .test_run import samples, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -22,19 +22,8 @@ NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's external address;
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    mp = pytest.MonkeyPatch()
-    for k, v in DRIVER_ENV.items():
-        mp.setenv(k, v)
-    c = RayCluster()
-    try:
-        if not c.head("--num-cpus=2"):
-            pytest.skip(f"ray start failed: {c.error}")
+    with raycluster.ray_cluster("--num-cpus=2") as c:
         yield c.address
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        c.stop()
-        mp.undo()
 
 
 def test_make_engine():

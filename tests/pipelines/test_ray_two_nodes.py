@@ -16,7 +16,7 @@ import pytest
 
 from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
 
-from .raycluster import DRIVER_ENV, HEAD_IP, RayCluster
+from .raycluster import DRIVER_ENV, HEAD_IP, ray_cluster
 from .test_run import write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -26,13 +26,8 @@ WORKER_IP = "127.0.0.3"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = RayCluster()
-    try:
-        if not (c.head("--num-cpus=1") and c.worker(WORKER_IP, "--num-cpus=1") and c.wait_nodes(2)):
-            pytest.skip(f"two-node ray cluster did not start: {c.error}")
+    with ray_cluster("--num-cpus=1", workers=[(WORKER_IP, ["--num-cpus=1"])]) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -65,3 +65,47 @@ def test_failpoint_once_kills_only_the_first_process(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True) for _ in range(2)]
     assert runs[0].returncode == -signal.SIGKILL and (tmp_path / "m").exists()
     assert runs[1].returncode == 0 and runs[1].stdout.strip() == "passed"
+
+
+class _FakeRay:
+    """Just enough of ``ray`` for an engine that finds this process already connected to ``gcs``."""
+
+    def __init__(self, gcs: str) -> None:
+        self.gcs, self.asked = gcs, 0
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_runtime_context(self):
+        self.asked += 1
+        return type("Ctx", (), {"gcs_address": self.gcs})()
+
+
+def test_same_address():
+    from clipcrawl.pipelines.rayconnect import same_address
+
+    assert same_address("127.0.0.2:6379", "127.0.0.2:6379")
+    assert same_address("localhost:6379", "127.0.0.1:6379")  # resolves to a common IP
+    assert not same_address("127.0.0.2:6379", "127.0.0.2:6380")
+    assert not same_address("127.0.0.2:6379", "127.0.0.3:6379")
+
+
+def test_ray_engine_refuses_a_connection_to_another_cluster(monkeypatch):
+    import sys
+
+    import pytest
+
+    from clipcrawl.pipelines.engine import RayEngine
+    from clipcrawl.schemas.config import ConfigError
+
+    fake = _FakeRay("127.0.0.2:6379")
+    monkeypatch.setitem(sys.modules, "ray", fake)  # RayEngine imports ray lazily: it gets this one
+    with pytest.raises(ConfigError) as e:
+        RayEngine("127.0.0.3:6379")._init()
+    assert "127.0.0.3:6379" in str(e.value) and "127.0.0.2:6379" in str(e.value)  # both named
+    assert RayEngine("127.0.0.2:6379")._init() is fake  # the connected cluster: reused
+    asked = fake.asked
+    for address in (None, "auto", "ray://127.0.0.3:10001"):  # nothing to compare with
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        assert RayEngine(address)._init() is fake
+    assert fake.asked == asked

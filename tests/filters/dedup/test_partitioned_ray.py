@@ -7,6 +7,7 @@ processes on a shared machine, and its token authentication is set up by the dri
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 
@@ -24,6 +25,10 @@ NODE_IP = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's external address;
 def test_ray_partitions_equal_single_index(tmp_path, monkeypatch):
     single = _decide(tmp_path / "single", [1, 1, 1])
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # ray.init() of a local Ray would otherwise set RAY_AUTH_MODE=token (and PYTHONBREAKPOINT) in os.environ
+    # for good, and later drivers (tests/pipelines/test_ray_*.py) would refuse their clusters' calls
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("PYTHONBREAKPOINT", os.environ.get("PYTHONBREAKPOINT", ""))  # restored (or removed) after
     temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
     ray.init(num_cpus=1, include_dashboard=False, _node_ip_address=NODE_IP, log_to_driver=False, _temp_dir=temp)
     backends = []

@@ -65,6 +65,7 @@ def download(
     per_host_concurrency: int = 16,
     max_bytes: int = 30_000_000,
     ray_address: str | None = None,
+    decoder: str = "threads",
 ) -> Any:
     """Download the images of ``url_list`` into ``output_folder`` as img2dataset 1.47 does.
 
@@ -99,7 +100,7 @@ def download(
         "disable_all_reencoding": disable_all_reencoding, "min_image_size": min_image_size,
         "max_image_area": max_image_area, "max_aspect_ratio": max_aspect_ratio, "timeout": timeout,
         "retries": retries, "concurrency": thread_count, "per_host_concurrency": per_host_concurrency,
-        "workers": processes_count, "respect_robots": respect_robots,
+        "workers": processes_count, "decoder": decoder, "respect_robots": respect_robots,
         "allow_private_networks": allow_private_networks, "ignore_ssl_certificate": ignore_ssl_certificate,
         "disallowed_header_directives": [str(d) for d in disallowed_header_directives], "max_bytes": max_bytes,
     }

@@ -231,11 +231,13 @@ def _read_raw(f: InputFile, cfg: UrlListConfig) -> pa.Table:
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader error is an unusable input
-        raise ConfigError(
-            f"{f.path}: cannot read it as {f.format}: {type(e).__name__}: {e} "
-            f"(fix: check the file, or pass the right --input-format)".replace("\n", " ")
-        ) from None
+        raise _unreadable(f, e) from None
     raise ConfigError(f"{f.path}: unknown input format {f.format!r} (fix: use one of {', '.join(FORMATS)})")
+
+
+def _unreadable(f: InputFile, e: Exception) -> ConfigError:
+    return ConfigError(f"{f.path}: cannot read it as {f.format}: {type(e).__name__}: {e} "
+                       f"(fix: check the file, or pass the right --input-format)".replace("\n", " "))
 
 
 def read_input_file(f: InputFile, cfg: UrlListConfig) -> pa.Table:
@@ -262,10 +264,7 @@ def iter_input_file(f: InputFile, cfg: UrlListConfig, batch_rows: int) -> Iterat
         except ConfigError:
             raise
         except Exception as e:  # noqa: BLE001 - any reader error is an unusable input
-            raise ConfigError(
-                f"{f.path}: cannot read it as {f.format}: {type(e).__name__}: {e} "
-                f"(fix: check the file, or pass the right --input-format)".replace("\n", " ")
-            ) from None
+            raise _unreadable(f, e) from None
 
 
 def _pairs(raw: pa.Table, f: InputFile, cfg: UrlListConfig) -> pa.Table:

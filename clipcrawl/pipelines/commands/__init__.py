@@ -5,6 +5,17 @@ from __future__ import annotations
 import typer
 
 
+def wait_for_ctrl_c() -> None:
+    """Block until Ctrl-C (a server command serving in the background threads)."""
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 def exit_on_failures(failures: list) -> None:
     """Unreadable shards were reported and skipped: say so and exit 1 (the rest of the pass is done)."""
     if failures:

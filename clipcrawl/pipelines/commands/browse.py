@@ -15,9 +15,8 @@ def browse(
     open_browser: bool = typer.Option(False, "--open", help="Open the page in the default browser."),
 ) -> None:
     """Serve a search box, a thumbnail grid with captions and scores, filters and per-sample metadata."""
-    import time
-
     from clipcrawl.base.progress import log
+    from clipcrawl.pipelines.commands import wait_for_ctrl_c
     from clipcrawl.pipelines.inspect.browse import BrowseServer
 
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -28,11 +27,7 @@ def browse(
             import webbrowser
 
             webbrowser.open(srv.url)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        wait_for_ctrl_c()
 
 
 def register(app: typer.Typer) -> None:

@@ -32,13 +32,9 @@ def demo_command(
                           extra={"report": f"clipcrawl stats {out} --html {out}/report.html"})
         if serve:
             console.print(f"serving {site.url} (Ctrl-C to stop)")
-            try:
-                import time
+            from clipcrawl.pipelines.commands import wait_for_ctrl_c
 
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            wait_for_ctrl_c()
 
 
 def register(app: typer.Typer) -> None:

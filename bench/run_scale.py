@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from download_bench import _serve, make_images, run_measured  # noqa: E402
+from download_bench import _serve, _tree_rss, make_images  # noqa: E402
 from run_vs_download import caption, counts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,17 +44,42 @@ def run_config(dataset: Path, tsv: Path) -> dict:
             "output": {"samples_per_shard": 1000}, "log_format": "text"}
 
 
+def run_sampled(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, float, list[int]]:
+    """download_bench.run_measured plus the peak tree RSS of each quarter of the wall time (growth within
+    a run: a leak shows as rising quarters): (wall s, peak RSS bytes, exit code, tree CPU s, quarters)."""
+    import resource
+    import subprocess
+    import time
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    samples: list[tuple[float, int]] = []
+    with open(log, "w") as lf, open(log.with_suffix(".rss.tsv"), "w") as rf:  # the RSS timeline, as it goes
+        p = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT)
+        while p.poll() is None:
+            samples.append((time.monotonic() - t0, _tree_rss(p.pid)))
+            rf.write(f"{samples[-1][0]:.1f}\t{samples[-1][1] / 2**20:.0f}\n")
+            time.sleep(0.1)
+    wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    quarters = [max((r for t, r in samples if q * wall / 4 <= t < (q + 1) * wall / 4), default=0) for q in range(4)]
+    return wall, max((r for _, r in samples), default=0), p.returncode, (r1.ru_utime - r0.ru_utime) + (
+        r1.ru_stime - r0.ru_stime), quarters
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="3000,12000,48000")
     ap.add_argument("--unique", type=int, default=3000, help="distinct images behind the URLs")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", default="2", help="runs per size: one number, or one per size (2,2,1)")
     ap.add_argument("--tree", action="append", default=[], help="NAME=PATH of a checkout to run (repeatable)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the datasets (default: removed after each run)")
     args = ap.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(REPO)}
     sizes = [int(s) for s in args.sizes.split(",")]
+    repeats = [int(r) for r in args.repeat.split(",")]
+    repeats = repeats * len(sizes) if len(repeats) == 1 else repeats
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="runscale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -66,11 +91,11 @@ def main() -> None:
     port = parent.recv()
     rows: list[dict] = []
     try:
-        for n in sizes:
+        for n, repeat in zip(sizes, repeats):
             tsv = work / f"urls-{n}.tsv"
             tsv.write_text("url\tcaption\n" + "".join(
                 f"http://127.0.0.1:{port}/img/{i}.jpg\t{caption(i)}\n" for i in range(n)))
-            for r in range(args.repeat):
+            for r in range(repeat):
                 for name, path in trees.items():
                     out = work / f"{name}-{n}-{r}"
                     shutil.rmtree(out, ignore_errors=True)
@@ -79,14 +104,15 @@ def main() -> None:
                     env = {**os.environ, "PYTHONPATH": str(Path(path).resolve()), "PYTHONWARNINGS": "ignore"}
                     cmd = [sys.executable, "-P", "-m", "clipcrawl", "run", str(cfg)]
                     load = os.getloadavg()[0]
-                    wall, rss, rc, cpu = run_measured(cmd, env, work / f"{out.name}.log")
+                    wall, rss, rc, cpu, quarters = run_sampled(cmd, env, work / f"{out.name}.log")
                     c = counts(out)
                     row = {"tree": name, "urls": n, "repeat": r, "wall_s": wall, "urls_s": n / wall,
-                           "cpu_ms": 1000 * cpu / n, "rss_mib": rss / 2**20, "rc": rc, "load": load, "statuses": c}
+                           "cpu_ms": 1000 * cpu / n, "rss_mib": rss / 2**20, "rc": rc, "load": load, "statuses": c,
+                           "rss_quarters_mib": [round(q / 2**20) for q in quarters]}
                     rows.append(row)
                     print(f"{name:8s} {n:6d} URLs run {r}: {wall:7.1f}s {row['urls_s']:6.1f} URL/s "
                           f"{row['cpu_ms']:6.2f} CPU-ms/URL peak RSS {row['rss_mib']:6.0f} MiB exit {rc} "
-                          f"load {load:.1f} statuses {c}", flush=True)
+                          f"load {load:.1f} RSS by quarter {row['rss_quarters_mib']} statuses {c}", flush=True)
                     if rc != 0:
                         print(f"  see {work / f'{out.name}.log'}", flush=True)
                     if not args.keep:

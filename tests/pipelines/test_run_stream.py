@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from clipcrawl.base.layout import DatasetLayout
@@ -137,3 +139,22 @@ def test_publish_batch_by_batch_writes_what_the_whole_shard_did(tmp_path, hashed
     assert a.read_bytes() == b.read_bytes()
     assert _tar_members(Path(ShardRef(old.shards, "00000").tar)) == _tar_members(Path(ShardRef(new.shards, "00000").tar))
     assert not Path(work).exists()
+
+
+def _new_pairs_python(keys: list[str], seen: set[str]) -> list[int]:
+    """The plan's selection as it was (Python objects per row): first row of each unseen key, by key."""
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in seen and k not in first:
+            first[k] = i
+    return sorted(first.values(), key=lambda i: keys[i])
+
+
+@given(st.lists(st.text(min_size=1, max_size=4), max_size=60), st.sets(st.text(min_size=1, max_size=4), max_size=10))
+@settings(max_examples=150, deadline=None)
+def test_plan_selection_in_arrow_equals_the_python_one(keys, seen):
+    from clipcrawl.pipelines.plan import new_pairs
+
+    pairs = pa.table({"key": pa.array(keys, pa.string()), "row": pa.array(range(len(keys)), pa.int64())})
+    got = new_pairs(pairs, pa.chunked_array([pa.array(sorted(seen), pa.string())], pa.string()))
+    assert got.column("row").to_pylist() == _new_pairs_python(keys, seen)

@@ -34,14 +34,14 @@ from run_vs_download import caption, counts  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_config(dataset: Path, tsv: Path) -> dict:
+def run_config(dataset: Path, tsv: Path, samples_per_shard: int = 1000) -> dict:
     """run_vs_download.py's ``run`` config."""
     download = {"image_size": 256, "resize_mode": "border", "encode_quality": 95, "concurrency": 64,
                 "per_host_concurrency": 64, "allow_private_networks": True}
     return {"dataset": str(dataset), "sources": {"urls": {"path": str(tsv)}}, "download": download,
             "filters": {"clip": {"model": "tiny", "pretrained": None, "threshold": -1.0, "precision": "fp32"}},
             "dedup": {"enabled": True, "semantic": False},
-            "output": {"samples_per_shard": 1000}, "log_format": "text"}
+            "output": {"samples_per_shard": samples_per_shard}, "log_format": "text"}
 
 
 def run_sampled(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, float, list[int]]:
@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--repeat", default="2", help="runs per size: one number, or one per size (2,2,1)")
     ap.add_argument("--tree", action="append", default=[], help="NAME=PATH of a checkout to run (repeatable)")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--samples-per-shard", type=int, default=1000)
     ap.add_argument("--keep", action="store_true", help="keep the datasets (default: removed after each run)")
     args = ap.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(REPO)}
@@ -100,7 +101,7 @@ def main() -> None:
                     out = work / f"{name}-{n}-{r}"
                     shutil.rmtree(out, ignore_errors=True)
                     cfg = work / f"{out.name}.yaml"
-                    cfg.write_text(yaml.safe_dump(run_config(out, tsv)))
+                    cfg.write_text(yaml.safe_dump(run_config(out, tsv, args.samples_per_shard)))
                     env = {**os.environ, "PYTHONPATH": str(Path(path).resolve()), "PYTHONWARNINGS": "ignore"}
                     cmd = [sys.executable, "-P", "-m", "clipcrawl", "run", str(cfg)]
                     load = os.getloadavg()[0]

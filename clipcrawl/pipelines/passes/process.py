@@ -127,6 +127,7 @@ class ProcessPlanned(ShardPass):
                          image_ext=ext) as out:
             start = 0
             for batch in iter_work(work):
+                batch = _detached(batch)
                 if decided is not None:
                     batch = _with_columns(batch, decided.slice(start, batch.num_rows))
                 start += batch.num_rows
@@ -155,7 +156,18 @@ class ProcessPlanned(ShardPass):
             active = ok_mask(batch)
             if active.any():
                 batch = fill_image_hashes(batch, np.flatnonzero(active), thumbnails=cfg.phash)
-        return batch.drop_columns([IMAGE_COLUMN])
+        return _detached(batch.drop_columns([IMAGE_COLUMN]))
+
+
+def _detached(batch: pa.Table) -> pa.Table:
+    """``batch`` with every column but the images copied into buffers of its own: the columns of a batch read
+    from an IPC file are slices of one buffer, so keeping any of them (the dedup's table, the writer's Parquet
+    rows until the shard's end) would keep the batch's images alive."""
+    import numpy as np
+
+    idx = pa.array(np.arange(batch.num_rows))
+    cols = [c if name == IMAGE_COLUMN else c.take(idx) for name, c in zip(batch.column_names, batch.columns)]
+    return pa.Table.from_arrays(cols, schema=batch.schema)
 
 
 def _trim_heap() -> None:

@@ -96,25 +96,33 @@ def _read_pairs(folder: str) -> pa.Table:
 
 
 # ------------------------------------------------------------------ plan
-def planned_keys(ds: DatasetLayout, before_run: int) -> set[str]:
-    keys: set[str] = set()
+def planned_keys(ds: DatasetLayout, before_run: int) -> pa.ChunkedArray:
+    """Keys every earlier run planned (Arrow strings: bytes per key, not Python objects)."""
+    chunks: list[pa.Array] = []
     for run in ds.runs():
         if run >= before_run:
             continue
         for ref in list_shards(ds.plan_dir(run), done_only=False):
-            keys.update(read_parquet(ref.parquet, ["key"]).column("key").to_pylist())
-    return keys
+            chunks += read_parquet(ref.parquet, ["key"]).column("key").cast(pa.string()).chunks
+    return pa.chunked_array(chunks, pa.string())
+
+
+def new_pairs(pairs: pa.Table, seen: pa.ChunkedArray) -> pa.Table:
+    """The first row of each key no earlier run planned, sorted by key (in Arrow: no Python object per row)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    t = pa.table({"key": pairs.column("key").cast(pa.string()), "i": pa.array(np.arange(pairs.num_rows))})
+    if len(seen):
+        t = t.filter(pc.invert(pc.is_in(t.column("key"), value_set=seen.combine_chunks())))
+    first = t.group_by("key", use_threads=False).aggregate([("i", "min")])
+    first = first.sort_by([("key", "ascending")])  # UTF-8 byte order = code point order (Python's sort)
+    return pairs.take(first.column("i_min"))
 
 
 def plan(cfg: RunConfig, ds: DatasetLayout, st: RunState, folders: list[str]) -> list[ShardRef]:
     pairs = pa.concat_tables([_read_pairs(f) for f in folders]) if folders else PAIRS.empty_table()
-    seen = planned_keys(ds, st.run)
-    keys = pairs.column("key").to_pylist()
-    first: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        if k not in seen and k not in first:
-            first[k] = i
-    new = pairs.take(pa.array(sorted(first.values(), key=lambda i: keys[i]), pa.int64()))
+    new = new_pairs(pairs, planned_keys(ds, st.run))
     n = cfg.output.samples_per_shard
     start = next_shard_id(ds.shards)
     refs = []

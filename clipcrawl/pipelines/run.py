@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -48,7 +49,7 @@ __all__ = ["RunState", "count_statuses", "process", "run"]
 log = logging.getLogger("clipcrawl.run")
 
 
-def count_statuses(tables: list[pa.Table]) -> dict[str, int]:
+def count_statuses(tables: Iterable[pa.Table]) -> dict[str, int]:
     out: dict[str, int] = {}
     for t in tables:
         if t.num_rows == 0:
@@ -117,7 +118,7 @@ def run(cfg: RunConfig) -> RunState:
                 save_state(ds, st)
             if st.state == "publish":
                 refs = [ShardRef(ds.shards, n) for n in st.planned_shards]
-                st.counts.update(count_statuses([read_parquet(r.parquet, ["status"]) for r in refs]))
+                st.counts.update(count_statuses(read_parquet(r.parquet, ["status"]) for r in refs))  # one at a time
                 st.finished = time.time()
                 dset.publish(ds.root, st.run, refs, {"counts": st.counts, "timings": st.timings,
                                                       "config_sha256": st.config_sha256})

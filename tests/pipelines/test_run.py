@@ -204,3 +204,23 @@ def test_run_with_top_fraction_curates_the_whole_dataset(site, tmp_path):
     assert doc["status_counts"]["success"] == len(kept)
     published = pq.read_table(tmp_path / "ds" / "samples").num_rows
     assert published == len(kept)
+
+
+def test_kill9_while_publishing_a_work_file_then_rerun_equals_uninterrupted(site, reference, tmp_path):
+    """The driver streams a shard's work file into the shard files batch by batch: killed after a batch of
+    shard 2 went into its (temporary) tar, the work file is intact and the next run publishes it again."""
+    ds = tmp_path / "ds"
+    cfg = write_config(tmp_path / "run.yaml", ds, site.url)
+    r = clipcrawl("run", str(cfg), env={"CLIPCRAWL_FAILPOINT": "publish.batch:2"})
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-2000:])
+    assert_readable(ds)
+    work = list((ds / "runs" / "0001" / "work").glob("*.arrow"))
+    assert work, "the killed shard's work file must be left for the next run"
+    state = json.loads((ds / "runs" / "0001" / "run.json").read_text())
+    assert state["state"] == "process" and len(state["published_shards"]) == 1
+    r = clipcrawl("run", str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already scored" in r.stderr
+    assert samples(ds) == reference
+    assert not list(ds.rglob("*.arrow")) and not list(ds.rglob(".*.tmp-*"))
+    assert_verified(ds)

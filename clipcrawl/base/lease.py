@@ -183,6 +183,7 @@ class Lease:
         else:
             raise LeaseHeld(f"{self.url}: lost the race for the lock three times", {})
         self._stop.clear()
+        _interruptible()
         self._thread = threading.Thread(target=self._heartbeat, name="clipcrawl-lease", daemon=True)
         self._thread.start()
         return self
@@ -241,3 +242,12 @@ def read_lease(url: str) -> dict[str, Any] | None:
         return json.loads(fs.cat_file(path))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def _interruptible() -> None:
+    """A lost lease stops the run with SIGINT; a process started with SIGINT ignored (a background job of a
+    non-interactive shell: ``clipcrawl run ... &`` in a script, cron wrappers) would never see it and keep
+    writing next to the new owner. So, from the main thread, an ignored SIGINT becomes Python's default
+    (KeyboardInterrupt), as the CLI's own handler already does; a handler the caller set is kept."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -113,8 +113,10 @@ def test_concurrent_acquirers_exactly_one_wins(s3_url):
             lock.release()
 
 
-def test_a_holder_whose_lease_was_taken_over_stops(s3_url):
-    """Paused past its TTL and taken over: the heartbeat finds the ETag changed and interrupts the run."""
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_a_holder_whose_lease_was_taken_over_stops(s3_url, sigint):
+    """Paused past its TTL and taken over: the heartbeat finds the ETag changed and interrupts the run, also in
+    a process started with SIGINT ignored (a background job of a non-interactive shell)."""
     code = textwrap.dedent(f"""
         import time
         from clipcrawl.pipelines.lock import RunLock
@@ -125,8 +127,10 @@ def test_a_holder_whose_lease_was_taken_over_stops(s3_url):
         except KeyboardInterrupt:
             print("interrupted", flush=True)
     """)
+    disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL  # SIG_DFL: Python installs its own
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+                         env={**os.environ, "PYTHONPATH": str(REPO)},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "locked"
         fs, _ = fsspec.core.url_to_fs(s3_url)

@@ -97,6 +97,16 @@ def _serve(cache: str, n_unique: int, conn, latency: float = 0.0) -> None:  # no
 
 
 # ------------------------------------------------------------------ measuring a command
+def start_server(unique: int, latency: float = 0.0) -> tuple[mp.Process, int]:
+    """Generate (or reuse) ``unique`` bench JPEGs and serve them from their own process: (process, port)."""
+    cache = Path(tempfile.gettempdir()) / f"clipcrawl-bench-images-{unique}"
+    make_images(unique, cache)
+    parent, child = mp.Pipe()
+    server = mp.get_context("spawn").Process(target=_serve, args=(str(cache), unique, child, latency), daemon=True)
+    server.start()
+    return server, parent.recv()
+
+
 def _tree_rss(pid: int) -> int:
     """RSS in bytes of ``pid`` and all its descendants."""
     children: dict[int, list[int]] = {}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from download_bench import _serve, count_successes, make_images, run_measured  # noqa: E402
+from download_bench import count_successes, run_measured, start_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,12 +41,7 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dlscale-"))
     work.mkdir(parents=True, exist_ok=True)
-    cache = Path(tempfile.gettempdir()) / f"clipcrawl-bench-images-{args.unique}"
-    make_images(args.unique, cache)
-    parent, child = mp.Pipe()
-    server = mp.get_context("spawn").Process(target=_serve, args=(str(cache), args.unique, child), daemon=True)
-    server.start()
-    port = parent.recv()
+    server, port = start_server(args.unique)
     results: dict[str, dict[int, dict[str, float]]] = {t: {} for t in trees}
     try:
         for n in sizes:

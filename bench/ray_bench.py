@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from download_bench import _serve, count_successes, make_images  # noqa: E402
+from download_bench import count_successes, start_server  # noqa: E402
 
 from tests.pipelines.raycluster import DRIVER_ENV, HEAD_IP, RayCluster  # noqa: E402
 
@@ -81,12 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="raybench-"))
     work.mkdir(parents=True, exist_ok=True)
-    cache = Path(tempfile.gettempdir()) / f"clipcrawl-bench-images-{args.unique}"
-    make_images(args.unique, cache)
-    parent, child = mp.Pipe()
-    server = mp.get_context("spawn").Process(target=_serve, args=(str(cache), args.unique, child), daemon=True)
-    server.start()
-    port = parent.recv()
+    server, port = start_server(args.unique)
     urls = work / "urls.txt"
     urls.write_text("".join(f"http://127.0.0.1:{port}/img/{i}.jpg\n" for i in range(args.n)))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from download_bench import _serve, _tree_rss, make_images  # noqa: E402
+from download_bench import _tree_rss, start_server  # noqa: E402
 from run_vs_download import caption, counts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,12 +83,7 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="runscale-"))
     work.mkdir(parents=True, exist_ok=True)
-    cache = Path(tempfile.gettempdir()) / f"clipcrawl-bench-images-{args.unique}"
-    make_images(args.unique, cache)
-    parent, child = mp.Pipe()
-    server = mp.get_context("spawn").Process(target=_serve, args=(str(cache), args.unique, child), daemon=True)
-    server.start()
-    port = parent.recv()
+    server, port = start_server(args.unique)
     rows: list[dict] = []
     try:
         for n, repeat in zip(sizes, repeats):

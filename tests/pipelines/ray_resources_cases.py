@@ -7,7 +7,6 @@ import csv
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -17,7 +16,7 @@ from clipcrawl.pipelines.engine import RayEngine
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.schemas.config import ConfigError
 
-from .raycluster import HEAD_IP, free_port, ray_cluster
+from .raycluster import HEAD_IP, free_port, ray_cluster, shard_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 ray = pytest.importorskip("ray")
@@ -92,16 +91,6 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
 
 
-def _rows(folder: Path, columns=("key", "status", "clip_similarity")) -> list[tuple]:
-    import pyarrow.parquet as pq
-
-    out = []
-    for f in sorted(folder.glob("[0-9]*.parquet")):
-        t = pq.read_table(f)
-        out += list(zip(*[t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows
-                          for c in columns]))
-    return out
-
 
 @pytest.fixture(scope="module")
 def urls(tmp_path_factory):
@@ -129,7 +118,7 @@ def test_download_with_a_worker_killed_mid_shard_equals_local(cluster, urls, tmp
              env={"CLIPCRAWL_FAILPOINT": point, "CLIPCRAWL_FAILPOINT_ONCE": str(marker)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert marker.exists() and "worker died" in r.stderr  # an actor really died mid-shard
-    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")  # verify runs on both (autouse fixture)
+    assert shard_rows(tmp_path / "ray") == shard_rows(tmp_path / "local")  # verify runs on both (autouse fixture)
 
 
 def test_clip_actors_get_a_gpu_share_and_run_on_cpu(cluster, urls, tmp_path):
@@ -148,7 +137,7 @@ def test_clip_actors_get_a_gpu_share_and_run_on_cpu(cluster, urls, tmp_path):
         ray.shutdown()
     assert engine.actor_info and all(i["resources"].get("GPU") == 0.25 for i in engine.actor_info)
     assert all(i["cuda_visible"] == "0" for i in engine.actor_info)  # torch would see GPU 0 (none here: CPU)
-    local, on_ray = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    local, on_ray = shard_rows(tmp_path / "local"), shard_rows(tmp_path / "ray")
     assert [r[:2] for r in local] == [r[:2] for r in on_ray]
     assert all(abs(a[2] - b[2]) < 1e-5 for a, b in zip(local, on_ray) if a[2] is not None)
 

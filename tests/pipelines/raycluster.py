@@ -151,3 +151,15 @@ class RayCluster:
             while pids and time.monotonic() < end and self.pids():
                 time.sleep(0.2)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def shard_rows(folder: Path, columns=("key", "status", "clip_similarity")) -> list[tuple]:
+    """The given columns of a dataset folder's shard Parquet files, row by row in shard order."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for f in sorted(folder.glob("[0-9]*.parquet")):
+        t = pq.read_table(f)
+        out += list(zip(*[t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows
+                          for c in columns]))
+    return out

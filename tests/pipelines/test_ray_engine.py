@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -43,16 +42,6 @@ def test_ray_run_equals_local_run(ray_cluster, tmp_path):
     assert expected and samples(tmp_path / "ray") == expected
 
 
-def _rows(folder: Path, columns=("key", "status", "clip_similarity")) -> list[tuple]:
-    import pyarrow.parquet as pq
-
-    out = []
-    for f in sorted(folder.glob("[0-9]*.parquet")):
-        t = pq.read_table(f)
-        out += list(zip(*[t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows
-                          for c in columns]))
-    return out
-
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     r = subprocess.run([sys.executable, "-m", "clipcrawl", "--log-format", "text", *args], capture_output=True,
@@ -76,13 +65,13 @@ def test_every_pass_on_ray_equals_local(ray_cluster, tmp_path):
         dl = ["--allow-private-networks", "--no-robots", "--image-size", "64", "--samples-per-shard", "5"]
         _cli("download", str(urls), "--out", str(tmp_path / "local"), *dl)
         _cli("download", str(urls), "--out", str(tmp_path / "ray"), *dl, *ray_opts)
-    assert _rows(tmp_path / "local") == _rows(tmp_path / "ray")
+    assert raycluster.shard_rows(tmp_path / "local") == raycluster.shard_rows(tmp_path / "ray")
     for name, extra in (("local", []), ("ray", ray_opts)):
         d = str(tmp_path / name)
         _cli("score", d, "--model", "tiny", "--precision", "fp32", "--threshold", "0.2", *extra)
         _cli("dedup", d, "--no-semantic", *extra)
         _cli("reshard", d, "-n", "4", "--out", str(tmp_path / f"{name}-re"), *extra)
-    local, on_ray = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    local, on_ray = raycluster.shard_rows(tmp_path / "local"), raycluster.shard_rows(tmp_path / "ray")
     assert [r[:2] for r in local] == [r[:2] for r in on_ray]
     assert all(a[2] == b[2] or abs(a[2] - b[2]) < 1e-5 for a, b in zip(local, on_ray) if a[2] is not None)
-    assert _rows(tmp_path / "local-re" / "shards", ("key",)) == _rows(tmp_path / "ray-re" / "shards", ("key",))
+    assert raycluster.shard_rows(tmp_path / "local-re" / "shards", ("key",)) == raycluster.shard_rows(tmp_path / "ray-re" / "shards", ("key",))

@@ -9,6 +9,10 @@ from pydantic import Field, field_serializer, field_validator, model_validator
 
 from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, NOAI_DIRECTIVES, Model, redact
 
+#: JPEGs decode DCT-scaled to >= this x the output size (bench/RESULTS.md, "Resampling": with the Hamming
+#: filter as "area" this is closer to img2dataset's full decode + INTER_AREA than a 2x gap with a box filter).
+DEFAULT_JPEG_DRAFT_GAP = 1.25
+
 
 # ---------------------------------------------------------------- download
 class DownloadConfig(Model):
@@ -28,7 +32,7 @@ class DownloadConfig(Model):
         100_000_000, ge=1, description="Header size above this many pixels -> failed_to_resize before decoding."
     )
     jpeg_draft_gap: float = Field(
-        2.0, ge=0, description="Decode JPEGs DCT-scaled to >= this x the output size (0: always full decode)."
+        DEFAULT_JPEG_DRAFT_GAP, ge=0, description="Decode JPEGs DCT-scaled to >= this x the output size (0: always full decode)."
     )
     timeout: float = Field(10.0, gt=0)
     retries: int = Field(0, ge=0)

@@ -4,7 +4,7 @@ Order of work, cheapest first: read the header (format, size, EXIF) without deco
 decompression bombs and apply ``min_image_size`` / ``max_image_area`` / ``max_aspect_ratio``
 from the header size; decode JPEGs DCT-reduced (``Image.draft``, libjpeg's 1/2, 1/4, 1/8 IDCT
 scaling) to no less than ``jpeg_draft_gap`` times the output size, as Pillow's ``thumbnail``
-does (gap 2: mean difference to a full decode under 1.6/255, see tests); normalise the mode (alpha over
+does (default gap 1.25; tests compare it with img2dataset's full decode + INTER_AREA); normalise the mode (alpha over
 white, CMYK through its ICC profile, 16-bit scaled, palette expanded; grayscale stays grayscale
 as with img2dataset); resample, apply the EXIF orientation, crop or pad; encode.
 
@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipcrawl.filters.images.exif import TRANSPOSE, exif_json, orientation
 from clipcrawl.filters.images.geometry import Geometry, plan_geometry
+from clipcrawl.schemas.components import DEFAULT_JPEG_DRAFT_GAP
 
 if TYPE_CHECKING:
     from clipcrawl.schemas.config import DownloadConfig
@@ -38,10 +39,13 @@ WHITE = 255
 #: Images whose header declares more pixels than this are refused before decoding.
 DEFAULT_MAX_DECODE_PIXELS = 100_000_000
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-#: img2dataset's (OpenCV) interpolation names -> Pillow filters (area: box averaging)
+#: img2dataset's (OpenCV) interpolation names -> Pillow filters. "area" (OpenCV's INTER_AREA: each output pixel
+#: the mean of the source area it covers, partial pixels weighted) -> Hamming: Pillow's BOX counts whole source
+#: pixels only, and against img2dataset's real INTER_AREA output it is further off (worst real photo 30.6 dB PSNR,
+#: mean |diff| 1.41/255) than Hamming after a 1.25x DCT-scaled decode (39.2 dB, 0.64); bench/RESULTS.md, "Resampling".
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "linear": Image.Resampling.BILINEAR,
             "bilinear": Image.Resampling.BILINEAR, "cubic": Image.Resampling.BICUBIC,
-            "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX,
+            "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.HAMMING,
             "lanczos": Image.Resampling.LANCZOS, "lanczos4": Image.Resampling.LANCZOS}
 _SAME_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
@@ -57,7 +61,7 @@ class ResizeOptions:
     encode_format: str = "jpg"
     encode_quality: int | None = None  # jpg/webp 1-100 (default 95); png: zlib level 0-9 (default 9)
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
-    jpeg_draft_gap: float = 2.0  # JPEG DCT-scaled decode to >= gap x output size; 0 = full decode
+    jpeg_draft_gap: float = DEFAULT_JPEG_DRAFT_GAP  # JPEG DCT-scaled decode to >= gap x output size; 0 = full decode
     blur_faces: bool = False  # detect faces (clipcrawl.filters.images.faces) and blur them before encoding
     skip_reencode: bool = False  # img2dataset's: no resize needed and already encode_format -> the bytes as fetched
     disable_all_reencoding: bool = False  # img2dataset's: the bytes as fetched, no checks at all

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+from clipcrawl.schemas.components import DEFAULT_JPEG_DRAFT_GAP
 
 ORDER = 20
 
@@ -35,7 +36,7 @@ def download(
                                               help="jpg/webp quality (95); png: zlib level 0-9 (9)."),
     max_decode_pixels: int = typer.Option(100_000_000, "--max-decode-pixels",
                                           help="Header size above this many pixels -> failed_to_resize, never decoded."),
-    jpeg_draft_gap: float = typer.Option(2.0, "--jpeg-draft-gap",
+    jpeg_draft_gap: float = typer.Option(DEFAULT_JPEG_DRAFT_GAP, "--jpeg-draft-gap",
                                          help="Decode JPEGs DCT-scaled to >= this x the output size (0: full decode)."),
     samples_per_shard: int = typer.Option(10_000, "--samples-per-shard", "--number-sample-per-shard",
                                           help="Input rows per shard."),

@@ -41,8 +41,8 @@ DEFAULT_MAX_DECODE_PIXELS = 100_000_000
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 #: img2dataset's (OpenCV) interpolation names -> Pillow filters. "area" (OpenCV's INTER_AREA: each output pixel
 #: the mean of the source area it covers, partial pixels weighted) -> Hamming: Pillow's BOX counts whole source
-#: pixels only, and against img2dataset's real INTER_AREA output it is further off (worst real photo 30.6 dB PSNR,
-#: mean |diff| 1.41/255) than Hamming after a 1.25x DCT-scaled decode (39.2 dB, 0.64); bench/RESULTS.md, "Resampling".
+#: pixels only, and against img2dataset's real output it is further off (worst real photo 34.0 dB PSNR, mean
+#: |diff| 0.97/255) than Hamming after a 1.25x DCT-scaled decode (41.0 dB, 0.45); bench/RESULTS.md, "Resampling".
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "linear": Image.Resampling.BILINEAR,
             "bilinear": Image.Resampling.BILINEAR, "cubic": Image.Resampling.BICUBIC,
             "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.HAMMING,

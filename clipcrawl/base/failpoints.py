@@ -7,17 +7,41 @@ at a chosen step and check that the next run ends with the same dataset as an un
 With ``CLIPCRAWL_FAILPOINT_ONCE=/path/marker`` the point fires only while that file does not exist
 (it is created just before the kill): across processes, only the first attempt dies, so a retry on
 another worker (a fresh Ray actor) passes.
+
+``CLIPCRAWL_PAUSE=name[:N]@/folder`` pauses instead (concurrency tests: a command held at a chosen step while
+another one starts): at the point's first (N-th) hit the process writes ``/folder/paused`` (its PID) and waits
+until ``/folder/resume`` exists (at most ten minutes), then goes on.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 _hits: dict[str, int] = {}
 
 
+def _pause(name: str) -> None:
+    target, _, folder = os.environ.get("CLIPCRAWL_PAUSE", "").partition("@")
+    target, _, nth = target.partition(":")
+    if target != name or not folder:
+        return
+    hit = _hits[f"pause:{name}"] = _hits.get(f"pause:{name}", 0) + 1
+    if hit != int(nth or 1):
+        return
+    tmp = os.path.join(folder, f".paused.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, os.path.join(folder, "paused"))
+    deadline = time.monotonic() + 600
+    while not os.path.exists(os.path.join(folder, "resume")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def failpoint(name: str) -> None:
+    if "CLIPCRAWL_PAUSE" in os.environ:
+        _pause(name)
     spec = os.environ.get("CLIPCRAWL_FAILPOINT")
     if not spec:
         return

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -89,7 +90,19 @@ class Frontier:
     def __init__(self, state_dir: str | os.PathLike[str], revisit_after_days: float | None = None) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symlink, never blocked on a FIFO planted there
+            self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                                    | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            from clipcrawl.schemas.configbase import ConfigError
+
+            raise ConfigError(f"{self.dir}/lock cannot be used as the crawl lock ({e.strerror}: a symbolic link?; "
+                              "fix: remove it)") from None
+        if not stat.S_ISREG(os.fstat(self._lock_fd).st_mode):
+            from clipcrawl.schemas.configbase import ConfigError
+
+            os.close(self._lock_fd)
+            raise ConfigError(f"{self.dir}/lock is not a regular file (fix: remove it)")
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

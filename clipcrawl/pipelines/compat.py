@@ -365,13 +365,16 @@ class CompatDownloadPass(DownloadPass):
 def run_compat(url_list: str, out: str, config: DownloadConfig, options: CompatOptions,
                engine: Any = None) -> DownloadSummary:
     """Download ``url_list`` into ``out`` exactly as img2dataset lays it out."""
+    from clipcrawl.pipelines.lock import hold_dataset
+
     validate(options)
     out = str(out).rstrip("/")
-    done, start = finished_shards(out, options.incremental_mode)
-    summary = DownloadSummary(out)
-    p = CompatDownloadPass(config, options, summary)
-    t0 = time.monotonic()
-    summary.shards_skipped = len(done)
-    summary.failures = run_pass(p, plan_jobs(url_list, out, options, done, start), engine)
+    with hold_dataset(out, create=True):  # before the finished shards are listed
+        done, start = finished_shards(out, options.incremental_mode)
+        summary = DownloadSummary(out)
+        p = CompatDownloadPass(config, options, summary)
+        t0 = time.monotonic()
+        summary.shards_skipped = len(done)
+        summary.failures = run_pass(p, plan_jobs(url_list, out, options, done, start), engine)
     summary.duration = time.monotonic() - t0
     return summary

@@ -35,9 +35,8 @@ from clipcrawl.base.storage import (
     exists,
     read_parquet,
     remove,
-    remove_temp_files,
 )
-from clipcrawl.pipelines.lock import RunLock
+from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.passes.process import PlannedShard, ProcessPlanned
 from clipcrawl.pipelines.plan import collect, plan
 from clipcrawl.pipelines.runstate import RunState, config_sha256, load_state, save_state
@@ -92,8 +91,7 @@ def run(cfg: RunConfig) -> RunState:
         import os
 
         os.makedirs(ds.root, exist_ok=True)
-    with RunLock(ds.root):
-        remove_temp_files(ds.root)
+    with hold_dataset(ds.root, create=True):  # before anything is listed; the manifest checked, temp files removed
         st = _start_or_resume(cfg, ds)
         try:
             t0 = time.time()

@@ -5,8 +5,11 @@ folder (``clipcrawl download`` / img2dataset output), local or any fsspec URL. P
 (:func:`clipcrawl.pipelines.verify_shard.check_shard`): Parquet, statuses, stats, the samples in
 the tar / folder / image column, ``samples/NNNNN.parquet``. Across the dataset: keys unique;
 ``manifest.json`` shard list, per-shard counts, run entries and totals; ``shards/sizes.json`` against
-the tars; the embeddings (clip-retrieval layout) against the metadata and the success rows; no
-temp file of an unfinished write (``.NAME.tmp-XXXXXXXX``) visible.
+the tars; the embeddings (clip-retrieval layout) against the metadata and the success rows; the kNN index
+(``clipcrawl index``) holds exactly the kept samples' vectors (a vector of a row that is not success
+now, or a kept row with an indexed embedding part but no vector, is a stale index: the statuses
+changed after indexing; rerun ``clipcrawl index``); no temp file of an unfinished write
+(``.NAME.tmp-XXXXXXXX``) visible.
 
 Findings name the file. Errors fail the check; notes (finished shards an interrupted run has not
 published yet, shards without stats) are states the next run resolves.
@@ -98,8 +101,8 @@ def verify(path: str | os.PathLike[str], workers: int = 8) -> VerifyReport:
     if manifest is not None:
         _check_manifest(layout, manifest, by_name, rep)
     _check_sizes(layout, manifest, by_name, rep)
-    if not layout.plain:
-        _check_embeddings(layout, results, rep)
+    emb_keys = _check_embeddings(layout, results, rep) if not layout.plain else None
+    _check_index(layout, results, emb_keys, rep)
     _temp_files(layout, rep)
     rep.seconds = time.monotonic() - t0
     return rep
@@ -252,19 +255,22 @@ def _check_sizes(layout: DatasetLayout, manifest: dict[str, Any] | None, by_name
 
 
 # ------------------------------------------------------------------ embeddings, temp files
-def _check_embeddings(layout: DatasetLayout, results: list[ShardResult], rep: VerifyReport) -> None:
+def _check_embeddings(layout: DatasetLayout, results: list[ShardResult],
+                      rep: VerifyReport) -> dict[str, list[str]] | None:
+    """Check ``embeddings/``; returns each part's keys (None: no readable embeddings folder)."""
     from clipcrawl.base.storage import read_parquet
     from clipcrawl.pipelines.manifest import check_embeddings
 
     url = layout.embeddings
     fs, p = fs_and_path(url)
     if not fs.isdir(p):
-        return
+        return None
     try:
         emb = check_embeddings(url)
     except Exception as e:  # noqa: BLE001
         rep.add("embeddings-mismatch", url, f"{type(e).__name__}: {e}")
-        return
+        return None
+    part_keys: dict[str, list[str]] = {}
     success = set().union(*(r.success_keys for r in results)) if results else set()
     every = {k for r in results for k in r.keys}
     seen: Counter[str] = Counter()
@@ -275,6 +281,7 @@ def _check_embeddings(layout: DatasetLayout, results: list[ShardResult], rep: Ve
         except Exception as e:  # noqa: BLE001
             rep.add("embeddings-mismatch", meta, f"no key column: {type(e).__name__}: {e}")
             continue
+        part_keys[part] = keys
         seen.update(keys)
         unknown = [k for k in keys if k not in success and k not in every]
         if unknown:
@@ -287,6 +294,63 @@ def _check_embeddings(layout: DatasetLayout, results: list[ShardResult], rep: Ve
     dups = [k for k, n in seen.items() if n > 1]
     if dups:
         rep.add("embeddings-duplicate-key", url, f"{len(dups)} keys have more than one embedding: {examples(dups)}")
+    return part_keys
+
+
+def _check_index(layout: DatasetLayout, results: list[ShardResult], emb_keys: dict[str, list[str]] | None,
+                 rep: VerifyReport) -> None:
+    """``index/`` (``clipcrawl index``) against the current statuses: only kept samples are searchable.
+
+    Its metadata (the key of every vector, in id order) is compared with the success rows of the
+    shards: a vector of a row that is not success now, or a success row of an indexed embeddings
+    part whose vector the index lacks, means the statuses changed after indexing (a re-cut, dedup or
+    curate): a finding (search filters such rows at query time, but the index is out of date).
+    Embedding parts not indexed yet (scored after the last ``clipcrawl index``) are a note."""
+    from clipcrawl.base.storage import read_parquet
+    from clipcrawl.pipelines.inspect.index import INDEX_DIR, STATE_FILE, read_state
+
+    folder = layout.p(INDEX_DIR)
+    state_url = f"{folder}/{STATE_FILE}"
+    try:
+        state = read_state(folder)
+    except Exception as e:  # noqa: BLE001
+        rep.add("index-unreadable", state_url, f"cannot read: {type(e).__name__}: {e}")
+        return
+    if state is None:
+        return
+    parts = [p for p in state.get("parts", []) if isinstance(p, dict) and "part" in p]
+    indexed: dict[str, list[str]] = {}
+    for p in parts:
+        meta = f"{folder}/metadata/metadata_{p['part']}.parquet"
+        try:
+            indexed[p["part"]] = read_parquet(meta, ["key"]).column("key").to_pylist()
+        except Exception as e:  # noqa: BLE001
+            rep.add("index-unreadable", meta, f"cannot read the keys of the indexed vectors: {type(e).__name__}: "
+                    f"{e} (rerun clipcrawl index)")
+            return
+    n = sum(len(k) for k in indexed.values())
+    if n != state.get("ntotal"):
+        rep.add("index-incomplete", state_url, f"ntotal {state.get('ntotal')!r}, its metadata has {n} rows "
+                "(an interrupted write: rerun clipcrawl index)")
+    success = set().union(*(r.success_keys for r in results)) if results else set()
+    in_index = {k for keys in indexed.values() for k in keys}
+    not_kept = sorted(k for k in in_index if k not in success)
+    if not_kept:
+        rep.add("index-stale", folder, f"{len(not_kept)} of {n} indexed vectors are of samples that are not "
+                f"success now (statuses changed after clipcrawl index: a re-cut, dedup or curate; rerun "
+                f"clipcrawl index): {examples(not_kept)}")
+    if emb_keys is None:
+        return
+    lacking = sorted(k for part, keys in emb_keys.items() if part in indexed
+                     for k in keys if k in success and k not in in_index)
+    if lacking:
+        rep.add("index-stale", folder, f"{len(lacking)} kept samples of indexed embedding parts have no vector "
+                f"in the index (they became success after clipcrawl index; rerun it): {examples(lacking)}")
+    behind = sorted(part for part, keys in emb_keys.items() if part not in indexed
+                    and any(k in success for k in keys))
+    if behind:
+        rep.add("index-behind", folder, f"{len(behind)} embedding parts with kept samples are not indexed yet "
+                f"(scored after clipcrawl index; rerun it to search them): {examples(behind)}", "note")
 
 
 def _temp_files(layout: DatasetLayout, rep: VerifyReport) -> None:

@@ -317,6 +317,7 @@ def rewrite_shard(ref: ShardRef, table: pa.Table, before: pa.Table | None = None
                     _write_tar(drop.tar, [samples[k] for k in rest])
                 else:
                     remove(drop.tar)
+    failpoint("shard.rewrite")  # the tars rewritten, the Parquet not yet: the widest window of a rewrite
     out = conform(table, SAMPLES)
     write_parquet(out, ref.parquet)
     try:

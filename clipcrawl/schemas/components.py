@@ -7,38 +7,54 @@ from typing import Any, Literal
 
 from pydantic import Field, field_serializer, field_validator, model_validator
 
-from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, NOAI_DIRECTIVES, Model, redact
+from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, NOAI_DIRECTIVES, Model, check_options, redact
 
 #: JPEGs decode DCT-scaled to >= this x the output size (bench/RESULTS.md, "Resampling": with the Hamming
 #: filter as "area" this is closer to img2dataset's full decode + INTER_AREA than a 2x gap with a box filter).
 DEFAULT_JPEG_DRAFT_GAP = 1.25
+
+# Upper bounds of the numeric fields (lower ones are at each field). Anything above is a typo (1e26) that
+# would pass the config and fail every row. NaN is refused by every bound; inf only where a field says so.
+MAX_IMAGE_SIDE = 16_384  # output side: webp's limit (16383) + 1, far above any training resolution
+MAX_SOURCE_SIDE = 65_535  # JPEG's largest side
+MAX_DECODE_PIXELS = 1_000_000_000  # ~3 GB of RGB per image in the decoder
+MAX_BODY_BYTES = 1 << 30
+MAX_TIMEOUT_S = 3600.0
+MAX_PAUSE_S = 86_400.0
+MAX_RETRIES = 100
+MAX_IN_FLIGHT = 100_000
+MAX_WORKERS = 1024
+MAX_CAPTION_CHARS = 1_000_000
+MAX_SAMPLES_PER_SHARD = 10_000_000
 
 
 # ---------------------------------------------------------------- download
 class DownloadConfig(Model):
     """Image fetching and resizing, with img2dataset's semantics."""
 
-    image_size: int = Field(256, ge=8)
+    image_size: int = Field(256, ge=8, le=MAX_IMAGE_SIDE, description="Target size in pixels (8-16384; webp holds "
+                            "at most 16383 per side).")
     resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "border"
     resize_only_if_bigger: bool = False
-    min_image_size: int = Field(0, ge=0, description="Smaller side below this -> failed_to_resize.")
+    min_image_size: int = Field(0, ge=0, le=MAX_SOURCE_SIDE, description="Smaller side below this -> failed_to_resize.")
     max_image_area: float = Field(math.inf, gt=0, description="Pixels above this -> failed_to_resize.")
-    max_aspect_ratio: float = Field(math.inf, gt=0, description="Larger/smaller side above this -> failed_to_resize.")
+    max_aspect_ratio: float = Field(math.inf, ge=1, description="Larger/smaller side above this -> failed_to_resize.")
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     encode_quality: int | None = Field(
         None, ge=0, le=100, description="jpg/webp quality (default 95); png: zlib level 0-9 (default 9), as img2dataset."
     )
     max_decode_pixels: int = Field(
-        100_000_000, ge=1, description="Header size above this many pixels -> failed_to_resize before decoding."
+        100_000_000, ge=1, le=MAX_DECODE_PIXELS,
+        description="Header size above this many pixels -> failed_to_resize before decoding (at most 10^9)."
     )
     jpeg_draft_gap: float = Field(
-        DEFAULT_JPEG_DRAFT_GAP, ge=0, description="Decode JPEGs DCT-scaled to >= this x the output size (0: always full decode)."
+        DEFAULT_JPEG_DRAFT_GAP, ge=0, le=16, description="Decode JPEGs DCT-scaled to >= this x the output size (0: always full decode)."
     )
-    timeout: float = Field(10.0, gt=0)
-    retries: int = Field(0, ge=0)
-    concurrency: int = Field(64, ge=1, description="Image requests in flight in total.")
-    per_host_concurrency: int = Field(16, ge=1)
-    delay: float = Field(0.0, ge=0, description="Minimum seconds between two requests to one host.")
+    timeout: float = Field(10.0, gt=0, le=MAX_TIMEOUT_S, description="Seconds per request (at most an hour).")
+    retries: int = Field(0, ge=0, le=MAX_RETRIES)
+    concurrency: int = Field(64, ge=1, le=MAX_IN_FLIGHT, description="Image requests in flight in total.")
+    per_host_concurrency: int = Field(16, ge=1, le=MAX_IN_FLIGHT)
+    delay: float = Field(0.0, ge=0, le=MAX_TIMEOUT_S, description="Minimum seconds between two requests to one host.")
     user_agent: str = DEFAULT_USER_AGENT
     respect_robots: bool = True
     disallowed_header_directives: list[str] = Field(default_factory=lambda: list(NOAI_DIRECTIVES))
@@ -46,8 +62,12 @@ class DownloadConfig(Model):
     allowed_networks: list[str] = Field(
         default_factory=list, description="CIDRs exempt from the private-address guard (e.g. an intranet)."
     )
-    max_bytes: int = Field(30_000_000, ge=1024, description="Bodies larger than this -> failed_to_download.")
-    workers: int | None = Field(None, ge=1, description="Decode/resize threads (or processes); default: CPU count.")
+    dns_servers: list[str] = Field(
+        default_factory=list, description="DNS servers (ip or ip:port) for the image hosts; default: /etc/resolv.conf's."
+    )
+    max_bytes: int = Field(30_000_000, ge=1024, le=MAX_BODY_BYTES, description="Bodies larger than this -> failed_to_download.")
+    workers: int | None = Field(None, ge=1, le=MAX_WORKERS,
+                                description="Decode/resize threads (or processes); default: CPU count.")
     decoder: Literal["threads", "processes"] = Field(
         "threads", description="Decode/resize on threads of the downloading process (less CPU and memory per image; "
         "Pillow releases the GIL) or on processes (a decoder crash on one image fails that image alone).")
@@ -61,7 +81,7 @@ class DownloadConfig(Model):
         "status blocked.",
     )
     max_retry_after: float = Field(
-        120.0, gt=0, description="Cap in seconds on a host pause after 429/503 (Retry-After, or exponential "
+        120.0, gt=0, le=MAX_PAUSE_S, description="Cap in seconds on a host pause after 429/503 (Retry-After, or exponential "
         "backoff on repeated 429s); the pause holds for every later request to the host.",
     )
     blur_faces: bool = Field(
@@ -111,9 +131,9 @@ class TextFilterConfig(Model):
     """Caption rules applied before CLIP (cheap first)."""
 
     enabled: bool = True
-    min_words: int = Field(1, ge=0)
-    min_chars: int = Field(3, ge=0)
-    max_chars: int = Field(2000, ge=1)
+    min_words: int = Field(1, ge=0, le=MAX_CAPTION_CHARS)
+    min_chars: int = Field(3, ge=0, le=MAX_CAPTION_CHARS)
+    max_chars: int = Field(2000, ge=1, le=MAX_CAPTION_CHARS)
     drop_generic: bool = Field(True, description="Drop captions like 'image', 'photo', 'IMG_1234.jpg', URLs.")
     deny_patterns: list[str] = Field(default_factory=list, description="Regexes; matching captions are dropped.")
     languages: list[str] = Field(
@@ -144,9 +164,10 @@ class ClipConfig(Model):
         "auto", description="auto: fast path on CPU, fp16 on GPU; fp32: exact open_clip path."
     )
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=65_536)
     save_embeddings: bool = Field(False, description="Write clip-retrieval's img_emb/ text_emb/ metadata/ layout.")
-    workers: int | None = Field(None, ge=1, description="Image decode/preprocess threads; default: CPU count (max 8).")
+    workers: int | None = Field(None, ge=1, le=MAX_WORKERS,
+                                description="Image decode/preprocess threads; default: CPU count (max 8).")
     quantize: Literal["int8", "none"] = Field(
         "int8", description="Fast CPU path: int8 dynamic quantization of the ONNX towers, or none (fp32 ONNX)."
     )
@@ -188,9 +209,9 @@ class ImageFilterConfig(Model):
     """Rules on the downloaded image (clipcrawl.filters.images.rules): status filtered_image."""
 
     enabled: bool = True
-    min_side: int = Field(0, ge=0, description="Drop images whose original smaller side is below this (pixels).")
+    min_side: int = Field(0, ge=0, le=MAX_SOURCE_SIDE, description="Drop images whose original smaller side is below this (pixels).")
     max_aspect_ratio: float = Field(math.inf, ge=1, description="Drop images whose larger/smaller side exceeds this.")
-    min_bytes: int = Field(0, ge=0, description="Drop images whose downloaded body is smaller than this (bytes).")
+    min_bytes: int = Field(0, ge=0, le=MAX_BODY_BYTES, description="Drop images whose downloaded body is smaller than this (bytes).")
 
 
 class BalanceConfig(Model):
@@ -200,9 +221,9 @@ class BalanceConfig(Model):
     entries: str | None = Field(
         None, description="Entry list, one per line (MetaCLIP's metadata); default: the small list shipped in "
         "clipcrawl/assets/metaclip/ (see its PROVENANCE.md).")
-    t: int = Field(20_000, ge=1, description="Entries matched by more than t pairs are sampled down to about t "
+    t: int = Field(20_000, ge=1, le=10**12, description="Entries matched by more than t pairs are sampled down to about t "
                    "(MetaCLIP: 20k for 400M pairs, 170k for 2.5B).")
-    seed: int = Field(0, description="Seed of the sampling RNG (the same seed gives the same kept set).")
+    seed: int = Field(0, ge=-(2**63), le=2**63 - 1, description="Seed of the sampling RNG (the same seed gives the same kept set).")
     keep_unmatched: bool = Field(False, description="Keep pairs that match no entry (MetaCLIP drops them).")
 
 
@@ -286,7 +307,7 @@ class DedupConfig(Model):
 # ---------------------------------------------------------------- output
 class OutputConfig(Model):
     output_format: Literal["webdataset", "parquet", "files"] = "webdataset"
-    samples_per_shard: int = Field(10_000, ge=1)
+    samples_per_shard: int = Field(10_000, ge=1, le=MAX_SAMPLES_PER_SHARD)
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
         description="fsspec options for the dataset URL, e.g. {endpoint_url: http://host:9000} for S3-compatible "
@@ -294,6 +315,11 @@ class OutputConfig(Model):
         "in the saved config.",
     )
 
+    @field_validator("storage_options")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_options(v)  # the redaction of the saved config walks it: no aliases bomb, no cycle
+
     @field_serializer("storage_options")
-    def _redact_secrets(self, v: dict[str, Any]) -> dict[str, Any]:
-        return redact(v)
+    def _redact_secrets(self, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        return v if (info.context or {}).get("keep_secrets") else redact(v)  # kept only to rebuild a config

@@ -62,8 +62,8 @@ class RunConfig(Model):
     log_format: Literal["auto", "text", "json"] = "auto"
     engine: Literal["local", "ray"] = Field("local", description="local: this machine; ray: a Ray cluster.")
     ray_address: str | None = Field(None, description="Ray cluster address (default: RAY_ADDRESS or local).")
-    ray_actors: int | None = Field(None, ge=1, description="Fetch/score actors (default: one per free CPU).")
-    ray_gpus_per_actor: float | None = Field(None, ge=0, description="GPU share per CLIP actor when the "
+    ray_actors: int | None = Field(None, ge=1, le=100_000, description="Fetch/score actors (default: one per free CPU).")
+    ray_gpus_per_actor: float | None = Field(None, ge=0, le=8, description="GPU share per CLIP actor when the "
                                              "cluster has GPUs (default: the stage's, 0.25).")
     ray_node_ip: str | None = Field(None, description="This machine's IP as the Ray cluster knows it "
                                     "(when auto-detection picks the wrong interface).")
@@ -132,15 +132,108 @@ def parse_config(data: Any, model: type[BaseModel] = RunConfig, source: str = "<
         raise ConfigError(format_validation_error(e, source)) from None
 
 
+#: Bounds on a config file: its size, its nesting (aliases expanded) and what aliases may add to it.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_DEPTH = 32
+MAX_ALIAS_VALUES = 10_000
+MAX_ALIAS_CHARS = 1_000_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses documents nested deeper than :data:`MAX_CONFIG_DEPTH`
+    while composing (PyYAML's composer recurses: a deep file would end in RecursionError)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels (fix: flatten it)")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases (``*name``) expand it by more than :data:`MAX_ALIAS_VALUES`
+    values or :data:`MAX_ALIAS_CHARS` characters ("billion laughs"), refer to themselves, or nest it
+    deeper than :data:`MAX_CONFIG_DEPTH` once expanded. Work is linear in the file: each distinct
+    node is measured once."""
+    sizes: dict[int, tuple[int, int, int]] = {}  # id -> (values, characters, height), expanded
+    active: set[int] = set()
+    distinct = [0, 0]
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int, int]:
+        key = id(node)
+        if key in active:
+            raise ConfigError("an alias (*name) refers to a value that contains it (fix: remove the recursion)")
+        if key not in sizes:
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"aliases nest it deeper than {MAX_CONFIG_DEPTH} levels (fix: flatten it)")
+            if isinstance(node, yaml.ScalarNode):
+                size = (1, len(node.value), 1)
+            else:
+                active.add(key)
+                children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+                parts = [measure(c, depth + 1) for c in children]
+                active.discard(key)
+                size = (1 + sum(p[0] for p in parts), sum(p[1] for p in parts), 1 + max((p[2] for p in parts), default=0))
+            sizes[key] = size
+            distinct[0] += 1
+            distinct[1] += size[1] if isinstance(node, yaml.ScalarNode) else 0
+        if depth + sizes[key][2] - 1 > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"aliases nest it deeper than {MAX_CONFIG_DEPTH} levels (fix: flatten it)")
+        return sizes[key]
+
+    values, chars, _ = measure(root, 1)
+    if values - distinct[0] > MAX_ALIAS_VALUES or chars - distinct[1] > MAX_ALIAS_CHARS:
+        raise ConfigError(f"aliases (*name) expand the config to {values:,} values and {chars:,} characters, "
+                          f"past the bound of {MAX_ALIAS_VALUES:,} values or {MAX_ALIAS_CHARS:,} characters more "
+                          f"than the file holds (a 'billion laughs'?) (fix: write the values out, or use fewer "
+                          f"aliases)")
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse one YAML document within the bounds above; ConfigError names ``source`` and the problem."""
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # its reader refuses non-printable characters here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_aliases(node)
+        return loader.construct_document(node)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: e.g. an int of 5,000 digits
+        raise ConfigError(f"{source}: not valid YAML: {e}".replace("\n", " ")) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def load_config(path: str | os.PathLike[str], model: type[BaseModel] = RunConfig) -> Any:
-    """Load and validate a YAML config. Relative paths inside it resolve against its folder."""
+    """Load and validate a YAML config (at most :data:`MAX_CONFIG_BYTES`). Relative paths inside it
+    resolve against its folder."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found (fix: pass the path of a YAML file)")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}".replace("\n", " ")) from None
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES:,} bytes: not a config (fix: pass the run config; "
+                              f"long lists such as seeds belong in files, e.g. sources.crawl.seeds_file)")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config: {e.strerror or e} (fix: check the path and its "
+                          f"permissions)") from None
+    data = load_yaml(text, str(p))
     cwd = os.getcwd()
     try:  # validators check relative paths against the config's folder
         os.chdir(p.parent.resolve())

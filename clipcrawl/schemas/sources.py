@@ -119,8 +119,8 @@ class CommonCrawlConfig(Model):
     )
 
     @field_serializer("storage_options")
-    def _redact_secrets(self, v: dict[str, Any]) -> dict[str, Any]:
-        return redact(v)
+    def _redact_secrets(self, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        return v if (info.context or {}).get("keep_secrets") else redact(v)  # kept only to rebuild a config
 
     @field_validator("blocklists")
     @classmethod

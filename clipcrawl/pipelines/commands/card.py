@@ -17,9 +17,12 @@ def card(
 ) -> None:
     """Sources, dates, rules and thresholds, models, funnel, opt-outs and limitations, with the Hub's YAML header."""
     from clipcrawl.pipelines.inspect.card import write_card
+    from clipcrawl.pipelines.lock import check_manifest, hold_dataset
 
-    try:
-        path = write_card(dataset, pretty_name=pretty_name, license_id=license_id, out=out)
+    try:  # it reads one consistent state (no pass rewriting it meanwhile); writing DIR/README.md is a write
+        with hold_dataset(dataset, shared=out is not None):
+            check_manifest(dataset)
+            path = write_card(dataset, pretty_name=pretty_name, license_id=license_id, out=out)
     except ValueError as e:
         typer.echo(f"clipcrawl card: {e}", err=True)
         raise typer.Exit(2) from None

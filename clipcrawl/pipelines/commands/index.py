@@ -21,8 +21,11 @@ def index(
 
     if kind not in KINDS:
         raise typer.BadParameter(f"use one of {', '.join(KINDS)}", param_hint="--kind")
+    from clipcrawl.pipelines.lock import hold_dataset
+
     try:
-        rep = build_index(dataset, kind=kind, exact_max=exact_max or EXACT_MAX, rebuild=rebuild)
+        with hold_dataset(dataset):  # it rewrites DIR/index: no score or dedup may change the rows meanwhile
+            rep = build_index(dataset, kind=kind, exact_max=exact_max or EXACT_MAX, rebuild=rebuild)
     except IndexUnavailable as e:
         typer.echo(f"clipcrawl index: {e}", err=True)
         raise typer.Exit(2) from None

@@ -17,6 +17,9 @@ def run_command(
         "config's blocklists for every source and the download."),
     blur_faces: bool = typer.Option(False, "--blur-faces", help="Blur detected faces before encoding "
                                                                  "(download.blur_faces)."),
+    dns_server: list[str] | None = typer.Option(
+        None, "--dns-server", help="DNS server for the image hosts, ip or ip:port (repeat; replaces "
+                                   "download.dns_servers; default: /etc/resolv.conf's)."),
     preset: str | None = typer.Option(
         None, "--preset", help="Curation recipe: laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip "
         "(overrides the config's preset:; fields set in the config win over the recipe)."),
@@ -39,12 +42,14 @@ def run_command(
         from clipcrawl.pipelines.lock import lock_mode
 
         lock_mode()  # an unknown mode -> exit 2
-    if blocklist or blur_faces:
+    if blocklist or blur_faces or dns_server:
         from clipcrawl.schemas.config import RunConfig, parse_config
 
-        data = cfg.model_dump()
+        data = cfg.model_dump(context={"keep_secrets": True})  # a rebuilt config keeps its storage secrets
         data["blocklists"] = [*data.get("blocklists", []), *(str(p.resolve()) for p in blocklist or [])]
         data["download"]["blur_faces"] = data["download"]["blur_faces"] or blur_faces
+        if dns_server:
+            data["download"]["dns_servers"] = list(dns_server)
         cfg = parse_config(data, RunConfig, "command line")
     cfg = apply_preset(cfg, preset or cfg.preset)
     from clipcrawl.pipelines.preflight import check_run
@@ -58,21 +63,24 @@ def run_command(
     if cfg.log_format != "auto":
         setup_logging(cfg.log_format)
     from clipcrawl.base.layout import DatasetLayout
+    from clipcrawl.base.storage import configure_storage
+    from clipcrawl.filters.curate import needs_curation
+    from clipcrawl.pipelines.lock import hold_dataset
     from clipcrawl.pipelines.run import run
     from clipcrawl.pipelines.summary import print_run_summary
 
-    try:
-        st = run(cfg)
+    configure_storage(cfg.dataset, cfg.output.storage_options)
+    try:  # the run and its dataset-wide curation under one hold: no other command between them
+        with hold_dataset(cfg.dataset, create=True):
+            st = run(cfg)
+            print_run_summary(DatasetLayout(cfg.dataset), st)
+            if needs_curation(cfg.filters):  # image rules, dataset-wide CLIP cut, MetaCLIP balancing
+                from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
+
+                print_curation(curate_shards(cfg.dataset, cfg.filters, cfg.preset))
     except LockedError as e:
-        log.error("%s", e)
+        log.error("clipcrawl: locked: %s", e)
         raise typer.Exit(3) from None
-    print_run_summary(DatasetLayout(cfg.dataset), st)
-    from clipcrawl.filters.curate import needs_curation
-
-    if needs_curation(cfg.filters):  # image rules, dataset-wide CLIP cut, MetaCLIP balancing
-        from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
-
-        print_curation(curate_shards(cfg.dataset, cfg.filters, cfg.preset))
 
 
 def register(app: typer.Typer) -> None:

@@ -74,16 +74,20 @@ def score(
         filters = filters.model_copy(update={"clip": filters.clip.model_copy(update={"threshold": -1.0})})
     cfg = filters.clip
     wide = needs_curation(filters) or preset is not None  # decided over the whole dataset after scoring
-    summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
-                           embeddings_dir=embeddings_dir, rescore=rescore,
-                           engine=make_pass_engine(engine, ray_address, gpus_per_actor))
-    print_summary(summary)
-    if summary.shards == 0 and not summary.failures:
-        raise typer.Exit(2)
-    if wide:
-        from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
+    from clipcrawl.base.layout import DatasetLayout
+    from clipcrawl.pipelines.lock import hold_dataset
 
-        print_curation(curate_shards(dir, filters, preset))
+    with hold_dataset(DatasetLayout.of(dir).root):  # scoring and the dataset-wide cut: one hold, nobody between
+        summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
+                               embeddings_dir=embeddings_dir, rescore=rescore,
+                               engine=make_pass_engine(engine, ray_address, gpus_per_actor))
+        print_summary(summary)
+        if summary.shards == 0 and not summary.failures:
+            raise typer.Exit(2)
+        if wide:
+            from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
+
+            print_curation(curate_shards(dir, filters, preset))
     from clipcrawl.pipelines.commands import exit_on_failures
 
     exit_on_failures(summary.failures)

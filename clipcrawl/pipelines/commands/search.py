@@ -26,13 +26,16 @@ def search(
 
     if (prompt is None) == (image is None):
         raise typer.BadParameter("give a prompt or --image (one of them)", param_hint="PROMPT")
-    try:
-        s = Searcher(dataset, model=model, pretrained=pretrained, device=device, nprobe=nprobe)
-        vec = s.embed_image(image) if image is not None else s.embed_text(prompt or "")
-    except (IndexUnavailable, FileNotFoundError) as e:
-        typer.echo(f"clipcrawl search: {e}", err=True)
-        raise typer.Exit(2) from None
-    hits = s.search(vec, k)
+    from clipcrawl.pipelines.lock import hold_dataset
+
+    with hold_dataset(dataset, shared=True):  # a reader: never next to a pass rewriting the rows or the index
+        try:
+            s = Searcher(dataset, model=model, pretrained=pretrained, device=device, nprobe=nprobe)
+            vec = s.embed_image(image) if image is not None else s.embed_text(prompt or "")
+        except (IndexUnavailable, FileNotFoundError) as e:
+            typer.echo(f"clipcrawl search: {e}", err=True)
+            raise typer.Exit(2) from None
+        hits = s.search(vec, k)
     if as_json:
         typer.echo(json.dumps(hits, indent=2, ensure_ascii=False, default=str))
         return

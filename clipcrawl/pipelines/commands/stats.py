@@ -39,10 +39,13 @@ def stats(
     from clipcrawl.pipelines.report.samples import pick_samples
 
     apply_storage_options(storage_options, dataset)
+    from clipcrawl.pipelines.lock import hold_dataset
+
     t0 = time.monotonic()
-    parts = find_parts(dataset)
-    agg = aggregate(parts, threshold=threshold, threads=threads)
-    grids = pick_samples(parts, n_random=samples, seed=seed, images=html is not None)
+    with hold_dataset(dataset, shared=True):  # one consistent state, never a half-rewritten one
+        parts = find_parts(dataset)
+        agg = aggregate(parts, threshold=threshold, threads=threads)
+        grids = pick_samples(parts, n_random=samples, seed=seed, images=html is not None)
     agg["unreadable"] = parts.unreadable  # image reads may have found more
     log.debug("aggregated %s in %.2fs", dataset, time.monotonic() - t0)
     if html is not None:

@@ -22,10 +22,12 @@ def verify_cmd(
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
     """Prove a dataset is consistent: tars vs Parquet, statuses, stats, samples/, manifest, sizes, embeddings."""
+    from clipcrawl.pipelines.lock import hold_dataset
     from clipcrawl.pipelines.verify import verify
 
     apply_storage_options(storage_options, dataset)
-    rep = verify(dataset, workers=workers)
+    with hold_dataset(dataset, shared=True):  # a pass rewriting it now would look like damage: exit 3
+        rep = verify(dataset, workers=workers)
     if as_json:
         typer.echo(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))
     else:

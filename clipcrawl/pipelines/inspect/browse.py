@@ -14,7 +14,9 @@ address it listens on are refused, against DNS rebinding). It serves one static 
     GET /meta/{key}                every column of the sample's row (JSON)
 
 Rows are every row of ``shards/NNNNN.parquet`` (kept and dropped); semantic search covers the
-samples that have saved embeddings (the kept ones), so a query with ``kept=dropped`` finds none.
+samples that have saved embeddings and are ``success`` now (the searcher filters by the statuses
+read here, so an index built before a re-cut or dedup never shows a dropped row), so a query with
+``kept=dropped`` finds none.
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ class BrowseData:
             if self._searcher is None:
                 from clipcrawl.pipelines.inspect.search import Searcher
 
-                self._searcher = Searcher(self.dataset)
+                status = self.rows.column("status")
+                ok = pc.fill_null(pc.equal(status, "success"), False)
+                self._searcher = Searcher(self.dataset, success_keys=self.rows.column("key").filter(ok)
+                                          .combine_chunks().cast(pa.string()))
             return self._searcher
 
     def warm(self) -> None:
@@ -114,7 +119,7 @@ class BrowseData:
                "languages": [[d["values"], d["counts"]] for d in pc.value_counts(langs.drop_null()).to_pylist()]}
         try:
             s = self.searcher
-            out.update(indexed=len(s), index=s.kind, model=(s.state or {}).get("clip_model"))
+            out.update(indexed=len(s), searchable=s.searchable, index=s.kind, model=(s.state or {}).get("clip_model"))
         except Exception as e:  # noqa: BLE001 - no embeddings: browsing still works
             out.update(indexed=0, index=None, search_error=str(e))
         return out

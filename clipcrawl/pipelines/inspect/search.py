@@ -9,6 +9,12 @@ fp32 path and L2-normalised, like the stored image embeddings.
 
 Vectors come from ``DATASET/index`` (``clipcrawl index``); without an index (or with one that no
 longer matches the embeddings) the search is exact over ``DATASET/embeddings`` in memory.
+
+Only samples whose row is ``success`` now are returned. ``clipcrawl index`` indexes those, and
+records the shard Parquets it read the statuses from; when the shards differ now (a re-cut, dedup or
+curate after indexing), or there is no index (the embeddings folder keeps the vectors of dropped
+rows), the ``key``/``status`` columns of the shards are read once and every query is over-fetched
+and filtered by them, so a stale index never returns a dropped row.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ from clipcrawl.pipelines.inspect.index import (
     IndexUnavailable,
     embedding_parts,
     index_dir,
+    kept_keys,
+    kept_mask,
     load_vectors,
     read_index,
     read_state,
     set_search_params,
+    shard_fingerprints,
 )
 from clipcrawl.pipelines.inspect.recorded import recorded_model
 
@@ -40,10 +49,13 @@ HIT_COLUMNS = ("key", "caption", "url", "shard", "clip_similarity", "punsafe", "
 
 
 class Searcher:
-    """kNN over a dataset's image embeddings; ``search(vector, k)`` -> hits, best first."""
+    """kNN over a dataset's image embeddings; ``search(vector, k)`` -> hits, best first.
+
+    ``success_keys``: the keys whose row is success now, when the caller has them (browse reads every
+    shard anyway); otherwise they are read from the shards when the index is not known current."""
 
     def __init__(self, dataset: str | os.PathLike[str], model: str | None = None, pretrained: str | None = None,
-                 device: str = "auto", nprobe: int | None = None) -> None:
+                 device: str = "auto", nprobe: int | None = None, success_keys: pa.Array | None = None) -> None:
         self.dataset = os.fspath(dataset).rstrip("/")
         self._model_args = (model, pretrained, device)
         self._clip: Any = None
@@ -68,6 +80,33 @@ class Searcher:
         self.dim = int(self.index.d)
         keys = self.meta.column("key").to_pylist() if "key" in self.meta.column_names else []
         self.ids = {k: i for i, k in enumerate(keys)}
+        self._part_rows: dict[str, dict[str, int]] = {}
+        #: per id, whether its row is success now; None: every id (the index matches the statuses)
+        self.live: np.ndarray | None = self._live(success_keys)
+
+    def _live(self, success_keys: pa.Array | None) -> np.ndarray | None:
+        if self.state is not None and self.state.get("shards") is not None \
+                and self.state["shards"] == shard_fingerprints(self.dataset):
+            return None  # the statuses the index was built from are the shards' statuses now
+        if success_keys is None:
+            success_keys, _ = kept_keys(self.dataset)
+            if success_keys is None:
+                return None  # no shards: nothing says which rows are kept
+        if "key" not in self.meta.column_names:
+            return None
+        live = kept_mask(self.meta.column("key"), success_keys.cast(pa.string()))
+        if live.all():
+            return None
+        if self.state is not None:
+            log.warning("index: %d of %d vectors in %s are of samples that are not success now (the statuses "
+                        "changed after clipcrawl index); search leaves them out (rerun clipcrawl index)",
+                        int((~live).sum()), len(live), index_dir(self.dataset))
+        return live
+
+    @property
+    def searchable(self) -> int:
+        """Vectors a search can return (their row is success now)."""
+        return len(self) if self.live is None else int(self.live.sum())
 
     def _load_exact(self) -> None:
         import faiss
@@ -126,20 +165,30 @@ class Searcher:
         i = self.ids.get(key)
         if i is None:
             return None
-        start, part = max((s, p) for s, p in self._starts if s <= i)
+        starts = [s for s, _ in self._starts]
+        part = self._starts[int(np.searchsorted(starts, i, side="right")) - 1][1]  # ties: empty parts first
         emb = DatasetLayout.of(self.dataset).embeddings
-        return load_vectors(f"{emb}/img_emb/img_emb_{part}.npy")[i - start][None, :]
+        if part not in self._part_rows:  # the index keeps the kept rows of a part: find the key's row in it
+            keys = read_parquet(f"{emb}/metadata/metadata_{part}.parquet", ["key"]).column("key").to_pylist()
+            self._part_rows[part] = {k: j for j, k in enumerate(keys)}
+        j = self._part_rows[part].get(key)
+        return None if j is None else load_vectors(f"{emb}/img_emb/img_emb_{part}.npy")[j][None, :]
 
     # -------------------------------------------------------------- search
     def search(self, vector: np.ndarray, k: int = 20,
                keep: Callable[[np.ndarray], np.ndarray] | None = None) -> list[dict[str, Any]]:
         """Top ``k`` hits for ``vector`` (1, d), best first; ``keep(ids) -> bool mask`` filters
-        candidates (the search widens until ``k`` pass or the whole index was seen)."""
+        candidates (the search widens until ``k`` pass or the whole index was seen). Ids whose row is
+        not success now are never returned."""
         n = len(self)
-        if n == 0 or k <= 0:
+        if n == 0 or k <= 0 or self.searchable == 0:
             return []
+        if self.live is not None:
+            live, user = self.live, keep
+            keep = (lambda ids: live[ids]) if user is None else (lambda ids: live[ids] & np.asarray(user(ids), bool))
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-        kk = min(n, k if keep is None else 8 * k)
+        over = 1 if self.live is None else max(1, round(n / max(1, self.searchable)))  # the dropped share
+        kk = min(n, k if keep is None else 8 * k * over)
         while True:
             sims, ids = self.index.search(q, kk)
             valid = ids[0] >= 0

@@ -59,6 +59,12 @@ def _rule_of(msg: str) -> str:
 def curate_shards(path: str, filters: FiltersConfig, preset: str | None = None, engine: Any = None
                   ) -> CurationSummary:
     layout = DatasetLayout.of(path)
+    with hold_dataset(layout.root):  # before the shards are listed
+        return _curate(layout, filters, preset, engine)
+
+
+def _curate(layout: DatasetLayout, filters: FiltersConfig, preset: str | None, engine: Any) -> CurationSummary:
+    path = layout.root
     refs = list_shards(layout.shards)
     summary = CurationSummary(root=layout.shards, preset=describe_preset(preset))
     summary.rules = {"text": filters.text.model_dump(), "image": filters.image.model_dump(),
@@ -67,34 +73,33 @@ def curate_shards(path: str, filters: FiltersConfig, preset: str | None = None, 
     if not refs:
         log.error("%s: no finished shards found", path)
         return summary
-    with hold_dataset(layout.root):
-        reader = ReadShards()
-        summary.failures = [f.shard for f in run_pass(reader, refs, engine)]
-        out, report = curate(reader.tables, filters)
-        counts: Counter[str] = Counter()
-        drops: Counter[str] = Counter()
-        jobs = []
-        for ref, before, table in zip(reader.refs, reader.tables, out):
-            table = conform(table, SAMPLES)
-            if changed(before, table):
-                jobs.append(ShardRewrite(ref, table, before.select(["status", "error_message"])))
-        summary.failures += [f.shard for f in run_pass(RewriteShards(), jobs, engine)]
-        for ref in reader.refs:  # counts as written (a row without its image keeps its old status)
-            table = read_parquet(ref.parquet, ["status", "error_message"])
-            for s, e in zip(table.column("status").to_pylist(), table.column("error_message").to_pylist()):
-                counts[s] += 1
-                if s in _OWN and e:
-                    drops[_rule_of(e)] += 1
-        summary.shards, summary.rows = len(reader.refs), sum(t.num_rows for t in out)
-        summary.status_counts, summary.drops_by_rule = dict(counts), dict(drops.most_common())
-        if report is not None:
-            summary.balance_entries = report.top(50)
-        write_json(asdict(summary), layout.p("curation.json"))
-        if not layout.plain:  # a dataset: its published samples/ and manifest counts follow
-            from clipcrawl.pipelines.manifest import load_manifest, refresh
+    reader = ReadShards()
+    summary.failures = [f.shard for f in run_pass(reader, refs, engine)]
+    out, report = curate(reader.tables, filters)
+    counts: Counter[str] = Counter()
+    drops: Counter[str] = Counter()
+    jobs = []
+    for ref, before, table in zip(reader.refs, reader.tables, out):
+        table = conform(table, SAMPLES)
+        if changed(before, table):
+            jobs.append(ShardRewrite(ref, table, before.select(["status", "error_message"])))
+    summary.failures += [f.shard for f in run_pass(RewriteShards(), jobs, engine)]
+    for ref in reader.refs:  # counts as written (a row without its image keeps its old status)
+        table = read_parquet(ref.parquet, ["status", "error_message"])
+        for s, e in zip(table.column("status").to_pylist(), table.column("error_message").to_pylist()):
+            counts[s] += 1
+            if s in _OWN and e:
+                drops[_rule_of(e)] += 1
+    summary.shards, summary.rows = len(reader.refs), sum(t.num_rows for t in out)
+    summary.status_counts, summary.drops_by_rule = dict(counts), dict(drops.most_common())
+    if report is not None:
+        summary.balance_entries = report.top(50)
+    write_json(asdict(summary), layout.p("curation.json"))
+    if not layout.plain:  # a dataset: its published samples/ and manifest counts follow
+        from clipcrawl.pipelines.manifest import load_manifest, refresh
 
-            if load_manifest(layout.root).get("runs"):
-                refresh(layout.root, [r.name for r in reader.refs])
+        if load_manifest(layout.root).get("runs"):
+            refresh(layout.root, [r.name for r in reader.refs])
     return summary
 
 

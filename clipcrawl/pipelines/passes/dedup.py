@@ -153,9 +153,6 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
     from clipcrawl.filters.clip.model import TINY_ALIASES
 
     layout = DatasetLayout.of(path)
-    refs = list_shards(layout.shards)
-    if not refs:
-        raise ConfigError(f"{path}: no finished shards (NNNNN.parquet + NNNNN_stats.json) found")
     if model in TINY_ALIASES and config.semantic:
         if not (allow_tiny or dry_run):
             raise ConfigError(
@@ -163,9 +160,10 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
                 f"above the semantic threshold, so semantic dedup with it would delete real data "
                 f"(fix: pass a real CLIP model, --no-semantic, or --allow-tiny to force it)")
         config = config.model_copy(update={"semantic_tiny": True})
-    if dry_run:
-        return _dedup(layout, refs, config, model, pretrained, device, keep_tars, dry_run, engine)
-    with hold_dataset(layout.root):
+    with hold_dataset(layout.root, shared=dry_run):  # a dry run only reads; the lock before the listing
+        refs = list_shards(layout.shards)
+        if not refs:
+            raise ConfigError(f"{path}: no finished shards (NNNNN.parquet + NNNNN_stats.json) found")
         return _dedup(layout, refs, config, model, pretrained, device, keep_tars, dry_run, engine)
 
 

@@ -25,6 +25,7 @@ from clipcrawl.base.stage import set_column
 from clipcrawl.base.storage import configure_storage, read_parquet, remove
 from clipcrawl.pipelines.fetch_images import FetchImages
 from clipcrawl.pipelines.inputs import InputShard, plan_input_shards
+from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import ShardStream, write_shard
 from clipcrawl.schemas.config import ConfigError, DownloadConfig, OutputConfig, UrlListConfig
@@ -207,6 +208,7 @@ def download(urls: UrlListConfig, out: str, config: DownloadConfig | None = None
     summary = DownloadSummary(out)
     p = DownloadPass(config, output, summary)
     t0 = time.monotonic()
-    summary.failures = run_pass(p, p.jobs(urls, out, retry_failed), engine)
+    with hold_dataset(out, create=True):  # two downloads into one folder: the second exits 3 (both would fetch every URL)
+        summary.failures = run_pass(p, p.jobs(urls, out, retry_failed), engine)
     summary.duration = time.monotonic() - t0
     return summary

@@ -24,7 +24,7 @@ from clipcrawl.base.layout import MANIFEST, SAMPLES_DIR, DatasetLayout
 from clipcrawl.base.progress import log
 from clipcrawl.base.shardfiles import ShardRef, image_ext, index_tar, list_shards
 from clipcrawl.base.storage import exists, fs_and_path, read_parquet, remove
-from clipcrawl.pipelines.lock import hold_dataset
+from clipcrawl.pipelines.lock import check_manifest, hold_dataset
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import write_shard
 from clipcrawl.schemas.config import ConfigError
@@ -174,8 +174,6 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
             seed: int = 0, overwrite: bool = False, workers: int = 2, engine: Any = None) -> ReshardResult:
     """Write the kept samples of ``src`` as new shards of ``samples_per_shard`` samples in ``out``.
     ``workers``: 1 reads and writes one shard at a time; 2 or more write a shard while the next is read."""
-    from clipcrawl.pipelines.manifest import load_manifest, publish
-
     src = src.rstrip("/")
     source = DatasetLayout.of(src)
     target = DatasetLayout((out or f"{src}/resharded").rstrip("/"))
@@ -183,6 +181,19 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
         raise ConfigError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     if fs_and_path(target.root)[1] in (fs_and_path(src)[1], fs_and_path(source.shards)[1]):
         raise ConfigError(f"--out {target.root} would overwrite the input {src}: choose another folder")
+    # the source is read under a shared lock for the whole pass (a score or dedup rewriting it waits, or
+    # this exits 3), OUT under its own exclusive one; both before anything is listed
+    with hold_dataset(src, shared=True):
+        check_manifest(src)  # an unreadable source manifest: exit 2 before anything is made or changed
+        with hold_dataset(target.root, create=True):
+            return _reshard(src, source, target, samples_per_shard, shuffle, seed, overwrite, workers, engine)
+
+
+def _reshard(src: str, source: DatasetLayout, target: DatasetLayout, samples_per_shard: int, shuffle: bool,
+             seed: int, overwrite: bool, workers: int, engine: Any) -> ReshardResult:
+    from clipcrawl.pipelines.manifest import load_manifest, publish
+
+    source_manifest = load_manifest(src)
     refs = _input_shards(source)
     if not refs:
         raise ConfigError(f"{src}: no finished shards (NNNNN_stats.json) found")
@@ -193,45 +204,43 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
         raise ConfigError(f"{target.root} is not an earlier reshard (its manifest names no derived_from): "
                           "--overwrite only replaces a reshard (fix: choose another --out)")
 
-    with hold_dataset(target.root):
-        if existing:  # replacing an earlier reshard: nothing of it stays visible as finished while we write
-            remove(target.p(MANIFEST))  # a fresh manifest: this OUT is one derived version, not an accumulation
-            remove(target.p(SAMPLES_DIR), recursive=True)
-            for old in existing:
-                remove(old.stats)  # stats first: "not done"
-        indexer = IndexKept()
-        failures = run_pass(indexer, refs, engine)
-        if indexer.missing:
-            log.warning("reshard: %d success rows had no image in their tar and were skipped", indexer.missing)
-        table = pa.concat_tables(indexer.tables, promote_options="default") if indexer.tables else SAMPLES.empty_table()
-        spans = indexer.spans
-        n = table.num_rows
-        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-        groups = [order[i:i + samples_per_shard] for i in range(0, n, samples_per_shard)]
-        shard_col = table.schema.get_field_index("shard")
+    if existing:  # replacing an earlier reshard: nothing of it stays visible as finished while we write
+        remove(target.p(MANIFEST))  # a fresh manifest: this OUT is one derived version, not an accumulation
+        remove(target.p(SAMPLES_DIR), recursive=True)
+        for old in existing:
+            remove(old.stats)  # stats first: "not done"
+    indexer = IndexKept()
+    failures = run_pass(indexer, refs, engine)
+    if indexer.missing:
+        log.warning("reshard: %d success rows had no image in their tar and were skipped", indexer.missing)
+    table = pa.concat_tables(indexer.tables, promote_options="default") if indexer.tables else SAMPLES.empty_table()
+    spans = indexer.spans
+    n = table.num_rows
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    groups = [order[i:i + samples_per_shard] for i in range(0, n, samples_per_shard)]
+    shard_col = table.schema.get_field_index("shard")
 
-        def jobs():
-            for j, group in enumerate(groups):
-                ref = ShardRef.of(target.shards, j)
-                rows = table.take(pa.array(group, pa.int64()))
-                rows = rows.set_column(shard_col, "shard", pa.array([ref.name] * rows.num_rows, pa.string()))
-                yield OutShard(ref, rows, [spans[i] for i in group], src)
+    def jobs():
+        for j, group in enumerate(groups):
+            ref = ShardRef.of(target.shards, j)
+            rows = table.take(pa.array(group, pa.int64()))
+            rows = rows.set_column(shard_col, "shard", pa.array([ref.name] * rows.num_rows, pa.string()))
+            yield OutShard(ref, rows, [spans[i] for i in group], src)
 
-        writer = WriteResharded(write_behind=workers > 1)
-        failures += run_pass(writer, jobs(), engine, total=len(groups))
-        written = writer.written
+    writer = WriteResharded(write_behind=workers > 1)
+    failures += run_pass(writer, jobs(), engine, total=len(groups))
+    written = writer.written
 
-        for old in existing:  # stale shards of an earlier reshard into the same OUT
-            if old.id >= len(groups):
-                for url in (old.stats, old.tar, old.parquet):
-                    remove(url)
-        source_manifest = load_manifest(src)
-        entry = publish(target.root, 1, written, {
-            "derived_from": src, "source_manifest_version": source_manifest.get("version", 0),
-            "input_shards": len(refs), "samples_per_shard": samples_per_shard, "shuffle": shuffle,
-            "seed": seed if shuffle else None, "missing_in_tar": indexer.missing,
-            **({"unreadable_input_shards": [f.shard for f in failures]} if failures else {}),
-        }, config_hash=source_manifest["runs"][-1].get("config_hash") if source_manifest["runs"] else None)
+    for old in existing:  # stale shards of an earlier reshard into the same OUT
+        if old.id >= len(groups):
+            for url in (old.stats, old.tar, old.parquet):
+                remove(url)
+    entry = publish(target.root, 1, written, {
+        "derived_from": src, "source_manifest_version": source_manifest.get("version", 0),
+        "input_shards": len(refs), "samples_per_shard": samples_per_shard, "shuffle": shuffle,
+        "seed": seed if shuffle else None, "missing_in_tar": indexer.missing,
+        **({"unreadable_input_shards": [f.shard for f in failures]} if failures else {}),
+    }, config_hash=source_manifest["runs"][-1].get("config_hash") if source_manifest["runs"] else None)
     log.info("resharded %d samples from %d shards of %s into %d shards in %s", n, len(refs), src, len(groups),
              target.shards)
     return ReshardResult(target.root, written, n, len(refs), indexer.missing, entry, failures)

@@ -171,22 +171,25 @@ class ScorePass(ShardPass):
 
 def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True, embeddings_dir: str | None = None,
                  rescore: bool = False, engine: Any = None) -> ScoreSummary:
+    """Score the dataset's finished shards in place. The dataset lock is taken before the shards are
+    listed (a ``run`` still writing shards makes this exit 3, not score a part of them) and the model is
+    loaded before the first write (a model that cannot load changes nothing)."""
     layout = DatasetLayout.of(path)
-    refs = list_shards(layout.shards)
-    summary = ScoreSummary(root=layout.shards, threshold=config.threshold if apply_threshold else None)
-    if not refs:
-        log.error("%s: no finished shards (NNNNN.parquet + NNNNN_stats.json) found", path)
-        return summary
-    if config.save_embeddings:
-        summary.embeddings_dir = embeddings_dir or layout.embeddings
-    p = ScorePass(config, apply_threshold, summary.embeddings_dir, rescore or config.save_embeddings, summary)
-    clip = p.clip.ready().clip
-    summary.model, summary.precision = clip.name, clip.precision
-    log.info("scoring %d shard(s) in %s with %s (%s on %s)", len(refs), summary.root, clip.name, clip.precision,
-             clip.device)
-
-    t0 = time.monotonic()
     with hold_dataset(layout.root):
+        refs = list_shards(layout.shards)
+        summary = ScoreSummary(root=layout.shards, threshold=config.threshold if apply_threshold else None)
+        if not refs:
+            log.error("%s: no finished shards (NNNNN.parquet + NNNNN_stats.json) found", path)
+            return summary
+        if config.save_embeddings:
+            summary.embeddings_dir = embeddings_dir or layout.embeddings
+        p = ScorePass(config, apply_threshold, summary.embeddings_dir, rescore or config.save_embeddings, summary)
+        clip = p.clip.ready().clip
+        summary.model, summary.precision = clip.name, clip.precision
+        log.info("scoring %d shard(s) in %s with %s (%s on %s)", len(refs), summary.root, clip.name, clip.precision,
+                 clip.device)
+
+        t0 = time.monotonic()
         summary.failures = run_pass(p, refs, engine)
         summary.seconds = time.monotonic() - t0
         if not layout.plain:
@@ -196,6 +199,8 @@ def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True,
             if load_manifest(layout.root).get("runs"):
                 refresh(layout.root, sorted(done))
     return summary
+
+
 def print_summary(s: ScoreSummary) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -35,7 +35,7 @@ def test_api(server):
     _, headers, _ = get(server, "/")
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     info = json.loads(get(server, "/api/info")[2])
-    assert info["rows"] > info["kept"] == info["indexed"] > 0 and info["index"] == "flat"
+    assert info["rows"] > info["kept"] == info["indexed"] == info["searchable"] > 0 and info["index"] == "flat"
     assert dict(info["statuses"])["success"] == info["kept"] and info["domains"][0][0] == "127.0.0.1"
     res = json.loads(get(server, "/api/search?q=a+black+square&k=3")[2])
     assert res["mode"] == "text" and len(res["results"]) == 3

@@ -145,3 +145,69 @@ def test_remote_dataset(tmp_path):
         assert hits[0]["key"] == "k00000_0003"
     finally:
         fsspec.filesystem("memory").rm("/inspect-remote", recursive=True)
+
+
+def _statuses(root, shard: int, statuses: dict[str, str]) -> None:
+    """A finished shard holding only key and status (what index and search read of the shards)."""
+    (root / "shards").mkdir(exist_ok=True)
+    pq.write_table(pa.table({"key": list(statuses), "status": list(statuses.values())}),
+                   root / "shards" / f"{shard:05d}.parquet")
+    (root / "shards" / f"{shard:05d}_stats.json").write_text("{}")
+
+
+@pytest.mark.unverified("synthetic shards: a key and a status per row, no samples")
+def test_index_keeps_the_success_rows_and_refills(tmp_path):
+    """Vectors of rows that are not success are left out; a status change refills the index (an IVF
+    index keeps its training); a stale index is filtered at query time; vector_of maps through."""
+    rng = np.random.default_rng(0)
+    centers = _unit(rng.standard_normal((10, D)))
+    vecs = {}
+    for p in range(3):
+        img = _unit(centers[rng.integers(0, 10, 600)] + 0.3 * rng.standard_normal((600, D)) / np.sqrt(D))
+        keys = [f"p{p}_{i}" for i in range(len(img))]
+        t = pa.table({"key": keys, "caption": keys, "url": keys, "status": ["success"] * len(img),
+                      "image_embedding": embedding_array(img, np.ones(len(img), bool)),
+                      "text_embedding": embedding_array(img, np.ones(len(img), bool))})
+        write_embeddings(t, str(tmp_path / "embeddings"), f"{p:05d}")
+        vecs.update(zip(keys, img.astype(np.float16).astype(np.float32)))
+    keys = list(vecs)
+    status = {k: ("success" if i % 3 else "filtered_clip") for i, k in enumerate(keys)}
+    status["extra"] = "success"  # a success row without a vector: reported
+    for p in range(3):
+        _statuses(tmp_path, p, {k: s for k, s in status.items() if k.startswith(f"p{p}_") or (p == 2 and k == "extra")})
+    rep = build_index(str(tmp_path), kind="ivfpq", exact_max=100)
+    kept = [k for k in keys if status[k] == "success"]
+    assert (rep.action, rep.ntotal, rep.dropped, rep.missing, rep.missing_examples) == (
+        "built", len(kept), len(keys) - len(kept), 1, ["extra"])
+    meta = pa.concat_tables([pq.read_table(tmp_path / "index" / "metadata" / f"metadata_{p:05d}.parquet")
+                             for p in range(3)])
+    assert meta.column("key").to_pylist() == kept  # id order = the kept rows in part order
+    trained = json.loads((tmp_path / "index" / "index.json").read_text())["trained_on"]
+
+    # a later pass drops all of part 1 and one more row of part 2: the index is stale
+    for k in keys:
+        if k.startswith("p1_") or k == "p2_1":
+            status[k] = "duplicate"
+    for p in (1, 2):
+        _statuses(tmp_path, p, {k: s for k, s in status.items() if k.startswith(f"p{p}_")})
+    s = Searcher(tmp_path)
+    assert s.live is not None and s.searchable == sum(status[k] == "success" for k in keys)
+    for k in ("p1_1", "p2_1", "p0_1"):
+        hits = s.search(vecs[k][None], 10)
+        assert len(hits) == 10 and all(status[h["key"]] == "success" for h in hits)
+    assert s.vector_of("p2_5") == pytest.approx(vecs["p2_5"][None])
+
+    rep = build_index(str(tmp_path), kind="ivfpq", exact_max=100)
+    kept = [k for k in keys if status[k] == "success"]
+    assert (rep.action, rep.ntotal, rep.missing) == ("refilled", len(kept), 0)
+    state = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert state["trained_on"] == trained and [p["rows"] for p in state["parts"]][1] == 0
+    assert state["parts"][1]["start"] == state["parts"][2]["start"]  # an empty part
+    s = Searcher(tmp_path)
+    assert s.live is None and len(s) == s.searchable == len(kept)  # the index matches the shards
+    assert s.vector_of("p2_5") == pytest.approx(vecs["p2_5"][None])  # the row after the empty part
+    assert s.vector_of("p0_2") == pytest.approx(vecs["p0_2"][None])
+    assert s.vector_of("p2_1") is None
+    hits = s.search(vecs["p2_5"][None], 5)
+    assert hits[0]["key"] == "p2_5" and all(status[h["key"]] == "success" for h in hits)
+    assert build_index(str(tmp_path), kind="ivfpq", exact_max=100).action == "unchanged"

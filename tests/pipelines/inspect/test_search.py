@@ -103,6 +103,6 @@ def test_search_without_index_is_exact(demo_dataset, searcher):
     from clipcrawl.pipelines.inspect.search import Searcher
 
     plain = Searcher(demo_dataset)  # no DATASET/index: exact over the embeddings folder
-    assert plain.kind.startswith("exact") and len(plain) == len(searcher)
+    assert plain.kind.startswith("exact") and plain.searchable == searcher.searchable == len(searcher)
     q = searcher.embed_text("a yellow star")
     assert [h["key"] for h in plain.search(q, 5)] == [h["key"] for h in searcher.search(q, 5)]

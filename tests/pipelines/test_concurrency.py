@@ -422,7 +422,7 @@ def test_lock_exclusion_under_random_interleavings(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", LOCK_STRESS, str(tmp_path), str(i), "1500"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
     results = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err[-2000:]
     assert sum(int(out) for out, _ in results) > 200  # they did get in, often
     assert not (tmp_path / ".lock").exists()  # and the last one out left nothing behind

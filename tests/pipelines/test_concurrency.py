@@ -198,7 +198,7 @@ def test_every_command_against_a_held_dataset(base, tmp_path, capsys, kind, hold
     before = read_dataset(ds)
     p, gate = _hold(cmds[holder], PAUSE[holder], tmp_path)
     try:
-        for other in ON_RUN if kind == "run" else ON_DOWNLOAD:
+        for other in [*ON_RUN, "download"] if kind == "run" else ON_DOWNLOAD:  # download --out the dataset too
             rc, err = _in_process(commands(ds, base, tmp_path)[other], capsys)  # reshard: an OUT of its own
             if holder in READERS and other in READERS:
                 assert rc in (0, 1), f"{other} while {holder} reads: rc {rc}: {err[-800:]}"  # verify: 1 = findings

@@ -4,6 +4,9 @@
   collapse. ftfy runs only on text that shows the mark of UTF-8 read as Latin-1/Windows-1252 (a
   character U+00C2-U+00F4 followed by one that such a decoding makes of a continuation byte);
   clean text, ASCII or not, skips it (ftfy on every candidate cost 20% of extraction speed).
+  The result keeps at most :data:`MAX_TEXT_CHARS` characters (:func:`cut_text`): a page cannot fill
+  memory with a 2 MB alt text, and the caption rule ``filters.text.max_chars`` (2,000) still sees
+  that the caption was too long and drops it with its reason.
 * :func:`caption_chars` / :func:`caption_words` - length in characters (code points) and in words
   (``\\w+`` runs, the rule ``filters.text`` uses for ``min_words``).
 * :func:`identify_language` - fastText's ``lid.176.ftz`` (Joulin et al. 2016, 176 languages,
@@ -30,10 +33,14 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["fix_text", "caption_chars", "caption_words", "identify_language", "identify_languages",
-           "annotate_captions", "language_model_path", "MIN_LANGUAGE_PROB"]
+__all__ = ["fix_text", "cut_text", "MAX_TEXT_CHARS", "caption_chars", "caption_words", "identify_language",
+           "identify_languages", "annotate_captions", "language_model_path", "MIN_LANGUAGE_PROB"]
 
 MIN_LANGUAGE_PROB = 0.0  # keep every prediction; filters may require a confidence later
+#: Most characters kept of one text found on a page (alt, figcaption, title, aria-label, page title): twice
+#: the caption rule's ``max_chars`` default and 4x COYO-700M's limit (1,000). Captions are for CLIP,
+#: whose text encoder reads 77 tokens (~300 characters); LAION, DataComp and img2dataset set no maximum.
+MAX_TEXT_CHARS = 4096
 _WORD = re.compile(r"\w+")
 _LETTER = re.compile(r"[^\W\d_]")
 _lock = threading.Lock()
@@ -43,16 +50,25 @@ _MOJIBAKE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0
                        "\u20ac\u2122]")
 
 
-def fix_text(s: str | None) -> str:
-    """ftfy repair (non-ASCII text only) + whitespace collapse; ``""`` for None."""
+def cut_text(s: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Whitespace-collapse ``s`` and keep its first ``limit`` characters. Only the first ``4 * limit``
+    characters are read, so the cost is bounded whatever the input (long whitespace runs still collapse)."""
+    s = " ".join(s[:4 * limit].split())
+    return s[:limit].rstrip() if len(s) > limit else s
+
+
+def fix_text(s: str | None, limit: int = MAX_TEXT_CHARS) -> str:
+    """ftfy repair (non-ASCII text only) + whitespace collapse, at most ``limit`` characters; ``""`` for None."""
     if not s:
         return ""
+    if len(s) > 4 * limit:
+        s = s[:4 * limit]
     if not s.isascii() and _MOJIBAKE.search(s):
         import ftfy
 
         s = ftfy.fix_text(s, normalization="NFC", uncurl_quotes=False, fix_latin_ligatures=False,
                           fix_character_width=False)  # repair encodings; leave legitimate characters alone
-    return " ".join(s.split())
+    return cut_text(s, limit)
 
 
 def caption_chars(s: str | None) -> int:

@@ -18,7 +18,8 @@ or ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex give no pairs (``me
 ``nofollow`` gives no links. TDMRep (``tdm-reservation: 1`` header, ``/.well-known/tdmrep.json``,
 ``<meta name="tdm-reservation" content="1">``) gives ``tdm_reserved``: the first two are never read,
 the meta withholds the pairs (links are still followed). Blocklisted page URLs/domains are never
-requested (``blocked``).
+requested (``blocked``). A page over the HTML parse budget (:mod:`clipcrawl.crawler.parsebudget`:
+nested deeper than 512 elements, or over 500,000 of them) is ``too_large``, with the reason.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from clipcrawl.base.failpoints import failpoint
 from clipcrawl.base.progress import Progress, log
-from clipcrawl.crawler.extract import extract_page, normalize_language
+from clipcrawl.crawler.extract import PageTooComplex, extract_page, normalize_language
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher, FetchResult
 from clipcrawl.crawler.frontier import Claim, Frontier
 from clipcrawl.crawler.output import ChunkWriter
@@ -202,6 +203,10 @@ class Crawler:
         if res.ok:
             try:
                 status = self._parse(res, final, page, pairs, links)
+            except PageTooComplex as e:  # nested or built up past the parse budget: refused like an oversize body
+                pairs.clear()
+                links.clear()
+                status, page["error_message"] = PageStatus.TOO_LARGE, f"crawl: {e}"
             except Exception as e:  # noqa: BLE001 - a page the parser chokes on is data, not a crash
                 log.warning("crawl: cannot parse %s: %s", final, e)
                 pairs.clear()

@@ -7,6 +7,14 @@ not the picture: they are dropped with the generic rules (the extractor keeps th
 on purpose, so that this rule says why they go). ``languages`` keeps only captions whose
 identified ``language`` (:mod:`clipcrawl.base.captions`) is in the list.
 Each rule gives a reason, recorded as ``"text: <reason>"`` on rows it drops.
+
+Length: ``max_chars`` (default 2,000) drops longer captions ("caption longer than 2000 characters")
+rather than cutting them: a cut caption no longer says what its image shows. COYO-700M drops alt
+texts over 1,000 characters or 256 words; LAION-400M/5B, DataComp and img2dataset set no maximum,
+and CLIP's text encoder reads only 77 tokens (~300 characters). Upstream, the extractor keeps at most
+:data:`~clipcrawl.base.captions.MAX_TEXT_CHARS` (4,096) characters of any page text, so a 2 MB alt
+arrives cut to 4,096 and this rule still drops it with its reason (a ``max_chars`` above 4,096 would
+let such cut captions through).
 """
 
 from __future__ import annotations

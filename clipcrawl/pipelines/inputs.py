@@ -10,6 +10,11 @@ rows per file, numbered on across files (img2dataset's layout), so the same inpu
 the same shards. A repeated (url, caption) pair is kept once: later copies get status
 ``duplicate`` (``dedup_method`` url, ``duplicate_of`` the first copy's key) and are never fetched.
 Unusable input raises :class:`ConfigError` naming the file, the row/line or column, and the fix.
+In a JSONL file a bad line alone (not JSON, not an object, a URL or caption that is not a string, a
+value of another type than the same field's earlier ones, a lone surrogate ``"\\ud800"`` that no
+UTF-8 text can hold) becomes a row of its own with status ``failed_to_download`` and
+``error_message`` ``"input: FILE line N: <why>"`` (empty URL, never fetched), in its place, and the
+rest of the file is read; a file without one usable line is refused as a whole (exit 2).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import gzip
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -172,20 +178,97 @@ def _json_records(obj: object, f: InputFile, url_col: str) -> list[dict]:
 
 def _jsonl_records(text: str, f: InputFile) -> list[dict]:
     rows = []
-    for n, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028: split on \n only
-        if not line.strip():
-            continue
+    for n, line in _jsonl_lines(text):
         try:
             row = json.loads(line)
         except ValueError as e:
-            msg = f"{e.msg} (column {e.colno})" if isinstance(e, json.JSONDecodeError) else str(e)
-            raise ConfigError(f"{f.path}: line {n}: not valid JSON: {msg} "
+            raise ConfigError(f"{f.path}: line {n}: not valid JSON: {_json_error(e)} "
                               f"(fix: one JSON object per line; correct or remove line {n})") from None
         if not isinstance(row, dict):
             raise ConfigError(f"{f.path}: line {n}: a JSON {type(row).__name__}, not an object "
                               f"(fix: one JSON object per line; correct or remove line {n})")
         rows.append(row)
     return rows
+
+
+def _jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    for n, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028: split on \n only
+        if line.strip():
+            yield n, line
+
+
+def _json_error(e: ValueError) -> str:
+    return f"{e.msg} (column {e.colno})" if isinstance(e, json.JSONDecodeError) else str(e)
+
+
+_TYPE_CLASS = {bool: "bool", int: "number", float: "number", str: "str", list: "list", dict: "dict"}
+
+
+def _jsonl_table(text: str, f: InputFile, cfg: UrlListConfig) -> tuple[pa.Table, list[tuple[int, str, str]]] | None:
+    """A JSONL file line by line: (table of the fields a pairs table keeps from its good lines, with their
+    line numbers in ``__line``; [(line number, why, line)] of its bad lines). None when no line is good or a
+    named column is in no good line: the strict reader then names the first problem, as for other formats."""
+    text_fields = [cfg.url_col] + ([cfg.caption_col] if cfg.caption_col else [])
+    fields = text_fields + [c for c in cfg.save_additional_columns if c not in text_fields]
+    rows: list[dict] = []
+    lines: list[int] = []
+    bad: list[tuple[int, str, str]] = []
+    first: dict[str, str] = {}  # field -> class of its first value
+    for n, line in _jsonl_lines(text):
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            bad.append((n, f"not valid JSON: {_json_error(e)}", line))
+            continue
+        if not isinstance(row, dict):
+            bad.append((n, f"a JSON {type(row).__name__}, not an object", line))
+            continue
+        kept = {k: row[k] for k in fields if row.get(k) is not None}
+        why = _row_problem(kept, text_fields, first)
+        if why:
+            bad.append((n, why, line))
+            continue
+        for k, v in kept.items():
+            first.setdefault(k, _TYPE_CLASS.get(type(v), "other"))
+        rows.append(kept)
+        lines.append(n)
+    named = [cfg.url_col, *([cfg.caption_col] if cfg.caption_col not in (None, "caption") else []),
+             *cfg.save_additional_columns]
+    if not rows or any(k not in first for k in named):  # a column missing: the strict reader's error lists them
+        return None
+    cols = {k: [r.get(k) for r in rows] for k in fields if k in first}
+    try:
+        table = pa.table({k: pa.array(v) for k, v in cols.items()})
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None  # e.g. nested values of different shapes: the strict reader names them
+    return table.append_column("__line", pa.array(lines, pa.int64())), bad
+
+
+def _row_problem(kept: dict, text_fields: list[str], first: dict[str, str]) -> str | None:
+    for k, v in kept.items():
+        cls = _TYPE_CLASS.get(type(v), "other")
+        if k in text_fields and cls != "str":
+            return f"field {k!r} is a {type(v).__name__}, not a string"
+        if k in first and first[k] != cls:
+            return f"field {k!r} is a {type(v).__name__}, unlike earlier lines"
+        if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+            return f"field {k!r} is an integer beyond 64 bits"
+        if _has_surrogate(v):
+            return f"field {k!r} holds a lone surrogate (e.g. \\ud800), which no UTF-8 text can hold"
+    return None
+
+
+def _has_surrogate(v: object) -> bool:
+    if isinstance(v, str):
+        return not v.isascii() and _SURROGATE.search(v) is not None
+    if isinstance(v, list):
+        return any(_has_surrogate(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_surrogate(k) or _has_surrogate(x) for k, x in v.items())
+    return False
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _from_records(rows: list[dict], f: InputFile, what: str) -> pa.Table:
@@ -203,11 +286,17 @@ def _from_records(rows: list[dict], f: InputFile, what: str) -> pa.Table:
                     raise ConfigError(
                         f"{f.path}: {what} {n}: field {k!r} is a {type(v).__name__} but a {t.__name__} earlier "
                         f"(fix: give {k!r} one type in every record)") from None
+                if _has_surrogate(v) or _has_surrogate(k):
+                    raise ConfigError(f"{f.path}: {what} {n}: field {k!r} holds a lone surrogate (e.g. \\ud800), "
+                                      f"which no UTF-8 text can hold (fix: correct or remove {what} {n})") from None
         raise ConfigError(f"{f.path}: cannot read it as {f.format}: {type(e).__name__}: {e} "
                           f"(fix: check the file)".replace("\n", " ")) from None
 
 
-def _read_raw(f: InputFile, cfg: UrlListConfig) -> pa.Table:
+def _read_raw(f: InputFile, cfg: UrlListConfig, bad: list[tuple[int, str, str]] | None = None) -> pa.Table:
+    """The file's columns as read. ``bad``: a list to collect the bad lines of a JSONL file in (the table
+    then has only the fields a pairs table keeps, and a ``__line`` column); without it (img2dataset's
+    compatibility mode) any bad line refuses the file."""
     import pyarrow.csv as pcsv
 
     try:
@@ -225,7 +314,12 @@ def _read_raw(f: InputFile, cfg: UrlListConfig) -> pa.Table:
             parse = pcsv.ParseOptions(delimiter="\t" if f.format == "tsv" else ",", newlines_in_values=True)
             return pcsv.read_csv(io.BytesIO(data), parse_options=parse)
         if f.format == "jsonl":
-            return _from_records(_jsonl_records(_text(data), f), f, "line")
+            text = _text(data)
+            lenient = _jsonl_table(text, f, cfg) if bad is not None else None
+            if lenient is not None:
+                bad.extend(lenient[1])
+                return lenient[0]
+            return _from_records(_jsonl_records(text, f), f, "line")
         if f.format == "json":
             return _from_records(_json_records(json.loads(_text(data)), f, cfg.url_col), f, "record")
     except ConfigError:
@@ -241,8 +335,25 @@ def _unreadable(f: InputFile, e: Exception) -> ConfigError:
 
 
 def read_input_file(f: InputFile, cfg: UrlListConfig) -> pa.Table:
-    """One input file -> a pairs table (key, url, caption, source, ... + additional columns)."""
-    return _pairs(_read_raw(f, cfg), f, cfg)
+    """One input file -> a pairs table (key, url, caption, source, ... + additional columns; and
+    ``error_message`` on the rows of bad JSONL lines, see the module doc)."""
+    bad: list[tuple[int, str, str]] = []
+    raw = _read_raw(f, cfg, bad)
+    if "__line" not in raw.column_names:
+        return _pairs(raw, f, cfg)
+    lines = raw.column("__line").to_pylist()
+    table = _pairs(raw.drop_columns(["__line"]), f, cfg)
+    if not bad:
+        return table
+    name = f.path.rsplit("/", 1)[-1]
+    failed = pa.table({
+        "key": [sample_key("", f"input:{name}:{n}:{line}") for n, _, line in bad],  # unique, stable
+        "url": [""] * len(bad), "caption": pa.nulls(len(bad), pa.string()), "source": ["list"] * len(bad),
+        "error_message": [f"input: {name} line {n}: {why}" for n, why, _ in bad],
+    })
+    both = pa.concat_tables([table, failed], promote_options="permissive")
+    order = sorted(range(both.num_rows), key=(lines + [n for n, _, _ in bad]).__getitem__)
+    return both.take(pa.array(order, pa.int64()))
 
 
 def iter_input_file(f: InputFile, cfg: UrlListConfig, batch_rows: int) -> Iterator[pa.Table]:
@@ -352,12 +463,22 @@ def read_url_list(cfg: UrlListConfig) -> pa.Table:
 
 
 def mark_input_duplicates(table: pa.Table, seen: set[int]) -> pa.Table:
-    """Add status/error_message/duplicate_of/dedup_method; repeated keys become ``duplicate``."""
+    """Add status/error_message/duplicate_of/dedup_method; repeated keys become ``duplicate``, rows of
+    bad input lines (an ``error_message`` already) ``failed_to_download``."""
     keys = table.column("key").to_pylist()
+    bad = [None] * len(keys)
+    if "error_message" in table.column_names:
+        bad = table.column("error_message").to_pylist()
+        table = table.drop_columns(["error_message"])
     status, errors, dup_of, method = [], [], [], []
-    for k in keys:
+    for k, why in zip(keys, bad):
         h = int(k[:16], 16)
-        if h in seen:
+        if why is not None:
+            status.append(Status.FAILED_TO_DOWNLOAD.value)
+            errors.append(why)
+            dup_of.append(None)
+            method.append(None)
+        elif h in seen:
             status.append(Status.DUPLICATE.value)
             errors.append(DUPLICATE_MESSAGE)
             dup_of.append(k)

@@ -37,8 +37,22 @@ def collect(cfg: RunConfig, ds: DatasetLayout, st: RunState) -> list[str]:
         from clipcrawl.pipelines.inputs import read_url_list
 
         table = read_url_list(src.urls)
-        write_parquet(conform(table, PAIRS), ds.p("urls", "pairs", "00000.parquet"))
         st.sources["urls"] = {"rows": table.num_rows}
+        if "error_message" in table.column_names:  # bad JSONL lines: no URL to plan; recorded in run.json
+            import pyarrow.compute as pc
+
+            bad = pc.is_valid(table.column("error_message"))
+            messages = table.filter(bad).column("error_message").to_pylist()
+            if messages:
+                import logging
+
+                logging.getLogger("clipcrawl.run").warning(
+                    "urls: %d unusable input line(s), not planned (listed in run.json): %s", len(messages),
+                    messages[0])
+                st.sources["urls"]["unusable_lines"] = len(messages)
+                st.sources["urls"]["unusable_examples"] = messages[:20]
+                table = table.filter(pc.invert(bad))
+        write_parquet(conform(table, PAIRS), ds.p("urls", "pairs", "00000.parquet"))
         folders.append(ds.p("urls", "pairs"))
     return folders
 

@@ -39,3 +39,18 @@ def test_annotate_fills_only_nulls():
     assert out.column("language").to_pylist() == ["xx", "de", None]
     assert out.column("caption_chars").to_pylist() == [16, 18, None]
     assert out.column("caption_words").to_pylist() == [5, 4, None]
+
+
+def test_texts_are_cut_to_the_maximum():
+    """Issue 24: a 2 MB alt text was kept whole; now at most MAX_TEXT_CHARS characters, read in bounded time."""
+    import time
+
+    from clipcrawl.base.captions import MAX_TEXT_CHARS, cut_text
+
+    t = time.process_time()
+    assert fix_text("word " * 400_000) == ("word " * 1000)[:MAX_TEXT_CHARS]
+    assert fix_text("MÃ¼nchen " * 300_000) == ("München " * 1000)[:MAX_TEXT_CHARS].rstrip()  # ftfy on the start only
+    assert time.process_time() - t < 2
+    assert fix_text(" " * 10**6 + "a  dog") == ""  # a text is read from its first 4 x MAX_TEXT_CHARS characters
+    assert cut_text("a\n b   c", limit=3) == "a b" and cut_text("ab  c", limit=3) == "ab" and fix_text("x" * 5, 4) == "xxxx"
+    assert len(fix_text("é" * (MAX_TEXT_CHARS + 1))) == MAX_TEXT_CHARS

@@ -72,3 +72,17 @@ def test_language_rule_exact_keep_set():
     assert out.column("status").to_pylist() == ["success", "filtered_text", "filtered_text", "success", "filtered_text"]
     msgs = out.column("error_message").to_pylist()
     assert msgs[1] == "text: caption language de not in en" and msgs[4] == "text: caption language unknown not in en"
+
+
+def test_a_2mb_caption_is_filtered_with_its_reason():
+    """Issue 24: the caption maximum (``max_chars``, 2,000: COYO-700M drops alt texts over 1,000) holds for
+    any length, the language rule included, and the row keeps its reason."""
+    import time
+
+    table = pa.table({"caption": ["word " * 400_000, "a red bicycle against a wall"],
+                      "status": ["success", "success"], "error_message": [None, None]})
+    t = time.process_time()
+    out = FilterCaptions(TextFilterConfig(languages=["en"])).process(table)
+    assert time.process_time() - t < 5
+    assert out.column("status").to_pylist() == ["filtered_text", "success"]
+    assert out.column("error_message").to_pylist() == ["text: caption longer than 2000 characters", None]

@@ -61,3 +61,34 @@ def test_any_json_document(doc):
 def test_delimited_text(cells, sep, encoding):
     lines = [sep.join(["url", "caption"])] + [sep.join(c) for c in cells]
     _read("\n".join(lines).encode(encoding, "replace"), "csv" if sep == "," else "tsv")
+
+
+BAD_LINE = st.sampled_from(['{"url": "http://x/a.jpg", "caption": "\\ud800"}', '{"url": "http://x/\\udfff.jpg"}',
+                            "{", "[1, 2]", "null", '{"url": ["http://x/a.jpg"]}', '{"url": "http://x/a.jpg", "caption": 3}',
+                            '{"url": "http://x/a.jpg", "caption": {"\\ud800": 1}}'])
+GOOD_ROW = st.builds(lambda u, c: json.dumps({"url": f"http://x/{u}.jpg", "caption": c}, ensure_ascii=False),
+                     st.integers(0, 10**6), TEXT)
+
+
+@FUZZ_HEAVY
+@given(lines=st.lists(st.one_of(BAD_LINE.map(lambda b: (False, b)), GOOD_ROW.map(lambda g: (True, g))), max_size=8))
+def test_jsonl_bad_lines_are_rows_the_rest_is_read(lines):
+    """Issue 24: one bad line (lone surrogate, not JSON, wrong type) no longer refuses the whole file."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "l.jsonl"
+        path.write_text("".join(line + "\n" for _, line in lines), encoding="utf-8")
+        good = [json.loads(line) for ok, line in lines if ok]
+        try:
+            t = read_url_list(UrlListConfig(path=str(path)))
+        except ConfigError as e:
+            assert not good and str(path) in str(e), e
+            return
+    if not good:  # no usable line: the strict reader decides, as before (a lone numeric caption is read)
+        return
+    rows = t.to_pylist()
+    assert len(rows) == len(lines)
+    for n, ((ok, _), row) in enumerate(zip(lines, rows), 1):
+        assert (row.get("error_message") is None) == ok
+        if not ok:
+            assert row["error_message"].startswith(f"input: l.jsonl line {n}: ") and row["url"] == ""
+    assert [(r["url"], r["caption"]) for r, (ok, _) in zip(rows, lines) if ok] == [(g["url"], g["caption"]) for g in good]

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from clipcrawl.base.captions import MAX_TEXT_CHARS, cut_text
 from clipcrawl.crawler.extract import normalize_language
 from clipcrawl.schemas.config import NOAI_DIRECTIVES
 
@@ -62,10 +63,11 @@ def unescape_entities(s: str) -> str:
 
 
 def clean_text(s: str | None) -> str:
-    """Collapse whitespace, strip; entity-decoded."""
+    """Collapse whitespace, strip; entity-decoded; at most :data:`~clipcrawl.base.captions.MAX_TEXT_CHARS`
+    characters (a WAT record's alt text is as unbounded as a page's)."""
     if not s:
         return ""
-    return " ".join(unescape_entities(s).split())
+    return cut_text(unescape_entities(s[:4 * MAX_TEXT_CHARS]))
 
 
 def is_svg(url: str) -> bool:

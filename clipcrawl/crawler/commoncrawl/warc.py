@@ -23,7 +23,7 @@ from clipcrawl.crawler.urls import normalize_url
 
 def page_from_response(rec: RawRecord, max_html_bytes: int) -> PageInfo:
     """The page and pair candidates of one ``response`` record; raises :class:`Skip` otherwise."""
-    from clipcrawl.crawler.extract import extract_page
+    from clipcrawl.crawler.extract import PageTooComplex, extract_page
 
     msg = parse_http(rec.block)
     if msg is None:
@@ -44,7 +44,10 @@ def page_from_response(rec: RawRecord, max_html_bytes: int) -> PageInfo:
     if noai_directives(msg.header("x-robots-tag")) or tdm_reserved(msg.header("tdm-reservation")):
         page.noai = True
         return page
-    parsed = extract_page(body, page_url, msg.header("content-type"))
+    try:
+        parsed = extract_page(body, page_url, msg.header("content-type"))
+    except PageTooComplex:  # nested deeper / builds more than the parse budget allows (crawler.parsebudget)
+        raise Skip("over_parse_budget") from None
     page.title = parsed.title
     page.language = parsed.language or first_language(msg.header("content-language"))
     if parsed.noai:

@@ -185,18 +185,6 @@ def test_list_typed_url_column_is_refused(tmp_path, fmt):
         read_url_list(UrlListConfig(path=str(tmp_path / f"l.{fmt}")))
 
 
-@pytest.mark.parametrize("lines, bad", [
-    (['{"url": "http://a.example/1.jpg"}', '{"url": broken}'], 2),
-    (['{"url": "http://a.example/1.jpg"}', "", '{"url": "http://a.example/2.jpg"}', "[1, 2]"], 4),
-    (['{"url": "http://a.example/1.jpg"}', '{"url": "http://a.example/2.jpg"', ""], 2),
-])
-def test_bad_jsonl_line_is_reported_with_its_number(tmp_path, lines, bad):
-    """A bad line 2 was reported as line 1 (each line was parsed alone)."""
-    (tmp_path / "l.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError, match=rf"l\.jsonl: line {bad}: .*fix: .*line {bad}"):
-        read_url_list(UrlListConfig(path=str(tmp_path / "l.jsonl")))
-
-
 def test_jsonl_line_separator_inside_a_string_is_not_a_new_line(tmp_path):
     (tmp_path / "l.jsonl").write_text(json.dumps({"url": "http://a.example/1.jpg", "caption": "a\u2028b"},
                                                  ensure_ascii=False) + "\n")

@@ -7,6 +7,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_serializer, field_validator, model_validator
 
+from clipcrawl.schemas.components import (
+    MAX_BODY_BYTES,
+    MAX_IN_FLIGHT,
+    MAX_PAUSE_S,
+    MAX_RETRIES,
+    MAX_SAMPLES_PER_SHARD,
+    MAX_TIMEOUT_S,
+    MAX_WORKERS,
+)
 from clipcrawl.schemas.configbase import DEFAULT_USER_AGENT, Model, redact
 
 
@@ -24,31 +33,31 @@ class CrawlConfig(Model):
 
     seeds: list[str] = Field(default_factory=list, description="Start URLs (http/https).")
     seeds_file: Path | None = Field(None, description="File with one seed URL per line.")
-    max_pages: int = Field(1000, ge=1, description="Stop after fetching this many pages (total, across runs).")
-    max_depth: int = Field(3, ge=0, description="Follow links at most this many hops from a seed.")
+    max_pages: int = Field(1000, ge=1, le=1_000_000_000, description="Stop after fetching this many pages (total, across runs).")
+    max_depth: int = Field(3, ge=0, le=1000, description="Follow links at most this many hops from a seed.")
     allowed_domains: list[str] | None = Field(
         None, description="Registered domains to stay in; default: the seeds' registered domains."
     )
     deny_patterns: list[str] = Field(default_factory=list, description="Regexes; matching URLs are never fetched.")
-    concurrency: int = Field(16, ge=1, description="Pages in flight in total.")
-    per_host_concurrency: int = Field(2, ge=1, description="Pages in flight per host.")
-    delay: float = Field(0.0, ge=0, description="Minimum seconds between two requests to one host.")
+    concurrency: int = Field(16, ge=1, le=MAX_IN_FLIGHT, description="Pages in flight in total.")
+    per_host_concurrency: int = Field(2, ge=1, le=1024, description="Pages in flight per host.")
+    delay: float = Field(0.0, ge=0, le=MAX_TIMEOUT_S, description="Minimum seconds between two requests to one host.")
     user_agent: str = DEFAULT_USER_AGENT
     respect_robots: bool = True
     allow_private_networks: bool = Field(
         False, description="Allow private/loopback/link-local addresses (tests, intranets)."
     )
-    timeout: float = Field(20.0, gt=0, description="Seconds per request.")
-    max_page_bytes: int = Field(5_000_000, ge=1024, description="Pages larger than this are dropped.")
-    max_redirects: int = Field(5, ge=0)
-    retries: int = Field(2, ge=0, description="Retries on timeouts, resets, 429 and 5xx.")
+    timeout: float = Field(20.0, gt=0, le=MAX_TIMEOUT_S, description="Seconds per request.")
+    max_page_bytes: int = Field(5_000_000, ge=1024, le=MAX_BODY_BYTES, description="Pages larger than this are dropped.")
+    max_redirects: int = Field(5, ge=0, le=100)
+    retries: int = Field(2, ge=0, le=MAX_RETRIES, description="Retries on timeouts, resets, 429 and 5xx.")
     revisit_after_days: float | None = Field(
-        None, gt=0, description="In incremental runs, refetch pages older than this."
+        None, gt=0, le=36_500, description="In incremental runs, refetch pages older than this."
     )
     allowed_networks: list[str] = Field(
         default_factory=list, description="CIDR ranges exempt from the private-address guard (e.g. an intranet)."
     )
-    rows_per_chunk: int = Field(10_000, ge=1, description="Rows per pairs/pages Parquet chunk file.")
+    rows_per_chunk: int = Field(10_000, ge=1, le=MAX_SAMPLES_PER_SHARD, description="Rows per pairs/pages Parquet chunk file.")
     respect_tdmrep: bool = Field(
         True, description="TDMRep: tdm-reservation header, /.well-known/tdmrep.json, <meta name=tdm-reservation>."
     )
@@ -56,7 +65,8 @@ class CrawlConfig(Model):
         default_factory=list, description="Blocklist files (URL, domain:, sha256:, md5: lines); see README."
     )
     max_retry_after: float = Field(
-        120.0, gt=0, description="Cap in seconds on a host pause after 429/503 (Retry-After or 429 backoff)."
+        120.0, gt=0, le=MAX_PAUSE_S,
+        description="Cap in seconds on a host pause after 429/503 (Retry-After or 429 backoff)."
     )
 
     @field_validator("blocklists")
@@ -105,10 +115,10 @@ class CommonCrawlConfig(Model):
     format: Literal["auto", "warc", "wat"] = Field(
         "auto", description="auto: HTML responses and WAT metadata records both; warc/wat: only that kind."
     )
-    max_records: int | None = Field(None, ge=1, description="Read at most this many records of each input (sampling).")
-    workers: int | None = Field(None, ge=1, description="Input files read in parallel; default: CPU count.")
-    pairs_per_file: int = Field(100_000, ge=1, description="Rows per pairs/NNNNN.parquet file.")
-    max_html_bytes: int = Field(5_000_000, ge=1024, description="Parse at most this many bytes of one HTML page.")
+    max_records: int | None = Field(None, ge=1, le=10**12, description="Read at most this many records of each input (sampling).")
+    workers: int | None = Field(None, ge=1, le=MAX_WORKERS, description="Input files read in parallel; default: CPU count.")
+    pairs_per_file: int = Field(100_000, ge=1, le=MAX_SAMPLES_PER_SHARD, description="Rows per pairs/NNNNN.parquet file.")
+    max_html_bytes: int = Field(5_000_000, ge=1024, le=MAX_BODY_BYTES, description="Parse at most this many bytes of one HTML page.")
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
         description="fsspec storage options for remote inputs (e.g. s3fs profile); secret values are redacted "

@@ -15,7 +15,7 @@ import typing
 import pytest
 import yaml
 
-from clipcrawl.schemas import components
+from clipcrawl.schemas import components, sources
 from clipcrawl.schemas.config import (
     MAX_CONFIG_BYTES,
     ConfigError,
@@ -161,8 +161,11 @@ def test_redaction_reaches_lists_of_mappings():
 INF_OK = {("DownloadConfig", "max_image_area"), ("DownloadConfig", "max_aspect_ratio"),
           ("ImageFilterConfig", "max_aspect_ratio")}
 MODELS = [RunConfig, components.DownloadConfig, components.TextFilterConfig, components.ClipConfig,
-          components.ImageFilterConfig, components.BalanceConfig, components.DedupConfig, components.OutputConfig]
-BASE = {"RunConfig": {"dataset": "ds", "sources": {"crawl": {"seeds": ["http://example.com/"]}}}}
+          components.ImageFilterConfig, components.BalanceConfig, components.DedupConfig, components.OutputConfig,
+          sources.CrawlConfig, sources.CommonCrawlConfig]
+BASE = {"RunConfig": {"dataset": "ds", "sources": {"crawl": {"seeds": ["http://example.com/"]}}},
+        "CommonCrawlConfig": {"paths": [__file__]},  # an existing file: the paths are checked
+        "CrawlConfig": {"seeds": ["http://example.com/"]}}
 
 
 def _numeric_fields():

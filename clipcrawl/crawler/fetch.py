@@ -6,13 +6,20 @@ robots.txt and TDMRep's ``/.well-known/tdmrep.json`` per origin, the ``tdm-reser
 per-host slots, host pauses on 429/503 (Retry-After, exponential on repeated 429s) that hold for
 every later request whatever ``retries`` is, retries with backoff, a byte cap on streamed bodies,
 and a header hook that can refuse a response before its body is read (X-Robots-Tag, content type).
-Failures come back as data (:class:`FetchResult` with ``error`` and ``error_kind``); ``fetch``
-never raises for the network.
+DNS goes through a caching c-ares resolver (:mod:`clipcrawl.crawler.dns`) under the address guard; a
+per-host circuit breaker (:mod:`clipcrawl.crawler.breaker`) fails a dead host's requests fast.
+Deadlines per request: connect (``connect_timeout``), first byte and body stall (``read_timeout``: no
+bytes for that long), and ``timeout`` for the whole request, body included (a trickling host is cut).
+Failures come back as data (:class:`FetchResult` with ``error`` and ``error_kind``) whose ``error``
+names the real cause ("DNS NXDOMAIN for host x", "connection refused (h:80)", "timeout after 10s
+(first byte)", "breaker open: h: ..."); ``fetch`` never raises for the network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -22,6 +29,8 @@ import aiohttp
 from yarl import URL
 
 from clipcrawl.crawler.blocklist import Blocklist
+from clipcrawl.crawler.breaker import HostBreaker
+from clipcrawl.crawler.dns import CachingResolver, DnsError
 from clipcrawl.crawler.netguard import (
     BlockedAddressError,
     GuardedResolver,
@@ -29,17 +38,24 @@ from clipcrawl.crawler.netguard import (
     check_url,
     parse_networks,
 )
-from clipcrawl.crawler.politeness import RETRYABLE_STATUSES, HostSlots, parse_retry_after, retry_delay
-from clipcrawl.crawler.robots import RobotsCache
+from clipcrawl.crawler.politeness import (
+    RETRYABLE_STATUSES,
+    HostPaused,
+    HostSlots,
+    parse_retry_after,
+    retry_delay,
+)
+from clipcrawl.crawler.robots import FetchFailed, RobotsCache
 from clipcrawl.crawler.tdmrep import TdmRepCache, header_reservation
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 #: error_kind values; the downloader and crawler map them onto their statuses.
 #: "tdm": TDMRep reservation (tdmrep.json before the request, tdm-reservation header before the body);
-#: "blocklisted": a blocklist rule matched (URL/domain before the request, sha256/md5 after the body).
+#: "blocklisted": a blocklist rule matched (URL/domain before the request, sha256/md5 after the body);
+#: "dns": the host name has no address (NXDOMAIN, SERVFAIL, DNS timeout...); "breaker": the host's breaker is open.
 KINDS = ("http", "timeout", "connection", "blocked", "redirect", "too_large", "rejected", "robots", "invalid", "tls",
-         "refused", "tdm", "blocklisted")
+         "refused", "tdm", "blocklisted", "dns", "breaker")
 
 #: accept(response) -> reason to refuse it before its body is read, or None.
 Accept = Callable[[aiohttp.ClientResponse], "str | None"]
@@ -92,6 +108,15 @@ class FetchConfig:
     respect_tdmrep: bool = True
     blocklists: tuple[str, ...] = ()  # blocklist files (clipcrawl.crawler.blocklist)
     verify_ssl: bool = True
+    dns_servers: tuple[str, ...] = ()  # "ip" or "ip:port"; () = /etc/resolv.conf's (clipcrawl.crawler.dns)
+    dns_timeout: float = 5.0  # one lookup, all tries
+    dns_concurrency: int = 64  # lookups in flight
+    connect_timeout: float | None = None  # TCP (+ TLS) connect; None: min(timeout, 10)
+    read_timeout: float | None = None  # no byte for this long (first byte, body stall); None: timeout
+    breaker_threshold: int = 5  # consecutive host failures that open the host's breaker (0: no breaker)
+    breaker_cooldown: float = 30.0  # seconds open before one trial request
+    breaker_statuses: tuple[int, ...] = ()  # HTTP statuses counted as host failures too (e.g. 503)
+    max_pause_wait: float | None = None  # fail a request at once rather than wait longer for a 429/503 pause
 
 
 class Fetcher:
@@ -108,20 +133,28 @@ class Fetcher:
         self.session: aiohttp.ClientSession | None = None
         self.bytes_downloaded = 0
         self._networks = parse_networks(cfg.allowed_networks)
+        self.breaker = HostBreaker(cfg.breaker_threshold, cfg.breaker_cooldown)
+        self.resolver: CachingResolver | None = None  # its .stats count DNS lookups
+        self.connect_timeout = min(cfg.timeout, cfg.connect_timeout or 10.0)
+        self.read_timeout = min(cfg.timeout, cfg.read_timeout or cfg.timeout)
 
     async def __aenter__(self) -> Fetcher:
+        cfg = self.cfg
+        self.resolver = CachingResolver(cfg.dns_servers, timeout=min(cfg.dns_timeout, cfg.timeout),
+                                        concurrency=cfg.dns_concurrency)
         connector = aiohttp.TCPConnector(
-            limit=self.cfg.total_concurrency + 8,
+            limit=cfg.total_concurrency + 8,
             limit_per_host=0,  # HostSlots enforces per-host politeness
-            ttl_dns_cache=300,
-            resolver=GuardedResolver(self.cfg.allow_private, allowed_networks=self._networks),
+            use_dns_cache=False,  # the resolver caches (TTLs, negative answers); the guard checks every answer
+            resolver=GuardedResolver(cfg.allow_private, resolver=self.resolver, allowed_networks=self._networks),
             enable_cleanup_closed=True,
-            **({} if self.cfg.verify_ssl else {"ssl": False}),
+            **({} if cfg.verify_ssl else {"ssl": False}),
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=self.cfg.timeout, sock_connect=min(self.cfg.timeout, 10.0)),
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout, sock_connect=self.connect_timeout,
+                                          sock_read=self.read_timeout),
             auto_decompress=True,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
@@ -131,6 +164,8 @@ class Fetcher:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self.resolver is not None:
+            await self.resolver.close()
 
     # ------------------------------------------------------------------ public
     async def fetch(self, url: str, accept: Accept | None = None, robots: bool | None = None,
@@ -195,11 +230,34 @@ class Fetcher:
                 reserved = await self.tdmrep.check(u)
                 if reserved.reserved:
                     return _fail(res, "tdm", reserved.reason or "TDM rights reserved")
+            key = _host_key(u)
+            trial, reason = self.breaker.admit(key)
+            if reason:
+                return _fail(res, "breaker", reason)
+            body = [False]  # set once the response headers are in: a read timeout is then a body stall
             try:
-                async with self.slots.acquire(_host_key(u), delay):
-                    nxt = await self._request(u, res, accept, tdm)
+                async with self.slots.acquire(key, delay, self.cfg.max_pause_wait):
+                    if not trial:  # the breaker may have opened while this request waited for its slot
+                        trial, reason = self.breaker.admit(key)
+                        if reason:
+                            return _fail(res, "breaker", reason)
+                    nxt = await self._request(u, res, accept, tdm, body)
+            except asyncio.CancelledError:
+                self.breaker.release(key, trial)
+                raise
+            except HostPaused as e:  # politeness holds: the host is not asked; the row fails with why
+                self.breaker.release(key, trial)
+                return _fail(res, "paused", str(e))
             except Exception as e:  # noqa: BLE001 - every network failure becomes data
-                return _classify(res, e, self.cfg.timeout)
+                if self._classify(res, e, body[0]):
+                    self.breaker.failure(key, res.error or "", trial, _host_label(u))
+                else:
+                    self.breaker.release(key, trial)
+                return res
+            if res.status in self.cfg.breaker_statuses and nxt is None:
+                self.breaker.failure(key, res.error or f"HTTP {res.status}", trial, _host_label(u))
+            else:
+                self.breaker.success(key)
             if nxt is None:
                 return res
             if nxt in seen:
@@ -208,10 +266,13 @@ class Fetcher:
             current = nxt
         return _fail(res, "redirect", f"too many redirects (> {self.cfg.max_redirects})")
 
-    async def _request(self, u: URL, res: FetchResult, accept: Accept | None, tdm: bool = False) -> str | None:
+    async def _request(self, u: URL, res: FetchResult, accept: Accept | None, tdm: bool = False,
+                       body_phase: list[bool] | None = None) -> str | None:
         """One request. Returns the next URL for a redirect, else fills ``res`` and returns None."""
         assert self.session is not None
         async with self.session.get(u, allow_redirects=False) as resp:
+            if body_phase is not None:
+                body_phase[0] = True
             res.status = resp.status
             res.headers = _flat_headers(resp)
             retry_after = parse_retry_after(resp.headers.get("Retry-After")) if resp.status >= 400 else None
@@ -258,13 +319,19 @@ class Fetcher:
             return None
 
     async def _fetch_robots(self, url: str) -> tuple[int | None, bytes]:
-        """robots.txt and tdmrep.json: no robots/TDM check of their own, no retries."""
+        """robots.txt and tdmrep.json: no robots/TDM check of their own, no retries. A failure raises
+        :class:`FetchFailed` with its cause (:class:`BlockedAddressError` for the address guard)."""
         res = await self._fetch_once(url, None, robots=False, tdm=False)
         if res.error_kind == "blocked":
             raise BlockedAddressError(res.error)
         if res.error_kind in ("http",) or res.ok:
             return res.status, res.body or b""
-        return None, b""
+        raise FetchFailed(res.error or "network error")
+
+    def _classify(self, res: FetchResult, e: BaseException, in_body: bool) -> bool:
+        """Fill ``res`` from exception ``e``; True when it counts against the host's breaker."""
+        return _classify(res, e, self.cfg.timeout, in_body=in_body, connect=self.connect_timeout,
+                         read=self.read_timeout)
 
 
 def _flat_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
@@ -278,26 +345,77 @@ def _host_key(u: URL) -> str:
     return f"{(u.host or '').lower()}:{u.explicit_port or u.port}"
 
 
+def _host_label(u: URL) -> str:
+    host = (u.host or "").lower()
+    return f"{host}:{u.explicit_port}" if u.explicit_port else host
+
+
 def _fail(res: FetchResult, kind: str, message: str) -> FetchResult:
     res.error_kind, res.error, res.body = kind, message, None
     return res
 
 
-def _classify(res: FetchResult, e: BaseException, timeout: float) -> FetchResult:
-    if isinstance(e, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return _fail(res, "timeout", f"timeout after {timeout:g}s")
+# aiohttp >= 3.10 tells connect and read timeouts apart (older: () matches nothing)
+_CONNECT_TIMEOUT = getattr(aiohttp, "ConnectionTimeoutError", ())
+_READ_TIMEOUT = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
+_RESET = (ConnectionResetError, *((aiohttp.ClientConnectionResetError,) if hasattr(aiohttp, "ClientConnectionResetError")
+                                  else ()))
+_CONNECT_ERRNOS = {errno.ECONNREFUSED: "connection refused", errno.ENETUNREACH: "network unreachable",
+                   errno.EHOSTUNREACH: "host unreachable", errno.ECONNRESET: "connection reset",
+                   errno.ETIMEDOUT: "connect timeout", errno.EADDRNOTAVAIL: "address not available"}
+
+
+def _classify(res: FetchResult, e: BaseException, timeout: float, in_body: bool = False,
+              connect: float | None = None, read: float | None = None) -> bool:
+    """Fill ``res`` with the failure ``e`` names; True for a host failure (the breaker counts it):
+    DNS SERVFAIL/timeouts, connect errors and timeouts, TLS handshakes, timeouts waiting for the host."""
     os_err = getattr(e, "os_error", None)
     if isinstance(os_err, BlockedAddressError) or isinstance(e, BlockedAddressError):
-        return _fail(res, "blocked", blocked_message(os_err or e))
+        _fail(res, "blocked", blocked_message(os_err or e))
+        return False
+    if isinstance(os_err, DnsError) or isinstance(e, DnsError):
+        err = os_err if isinstance(os_err, DnsError) else e
+        _fail(res, "dns", str(err))
+        return not err.negative  # NXDOMAIN / no address: an answer, cached, fails fast with its own reason
+    if isinstance(e, _CONNECT_TIMEOUT):
+        _fail(res, "timeout", f"timeout after {min(timeout, connect or timeout):g}s (connect)")
+        return True
+    if isinstance(e, asyncio.TimeoutError):
+        if not in_body:
+            what, limit = "first byte", min(timeout, read or timeout)
+        elif isinstance(e, _READ_TIMEOUT):
+            what, limit = "body stalled", min(timeout, read or timeout)
+        else:
+            what, limit = "total", timeout
+        _fail(res, "timeout", f"timeout after {limit:g}s ({what})")
+        return True
     if isinstance(e, (ssl.SSLError, aiohttp.ClientSSLError)):
-        return _fail(res, "tls", f"TLS error: {e}")
+        _fail(res, "tls", f"TLS error: {e}")
+        return not in_body
     if isinstance(e, aiohttp.InvalidURL):
-        return _fail(res, "invalid", f"invalid URL: {e}")
+        _fail(res, "invalid", f"invalid URL: {e}")
+        return False
     if isinstance(e, aiohttp.ClientPayloadError):
-        return _fail(res, "connection", f"truncated body: {e}")
+        _fail(res, "connection", f"truncated body: {e}")
+        return False
     if isinstance(e, aiohttp.ServerDisconnectedError):
-        return _fail(res, "connection", "server disconnected")
+        _fail(res, "connection", "server disconnected")
+        return False
+    if isinstance(e, aiohttp.ClientConnectorError):
+        err = e.os_error
+        code = getattr(err, "errno", None)
+        if code is None:  # several addresses failed: "Multiple exceptions: [Errno 111] ..., [Errno 101] ..."
+            m = re.search(r"\[Errno (\d+)\]", str(err))
+            code = int(m.group(1)) if m else None
+        what = _CONNECT_ERRNOS.get(code or 0) or f"connect error: {err or e}"
+        _fail(res, "connection", f"{what} ({e.host}:{e.port})")
+        return True
+    if isinstance(e, _RESET) or (
+            isinstance(e, OSError) and e.errno == errno.ECONNRESET):
+        _fail(res, "connection", "connection reset")
+        return False
     if isinstance(e, (aiohttp.ClientError, OSError)):
         msg = str(e) or type(e).__name__
-        return _fail(res, "connection", f"{type(e).__name__}: {msg}")
+        _fail(res, "connection", f"{type(e).__name__}: {msg}")
+        return False
     raise e

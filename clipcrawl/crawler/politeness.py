@@ -52,12 +52,18 @@ def retry_delay(attempt: int, retry_after: float | None = None, base: float = 0.
 PAUSE_STATUSES = frozenset({429, 503})
 
 
+class HostPaused(Exception):
+    """A request would wait longer than it may for a host paused after 429/503 (``acquire(max_wait=)``)."""
+
+
 @dataclass
 class _Slot:
     sem: asyncio.Semaphore
     next_start: float = 0.0  # monotonic time before which no request may start
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     streak_429: int = 0  # 429s in a row
+    paused_until: float = 0.0  # monotonic end of the host's 429/503 pause
+    pause_status: int | None = None  # the status that paused it last
     min_spacing: float = 0.0  # the host's Crawl-delay, once known: holds for every request to it
 
 
@@ -78,14 +84,25 @@ class HostSlots:
             s = self._slots[host] = _Slot(asyncio.Semaphore(self.concurrency))
         return s
 
+    def _check_pause(self, host: str, s: _Slot, max_wait: float | None) -> None:
+        left = s.paused_until - time.monotonic()
+        if max_wait is not None and left > max_wait:
+            raise HostPaused(f"host paused after HTTP {s.pause_status} from {host}: {left:.0f}s left, longer "
+                             f"than the {max_wait:g}s timeout (not requested)")
+
     @asynccontextmanager
-    async def acquire(self, host: str, delay: float | None = None) -> AsyncIterator[None]:
-        """Hold a slot of ``host``; ``delay`` (e.g. robots Crawl-delay) raises the spacing."""
+    async def acquire(self, host: str, delay: float | None = None, max_wait: float | None = None
+                      ) -> AsyncIterator[None]:
+        """Hold a slot of ``host``; ``delay`` (e.g. robots Crawl-delay) raises the spacing. ``max_wait``:
+        raise :class:`HostPaused` instead of waiting longer than this for a 429/503 pause of the host (an
+        image download fails fast rather than holding its lane for minutes; the spacing itself always waits)."""
         s = self._slot(host)
         spacing = max(self.delay, delay or 0.0, s.min_spacing)
+        self._check_pause(host, s, max_wait)
         async with s.sem:
             async with s.lock:  # serialise start times so spacing holds across concurrent waiters
                 while (wait := s.next_start - time.monotonic()) > 0:  # a pause may move next_start while we sleep
+                    self._check_pause(host, s, max_wait)
                     await asyncio.sleep(wait)
                 s.next_start = max(s.next_start, time.monotonic()) + spacing
             yield
@@ -119,6 +136,8 @@ class HostSlots:
         if seconds > 0:
             before = s.next_start
             self.backoff(host, seconds)
+            s.paused_until = max(s.paused_until, time.monotonic() + seconds)
+            s.pause_status = status
             if s.next_start > before:
                 self.pauses += 1
                 self.paused_seconds += seconds

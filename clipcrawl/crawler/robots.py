@@ -2,7 +2,9 @@
 
 :class:`RobotsCache` fetches ``/robots.txt`` once per origin (concurrent callers share one
 fetch), applies our user-agent token and exposes Crawl-delay. Per RFC 9309: a 4xx means no
-restrictions, a 5xx or network failure means complete disallow (until the entry expires).
+restrictions, a 5xx or network failure means complete disallow (until the entry expires), with the
+reason ``"robots.txt unreachable: <cause>"`` (``HTTP 503``, ``DNS NXDOMAIN for host x``, ``timeout after
+10s (first byte)``, ``breaker open: ...``).
 """
 
 from __future__ import annotations
@@ -139,8 +141,13 @@ class _Entry:
     blocked: bool = False
 
 
-#: fetch(url) -> (http status or None on network error, body bytes)
+#: fetch(url) -> (http status, body bytes); a failed request raises (:class:`FetchFailed` with its cause)
+#: or returns (None, b"")
 RobotsFetch = Callable[[str], Awaitable[tuple[int | None, bytes]]]
+
+
+class FetchFailed(Exception):
+    """A robots.txt / tdmrep.json request failed; ``str(e)`` is the cause ("DNS NXDOMAIN for host x")."""
 
 
 class RobotsCache:
@@ -184,15 +191,16 @@ class RobotsCache:
             status, body = await self._fetch(origin + "/robots.txt")
         except BlockedAddressError as e:
             return _Entry(None, True, blocked_message(e), now + self.error_ttl, blocked=True)
+        except FetchFailed as e:
+            status, body, err = None, b"", str(e)
         except Exception as e:  # noqa: BLE001 - any failure means "unreachable"
-            status, body = None, b""
-            err = f"{type(e).__name__}: {e}"
+            status, body, err = None, b"", f"{type(e).__name__}: {e}"
         else:
             err = None
         if status is None:
-            return _Entry(None, True, f"robots.txt unreachable ({err or 'network error'})", now + self.error_ttl)
+            return _Entry(None, True, f"robots.txt unreachable: {err or 'network error'}", now + self.error_ttl)
         if status >= 500:
-            return _Entry(None, True, f"robots.txt unreachable (HTTP {status})", now + self.error_ttl)
+            return _Entry(None, True, f"robots.txt unreachable: HTTP {status}", now + self.error_ttl)
         if status >= 400 or not body.strip():
             return _Entry(None, False, None, now + self.ttl)
         text = body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace")

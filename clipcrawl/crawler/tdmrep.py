@@ -11,7 +11,7 @@ A rightsholder reserves text-and-data-mining rights (EU DSM directive art. 4) in
 
 :class:`TdmRepCache` fetches the file once per origin (concurrent callers share one fetch) and keeps it
 like robots.txt; a missing file (4xx) or an unreadable one means no reservation from it (a 5xx or network
-failure is retried after ``error_ttl``). A resource reserved by the file is never requested; one reserved
+failure is retried after ``error_ttl``; the verdicts carry its cause in ``unreachable``). A resource reserved by the file is never requested; one reserved
 by a header is refused before its body is read. Any technique saying ``1`` reserves the resource
 (the safe reading when techniques disagree).
 """
@@ -102,15 +102,17 @@ def match_rules(rules: list[TdmRule], url: str | URL) -> TdmRule | None:
 class TdmVerdict:
     reserved: bool
     reason: str | None = None
+    unreachable: str | None = None  # "tdmrep.json unreachable: <cause>" when the file could not be fetched
 
 
 @dataclass
 class _Entry:
     rules: list[TdmRule]
     expires: float
+    error: str | None = None  # why the file could not be fetched
 
 
-#: fetch(url) -> (http status or None on a network error, body bytes)
+#: fetch(url) -> (http status, body bytes); a failed request raises (``str(e)``: its cause) or returns (None, b"")
 TdmFetch = Callable[[str], Awaitable[tuple[int | None, bytes]]]
 
 
@@ -122,6 +124,7 @@ class TdmRepCache:
         self.ttl, self.error_ttl = ttl, error_ttl
         self._cache: OriginCache[_Entry] = OriginCache(self._load)
         self.fetches = 0  # tdmrep.json requests made (tests assert "once per origin")
+        self.unreachable = 0  # of which failed (network, 5xx): their cause is kept on the origin's verdicts
 
     async def check(self, url: str | URL) -> TdmVerdict:
         u = url if isinstance(url, URL) else URL(url)
@@ -130,7 +133,7 @@ class TdmRepCache:
         entry = await self._entry(str(u.origin()))
         rule = match_rules(entry.rules, u)
         if rule is None or not rule.reserved:
-            return TdmVerdict(False)
+            return TdmVerdict(False, None, entry.error and f"tdmrep.json unreachable: {entry.error}")
         policy = f", policy {rule.policy}" if rule.policy else ""
         return TdmVerdict(True, f"TDM rights reserved ({WELL_KNOWN_PATH} location {rule.location!r}{policy})")
 
@@ -142,12 +145,14 @@ class TdmRepCache:
         now = time.monotonic()
         try:
             status, body = await self._fetch(origin + WELL_KNOWN_PATH)
-        except BlockedAddressError:
-            return _Entry([], now + self.error_ttl)  # the request itself is refused by the address guard
-        except Exception:  # noqa: BLE001 - an unreachable file means no rules from it, for a while
-            return _Entry([], now + self.error_ttl)
+        except BlockedAddressError as e:  # the request itself is refused by the address guard
+            return _Entry([], now + self.error_ttl, str(e))
+        except Exception as e:  # noqa: BLE001 - an unreachable file means no rules from it, for a while
+            self.unreachable += 1
+            return _Entry([], now + self.error_ttl, str(e) or type(e).__name__)
         if status is None or status >= 500:
-            return _Entry([], now + self.error_ttl)
+            self.unreachable += 1
+            return _Entry([], now + self.error_ttl, f"HTTP {status}" if status else "network error")
         if status >= 400 or not body.strip():
             return _Entry([], now + self.ttl)
         return _Entry(parse_tdmrep_json(body), now + self.ttl)

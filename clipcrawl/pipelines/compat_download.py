@@ -66,6 +66,7 @@ def download(
     max_bytes: int = 30_000_000,
     ray_address: str | None = None,
     decoder: str = "threads",
+    dns_servers: list[str] | None = None,
 ) -> Any:
     """Download the images of ``url_list`` into ``output_folder`` as img2dataset 1.47 does.
 
@@ -103,6 +104,7 @@ def download(
         "workers": processes_count, "decoder": decoder, "respect_robots": respect_robots,
         "allow_private_networks": allow_private_networks, "ignore_ssl_certificate": ignore_ssl_certificate,
         "disallowed_header_directives": [str(d) for d in disallowed_header_directives], "max_bytes": max_bytes,
+        "dns_servers": [str(d) for d in dns_servers or []],
     }
     if user_agent_token:
         dl["user_agent"] = _UA_TEMPLATE.format(token=str(user_agent_token).strip().lower())

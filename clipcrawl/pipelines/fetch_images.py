@@ -22,6 +22,7 @@ import aiohttp
 import pyarrow as pa
 
 from clipcrawl.base.stage import Stage, set_column
+from clipcrawl.crawler.breaker import ErrorRateWatch
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
 from clipcrawl.filters.images import ResizedImage, ResizeOptions
@@ -32,6 +33,14 @@ from clipcrawl.schemas.tables import IMAGE_COLUMN
 
 XROBOTS_MESSAGE = "Use of image disallowed by X-Robots-Tag directive"
 DECODE_QUEUE_PER_WORKER = 8  # bodies waiting for a decoder, per worker (bounds memory)
+#: The reorder buffer of ``iter_process``: rows finished while an earlier row of their chunk (or an earlier chunk)
+#: is still being fetched wait there, so chunks go out in row order. It holds at most this many rows and bytes of
+#: results (encoded images: failures weigh ~nothing); past either, lanes take no new row until the oldest chunk
+#: goes out. Sized so that URLs waiting out their timeout delay only themselves: rows keep flowing past them until
+#: the buffer holds ~HELD_ROWS (a 10 s timeout at 500 rows/s is 5,000 rows; 256 px JPEGs are ~10-30 KB each).
+HELD_ROWS = 8192
+HELD_BYTES = 128 << 20
+HELD_ROW_OVERHEAD = 512  # bytes counted per held row besides its image (the outcome object and its fields)
 
 
 # ------------------------------------------------------------------ the stage
@@ -51,9 +60,11 @@ class FetchCounters:
     failed_to_download: int = 0
     failed_to_resize: int = 0
     blocked: int = 0
+    watch: ErrorRateWatch = field(default_factory=ErrorRateWatch, repr=False)  # one warning if failures jump
 
     def add(self, o: _Outcome) -> None:
         self.done += 1
+        self.watch.add(o.status == Status.FAILED_TO_DOWNLOAD.value, o.error)
         if o.status == Status.SUCCESS.value:
             self.success += 1
         elif o.status == Status.FAILED_TO_DOWNLOAD.value:
@@ -71,29 +82,74 @@ class FetchCounters:
 
 @dataclass
 class _Run:
-    """One ``iter_process`` call: the rows, their outcomes, and how far fetching may run ahead."""
+    """One ``iter_process`` call: the rows, their outcomes, which rows lanes have taken, and the reorder buffer
+    (finished rows of chunks not yet handed out) against its budget."""
 
-    table: pa.Table
     urls: list[str]
     boxes: list[Any]
     outcomes: list[_Outcome | None]
+    todo: list[int]  # rows to fetch, in row order: lanes take them in this order
     remaining: list[int]  # rows still being fetched, per chunk
     chunk: int
-    window: int
-    base: int = 0  # first row of the oldest chunk not yet yielded
+    max_rows: int = HELD_ROWS
+    max_bytes: int = HELD_BYTES
+    taken: int = 0  # rows of ``todo`` handed to lanes
+    emitted: int = 0  # chunks handed out (the next one to go is ``emitted``)
+    held_rows: int = 0  # finished rows of chunks not handed out, and their bytes
+    held_bytes: int = 0
+    peak_rows: int = 0
+    peak_bytes: int = 0
+    _held: dict[int, list[int]] = field(default_factory=dict)  # chunk -> [rows, bytes] held
     _events: dict[int, asyncio.Event] = field(default_factory=dict)
-    _cond: asyncio.Condition | None = None
-
-    @property
-    def cond(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+    _room: asyncio.Event | None = None
 
     def event(self, k: int) -> asyncio.Event:
         if k not in self._events:
             self._events[k] = asyncio.Event()
         return self._events[k]
+
+    def fits(self) -> bool:
+        return self.held_rows < self.max_rows and self.held_bytes < self.max_bytes
+
+    async def take(self) -> int | None:
+        """The next row to fetch (None: all taken). While the buffer is over budget, waits for a chunk to go out;
+        rows of the chunk the consumer waits for (the oldest not handed out) are never held back, so a budget
+        smaller than a chunk cannot deadlock."""
+        while self.taken < len(self.todo):
+            i = self.todo[self.taken]
+            if i < (self.emitted + 1) * self.chunk or self.fits():
+                self.taken += 1
+                return i
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()  # set by ``release``, the only place the answer above can change
+            await self._room.wait()
+        return None
+
+    def finish(self, i: int, o: _Outcome) -> None:
+        self.outcomes[i] = o
+        k = i // self.chunk
+        size = HELD_ROW_OVERHEAD + _image_bytes(o)
+        held = self._held.setdefault(k, [0, 0])
+        held[0] += 1
+        held[1] += size
+        self.held_rows += 1
+        self.held_bytes += size
+        self.peak_rows = max(self.peak_rows, self.held_rows)
+        self.peak_bytes = max(self.peak_bytes, self.held_bytes)
+        self.remaining[k] -= 1
+        if self.remaining[k] == 0:
+            self.event(k).set()
+
+    def release(self, k: int) -> None:
+        """Chunk ``k`` went out: its rows leave the buffer, lanes waiting for room look again."""
+        rows, nbytes = self._held.pop(k, (0, 0))
+        self.held_rows -= rows
+        self.held_bytes -= nbytes
+        self.emitted = k + 1
+        self._events.pop(k, None)
+        if self._room is not None:
+            self._room.set()
 
     async def wait_chunk(self, k: int, tasks: list[asyncio.Task]) -> None:
         """Until chunk ``k`` is done; a lane that failed (a bug) raises here instead of hanging."""
@@ -109,12 +165,13 @@ class _Run:
                 await asyncio.wait([waiter, *pending], return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        self._events.pop(k, None)
 
-    async def advance(self, base: int) -> None:
-        self.base = base
-        async with self.cond:
-            self.cond.notify_all()
+
+def _image_bytes(o: _Outcome) -> int:
+    img = o.img
+    if img is None:
+        return 0
+    return len(img.image or b"") + len(img.exif or "")
 
 
 def fetch_config(cfg: DownloadConfig) -> FetchConfig:
@@ -124,6 +181,8 @@ def fetch_config(cfg: DownloadConfig) -> FetchConfig:
         respect_robots=cfg.respect_robots, per_host_concurrency=cfg.per_host_concurrency, delay=cfg.delay,
         total_concurrency=cfg.concurrency, respect_tdmrep=cfg.respect_tdmrep, blocklists=tuple(cfg.blocklists),
         max_retry_after=cfg.max_retry_after, verify_ssl=not cfg.ignore_ssl_certificate,
+        dns_servers=tuple(cfg.dns_servers),
+        max_pause_wait=cfg.timeout,  # a URL of a host paused after 429/503 waits one timeout at most
     )
 
 
@@ -132,7 +191,11 @@ class FetchImages(Stage):
 
     name = "download"
     reports_progress = True
-    _transient = ("_loop", "_fetcher", "_pool", "counters")
+    _transient = ("_loop", "_fetcher", "_pool", "counters", "last_run")
+    #: the reorder buffer's budget (see HELD_ROWS); tests and benches may set it per instance
+    held_rows: int = HELD_ROWS
+    held_bytes: int = HELD_BYTES
+    last_run: _Run | None = None  # the latest ``iter_process`` call's bookkeeping (peak of the buffer)
 
     def __init__(self, config: DownloadConfig | None = None) -> None:
         self.config = config or DownloadConfig()
@@ -204,9 +267,11 @@ class FetchImages(Stage):
         return _attach(table, outcomes)
 
     def iter_process(self, table: pa.Table, chunk_rows: int) -> Iterator[pa.Table]:
-        """``table`` in chunks of ``chunk_rows`` rows, each yielded (in row order) as soon as all its rows are
-        done. Fetching runs ahead of the oldest unfinished chunk by at most ``window`` rows, so the HTTP
-        pipeline stays full across chunk boundaries while memory holds a bounded number of images."""
+        """``table`` in chunks of ``chunk_rows`` rows, yielded in row order, each as soon as all its rows (and
+        those of the chunks before it) are done. Lanes take rows in order and go on fetching past a row that is
+        slow (a dead host waiting out its timeout delays only itself): rows finished ahead of an unfinished
+        chunk wait in a reorder buffer bounded by what it holds (``held_rows`` rows, ``held_bytes`` bytes of
+        images), not by how far ahead the row index runs; a lane waits for room only when the buffer is full."""
         loop = self._loop
         assert loop is not None, "setup() first"
         n, c = table.num_rows, max(1, chunk_rows)
@@ -222,10 +287,10 @@ class FetchImages(Stage):
         for i in todo:
             remaining[i // c] += 1
         lanes = self.config.concurrency + DECODE_QUEUE_PER_WORKER * self.workers
-        run = _Run(table, urls, boxes, [None] * n, remaining, c, window=max(2 * c, 2 * lanes))
+        run = _Run(urls, boxes, [None] * n, todo, remaining, c, max_rows=self.held_rows, max_bytes=self.held_bytes)
+        self.last_run = run
         slots = asyncio.Semaphore(self.config.concurrency)
-        it = iter(todo)
-        tasks = [loop.create_task(self._lane(run, it, slots)) for _ in range(min(lanes, len(todo)))]
+        tasks = [loop.create_task(self._lane(run, slots)) for _ in range(min(lanes, len(todo)))]
         try:
             for k in range(len(remaining)):
                 if run.remaining[k]:
@@ -233,7 +298,9 @@ class FetchImages(Stage):
                 lo, hi = k * c, min(n, (k + 1) * c)
                 out = _attach(table.slice(lo, hi - lo), run.outcomes[lo:hi])
                 run.outcomes[lo:hi] = [None] * (hi - lo)  # free the images: the chunk owns them now
-                loop.run_until_complete(run.advance(hi))
+                run.release(k)
+                if tasks:  # lanes waiting for room step on before the loop pauses for the consumer
+                    loop.run_until_complete(asyncio.sleep(0))
                 yield out
             if tasks:
                 loop.run_until_complete(asyncio.gather(*tasks))
@@ -245,19 +312,12 @@ class FetchImages(Stage):
                 if left:
                     loop.run_until_complete(asyncio.wait(left))
 
-    async def _lane(self, run: _Run, todo: Iterator[int], slots: asyncio.Semaphore) -> None:
-        for i in todo:
-            if i >= run.base + run.window:
-                async with run.cond:
-                    await run.cond.wait_for(lambda i=i: i < run.base + run.window)
+    async def _lane(self, run: _Run, slots: asyncio.Semaphore) -> None:
+        while (i := await run.take()) is not None:
             o = await self._one(run.urls[i], slots, run.boxes[i])
-            run.outcomes[i] = o
+            run.finish(i, o)
             self.counters.add(o)
             self.tick(1, **self.counters.fields())
-            k = i // run.chunk
-            run.remaining[k] -= 1
-            if run.remaining[k] == 0:
-                run.event(k).set()
 
     def _accept(self, resp: aiohttp.ClientResponse) -> str | None:
         if not self._directives:

@@ -228,3 +228,212 @@ def test_blocked_message_says_blocked_once(url, robots):
 
     r = asyncio.run(go())
     assert r.error_kind == "blocked" and r.error.startswith("blocked: ") and r.error.count("blocked") == 1, r.error
+
+
+# ------------------------------------------------------------------ failure causes, deadlines, breaker
+async def _deadline_app():
+    async def first_byte(request):
+        await asyncio.sleep(5)
+        return web.Response(body=b"late")
+
+    async def trickle(request):  # 1 byte every 0.1 s for far longer than any deadline
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg", "Content-Length": "1000"})
+        await resp.prepare(request)
+        for _ in range(1000):
+            await resp.write(b"x")
+            await asyncio.sleep(0.1)
+        return resp
+
+    async def stall(request):  # headers and one byte, then nothing
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg", "Content-Length": "1000"})
+        await resp.prepare(request)
+        await resp.write(b"x")
+        await asyncio.sleep(5)
+        return resp
+
+    async def ok(request):
+        return web.Response(body=b"ok", content_type="image/jpeg")
+
+    async def missing(request):
+        return web.Response(status=404)
+
+    app = web.Application()
+    for path, h in (("/first-byte", first_byte), ("/trickle", trickle), ("/stall", stall), ("/ok", ok),
+                    ("/missing", missing), ("/robots.txt", missing)):
+        app.router.add_get(path, h)
+    return app
+
+
+async def _site(app, port=0):
+    runner = web.AppRunner(app, handler_cancellation=True)  # a handler ends when its client goes away
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+def test_deadlines_name_the_phase():
+    async def main():
+        runner, port = await _site(await _deadline_app())
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with Fetcher(_cfg(timeout=1.2, read_timeout=0.3, respect_robots=False,
+                                    respect_tdmrep=False)) as f:
+                t0 = time.monotonic()
+                r = await f.fetch(base + "/first-byte")
+                assert r.error_kind == "timeout" and r.error == "timeout after 0.3s (first byte)", r.error
+                r = await f.fetch(base + "/stall")
+                assert r.error_kind == "timeout" and r.error == "timeout after 0.3s (body stalled)", r.error
+                assert time.monotonic() - t0 < 1.2
+                t0 = time.monotonic()
+                r = await f.fetch(base + "/trickle")  # bytes keep coming: only the total deadline cuts it
+                took = time.monotonic() - t0
+                assert r.error_kind == "timeout" and r.error == "timeout after 1.2s (total)", r.error
+                assert 1.1 < took < 1.8 and r.body is None
+        finally:
+            await runner.cleanup()
+
+    _run(main())
+
+
+def test_network_causes_and_robots_cause():
+    async def main():
+        runner, port = await _site(await _deadline_app())
+        await runner.cleanup()  # nothing listens on the port any more: connection refused
+        dead = f"http://127.0.0.1:{port}"
+        async with Fetcher(_cfg(breaker_threshold=0)) as f:
+            r = await f.fetch(dead + "/a.jpg")
+            assert r.error_kind == "robots" and r.error == f"robots.txt unreachable: connection refused (127.0.0.1:{port})"
+        async with Fetcher(_cfg(respect_robots=False, respect_tdmrep=False)) as f:
+            r = await f.fetch(dead + "/a.jpg")
+            assert r.error_kind == "connection" and r.error == f"connection refused (127.0.0.1:{port})"
+            assert r.retryable
+        runner, port = await _site(await _deadline_app())
+        try:
+            async with Fetcher(_cfg(respect_robots=False, respect_tdmrep=False)) as f:
+                r = await f.fetch(f"https://127.0.0.1:{port}/ok")  # TLS to a plain-HTTP port
+                assert r.error_kind == "tls" and r.error.startswith("TLS error"), (r.error_kind, r.error)
+        finally:
+            await runner.cleanup()
+
+    _run(main())
+
+
+def test_breaker_opens_fails_fast_and_half_opens():
+    async def main():
+        app = await _deadline_app()
+        runner, port = await _site(app)
+        await runner.cleanup()
+        url = f"http://127.0.0.1:{port}/ok"
+        cfg = _cfg(respect_robots=False, respect_tdmrep=False, breaker_threshold=3, breaker_cooldown=0.3)
+        async with Fetcher(cfg) as f:
+            for _ in range(3):
+                r = await f.fetch(url)
+                assert r.error == f"connection refused (127.0.0.1:{port})"
+            runner, _ = await _site(app, port)  # the host is back, but the breaker is open
+            try:
+                r = await f.fetch(url)
+                assert r.error_kind == "breaker" and not r.retryable
+                assert r.error == f"breaker open: 127.0.0.1:{port}: connection refused (127.0.0.1:{port})"
+                assert f.breaker.state(f"127.0.0.1:{port}") == "open" and f.breaker.fast_failures == 1
+                await asyncio.sleep(0.35)  # cool-down over: one trial, it succeeds and closes the breaker
+                r = await f.fetch(url)
+                assert r.ok and f.breaker.state(f"127.0.0.1:{port}") == "closed"
+            finally:
+                await runner.cleanup()
+            for _ in range(3):  # down again: opens again
+                await f.fetch(url)
+            assert (await f.fetch(url)).error_kind == "breaker"
+            await asyncio.sleep(0.35)
+            r = await f.fetch(url)  # the trial fails: open again at once, no threshold to reach
+            assert r.error_kind == "connection"
+            r = await f.fetch(url)
+            assert r.error_kind == "breaker" and f.breaker.opened == 3
+        runner, port = await _site(app)
+        try:
+            async with Fetcher(cfg) as f:  # HTTP errors are answers: they never open the breaker
+                for _ in range(6):
+                    r = await f.fetch(f"http://127.0.0.1:{port}/missing")
+                    assert r.error_kind == "http" and r.status == 404
+                assert f.breaker.state(f"127.0.0.1:{port}") == "closed"
+            async with Fetcher(_cfg(respect_robots=False, respect_tdmrep=False, breaker_threshold=2,
+                                    breaker_statuses=(404,))) as f:  # unless configured to count
+                await f.fetch(f"http://127.0.0.1:{port}/missing")
+                await f.fetch(f"http://127.0.0.1:{port}/missing")
+                r = await f.fetch(f"http://127.0.0.1:{port}/missing")
+                assert r.error_kind == "breaker" and r.error.endswith("HTTP 404 Not Found")
+        finally:
+            await runner.cleanup()
+
+    _run(main())
+
+
+def test_breaker_concurrent_requests_share_one_trial():
+    from clipcrawl.crawler.breaker import HostBreaker
+
+    now = [0.0]
+    b = HostBreaker(threshold=2, cooldown=10, clock=lambda: now[0])
+    b.failure("h", "x")
+    assert b.admit("h") == (False, None)
+    b.failure("h", "timeout after 1s (first byte)", label="h.test")
+    assert b.admit("h") == (False, "breaker open: h: timeout after 1s (first byte)")
+    now[0] = 10.0
+    assert b.admit("h") == (True, None)  # the one trial
+    assert b.admit("h")[1] is not None  # the others still fail fast
+    b.release("h", True)  # the trial never reached the host: the next caller gets it
+    assert b.admit("h") == (True, None)
+    b.success("h")
+    assert b.admit("h") == (False, None) and b.state("h") == "closed"
+
+
+def test_error_rate_watch_warns_once(caplog):
+    from clipcrawl.crawler.breaker import ErrorRateWatch
+
+    w = ErrorRateWatch(window=100)
+    with caplog.at_level("WARNING", logger="clipcrawl.breaker"):
+        for i in range(300):
+            w.add(i % 10 == 0, "HTTP 404")
+        assert w.warned is None
+        for _ in range(300):
+            w.add(True, "download: DNS timeout for host x.test")
+    assert w.warned and "51% of the last 100 results failed (was 10% before)" in w.warned  # as it crossed 50%
+    assert "DNS timeout for host x.test" in w.warned
+    assert [r.message for r in caplog.records].count(w.warned) == 1
+
+
+def test_a_host_paused_longer_than_the_timeout_fails_fast_without_a_request():
+    """A 429 with Retry-After 60 pauses the host; an image fetch that would wait longer than its timeout for
+    that pause fails at once with the reason (no request is sent: politeness holds), so a rate-limited host
+    cannot stall a download's tail for minutes (issue 26). Without ``max_pause_wait`` (the crawl) it waits."""
+    hits: list[str] = []
+
+    async def limited(request):
+        hits.append(request.path)
+        return web.Response(status=429, headers={"Retry-After": "60"})
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/{name}", limited)
+        runner, port = await _site(app)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with Fetcher(_cfg(timeout=2, respect_robots=False, respect_tdmrep=False,
+                                    max_pause_wait=2)) as f:
+                r = await f.fetch(base + "/a.jpg")
+                assert r.status == 429 and r.host_pause == 60
+                t0 = time.monotonic()
+                r = await f.fetch(base + "/b.jpg")
+                assert time.monotonic() - t0 < 0.5
+                assert r.error_kind == "paused" and "host paused after HTTP 429" in r.error, r.error
+                assert "longer than the 2s timeout" in r.error
+            assert hits == ["/a.jpg"]
+            async with Fetcher(_cfg(timeout=2, respect_robots=False, respect_tdmrep=False, max_retry_after=1,
+                                    )) as f:  # no max_pause_wait: the slot waits out the (capped) pause
+                await f.fetch(base + "/c.jpg")
+                t0 = time.monotonic()
+                await f.fetch(base + "/d.jpg")
+                assert time.monotonic() - t0 >= 0.9
+        finally:
+            await runner.cleanup()
+
+    _run(main())

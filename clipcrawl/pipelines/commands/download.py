@@ -57,6 +57,9 @@ def download(
     no_robots: bool = typer.Option(False, "--no-robots", help="Do not fetch or obey robots.txt."),
     allow_private_networks: bool = typer.Option(False, "--allow-private-networks",
                                                 help="Allow private/loopback addresses (intranets, tests)."),
+    dns_server: list[str] | None = typer.Option(
+        None, "--dns-server", help="DNS server for the image hosts, ip or ip:port (repeat; default: "
+                                   "/etc/resolv.conf's). Answers are cached (TTL, negative answers)."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Refetch failed_to_download rows of finished shards and rewrite them."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
@@ -97,7 +100,7 @@ def download(
           "concurrency": concurrency, "per_host_concurrency": per_host_concurrency, "workers": workers,
           "decoder": decoder, "respect_robots": not no_robots, "allow_private_networks": allow_private_networks,
           "blocklists": list(blocklist or []), "blur_faces": blur_faces, "bbox_col": bbox_col,
-          "max_retry_after": max_retry_after, "respect_tdmrep": not no_tdmrep}
+          "max_retry_after": max_retry_after, "respect_tdmrep": not no_tdmrep, "dns_servers": list(dns_server or [])}
     if user_agent:
         dl["user_agent"] = user_agent
     directives = _split(disallowed_header_directives)

@@ -197,8 +197,9 @@ class RunLock:
         if isinstance(owner, dict) and owner.get("pid"):
             return (f"another run holds {self.path} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, "
                     f"since {owner.get('started', '?')}, {owner.get('command', 'a clipcrawl command')})")
-        return (f"another command holds {self.path} for reading (search, stats, verify, card --out or a reshard "
-                "source); rerun when it has ended")
+        readers = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in _flock_holders(self.path)) or "a reader"
+        return (f"another command holds {self.path} for reading ({readers}: search, stats, verify, card --out or a "
+                "reshard source); rerun when it has ended")
 
     def _same_file(self, fd: int) -> bool:
         """Whether the path still names the file we locked (a releasing holder unlinks it: a lock taken on
@@ -285,6 +286,36 @@ class RunLock:
 
 
 os.register_at_fork(after_in_child=_close_in_child)
+
+
+def _flock_holders(path: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes of this machine holding a ``flock`` on ``path`` (Linux'
+    ``/proc/locks``; empty elsewhere): names the readers, which write no owner record."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        try:
+            pid, ino = int(parts[4]), int(parts[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        if ino != st.st_ino or any(p == pid for p, _ in found):
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            cmd = " ".join(a.decode(errors="replace") for a in argv[:4] if a)[:120]
+        except OSError:
+            cmd = "?"
+        found.append((pid, cmd))
+    return found[:5]
 
 
 def _command_line() -> str:

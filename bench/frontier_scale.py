@@ -1,0 +1,142 @@
+"""The crawl frontier at scale (issue 26): insert / claim / complete cost and bytes per URL, 100k to 10M URLs.
+
+The frontier (clipcrawl/crawler/frontier.py) is one SQLite database: ``urls`` (UNIQUE url, an index on
+(state, depth, id)), ``pages`` and ``pairs``. This grows it the way a crawl does (URLs arrive as the links of
+processed pages, ~50 per page, on ~1,000 hosts, with ~30 % already known), and at each size measures, over a
+fixed sample so the figures compare:
+
+- insert: ``Frontier.add`` of 50k more links (in page-sized batches of 50), microseconds per URL;
+- claim: ``Frontier.claim(64, window=512, take=...)`` (the crawler's call: skips busy hosts), per URL claimed
+  (1,000 URLs);
+- complete: ``Frontier.complete`` of each claimed URL with 5 pairs and 50 links, per page;
+- bytes per URL: the database files (main + WAL) / URLs in it.
+
+    python bench/frontier_scale.py --sizes 100000 1000000 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from clipcrawl.crawler.frontier import Frontier
+
+HOSTS = 1000
+LINKS_PER_PAGE = 50
+
+
+def _url(rng: random.Random, i: int) -> str:
+    return f"https://www.site{rng.randrange(HOSTS):04d}.example/section/{i % 97}/article-{i}.html?ref=nav"
+
+
+def _grow(f: Frontier, start: int, stop: int, rng: random.Random) -> None:
+    batch = []
+    for i in range(start, stop):
+        batch.append(_url(rng, i))
+        if len(batch) == 10_000:
+            f.add(batch, 1)
+            batch = []
+    if batch:
+        f.add(batch, 1)
+
+
+def _db_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.glob("frontier.sqlite*"))
+
+
+def measure(f: Frontier, state: Path, n: int, rng: random.Random, next_id: int) -> dict:
+    # insert: links of processed pages, 30 % of them already known
+    t0 = time.perf_counter()
+    m, known = 50_000, 0
+    for _ in range(m // LINKS_PER_PAGE):
+        links = []
+        for _ in range(LINKS_PER_PAGE):
+            if rng.random() < 0.3:
+                links.append(_url(random.Random(rng.randrange(n)), rng.randrange(n)))
+                known += 1
+            else:
+                links.append(_url(rng, next_id))
+                next_id += 1
+        f.add(links, 2)
+    insert_us = (time.perf_counter() - t0) / m * 1e6
+    # claim + complete, as the crawler does
+    busy: set[str] = set()
+
+    def take(url: str) -> bool:
+        host = url.split("/", 3)[2]
+        if host in busy:
+            return False
+        busy.add(host)
+        return True
+
+    claimed, t_claim, t_complete, pages = 0, 0.0, 0.0, 0
+    while claimed < 1_000:
+        busy.clear()
+        t0 = time.perf_counter()
+        batch = f.claim(64, max_depth=3, take=take, window=512)
+        t_claim += time.perf_counter() - t0
+        if not batch:
+            break
+        claimed += len(batch)
+        for c in batch:
+            pairs = [{"key": f"{c.id}-{k}", "url": f"https://img.example/{c.id}/{k}.jpg", "caption": "a caption",
+                      "page_url": c.url} for k in range(5)]
+            links = [_url(rng, next_id + k) for k in range(LINKS_PER_PAGE)]
+            next_id += LINKS_PER_PAGE
+            t0 = time.perf_counter()
+            f.complete(c, {"url": c.url, "status": 200, "fetched_at": time.time()}, pairs, links, ok=True)
+            t_complete += time.perf_counter() - t0
+            pages += 1
+    urls = f.db.execute("SELECT count(*) FROM urls").fetchone()[0]
+    return {"size": n, "urls": urls, "insert_us_per_url": round(insert_us, 2),
+            "claim_us_per_url": round(t_claim / max(claimed, 1) * 1e6, 2),
+            "complete_ms_per_page": round(t_complete / max(pages, 1) * 1e3, 3),
+            "bytes_per_url": round(_db_bytes(state) / urls, 1), "db_mb": round(_db_bytes(state) / 2**20, 1),
+            "_next_id": next_id}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="frontier-scale-"))
+    state = work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    rng = random.Random(0)
+    rows, have, next_id = [], 0, 0
+    with Frontier(state) as f:
+        for n in sorted(args.sizes):
+            t0 = time.perf_counter()
+            grow = max(0, n - have)
+            _grow(f, next_id, next_id + grow, rng)
+            next_id += grow
+            grow_s = time.perf_counter() - t0
+            f.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            r = measure(f, state, n, rng, next_id + 10**9)
+            r.pop("_next_id")
+            r["grow_s"] = round(grow_s, 1)
+            rows.append(r)
+            have = f.db.execute("SELECT count(*) FROM urls").fetchone()[0]
+            print(json.dumps(r), flush=True)
+    print("\n| URLs | insert us/URL | claim us/URL | complete ms/page | bytes/URL | db MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['urls']:,} | {r['insert_us_per_url']} | {r['claim_us_per_url']} | {r['complete_ms_per_page']} "
+              f"| {r['bytes_per_url']} | {r['db_mb']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    os.sync()
+
+
+if __name__ == "__main__":
+    main()

@@ -185,6 +185,9 @@ class RunLock:
             except FileNotFoundError:
                 return -1  # a read-only dataset without a lock file: nobody writes it through us
         st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:  # its last holder removed it just now: open anew
+            os.close(fd)
+            return -2
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)
             what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
@@ -214,6 +217,8 @@ class RunLock:
     def _acquire_flock(self) -> RunLock:
         for _ in range(100):
             fd = self._open()
+            if fd == -2:
+                continue
             if fd < 0:
                 return self
             try:

@@ -20,11 +20,19 @@ or ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex give no pairs (``me
 the meta withholds the pairs (links are still followed). Blocklisted page URLs/domains are never
 requested (``blocked``). A page over the HTML parse budget (:mod:`clipcrawl.crawler.parsebudget`:
 nested deeper than 512 elements, or over 500,000 of them) is ``too_large``, with the reason.
+
+Refusals decided by a setting (``blocked_address``, ``robots_disallowed``, ``blocked``, ``tdm_reserved``,
+``off_domain``) are re-decided on the next run whose setting differs (``allow_private_networks`` /
+``allowed_networks``, ``respect_robots`` / the user-agent token, the blocklists and their contents,
+``respect_tdmrep``, the allowed domains): a rerun with ``--allow-private-networks`` after a refused
+loopback seed crawls it (``CrawlSummary.redecided``). A rerun with the same settings does not ask again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,7 +42,7 @@ from clipcrawl.base.failpoints import failpoint
 from clipcrawl.base.progress import Progress, log
 from clipcrawl.crawler.extract import PageTooComplex, extract_page, normalize_language
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher, FetchResult
-from clipcrawl.crawler.frontier import Claim, Frontier
+from clipcrawl.crawler.frontier import REFUSAL_STATUSES, Claim, Frontier
 from clipcrawl.crawler.output import ChunkWriter
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
 from clipcrawl.crawler.scope import CrawlScope, read_seeds  # noqa: F401 - read_seeds is re-exported
@@ -75,6 +83,7 @@ class CrawlSummary:
     requeued: int = 0  # in-flight URLs of an interrupted run, queued again
     revisits: int = 0  # pages queued again by revisit_after_days
     retried: int = 0  # transient failures of earlier runs queued again
+    redecided: int = 0  # policy refusals of earlier runs queued again because their setting changed
 
     @property
     def pages_per_s(self) -> float:
@@ -116,15 +125,33 @@ class Crawler:
             total_concurrency=c.concurrency, respect_tdmrep=c.respect_tdmrep, blocklists=tuple(c.blocklists),
             max_retry_after=c.max_retry_after)
 
+    def policy(self) -> dict[str, str]:
+        """A fingerprint of the setting behind each kind of refusal (see the module doc)."""
+        c = self.cfg
+        blocklists = []
+        for b in c.blocklists:
+            try:
+                digest = hashlib.sha256(Path(b).read_bytes()).hexdigest() if "://" not in b else ""
+            except OSError:
+                digest = ""
+            blocklists.append([b, digest])
+        values = {"address": [c.allow_private_networks, sorted(c.allowed_networks)],
+                  "robots": [c.respect_robots, self.token], "blocklist": blocklists,
+                  "tdm": [c.respect_tdmrep], "domains": sorted(self.scope.allowed)}
+        return {k: json.dumps(v, sort_keys=True) for k, v in values.items()}
+
     # ------------------------------------------------------------------ run
     async def run(self) -> CrawlSummary:
         t0 = time.monotonic()
-        with Frontier(self.out / "state", self.cfg.revisit_after_days) as frontier:
+        with Frontier(self.out / "state", self.cfg.revisit_after_days, policy=self.policy()) as frontier:
             self.frontier = frontier
             self.writer = ChunkWriter(frontier, self.out, self.cfg.rows_per_chunk)
             self.writer.recover()
             s = self.summary
             s.requeued, s.revisits, s.retried = frontier.requeued, frontier.revisits, frontier.retried
+            s.redecided = frontier.redecided
+            if s.redecided:
+                log.info("crawl: %d page(s) refused under other settings queued again", s.redecided)
             frontier.add(self.seeds, 0)
             try:
                 async with Fetcher(self.fetch_config()) as fetcher:
@@ -219,7 +246,7 @@ class Crawler:
         ok = status in (PageStatus.OK, PageStatus.META_NOAI, PageStatus.TDM_RESERVED)
         assert self.frontier is not None
         done = self.frontier.complete(claim, page, pairs, links, ok=ok, final_url=final if res.ok else None,
-                                      retryable=res.retryable)
+                                      retryable=res.retryable, refused=REFUSAL_STATUSES.get(status.value))
         failpoint("crawl.page")
         s = self.summary
         s.pages += 1

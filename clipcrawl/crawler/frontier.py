@@ -2,8 +2,11 @@
 
 Tables
     ``urls``   one row per normalised URL: depth, state (queued, in-flight, done, failed,
-               redirected), attempts, fetched_at. ``redirected`` marks a redirect target so a link
-               to it is never fetched again; it is not a processed page.
+               redirected), attempts, fetched_at, ``refused`` (the policy that refused or withheld
+               the page: ``address``, ``robots``, ``blocklist``, ``tdm``, ``domains``; else NULL).
+               ``redirected`` marks a redirect target so a link to it is never fetched again; it is
+               not a processed page.
+    ``meta``   key/value: ``policy:<name>`` = the setting each refusal of that policy was decided under.
     ``pages``  one row per processed page (a revisit adds a row), with the ``PAGES`` columns.
     ``pairs``  one row per pair key (``sample_key(url, caption)``): a pair seen on several pages
                keeps the first page that gave it.
@@ -18,6 +21,16 @@ Crash safety
     next run, chunks whose file is missing are written again from the same rows. A pair therefore
     lands in exactly one chunk file, never zero, never two.
 
+Policy refusals are re-decided when their setting changes
+    A page refused by a setting (a private address without ``allow_private_networks``, robots.txt
+    with ``respect_robots``, a blocklist, TDMRep, the allowed domains) is not a fact about the page
+    but about the config it was crawled under. ``Frontier(..., policy={name: fingerprint})`` compares
+    each policy's fingerprint with the one stored by the last open; for every policy whose setting
+    changed (or was never stored: a database of an older version), the URLs it refused are queued
+    again (:attr:`Frontier.redecided`) and decided under the new setting. A rerun with the same
+    settings does not fetch them again (so reruns stay cheap and deterministic); a rerun with, say,
+    ``--allow-private-networks`` after a ``blocked_address`` seed crawls it.
+
 One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
 """
 
@@ -28,7 +41,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +50,10 @@ QUEUED, IN_FLIGHT, DONE, FAILED, REDIRECTED = "queued", "in-flight", "done", "fa
 #: a page that failed transiently (timeout, connection, 429/5xx) is queued again on the next run
 #: until it has been tried this many times (each try already includes the fetcher's own retries)
 MAX_ATTEMPTS = 3
+#: page status -> the policy (config setting) that decided it; such refusals are re-decided when the
+#: policy's setting changes (see the module doc)
+REFUSAL_STATUSES = {"blocked_address": "address", "robots_disallowed": "robots", "blocked": "blocklist",
+                    "tdm_reserved": "tdm", "off_domain": "domains"}
 
 PAGE_COLUMNS = ("url", "final_url", "status", "error_message", "http_status", "content_type", "charset",
                 "depth", "bytes", "n_pairs", "n_links", "title", "language", "fetched_at")
@@ -54,8 +71,10 @@ CREATE TABLE IF NOT EXISTS urls (
     attempts INTEGER NOT NULL DEFAULT 0,
     retryable INTEGER NOT NULL DEFAULT 0,
     fetched_at REAL,
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    refused TEXT
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE INDEX IF NOT EXISTS urls_queue ON urls(state, depth, id);
 CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, {", ".join(PAGE_COLUMNS)}, chunk INTEGER);
 CREATE INDEX IF NOT EXISTS pages_chunk ON pages(chunk);
@@ -87,7 +106,8 @@ class Completed:
 class Frontier:
     """``with Frontier(out_dir / "state") as f: ...`` (single process, single thread)."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], revisit_after_days: float | None = None) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], revisit_after_days: float | None = None,
+                 policy: Mapping[str, str] | None = None) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         try:  # never through a symlink, never blocked on a FIFO planted there
@@ -116,6 +136,8 @@ class Frontier:
         for c in LATER_PAIR_COLUMNS:
             if c not in have:
                 self.db.execute(f"ALTER TABLE pairs ADD COLUMN {c}")
+        if "refused" not in {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}:
+            self._add_refused_column()
         self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
         self.retried = self._execute(
             f"UPDATE urls SET state='{QUEUED}' WHERE state='{FAILED}' AND retryable=1 AND attempts < ?",
@@ -126,6 +148,44 @@ class Frontier:
             self.revisits = self._execute(
                 f"UPDATE urls SET state='{QUEUED}' WHERE state IN ('{DONE}','{FAILED}') AND fetched_at < ?",
                 (cutoff,))
+        self.redecided = self._redecide(policy or {})
+
+    def _add_refused_column(self) -> None:
+        """An older database: add ``urls.refused``, filled from each URL's last page status."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("ALTER TABLE urls ADD COLUMN refused TEXT")
+            cases = " ".join(f"WHEN '{st}' THEN '{name}'" for st, name in REFUSAL_STATUSES.items())
+            self.db.execute(
+                f"UPDATE urls SET refused = CASE last.status {cases} END FROM "
+                "(SELECT url, status FROM pages WHERE id IN (SELECT MAX(id) FROM pages GROUP BY url)) AS last "
+                f"WHERE last.url = urls.url AND urls.state IN ('{DONE}','{FAILED}')")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _redecide(self, policy: Mapping[str, str]) -> int:
+        """Queue again the URLs refused by each policy whose setting differs from the stored one."""
+        if not policy:
+            return 0
+        stored = dict(self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'policy:%'").fetchall())
+        changed = [name for name, value in policy.items() if stored.get(f"policy:{name}") != value]
+        if not changed:
+            return 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ",".join("?" * len(changed))
+            n = self.db.execute(
+                f"UPDATE urls SET state='{QUEUED}', refused=NULL, attempts=0 "
+                f"WHERE state IN ('{DONE}','{FAILED}') AND refused IN ({marks})", changed).rowcount
+            self.db.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                                "SET value=excluded.value", ((f"policy:{k}", policy[k]) for k in changed))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -197,13 +257,13 @@ class Frontier:
 
     def complete(self, claim: Claim, page: dict[str, Any], pairs: Sequence[dict[str, Any]],
                  links: Sequence[str], ok: bool, final_url: str | None = None,
-                 retryable: bool = False) -> Completed:
+                 retryable: bool = False, refused: str | None = None) -> Completed:
         """Record one processed page in one transaction (see the module doc)."""
         now = page.get("fetched_at") or time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("UPDATE urls SET state=?, attempts=attempts+1, fetched_at=?, retryable=? WHERE id=?",
-                            (DONE if ok else FAILED, now, int(retryable and not ok), claim.id))
+            self.db.execute("UPDATE urls SET state=?, attempts=attempts+1, fetched_at=?, retryable=?, refused=? "
+                            "WHERE id=?", (DONE if ok else FAILED, now, int(retryable and not ok), refused, claim.id))
             self.db.execute(f"INSERT INTO pages({', '.join(PAGE_COLUMNS)}) VALUES ({', '.join('?' * len(PAGE_COLUMNS))})",
                             tuple(page.get(c) for c in PAGE_COLUMNS))
             before = self.db.total_changes

@@ -1,15 +1,23 @@
-"""Checks before any work starts: can the output be written where the user pointed?
+"""Checks before any work starts: can the output be written where the user pointed, and does every
+local path the config names exist?
 
 A dataset path that is an existing file, or a folder this process cannot write, used to surface
 as a raw ``FileExistsError``/``PermissionError`` (exit 1) after the crawl or the first downloads.
 :func:`check_output` raises a :class:`ConfigError` (exit 2) naming the path and the fix before
 anything is fetched; ``clipcrawl run --check`` runs it too. Remote outputs (``s3://``...) are not
 probed here (listing a bucket may need credentials the run gets later); the run reports them.
+
+:func:`check_paths` (part of :func:`check_run`) does the same for every input path of a run config
+that can be checked without the network: ``dedup.exclude_near``, every ``blocklists`` list,
+``sources.crawl.seeds_file``, ``sources.urls.path``, ``sources.commoncrawl.paths`` (globs must match),
+``filters.clip.pretrained`` when it is a checkpoint path, ``filters.clip.unsafe_head`` /
+``watermark_head``. A missing one used to fail the run (exit 2) after the crawl and the downloads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 from typing import Any
@@ -59,6 +67,67 @@ def check_output(path: str, what: str = "dataset") -> None:
                               f"chmod u+w {folder})")
 
 
+def _local(path: Any) -> str | None:
+    """The local file-system path of ``path``, or None for a remote URL (not probed)."""
+    s = os.fspath(path)
+    if s.startswith("file://"):
+        return s.removeprefix("file://")
+    return None if "://" in s else s
+
+
+def _missing(path: str) -> bool:
+    p = os.path.expanduser(path)
+    if glob.has_magic(p):
+        return not glob.glob(p)
+    return not os.path.exists(p)
+
+
+def _looks_like_checkpoint(pretrained: str) -> bool:
+    """The rule of clipcrawl.filters.clip.model: a path, not an open_clip tag such as ``openai``."""
+    return (os.path.exists(os.path.expanduser(pretrained)) or "/" in pretrained or os.sep in pretrained
+            or pretrained.startswith(("~", ".")) or pretrained.endswith((".pt", ".bin", ".pth", ".safetensors")))
+
+
+def config_paths(cfg: Any) -> list[tuple[str, str]]:
+    """(field, local path) for every input path of a run config (remote ones left out)."""
+    out: list[tuple[str, Any]] = []
+    src = getattr(cfg, "sources", None)
+    crawl = getattr(src, "crawl", None)
+    cc = getattr(src, "commoncrawl", None)
+    urls = getattr(src, "urls", None)
+    if crawl is not None:
+        if crawl.seeds_file is not None:
+            out.append(("sources.crawl.seeds_file", crawl.seeds_file))
+        out += [("sources.crawl.blocklists", b) for b in crawl.blocklists]
+    if cc is not None:
+        out += [("sources.commoncrawl.paths", p) for p in cc.paths]
+        out += [("sources.commoncrawl.blocklists", b) for b in cc.blocklists]
+    if urls is not None:
+        out.append(("sources.urls.path", urls.path))
+    out += [("blocklists", b) for b in getattr(cfg, "blocklists", None) or []]
+    download = getattr(cfg, "download", None)
+    out += [("download.blocklists", b) for b in getattr(download, "blocklists", None) or []]
+    out += [("dedup.exclude_near", p) for p in getattr(getattr(cfg, "dedup", None), "exclude_near", None) or []]
+    clip = getattr(getattr(cfg, "filters", None), "clip", None)
+    if clip is not None:
+        if clip.pretrained and _looks_like_checkpoint(str(clip.pretrained)) and not clip.pretrained.startswith("hf-hub:"):
+            out.append(("filters.clip.pretrained", clip.pretrained))
+        for name in ("unsafe_head", "watermark_head"):
+            if getattr(clip, name, None):
+                out.append((f"filters.clip.{name}", getattr(clip, name)))
+    return [(f, local) for f, p in out if (local := _local(p)) is not None]
+
+
+def check_paths(cfg: Any) -> None:
+    """Raise :class:`ConfigError` naming the field and the path of the first input path that is missing."""
+    missing = [(f, p) for f, p in config_paths(cfg) if _missing(p)]
+    if missing:
+        lines = [f"{f}: {os.path.abspath(os.path.expanduser(p))} does not exist" for f, p in missing]
+        raise ConfigError("; ".join(lines) + " (fix: correct the path in the config, or create it)")
+
+
 def check_run(cfg: Any) -> None:
-    """Preflight of ``clipcrawl run`` (and ``run --check``): the dataset folder can be written."""
+    """Preflight of ``clipcrawl run`` (and ``run --check``), before anything is written: the dataset
+    folder can be written and every local input path the config names exists."""
     check_output(str(cfg.dataset), "dataset")
+    check_paths(cfg)

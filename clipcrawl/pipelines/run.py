@@ -12,6 +12,11 @@ A run is numbered (``runs/NNNN/``) and moves through states recorded in ``run.js
    shard order dedup against everything published, embeddings, shard files (stats last), index commit.
 4. **publish** - ``samples/`` and ``manifest.json`` are updated; ``run.json`` says ``done``.
 
+A run that collected nothing from any source (no pair in the dataset's sources and no error-free page
+or record this run, e.g. every seed refused) ends ``done`` with ``run.json``'s ``error`` saying why
+(:func:`nothing_collected`, the refusals counted); ``clipcrawl run`` prints it and exits 1. An incremental
+run that finds nothing *new* (every pair planned by earlier runs) is not a failure.
+
 Killed at any point, the next invocation resumes the unfinished run and ends with the same keys
 and statuses as an uninterrupted run. A lock keeps overlapping (cron) runs apart.
 """
@@ -43,7 +48,7 @@ from clipcrawl.pipelines.runstate import RunState, config_sha256, load_state, sa
 from clipcrawl.pipelines.shardloop import failure_lines, run_pass
 from clipcrawl.schemas.config import RunConfig, dump_config
 
-__all__ = ["RunState", "count_statuses", "process", "run"]
+__all__ = ["RunState", "count_statuses", "nothing_collected", "process", "run"]
 
 log = logging.getLogger("clipcrawl.run")
 
@@ -57,6 +62,47 @@ def count_statuses(tables: Iterable[pa.Table]) -> dict[str, int]:
         for item in vc.to_pylist():
             out[item["values"]] = out.get(item["values"], 0) + item["counts"]
     return out
+
+
+#: refusals a setting can lift, and the setting
+_REFUSAL_FIX = {"blocked_address": "sources.crawl.allow_private_networks / allowed_networks",
+                "robots_disallowed": "the site's robots.txt (sources.crawl.respect_robots)",
+                "blocked": "the blocklists", "off_domain": "sources.crawl.allowed_domains",
+                "tdm_reserved": "the site's TDMRep reservation"}
+
+
+def nothing_collected(st: RunState) -> str | None:
+    """Why the run's sources gave no pair at all, or None when they gave some (or a page/record was read
+    without error: a site without images is not a failure)."""
+    if st.counts.get("pairs_total", 0) > 0:
+        return None
+    parts = []
+    crawl = st.sources.get("crawl")
+    if crawl is not None:
+        by = {k: int(v) for k, v in (crawl.get("by_status") or {}).items()}
+        if by.get("ok", 0):
+            return None
+        if by:
+            counted = ", ".join(f"{k} {n}" for k, n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])))
+            fixes = "; ".join(f"{k}: {_REFUSAL_FIX[k]}" for k in by if k in _REFUSAL_FIX)
+            parts.append(f"crawl: {sum(by.values())} page(s), none usable ({counted})"
+                         + (f" - check {fixes}" if fixes else "") + "; the refusals are listed in the crawl's pages/")
+        else:
+            parts.append(f"crawl: no page fetched ({crawl.get('stop_reason') or 'nothing queued'}; "
+                         f"{crawl.get('pages_total', 0)} page(s) processed by earlier runs gave no pair)")
+    cc = st.sources.get("commoncrawl")
+    if cc is not None:
+        if int(cc.get("records", 0) or 0) and not cc.get("errors"):
+            return None
+        errs = cc.get("errors") or []
+        parts.append(f"commoncrawl: {cc.get('records', 0)} record(s), no pair"
+                     + (f"; {len(errs)} input(s) failed, first: {errs[0]}" if errs else ""))
+    urls = st.sources.get("urls")
+    if urls is not None:
+        bad = urls.get("unusable_lines", 0)
+        parts.append(f"urls: {urls.get('rows', 0)} row(s), no usable URL"
+                     + (f" ({bad} unusable line(s), first: {urls.get('unusable_examples', [''])[0]})" if bad else ""))
+    return "nothing collected from any source: " + ("; ".join(parts) or "no source configured")
 
 
 # ------------------------------------------------------------------ the run
@@ -121,6 +167,7 @@ def run(cfg: RunConfig) -> RunState:
                 dset.publish(ds.root, st.run, refs, {"counts": st.counts, "timings": st.timings,
                                                       "config_sha256": st.config_sha256})
                 st.state = "done"
+                st.error = nothing_collected(st)
                 save_state(ds, st)
         except BaseException as e:
             st.error = f"{type(e).__name__}: {e}"

@@ -69,7 +69,7 @@ def _short(msg: str, width: int = 60) -> str:
 def print_run_summary(ds: DatasetLayout, st: RunState, console: Console | None = None, extra: dict[str, Any] | None = None
                       ) -> None:
     console = console or Console(stderr=False)
-    funnel = Table(title=f"clipcrawl run {st.run}: {st.state}", title_justify="left")
+    funnel = Table(title=f"clipcrawl run {st.run}: {st.state}{' (failed)' if st.error else ''}", title_justify="left")
     funnel.add_column("step")
     funnel.add_column("count", justify="right")
     funnel.add_column("%", justify="right")
@@ -98,4 +98,7 @@ def print_run_summary(ds: DatasetLayout, st: RunState, console: Console | None =
         files.add_row(k, str(v))
     console.print(files)
     secs = sum(st.timings.values())
-    console.print(f"done in {secs:.1f}s (" + ", ".join(f"{k} {v:.1f}s" for k, v in st.timings.items()) + ")")
+    verdict = "FAILED" if st.error else "done"
+    console.print(f"{verdict} in {secs:.1f}s (" + ", ".join(f"{k} {v:.1f}s" for k, v in st.timings.items()) + ")")
+    if st.error:
+        console.print(f"[bold red]{st.error}[/]", markup=True, highlight=False)

@@ -270,3 +270,36 @@ def test_cli_exit_codes(tmp_path):
     assert main(["crawl", "--seeds", "http://x.invalid/", "--out", str(tmp_path), "--deny-pattern", "("]) == 2
     with Frontier(tmp_path / "locked" / "state"):  # another crawl holds the directory
         assert main(["crawl", "--seeds", "http://x.invalid/", "--out", str(tmp_path / "locked")]) == 3
+
+
+def test_refusal_redecided_when_its_setting_changes(tmp_path):
+    """Issue 25: a loopback seed refused (blocked_address) is crawled by a rerun with --allow-private-networks;
+    a rerun with unchanged settings does not ask again."""
+    from clipcrawl.cli import main
+
+    out = tmp_path / "c"
+    with LoopbackServer(rules_site) as srv:
+        args = ["crawl", "--seeds", srv.base + "/", "--out", str(out), "--max-depth", "0", "--concurrency", "2"]
+        assert main(args) in (0, 1)
+        assert _frontier_states(out) == {srv.base + "/": "failed"} and len(srv.log) == 0
+        assert main(args) in (0, 1)  # same settings: the refusal stands, nothing is asked again
+        assert read_dir(out, "pages").num_rows == 1
+        s = crawl(_cfg(srv.base + "/", max_depth=0, allowed_networks=[], allow_private_networks=True), out,
+                  progress=False)
+        assert s.redecided == 1 and s.pages == 1 and s.by_status == {"ok": 1}
+        assert main([*args, "--allow-private-networks"]) == 0  # already decided under this setting
+    assert _frontier_states(out)[srv.base + "/"] == "done"
+    statuses = read_dir(out, "pages").column("status").to_pylist()
+    assert statuses == ["blocked_address", "ok"]
+
+
+def test_cli_rerun_with_allow_private_networks_crawls_refused_seed(tmp_path):
+    from clipcrawl.cli import main
+
+    out = tmp_path / "c"
+    with LoopbackServer(rules_site) as srv:
+        args = ["crawl", "--seeds", srv.base + "/", "--out", str(out), "--max-depth", "0"]
+        main(args)
+        assert main([*args, "--allow-private-networks"]) == 0
+        assert len(srv.log) > 0
+    assert [p["status"] for p in _pages(out).values()] == ["ok"]

@@ -158,3 +158,28 @@ def test_older_frontier_database_gains_the_caption_columns(tmp_path):
         chunk = f.seal_chunk("pairs", 10)
         rows = {r["key"]: r for r in f.chunk_rows("pairs", chunk)}
         assert rows["k1"]["alt"] == "an alt" and rows["k0"]["alt"] is None
+
+
+def test_policy_refusals_requeued_when_the_setting_changes(tmp_path):
+    """Issue 25: refusals decided by a setting are queued again when that setting changes (also in a database
+    of an older version, whose refusals are read back from the pages table)."""
+    import sqlite3
+
+    with Frontier(tmp_path, policy={"address": "off", "robots": "on"}) as f:
+        f.add(["http://a/", "http://b/", "http://c/"], 0)
+        a, b, c = f.claim(3, 0)
+        f.complete(a, _page(a.url, "blocked_address"), [], [], ok=False, refused="address")
+        f.complete(b, _page(b.url, "robots_disallowed"), [], [], ok=False, refused="robots")
+        f.complete(c, _page(c.url, "http_error"), [], [], ok=False)
+    with Frontier(tmp_path, policy={"address": "off", "robots": "on"}) as f:
+        assert f.redecided == 0 and f.queued(0) == 0
+    with Frontier(tmp_path, policy={"address": "on", "robots": "on"}) as f:
+        assert f.redecided == 1 and [x.url for x in f.claim(5, 0)] == ["http://a/"]
+    db = sqlite3.connect(tmp_path / "frontier.sqlite")  # the layout of an older version
+    db.execute("ALTER TABLE urls DROP COLUMN refused")
+    db.execute("DROP TABLE meta")
+    db.commit()
+    db.close()
+    with Frontier(tmp_path, policy={"address": "on", "robots": "on"}) as f:
+        assert f.requeued == 1 and f.redecided == 1  # a: claimed above, still in flight
+        assert sorted(x.url for x in f.claim(5, 0)) == ["http://a/", "http://b/"]

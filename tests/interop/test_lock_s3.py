@@ -148,8 +148,7 @@ def test_a_holder_whose_lease_was_taken_over_stops(s3_url, sigint):
 def test_a_reader_of_an_s3_dataset_is_refused_while_a_writer_holds_the_lease(s3_url):
     """An object store has no shared lock: a reader (search, stats, verify, a reshard source) checks the lease
     and exits 3 while a live one exists; with none it reads (and writes no lease of its own)."""
-    with RunLock(s3_url, ttl=30):
-        with pytest.raises(LockedError, match="another run holds"):
-            RunLock(s3_url, shared=True).acquire()
+    with RunLock(s3_url, ttl=30), pytest.raises(LockedError, match="another run holds"):
+        RunLock(s3_url, shared=True).acquire()
     with RunLock(s3_url, shared=True) as reader:
         assert reader.lease is None and read_lease(f"{s3_url}/{LEASE_FILE}") is None

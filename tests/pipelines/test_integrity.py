@@ -126,3 +126,37 @@ def test_passes_hold_the_dataset_lock_and_clear_temp_files(tmp_path, capsys):
     assert main(["dedup", root, "--no-semantic"]) == 0
     assert not left.exists()
     _consistent(root, 1)
+
+
+def test_score_recut_uses_the_model_the_dataset_records(tmp_path, capsys, monkeypatch):
+    """Issue 25 #5: ``score DIR --top-fraction`` without --model re-cuts with the dataset's (tiny) model,
+    never the default ViT-B-32 (which would be downloaded)."""
+    import clipcrawl.filters.clip.model as clip_model
+
+    root = _dataset(tmp_path / "d", shards=2)
+    assert main(["score", root, *TINY]) == 0
+    real = clip_model.load_clip
+
+    def only_tiny(model, *a, **k):
+        assert model in clip_model.TINY_ALIASES or model == "tiny", f"tried to load {model}"
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(clip_model, "load_clip", only_tiny)
+    capsys.readouterr()
+    assert main(["score", root, "--top-fraction", "0.5", "--precision", "fp32"]) == 0
+    assert "using the model the dataset records: clipcrawl-tiny" in capsys.readouterr().err
+    models = {m for s in range(2) for m in read_parquet(ShardRef.of(root, s).parquet)["clip_model"].to_pylist() if m}
+    assert models == {clip_model.TINY_NAME}
+    _consistent(root, 2)
+
+
+def test_stats_reports_the_threshold_score_applied(tmp_path, capsys):
+    """Issue 25 #8b: ``stats`` after ``score --threshold`` shows that threshold, not "unknown"."""
+    import json
+
+    root = _dataset(tmp_path / "d", shards=1)
+    assert main(["score", root, *TINY, "--threshold", "1.0"]) == 0
+    capsys.readouterr()
+    assert main(["stats", root, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["threshold"] == 1.0 and out["threshold_source"]

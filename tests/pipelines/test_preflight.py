@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -90,3 +91,43 @@ def test_writable_and_remote_paths_pass(tmp_path):
     check_output(str(tmp_path / "ds"))
     check_output("s3://bucket/prefix")
     assert not list(tmp_path.rglob(".clipcrawl-write-probe-*"))
+
+
+def _config_with(tmp_path, **extra) -> str:
+    path = _config(tmp_path, tmp_path / "ds")
+    cfg = yaml.safe_load(Path(path).read_text())
+    for k, v in extra.items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_missing_exclude_near_folder_exits_2_before_anything(tmp_path, check):
+    """Issue 25: a dedup.exclude_near folder that does not exist passed --check, and the run failed after
+    crawling and downloading. Now: exit 2 naming the field and the path, instantly, nothing written."""
+    missing = tmp_path / "no-eval-set"
+    cfg = _config_with(tmp_path, dedup={"exclude_near": [str(missing)]})
+    r = _clipcrawl("run", cfg, *(["--check"] if check else []))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "dedup.exclude_near" in r.stderr and str(missing) in r.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+def test_missing_checkpoint_path_exits_2(tmp_path):
+    ckpt = tmp_path / "weights" / "model.safetensors"
+    cfg = _config_with(tmp_path, filters={"clip": {"enabled": True, "model": "ViT-B-32", "pretrained": str(ckpt)}})
+    r = _clipcrawl("run", cfg, "--check")
+    assert r.returncode == 2 and "filters.clip.pretrained" in r.stderr and str(ckpt) in r.stderr
+
+
+def test_config_paths_found_and_tags_left_alone(tmp_path):
+    from clipcrawl.pipelines.preflight import check_paths, config_paths
+    from clipcrawl.schemas.config import load_config
+
+    (tmp_path / "eval").mkdir()
+    cfg = load_config(_config_with(tmp_path, dedup={"exclude_near": [str(tmp_path / "eval"), "s3://b/eval"]},
+                                   filters={"clip": {"enabled": True, "pretrained": "openai"}}))
+    check_paths(cfg)  # everything there; the remote folder and the pretrained tag are not probed
+    fields = {f for f, _ in config_paths(cfg)}
+    assert fields == {"sources.urls.path", "dedup.exclude_near"}

@@ -224,3 +224,17 @@ def test_kill9_while_publishing_a_work_file_then_rerun_equals_uninterrupted(site
     assert samples(ds) == reference
     assert not list(ds.rglob("*.arrow")) and not list(ds.rglob(".*.tmp-*"))
     assert_verified(ds)
+
+
+def test_run_with_every_seed_refused_fails_with_the_reason(tmp_path):
+    """Issue 25: every seed refused (loopback without allowed_networks) -> exit 1, the reason counted on the
+    terminal; not 'done' with 0 pairs and exit 0."""
+    cfg = write_config(tmp_path / "run.yaml", tmp_path / "ds", "http://127.0.0.1:9/",
+                       sources={"crawl": {"seeds": ["http://127.0.0.1:9/", "http://127.0.0.2:9/"],
+                                          "allowed_networks": [], "max_pages": 10}})
+    r = clipcrawl("run", str(cfg), timeout=120)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    assert "nothing collected" in out and "blocked_address 2" in out and "allow_private_networks" in out
+    st = json.loads((tmp_path / "ds" / "runs" / "0001" / "run.json").read_text())
+    assert st["state"] == "done" and "blocked_address 2" in st["error"]

@@ -74,6 +74,9 @@ def run_command(
         with hold_dataset(cfg.dataset, create=True):
             st = run(cfg)
             print_run_summary(DatasetLayout(cfg.dataset), st)
+            if st.error:  # the sources gave nothing at all (every seed refused...): a failure, with the reason
+                log.error("clipcrawl run %d: %s", st.run, st.error)
+                raise typer.Exit(1)
             if needs_curation(cfg.filters):  # image rules, dataset-wide CLIP cut, MetaCLIP balancing
                 from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
 

@@ -8,6 +8,8 @@ decided again. Shards already scored by the same model are not re-embedded (only
 unless ``--rescore`` or ``--save-embeddings`` asks for embeddings. ``--top-fraction``,
 ``--max-punsafe``/``--max-pwatermark`` and ``--preset`` are decided over the whole dataset after
 scoring (clipcrawl.pipelines.passes.curate); rerunning with other values re-cuts without rescoring.
+Without ``--model`` (nor a preset's), a dataset already scored is scored/cut with the model its rows record
+(``clip_model``, as ``search`` does), not the default.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def score(
     from clipcrawl.pipelines.lock import hold_dataset
 
     with hold_dataset(DatasetLayout.of(dir).root):  # scoring and the dataset-wide cut: one hold, nobody between
+        if model is None and not (preset and preset_overrides(preset).get("clip", {}).get("model")):
+            filters, cfg = _recorded_model(dir, filters, pretrained)
         summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
                                embeddings_dir=embeddings_dir, rescore=rescore,
                                engine=make_pass_engine(engine, ray_address, gpus_per_actor))
@@ -91,6 +95,22 @@ def score(
     from clipcrawl.pipelines.commands import exit_on_failures
 
     exit_on_failures(summary.failures)
+
+
+def _recorded_model(dir: str, filters, pretrained: str | None):
+    """Without ``--model`` (nor a preset's), the model that scored the dataset (its rows' ``clip_model``),
+    so re-cuts and re-thresholds use it instead of the default; ``--pretrained`` still wins."""
+    from clipcrawl.pipelines.inspect.recorded import recorded_model
+
+    rec = recorded_model(dir)
+    if not rec.model:
+        return filters, filters.clip
+    update = {"model": rec.model}
+    if pretrained is None:
+        update["pretrained"] = rec.pretrained
+    typer.echo(f"score: using the model the dataset records: {rec.name} (pass --model to change it)", err=True)
+    cfg = filters.clip.model_copy(update=update)
+    return filters.model_copy(update={"clip": cfg}), cfg
 
 
 def register(app: typer.Typer) -> None:

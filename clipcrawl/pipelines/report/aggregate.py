@@ -64,6 +64,8 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
             parts.mark_unreadable(f, f"not a readable Parquet file ({err})")
     readable_parquet(con, parts, list(parts.page_files))
     readable_parquet(con, parts, list(parts.pair_files))
+    if threshold is None and "error_message" in have:
+        threshold, thr_src = _applied_threshold(con)
     out: dict[str, Any] = {"dataset": parts.describe(), "threshold": threshold, "threshold_source": thr_src}
     out["pages"] = _pages(con, parts)
     out["pairs"] = _pairs(con, parts)
@@ -173,6 +175,21 @@ def _funnel(con, out: dict[str, Any]) -> list[dict[str, Any]]:
     steps.append({"step": "written", "count": written, "pct": _pct(written, total),
                   "note": f"{other} rows with unknown status" if other else None})
     return steps
+
+
+def _applied_threshold(con) -> tuple[float | None, str | None]:
+    """The threshold the rows record: ``clip_similarity x < T`` in the messages of ``filtered_clip`` rows
+    (``clipcrawl score --threshold`` writes no config); the most common T when reruns left several."""
+    got = rows(con, f"""SELECT t, count(*) AS n FROM (
+                            SELECT regexp_extract(error_message, 'similarity [-+0-9.eE]+ < ([-+0-9.eE]+)', 1) AS t
+                            FROM s WHERE status = '{Status.FILTERED_CLIP}')
+                        WHERE t <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""")
+    for t, _ in got:
+        try:
+            return float(t), "filtered_clip rows"
+        except ValueError:
+            pass
+    return None, None
 
 
 def _causes(con) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Find the parts of a dataset that the stats report reads, on any filesystem (local or ``s3://...``).
 
 The paths come from :class:`~clipcrawl.base.layout.DatasetLayout` (a dataset with ``shards/``,
-``runs/``, ``manifest.json``; its sources' ``crawl/pages``, ``crawl/pairs``), or a plain
+``runs/``, ``manifest.json``; its sources' ``crawl/pages``, ``crawl/pairs``), a crawl folder
+(``clipcrawl crawl --out DIR``: ``DIR/pages``, ``DIR/pairs``), or a plain
 img2dataset-style output dir with ``NNNNN.parquet`` (and ``NNNNN.tar``, ``NNNNN_stats.json``) at
 the top level. Every part is optional: the report uses whatever exists. Folders are listed with
 fsspec; every path is a URL string built from the dataset URL as given (``s3://bucket/prefix/...``
@@ -155,6 +156,10 @@ def find_parts(path: str | os.PathLike[str]) -> DatasetParts:
     crawl = lay.source_dir("crawl")
     parts.page_files = _parquets(f"{crawl}/pages")
     parts.pair_files = _parquets(f"{crawl}/pairs")
+    if not (parts.page_files or parts.pair_files or parts.sample_files or parts.stats_files):
+        # a crawl folder itself (``clipcrawl crawl --out DIR``: DIR/pages, DIR/pairs, DIR/state)
+        parts.page_files = _parquets(f"{root}/pages")
+        parts.pair_files = _parquets(f"{root}/pairs")
     parts.run_dirs = [lay.run_dir(r) for r in lay.runs()]
     if _exists(lay.manifest):
         parts.manifest = lay.manifest

@@ -1,9 +1,10 @@
 """DuckDB helpers for the report: one in-memory table of the few derived columns it needs.
 
 The samples Parquet files are read once, column-pruned, into ``s`` (status, error message,
-URL authority, language, sizes, scores, dedup method, run, shard). Every aggregate is a
-GROUP BY over ``s``; per-row work is kept to cheap string functions: regexes (error
-normalisation) and host parsing run on the grouped distinct values only. Captions are
+URL authority, language (the caption's, else the page's declared one), sizes, scores, dedup
+method, run, shard). Every aggregate is a GROUP BY over ``s``; per-row work is kept to cheap
+string functions: regexes (error normalisation) and host parsing run on the grouped distinct
+values only. Captions are
 measured separately with pyarrow (:mod:`.captions`); images are never loaded here.
 Columns a file lacks (plain img2dataset output has no CLIP columns) read as NULL.
 
@@ -16,18 +17,27 @@ from __future__ import annotations
 import math
 from typing import Any
 
-#: error_message -> cause: URLs, quoted strings, hex ids and numbers replaced, 80 chars max.
-NORMALISE_ERROR = r"""
-left(trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
-    regexp_replace({col}, '[A-Za-z][A-Za-z0-9+.-]*://[^\s''"<>]*', '<url>', 'g'),
+#: error_message -> cause, before the cut: URLs, quoted strings, paths, IPv4 addresses, hex ids and numbers replaced
+#: (long all-digit numbers such as pixel counts are numbers, ``N``, not hex ids).
+_CLEAN_ERROR = r"""
+trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+    regexp_replace(regexp_replace({col}, '[A-Za-z][A-Za-z0-9+.-]*://[^\s''"<>]*', '<url>', 'g'),
     '''[^'']*''|"[^"]*"', '<str>', 'g'),
     '(/[^\s/]+){{2,}}/?', '<path>', 'g'),
-    '\b[0-9A-Fa-f]{{8,}}\b', '<hex>', 'g'),
+    '\b\d{{1,3}}(\.\d{{1,3}}){{3}}\b', '<ip>', 'g'),
     '\d+x\d+', 'NxN', 'g'),
+    '(^|[^A-Za-z0-9.])[-+]?\d{{8,}}(\.\d+)?\b', '\1N', 'g'),
+    '(^|[^A-Za-z0-9.])[0-9A-Fa-f]{{8,}}\b', '\1<hex>', 'g'),
     '(^|[^A-Za-z0-9.])[-+]?\d+(\.\d+)?', '\1N', 'g'),
-    '\s+', ' ', 'g')), 80)
+    '\s+', ' ', 'g'))
 """
-
+CAUSE_CHARS = 80
+#: error_message -> cause: _CLEAN_ERROR cut to at most CAUSE_CHARS characters between words
+#: (" …" marks a cut), never inside one.
+NORMALISE_ERROR = (
+    "(CASE WHEN length(@) <= {CAUSE_CHARS} THEN @ ELSE coalesce(nullif(regexp_extract(left(@, {CAUSE_CHARS} + 1), "
+    r"'^(.*\S)\s', 1), ''), left(@, {CAUSE_CHARS})) || ' …' END)"
+).replace("{CAUSE_CHARS}", str(CAUSE_CHARS)).replace("@", _CLEAN_ERROR)
 
 
 def error_text(e: BaseException) -> str:
@@ -69,13 +79,16 @@ def _select(have: set[str]) -> str:
     def col(name: str, cast: str) -> str:
         return f"CAST({name} AS {cast})" if name in have else f"CAST(NULL AS {cast})"
 
+    def lang(name: str) -> str:  # primary subtag, lower case
+        return f"nullif(lower(split_part(replace(trim({col(name, 'VARCHAR')}), '_', '-'), '-', 1)), '')"
+
     status = "coalesce(status, 'unknown')" if "status" in have else "'success'"
     url = col("url", "VARCHAR")
     return f"""
         CAST({status} AS VARCHAR) AS status,
         {col("error_message", "VARCHAR")} AS error_message,
         split_part(split_part(split_part(split_part({url}, '://', 2), '/', 1), '?', 1), '#', 1) AS authority,
-        nullif(lower(split_part(replace(trim({col("page_language", "VARCHAR")}), '_', '-'), '-', 1)), '') AS lang,
+        coalesce({lang("language")}, {lang("page_language")}) AS lang,
         {col("original_width", "INTEGER")} AS ow,
         {col("original_height", "INTEGER")} AS oh,
         {col("clip_similarity", "DOUBLE")} AS clip,

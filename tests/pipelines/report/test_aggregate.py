@@ -197,3 +197,20 @@ def test_crawl_output_only(demo, tmp_path):
         ("pages crawled", len(pages)), ("pairs found", len(pd.read_parquet(tmp_path / "crawl" / "pairs")))]
     assert agg["pages"]["by_status"] == pages["status"].value_counts().to_dict()
     assert sum(c["count"] for c in agg["pages"]["causes"]) == int((pages["status"] != "ok").sum())
+
+
+def test_causes_keep_long_numbers_readable_and_cut_between_words(tmp_path):
+    """Issue 25 #8a: pixel counts read as N, not <hex>; a long cause is cut between words, never inside one."""
+    rows = []
+    for i in range(3):
+        url = f"https://h.example.com/{i}.jpg"
+        rows.append({"url": url, "key": sample_key(url), "status": "failed_to_resize",
+                     "error_message": f"resize: image too large to decode: {20000 + i}x20000 = {400000000 + i} "
+                                      "pixels exceeds the 178956970-pixel limit (decompression bomb guard)"})
+    sd = tmp_path / "shards"
+    sd.mkdir()
+    pq.write_table(conform(pa.Table.from_pylist(rows), SAMPLES), sd / "00000.parquet")
+    (cause,) = [c["cause"] for c in aggregate(find_parts(tmp_path))["causes"]]
+    assert "<hex>" not in cause and "NxN = N pixels exceeds the N-pixel limit" in cause
+    words = "resize: image too large to decode: NxN = N pixels exceeds the N-pixel limit (decompression bomb guard)"
+    assert cause.endswith(" …") and words.startswith(cause[:-2]) and words[len(cause) - 2] == " "

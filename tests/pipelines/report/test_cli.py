@@ -52,3 +52,51 @@ def test_bad_dir_exits_2(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert main(["stats", str(tmp_path)]) == 2
     assert "no shards" in capsys.readouterr().err
+
+
+def test_url_list_download_reports_caption_languages(tmp_path, capsys):
+    """Issue 25 #8c: a URL-list download has no page language; stats reports the captions' language."""
+    import csv
+
+    from tests.pipelines.download.server import HostileServer, make_image
+
+    server = HostileServer()
+    server.start()
+    try:
+        captions = ("a red circle on a white background", "a photo of a dog running on the beach",
+                    "the old stone bridge over the river at sunset")
+        for i in range(3):
+            server.files[f"p{i}.jpg"] = make_image(48 + i, 40, "JPEG", seed=i)
+        inp = tmp_path / "list.csv"
+        with open(inp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["url", "caption"])
+            w.writeheader()
+            w.writerows({"url": server.url(f"/f/p{i}.jpg"), "caption": c} for i, c in enumerate(captions))
+        out = tmp_path / "out"
+        assert main(["download", str(inp), "--out", str(out), "--allow-private-networks", "--image-size", "32",
+                     "--workers", "1"]) == 0
+    finally:
+        server.stop()
+    capsys.readouterr()
+    assert main(["stats", str(out), "--json"]) == 0
+    langs = {r["language"]: r["count"] for r in json.loads(capsys.readouterr().out)["languages"]["top"]}
+    assert langs == {"en": 3}
+
+
+def test_stats_of_a_crawl_folder(tmp_path, capsys):
+    """Issue 25 #8d: ``stats crawl/`` on ``clipcrawl crawl --out crawl/`` reports its pages, pairs and errors."""
+    from tests.crawler.site import LoopbackServer, rules_site
+
+    out = tmp_path / "crawl"
+    with LoopbackServer(rules_site) as srv:
+        assert main(["crawl", "--seeds", srv.base + "/", "--out", str(out), "--max-depth", "2",
+                     "--max-pages", "50", "--allowed-networks", "127.0.0.0/8"]) == 0
+    capsys.readouterr()
+    assert main(["stats", str(out), "--json"]) == 0
+    agg = json.loads(capsys.readouterr().out)
+    assert agg["pages"]["total"] > 0 and agg["pages"]["by_status"].get("ok", 0) > 0
+    assert agg["pairs"]["total"] > 0
+    assert [s["step"] for s in agg["funnel"]] == ["pages crawled", "pairs found"]
+    assert main(["stats", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "pages crawled" in text and "no crawl output" not in text

@@ -36,3 +36,21 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_test_one():
     block = readme.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
     assert "pytest" in block
     assert "test-command" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_dedup_numbers_match_the_config_defaults():
+    """Issue 25 item 9d: the README's perceptual/semantic thresholds are DedupConfig's defaults."""
+    import re
+
+    from clipcrawl.schemas.config import DedupConfig
+
+    text = " ".join((REPO / "README.md").read_text().split("## Deduplication")[1].split("\n## ")[0].split())
+    d = DedupConfig()
+    assert re.findall(r"NCC >= ([0-9.]+)", text) == [str(d.phash_verify_threshold)]
+    assert f"`phash_max_distance` ({d.phash_max_distance})" in text
+    assert f"cosine >= {d.semantic_threshold}" in text
+
+
+def test_readme_names_only_the_current_robots_flag():
+    readme = (REPO / "README.md").read_text()
+    assert "--ignore-robots" in readme and "--no-robots" not in readme

@@ -225,3 +225,18 @@ def test_content_decoding_is_capped():
         msg = parse_http(f"HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\n\r\n".encode() + data)
         out = decode_body(msg, limit=10_000)
         assert out.startswith(b"<html>aaa") and len(out) <= 10_000, coding
+
+
+def test_wrong_content_length_is_one_clipcrawl_warning_not_warcio_stderr(tmp_path, capfd, caplog):
+    """Issue 25 item 9c: warcio's raw 'WARNING: Record not followed by newline' goes through our logging."""
+    ok = b"HTTP/1.1 200 OK\r\n\r\nhello world"
+    first = raw_record("response", "http://e.org/", ok, gz=False).replace(
+        f"Content-Length: {len(ok)}".encode(), f"Content-Length: {len(ok) - 5}".encode())
+    p = tmp_path / "bad.warc"
+    p.write_bytes(first + raw_record("response", "http://e.org/2", b"HTTP/1.1 200 OK\r\n\r\nhi", gz=False))
+    with caplog.at_level("WARNING", logger="clipcrawl"):
+        recs = list(iter_records(str(p)))
+    assert [r.target_uri for r in recs] == ["http://e.org/", "http://e.org/2"]
+    assert "Record not followed" not in capfd.readouterr().err
+    warned = [r.getMessage() for r in caplog.records if "not followed by a blank line" in r.getMessage()]
+    assert len(warned) == 1 and str(p) in warned[0] and "offset" in warned[0]

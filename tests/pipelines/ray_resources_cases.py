@@ -105,7 +105,7 @@ def urls(tmp_path_factory):
         yield path
 
 
-DL = ["--allow-private-networks", "--no-robots", "--image-size", "64", "--samples-per-shard", "4"]
+DL = ["--allow-private-networks", "--ignore-robots", "--image-size", "64", "--samples-per-shard", "4"]
 
 
 @pytest.mark.parametrize("point", ["stage.download", "shard.before_stats"])

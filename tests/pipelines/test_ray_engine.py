@@ -62,7 +62,7 @@ def test_every_pass_on_ray_equals_local(ray_cluster, tmp_path):
             w.writerow(["url", "caption"])
             for name, img in site.content.images.items():
                 w.writerow([f"{site.url}img/{name}.jpg", img.scene.caption(site.content.rng, "a {size} {colour} {shape}")])
-        dl = ["--allow-private-networks", "--no-robots", "--image-size", "64", "--samples-per-shard", "5"]
+        dl = ["--allow-private-networks", "--ignore-robots", "--image-size", "64", "--samples-per-shard", "5"]
         _cli("download", str(urls), "--out", str(tmp_path / "local"), *dl)
         _cli("download", str(urls), "--out", str(tmp_path / "ray"), *dl, *ray_opts)
     assert raycluster.shard_rows(tmp_path / "local") == raycluster.shard_rows(tmp_path / "ray")

@@ -68,7 +68,7 @@ def test_download_on_two_nodes_equals_local(cluster, tmp_path):
             w.writerow(["url", "caption"])
             for name, img in site.content.images.items():
                 w.writerow([f"{site.url}img/{name}.jpg", img.scene.caption(site.content.rng, "a {size} {colour} {shape}")])
-        dl = ["--allow-private-networks", "--no-robots", "--image-size", "64", "--samples-per-shard", "3"]
+        dl = ["--allow-private-networks", "--ignore-robots", "--image-size", "64", "--samples-per-shard", "3"]
         _cli("download", str(urls), "--out", str(tmp_path / "local"), *dl)
         r = _cli("download", str(urls), "--out", str(tmp_path / "ray"), *dl, "--engine", "ray",
                  "--ray-address", f"{cluster.address}@{HEAD_IP}")

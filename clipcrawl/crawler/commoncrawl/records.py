@@ -128,26 +128,56 @@ def _iter_warcio(path: str, limit: int, fs_kwargs: dict[str, Any] | None, arc: b
     with _open(path, fs_kwargs) as f:
         # arc2warc only for real ARC files: warcio would read any text line as an ARC header
         it = ArchiveIterator(f, arc2warc=arc, no_record_parse=True)
-        for rec in it:
-            h = rec.rec_headers
-            # rec.length: the block length warcio reads (ARC headers converted to WARC ones
-            # declare the ARC record's length, not the converted block's)
-            declared = rec.length if rec.length is not None else _int(h.get_header("Content-Length"))
-            kind = (rec.rec_type or "").strip().lower()
-            block, capped, cut = _read_block(rec.raw_stream, declared, limit if types is None or kind in types else 0)
-            yield RawRecord(
-                type=kind,
-                target_uri=clean_target_uri(h.get_header("WARC-Target-URI")),
-                date=h.get_header("WARC-Date"),
-                content_type=h.get_header("Content-Type"),
-                identified_type=h.get_header("WARC-Identified-Payload-Type"),
-                truncated=h.get_header("WARC-Truncated"),
-                block=block,
-                declared_length=declared,
-                offset=it.get_record_offset(),
-                capped=capped,
-                cut=cut,
-            )
+        it.INC_RECORD = unterminated = _UnterminatedRecords()  # not warcio's raw stderr WARNING
+        try:
+            yield from _warcio_records(it, limit, types)
+        finally:
+            unterminated.report(path)
+
+
+class _UnterminatedRecords:
+    """Stands in for warcio's ``ArchiveIterator.INC_RECORD`` text, which warcio formats and writes to
+    stderr for each record not followed by its blank lines (a wrong Content-Length): the offsets are
+    kept and :meth:`report` logs them once per file as one clipcrawl warning."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def format(self, offset: Any, remainder: Any = None) -> str:
+        self.offsets.append(offset)
+        return ""  # warcio writes this to stderr: nothing
+
+    def report(self, path: str) -> None:
+        if self.offsets:
+            from clipcrawl.base.progress import log
+
+            n = len(self.offsets)
+            log.warning("%s: %d WARC record%s not followed by a blank line (a wrong Content-Length?), first at "
+                        "offset %s; read on", path, n, "" if n == 1 else "s", self.offsets[0])
+
+
+def _warcio_records(it: Any, limit: int, types: Any) -> Iterator[RawRecord]:
+    """The records of warcio's iterator ``it`` as RawRecords."""
+    for rec in it:
+        h = rec.rec_headers
+        # rec.length: the block length warcio reads (ARC headers converted to WARC ones
+        # declare the ARC record's length, not the converted block's)
+        declared = rec.length if rec.length is not None else _int(h.get_header("Content-Length"))
+        kind = (rec.rec_type or "").strip().lower()
+        block, capped, cut = _read_block(rec.raw_stream, declared, limit if types is None or kind in types else 0)
+        yield RawRecord(
+            type=kind,
+            target_uri=clean_target_uri(h.get_header("WARC-Target-URI")),
+            date=h.get_header("WARC-Date"),
+            content_type=h.get_header("Content-Type"),
+            identified_type=h.get_header("WARC-Identified-Payload-Type"),
+            truncated=h.get_header("WARC-Truncated"),
+            block=block,
+            declared_length=declared,
+            offset=it.get_record_offset(),
+            capped=capped,
+            cut=cut,
+        )
 
 
 def _sniff(path: str, fs_kwargs: dict[str, Any] | None) -> str | None:

@@ -244,8 +244,9 @@ class MarkDuplicates(Stage):
         if fp.model in TINY_ALIASES and not cfg.semantic_tiny:
             if not self._warned_tiny:
                 self._warned_tiny = True
-                log.info("dedup: semantic dedup skipped for embeddings of %s (a test model; set "
-                         "dedup.semantic_tiny to use them)", fp.model)
+                log.info("dedup: semantic dedup skipped for embeddings of %s (a test model; to use them pass "
+                         "--allow-tiny to `clipcrawl dedup`, or set dedup: {semantic_tiny: true} in a run "
+                         "config)", fp.model)
             return False
         return True
 

@@ -30,6 +30,7 @@ def crawl(
     revisit_after_days: float | None = typer.Option(
         None, "--revisit-after-days", help="Refetch pages fetched longer ago than this."),
     no_robots: bool = typer.Option(False, "--ignore-robots", help="Do not read robots.txt (your own sites only)."),
+    no_robots_alias: bool = typer.Option(False, "--no-robots", hidden=True, help="Old name of --ignore-robots."),
     blocklist: list[Path] | None = typer.Option(
         None, "--blocklist", help="Blocklist file (repeat): URL and domain: lines are never requested."),
     no_tdmrep: bool = typer.Option(False, "--ignore-tdmrep", help="Do not honour TDMRep (your own sites only)."),
@@ -47,7 +48,7 @@ def crawl(
         "concurrency": concurrency, "per_host_concurrency": per_host_concurrency, "delay": delay,
         "user_agent": user_agent or DEFAULT_USER_AGENT, "allow_private_networks": allow_private_networks,
         "allowed_networks": allowed_networks or [], "revisit_after_days": revisit_after_days,
-        "respect_robots": not no_robots, "respect_tdmrep": not no_tdmrep,
+        "respect_robots": not (no_robots or no_robots_alias), "respect_tdmrep": not no_tdmrep,
         "blocklists": [str(p) for p in blocklist or []],
     }
     cfg = parse_config(data, CrawlConfig, "command line")

@@ -54,7 +54,9 @@ def download(
         None, "--disallowed-header-directives",
         help="Comma-separated X-Robots-Tag directives that refuse an image (default noai,noimageai,noindex,"
              "noimageindex; '' or [] turns the check off)."),
-    no_robots: bool = typer.Option(False, "--no-robots", help="Do not fetch or obey robots.txt."),
+    no_robots: bool = typer.Option(False, "--ignore-robots", help="Do not fetch or obey robots.txt (your own sites "
+                                                                  "only)."),
+    no_robots_alias: bool = typer.Option(False, "--no-robots", hidden=True, help="Old name of --ignore-robots."),
     allow_private_networks: bool = typer.Option(False, "--allow-private-networks",
                                                 help="Allow private/loopback addresses (intranets, tests)."),
     dns_server: list[str] | None = typer.Option(
@@ -98,7 +100,8 @@ def download(
           "encode_format": encode_format, "encode_quality": encode_quality, "max_decode_pixels": max_decode_pixels,
           "jpeg_draft_gap": jpeg_draft_gap, "timeout": timeout, "retries": retries,
           "concurrency": concurrency, "per_host_concurrency": per_host_concurrency, "workers": workers,
-          "decoder": decoder, "respect_robots": not no_robots, "allow_private_networks": allow_private_networks,
+          "decoder": decoder, "respect_robots": not (no_robots or no_robots_alias),
+          "allow_private_networks": allow_private_networks,
           "blocklists": list(blocklist or []), "blur_faces": blur_faces, "bbox_col": bbox_col,
           "max_retry_after": max_retry_after, "respect_tdmrep": not no_tdmrep, "dns_servers": list(dns_server or [])}
     if user_agent:

@@ -4,7 +4,7 @@ Two runs of the shard loop around one global decision:
 
 1. **read** (per shard, any worker): the Parquet; missing ``pixel_hash``/``phash`` (and, for the crop-
    tolerant verification, thumbnails) computed from the images in the tar; image embeddings taken from
-   ``DIR/embeddings`` (clip-retrieval layout) or computed with ``--model``/``--pretrained``.
+   ``DIR/embeddings/`` (clip-retrieval layout) or computed with ``--model``/``--pretrained``.
 2. **decide** (driver): :class:`~clipcrawl.filters.dedup.stage.MarkDuplicates` over all rows at once with
    the keep rule (highest clip_similarity, then largest original area, then shard/row order).
 3. **write** (per changed shard, any worker): :func:`~clipcrawl.pipelines.writer.rewrite_shard` (the tar
@@ -149,7 +149,8 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
 
     ``model`` embeds images that have no stored embedding. The shipped tiny test model is refused for
     semantic dedup (its embedding space puts distinct images above any useful threshold) unless
-    ``allow_tiny`` or ``dry_run``: a test model must not delete data."""
+    ``allow_tiny`` or ``dry_run``: a test model must not delete data. ``allow_tiny`` (``--allow-tiny``) also
+    lets stored embeddings of the tiny model take part (``DedupConfig.semantic_tiny``)."""
     from clipcrawl.filters.clip.model import TINY_ALIASES
 
     layout = DatasetLayout.of(path)
@@ -159,6 +160,8 @@ def dedup_dataset(path: str, config: DedupConfig, *, model: str | None = None, p
                 f"--model {model}: the shipped tiny CLIP is a test model; its embeddings put distinct images "
                 f"above the semantic threshold, so semantic dedup with it would delete real data "
                 f"(fix: pass a real CLIP model, --no-semantic, or --allow-tiny to force it)")
+        config = config.model_copy(update={"semantic_tiny": True})
+    elif allow_tiny:
         config = config.model_copy(update={"semantic_tiny": True})
     with hold_dataset(layout.root, shared=dry_run):  # a dry run only reads; the lock before the listing
         refs = list_shards(layout.shards)
@@ -187,12 +190,13 @@ def _dedup(layout: DatasetLayout, refs: list[ShardRef], config: DedupConfig, mod
     report.considered = int(ok_mask(whole).sum())
     if config.semantic and emb is not None:
         whole = whole.append_column(EMBEDDING, emb)
-        report.semantic = f"embeddings of {embedder.name if embedder else 'DIR/embeddings'}"
+        report.semantic = f"embeddings of {embedder.name if embedder else layout.embeddings}"
         report.embedding_model = embedder.name if embedder else next(
             (m for m in (whole.column("clip_model").to_pylist() if "clip_model" in whole.column_names else []) if m),
             None)
     elif config.semantic:
-        report.semantic = "skipped: no embeddings in DIR/embeddings (pass --model with a real CLIP model)"
+        report.semantic = (f"skipped: no embeddings in {layout.embeddings} "
+                           f"(pass --model with a real CLIP model, or --no-semantic)")
         log.warning("dedup: semantic %s", report.semantic)
     clip = ClipConfig(model=model, pretrained=pretrained, device=device) if model else None
     stage = MarkDuplicates(config.model_copy(update={"index": False}), None, clip, sync=False)

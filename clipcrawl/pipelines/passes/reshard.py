@@ -8,6 +8,12 @@ copying each image's bytes by offset, into a new dataset OUT (default ``DIR/resh
 ``OUT/shards/NNNNN.{tar,parquet}``, ``NNNNN_stats.json``, ``OUT/samples/``, ``OUT/manifest.json``
 (``derived_from`` names DIR). Each ``<key>.json`` and Parquet row carries the new shard id. The same
 input, N and seed give byte-identical tars and Parquet files. DIR and OUT may be any fsspec URLs.
+
+When DIR has ``embeddings/`` (``score --save-embeddings``), OUT gets them too, in the same clip-retrieval
+layout (``filters/clip/embeddings.write_embeddings``): one part per OUT shard, its rows the OUT shard's rows
+in the same order (kept samples only), the vectors looked up by key in DIR's parts. A kept sample with no
+vector in DIR (scored without ``--save-embeddings``) gets no row, as ``score`` writes none for it (counted
+in the summary as ``missing_embeddings``). DIR's ``config.yaml`` is copied, so ``card OUT`` states its rules.
 """
 
 from __future__ import annotations
@@ -93,6 +99,10 @@ class OutShard:
     rows: pa.Table
     spans: list[Span]
     source: str
+    embeddings: str | None = None  # OUT/embeddings when DIR has embeddings
+    img_emb: np.ndarray | None = None  # this shard's kept rows that have vectors, in row order
+    text_emb: np.ndarray | None = None
+    has_emb: np.ndarray | None = None  # bool per row: whether DIR has its vectors
 
     @property
     def name(self) -> str:
@@ -113,6 +123,8 @@ class WriteResharded(ShardPass):
         return job.rows.append_column(IMAGE_COLUMN, pa.array(read_spans(job.spans), pa.binary()))
 
     def write(self, job: OutShard, table: pa.Table) -> ShardRef:
+        if job.embeddings is not None:  # the part before the shard: a finished shard always has its part
+            write_embedding_part(job)
         write_shard(job.ref, table, image_exts=[s[3] for s in job.spans], start_time=time.time(),
                     extra_stats={"resharded_from": job.source})
         return job.ref
@@ -138,6 +150,63 @@ def read_spans(spans: list[Span]) -> list[bytes]:
         for f in handles.values():
             f.close()
     return out
+
+
+def _fixed_list(a: np.ndarray) -> pa.FixedSizeListArray:
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+
+
+def write_embedding_part(job: OutShard) -> None:
+    """OUT/embeddings part ``job.name``: the shard's rows that have vectors, through score's writer."""
+    from clipcrawl.filters.clip.embeddings import write_embeddings
+
+    rows = job.rows.filter(pa.array(job.has_emb, pa.bool_()))
+    rows = rows.drop_columns([c for c in ("image_embedding", "text_embedding") if c in rows.column_names])
+    rows = rows.append_column("image_embedding", _fixed_list(job.img_emb))
+    rows = rows.append_column("text_embedding", _fixed_list(job.text_emb))
+    write_embeddings(rows, job.embeddings, job.name, shard=job.name)
+
+
+@dataclass
+class SourceEmbeddings:
+    """DIR's embedding parts, concatenated, and the row of each key."""
+    img: np.ndarray
+    text: np.ndarray
+    row: dict[str, int]
+
+    def take(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = [self.row.get(k, -1) for k in keys]
+        has = np.array([i >= 0 for i in idx], bool)
+        sel = np.array([i for i in idx if i >= 0], np.int64)
+        return self.img[sel], self.text[sel], has
+
+
+def _source_embeddings(source: DatasetLayout) -> SourceEmbeddings | None:
+    """DIR's embeddings (None without an ``embeddings/`` folder); a malformed one stops the pass (exit 2)."""
+    from clipcrawl.pipelines.manifest import check_embeddings
+
+    fs, p = fs_and_path(source.embeddings)
+    if not fs.isdir(p):
+        return None
+    try:
+        layout = check_embeddings(source.embeddings)
+    except ValueError as e:
+        raise ConfigError(f"{source.embeddings}: cannot carry the embeddings: {e} (fix: clipcrawl verify {source.root})") from e
+    if layout.text_dim is None:
+        raise ConfigError(f"{source.embeddings}: no text_emb/ parts: reshard carries image and text embeddings")
+    imgs, texts, row = [], [], {}
+    for part in layout.parts:
+        keys = read_parquet(f"{source.embeddings}/metadata/metadata_{part}.parquet", ["key"]).column("key").to_pylist()
+        for sub, out in (("img_emb", imgs), ("text_emb", texts)):
+            f_fs, f_p = fs_and_path(f"{source.embeddings}/{sub}/{sub}_{part}.npy")
+            with f_fs.open(f_p, "rb") as f:
+                out.append(np.load(f))
+        base = sum(len(a) for a in imgs[:-1])
+        row.update((k, base + i) for i, k in enumerate(keys))
+    img = np.concatenate(imgs) if imgs else np.zeros((0, layout.image_dim or 0), np.float16)
+    text = np.concatenate(texts) if texts else np.zeros((0, layout.text_dim or 0), np.float16)
+    return SourceEmbeddings(img, text, row)
 
 
 def _input_shards(src: DatasetLayout) -> list[ShardRef]:
@@ -204,9 +273,14 @@ def _reshard(src: str, source: DatasetLayout, target: DatasetLayout, samples_per
         raise ConfigError(f"{target.root} is not an earlier reshard (its manifest names no derived_from): "
                           "--overwrite only replaces a reshard (fix: choose another --out)")
 
+    src_emb = _source_embeddings(source)  # before anything of OUT is changed
     if existing:  # replacing an earlier reshard: nothing of it stays visible as finished while we write
+        from clipcrawl.pipelines.inspect.index import INDEX_DIR
+
         remove(target.p(MANIFEST))  # a fresh manifest: this OUT is one derived version, not an accumulation
         remove(target.p(SAMPLES_DIR), recursive=True)
+        remove(target.embeddings, recursive=True)  # derived from the old shards: rewritten below (or not at all)
+        remove(target.p(INDEX_DIR), recursive=True)
         for old in existing:
             remove(old.stats)  # stats first: "not done"
     indexer = IndexKept()
@@ -219,13 +293,20 @@ def _reshard(src: str, source: DatasetLayout, target: DatasetLayout, samples_per
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     groups = [order[i:i + samples_per_shard] for i in range(0, n, samples_per_shard)]
     shard_col = table.schema.get_field_index("shard")
+    missing_emb = 0
 
     def jobs():
+        nonlocal missing_emb
         for j, group in enumerate(groups):
             ref = ShardRef.of(target.shards, j)
             rows = table.take(pa.array(group, pa.int64()))
             rows = rows.set_column(shard_col, "shard", pa.array([ref.name] * rows.num_rows, pa.string()))
-            yield OutShard(ref, rows, [spans[i] for i in group], src)
+            job = OutShard(ref, rows, [spans[i] for i in group], src)
+            if src_emb is not None:
+                job.embeddings = target.embeddings
+                job.img_emb, job.text_emb, job.has_emb = src_emb.take(rows.column("key").to_pylist())
+                missing_emb += int((~job.has_emb).sum())
+            yield job
 
     writer = WriteResharded(write_behind=workers > 1)
     failures += run_pass(writer, jobs(), engine, total=len(groups))
@@ -235,10 +316,20 @@ def _reshard(src: str, source: DatasetLayout, target: DatasetLayout, samples_per
         if old.id >= len(groups):
             for url in (old.stats, old.tar, old.parquet):
                 remove(url)
+    if missing_emb:
+        log.warning("reshard: %d kept samples have no embeddings in %s: no embedding rows for them",
+                    missing_emb, source.embeddings)
+    if exists(source.config):  # the rules the kept samples passed (clipcrawl card OUT states them)
+        from clipcrawl.base.storage import atomic_open
+
+        fs, path = fs_and_path(source.config)
+        with fs.open(path, "rb") as f, atomic_open(target.config) as g:
+            g.write(f.read())
     entry = publish(target.root, 1, written, {
         "derived_from": src, "source_manifest_version": source_manifest.get("version", 0),
         "input_shards": len(refs), "samples_per_shard": samples_per_shard, "shuffle": shuffle,
         "seed": seed if shuffle else None, "missing_in_tar": indexer.missing,
+        **({"embeddings": True, "missing_embeddings": missing_emb} if src_emb is not None else {}),
         **({"unreadable_input_shards": [f.shard for f in failures]} if failures else {}),
     }, config_hash=source_manifest["runs"][-1].get("config_hash") if source_manifest["runs"] else None)
     log.info("resharded %d samples from %d shards of %s into %d shards in %s", n, len(refs), src, len(groups),

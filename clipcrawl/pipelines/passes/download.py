@@ -1,7 +1,8 @@
 """The ``download`` pass: img2dataset's loop, input -> shards -> FetchImages -> write_shard.
 
 Input shards come from :func:`~clipcrawl.pipelines.inputs.plan_input_shards` (streamed, the same
-input always gives the same shards). A finished shard (its ``_stats.json`` exists) is skipped, so a
+input always gives the same shards: ``samples_per_shard`` rows each, however the input is split into
+files; a download started with the older per-file shards resumes with them, :func:`resume_layout`). A finished shard (its ``_stats.json`` exists) is skipped, so a
 rerun resumes; with ``retry_failed`` its failed_to_download rows are fetched again and the shard is
 rewritten (img2dataset #452). Shards stream (:attr:`ShardPass.streaming`): rows are fetched in chunks of
 ``chunk_rows`` and each finished chunk is appended to the shard's tar while the next ones download, so memory
@@ -20,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clipcrawl.base.progress import log
-from clipcrawl.base.shardfiles import ShardRef, is_done, shard_images
+from clipcrawl.base.shardfiles import ShardRef, is_done, list_shards, shard_images
 from clipcrawl.base.stage import set_column
 from clipcrawl.base.storage import configure_storage, read_parquet, remove
 from clipcrawl.pipelines.fetch_images import FetchImages
-from clipcrawl.pipelines.inputs import InputShard, plan_input_shards
+from clipcrawl.pipelines.inputs import InputShard, find_inputs, plan_input_shards
 from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import ShardStream, write_shard
@@ -71,6 +72,7 @@ class ShardWritten:
     statuses: list[str]
     fetched: int = 0
     nbytes: int = 0
+    stats: dict[str, Any] | None = None  # the shard's _stats.json (img2dataset mode's progress lines)
 
 
 class DownloadPass(ShardPass):
@@ -89,7 +91,8 @@ class DownloadPass(ShardPass):
 
     # ---------------------------------------------------------------- driver: which shards to do
     def jobs(self, urls: UrlListConfig, out: str, retry_failed: bool):
-        for shard in plan_input_shards(urls, self.output.samples_per_shard):
+        per_file = resume_layout(urls, out, self.output.samples_per_shard) == "per_file"
+        for shard in plan_input_shards(urls, self.output.samples_per_shard, per_file=per_file):
             ref = ShardRef.of(out, shard.id)
             mode: Literal["new", "skip", "retry"] = "new"
             if is_done(ref):
@@ -187,6 +190,30 @@ def _nbytes(table: pa.Table) -> int:
 
 def _failed_rows(table: pa.Table) -> list[int]:
     return [i for i, s in enumerate(table.column("status").to_pylist()) if s == Status.FAILED_TO_DOWNLOAD.value]
+
+
+def resume_layout(urls: UrlListConfig, out: str, samples_per_shard: int) -> Literal["spanning", "per_file"]:
+    """How ``out``'s shards cut the input: ``spanning`` (``samples_per_shard`` rows whatever the input files,
+    :func:`~clipcrawl.pipelines.inputs.plan_input_shards`), or ``per_file`` for a download started before
+    that rule (each input file cut on its own), so that it still resumes. Decided on the last finished
+    shard (where the two layouts differ, if they differ before it); a new folder is ``spanning``."""
+    done = [r for r in list_shards(out) if r.root == out.rstrip("/")]
+    if not done or len(find_inputs(urls)) < 2:
+        return "spanning"
+    last = done[-1]
+    try:
+        keys = read_parquet(last.parquet, columns=["key"]).column("key").to_pylist()
+    except Exception:  # noqa: BLE001 - unreadable: the plan's own check reports it
+        return "spanning"
+    for layout in ("spanning", "per_file"):
+        for shard in plan_input_shards(urls, samples_per_shard, per_file=layout == "per_file"):
+            if shard.id == last.id:
+                if shard.table.column("key").to_pylist() == keys:
+                    if layout == "per_file":
+                        log.info("%s: resuming with the per-file shards this download was started with", out)
+                    return layout  # type: ignore[return-value]
+                break
+    return "spanning"  # neither: _check_same_input names the shard that differs
 
 
 def _check_same_input(ref: ShardRef, planned: pa.Table) -> pa.Table:

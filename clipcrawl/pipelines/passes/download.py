@@ -42,6 +42,7 @@ class DownloadSummary:
     shards_retried: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
     fetched: int = 0  # rows fetched in this run (skipped shards not counted)
+    blocked_private: int = 0  # of those, refused as private/loopback addresses (--allow-private-networks)
     bytes_downloaded: int = 0
     duration: float = 0.0
     failures: list[ShardFailure] = field(default_factory=list)
@@ -73,6 +74,7 @@ class ShardWritten:
     fetched: int = 0
     nbytes: int = 0
     stats: dict[str, Any] | None = None  # the shard's _stats.json (img2dataset mode's progress lines)
+    blocked_private: int = 0  # rows refused as private/loopback addresses
 
 
 class DownloadPass(ShardPass):
@@ -124,17 +126,18 @@ class DownloadPass(ShardPass):
             return self._write_retried(job, table)
         start = time.time()
         statuses: list[str] = []
-        nbytes = 0
+        nbytes = private = 0
         with ShardStream(job.ref, output_format=self.output.output_format, image_ext=self.config.encode_format,
                          start_time=start) as w:
             for chunk in chunks:
                 chunk = set_column(chunk, "shard", pa.array([job.ref.name] * chunk.num_rows, pa.string()))
                 statuses += chunk.column("status").to_pylist()
                 nbytes += _nbytes(chunk)
+                private += count_private_refusals(chunk)
                 w.add(chunk)
             w.finish(nbytes, empty=job.shard.table)
         fetched = sum(1 for s in statuses if s != Status.DUPLICATE.value)
-        return ShardWritten(job.mode, statuses, fetched, nbytes)
+        return ShardWritten(job.mode, statuses, fetched, nbytes, blocked_private=private)
 
     def _write_retried(self, job: DownloadJob, table: pa.Table) -> ShardWritten:
         start = time.time()
@@ -145,7 +148,8 @@ class DownloadPass(ShardPass):
         write_shard(job.ref, table, output_format=self.output.output_format, image_ext=self.config.encode_format,
                     start_time=start, bytes_downloaded=nbytes)
         log.info("shard %s: retried %d failed downloads", job.ref.name, fetched)
-        return ShardWritten(job.mode, table.column("status").to_pylist(), fetched, nbytes)
+        return ShardWritten(job.mode, table.column("status").to_pylist(), fetched, nbytes,
+                            blocked_private=count_private_refusals(table))
 
     def _merge_retried(self, ref: ShardRef, new: pa.Table) -> pa.Table:
         """The finished shard with its retried rows replaced, and the kept images of the others."""
@@ -175,6 +179,7 @@ class DownloadPass(ShardPass):
         s = self.summary
         s.count(result.statuses)
         s.fetched += result.fetched
+        s.blocked_private += result.blocked_private
         s.bytes_downloaded += result.nbytes
         if result.mode == "skip":
             s.shards_skipped += 1
@@ -182,6 +187,18 @@ class DownloadPass(ShardPass):
             s.shards_retried += 1
         else:
             s.shards_written += 1
+
+
+#: the address guard's refusals (:mod:`clipcrawl.crawler.netguard`: a literal IP, or a name resolving to one)
+PRIVATE_REFUSAL = r"address \S+ is not public \(|resolves to non-public address"
+
+
+def count_private_refusals(table: pa.Table) -> int:
+    """Rows refused because their host is a private/loopback/... address (``--allow-private-networks``)."""
+    if "error_message" not in table.column_names or table.num_rows == 0:
+        return 0
+    hits = pc.match_substring_regex(table.column("error_message"), PRIVATE_REFUSAL)
+    return int(pc.sum(pc.fill_null(hits, False)).as_py() or 0)
 
 
 def _nbytes(table: pa.Table) -> int:

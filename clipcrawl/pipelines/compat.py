@@ -32,7 +32,13 @@ from clipcrawl.base.storage import atomic_open, fs_and_path, is_local, json_defa
 from clipcrawl.pipelines.compat_progress import CompatProgress
 from clipcrawl.pipelines.fetch_images import XROBOTS_MESSAGE, FetchImages, _attach, _Outcome
 from clipcrawl.pipelines.inputs import InputFile, InputShard, _read_raw
-from clipcrawl.pipelines.passes.download import DownloadJob, DownloadPass, DownloadSummary, ShardWritten
+from clipcrawl.pipelines.passes.download import (
+    DownloadJob,
+    DownloadPass,
+    DownloadSummary,
+    ShardWritten,
+    count_private_refusals,
+)
 from clipcrawl.pipelines.shardloop import run_pass
 from clipcrawl.pipelines.writer import TarShardWriter
 from clipcrawl.schemas.config import ConfigError, DownloadConfig, OutputConfig, UrlListConfig
@@ -362,6 +368,11 @@ class CompatDownloadPass(DownloadPass):
         self.stages = [fetch]
         self.reporter = reporter
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["reporter"] = None  # the driver's terminal (a Ray actor or a Spark task gets the pass without it)
+        return state
+
     def read(self, job: DownloadJob) -> pa.Table:
         job.started = time.time()  # type: ignore[attr-defined] - img2dataset's start_time: before the downloads
         stage = self.stages[0]  # only what the fetch needs: input columns never meet the fetch's own names
@@ -376,7 +387,8 @@ class CompatDownloadPass(DownloadPass):
         statuses, stats = write_compat_shard(job.ref, job.shard.table, table, self.options,
                                              getattr(job, "started", time.time()))
         nbytes = sum(b or 0 for b in table.column("bytes").to_pylist())
-        return ShardWritten("new", statuses, table.num_rows, nbytes, stats=stats)
+        return ShardWritten("new", statuses, table.num_rows, nbytes, stats=stats,
+                            blocked_private=count_private_refusals(table))
 
     def publish(self, job: DownloadJob, result: ShardWritten) -> None:
         super().publish(job, result)

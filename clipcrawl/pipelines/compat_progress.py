@@ -146,6 +146,9 @@ class CompatProgress:
         width = max((len(s) for s in summary.status_counts), default=7)
         for status, n in sorted(summary.status_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             self.print(f"  {status:<{width}} {n:>8} ({n / total:.1%})" if total else f"  {status} {n}")
+        if summary.blocked_private:
+            self.print(f"{summary.blocked_private} of {summary.fetched} URLs refused as private/loopback addresses "
+                       f"(fix: leave allow_private_networks at its default, True, if those hosts are yours)")
         reasons = [(k, v) for k, v in self.status_dict.most_common() if k != "success"]
         if reasons:
             self.print("reasons:")

@@ -138,3 +138,14 @@ def test_progress_true_prints_the_lines_to_a_pipe(url_list, tmp_path):
     assert r.returncode == 0 and r.stdout == ""  # stderr, as every progress output
     assert re.search(r"^total   - success: 0\.714 - .* - count: 7$", r.stderr, re.M)
     assert "done: 7 samples" in r.stderr and "\x1b[" not in r.stderr  # lines, no bar on a pipe
+
+
+@pytest.mark.slow
+def test_progress_lines_with_distributor_ray(url_list, tmp_path):
+    """On Ray the shards' lines come from the driver (the reporter never travels to the actors)."""
+    pytest.importorskip("ray")
+    r = subprocess.run(api(url_list, tmp_path / "out", "progress=True, distributor='ray'"), capture_output=True,
+                       text=True, timeout=600, env={**env(), "RAY_USAGE_STATS_ENABLED": "0"}, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"^total   - success: 0\.714 - .* - count: 7$", r.stderr, re.M), r.stderr[-3000:]
+    assert "done: 7 samples" in r.stderr

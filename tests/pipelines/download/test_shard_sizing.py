@@ -90,3 +90,31 @@ def test_a_download_started_with_per_file_shards_resumes_with_them(server, tmp_p
     assert (s.shards_skipped, s.shards_written, s.fetched) == (5, 1, 10)
     assert [len(v) for v in shard_rows(tmp_path / "old").values()] == legacy
     assert resume_layout(urls, str(tmp_path / "new"), 10) == "spanning"  # a new folder: samples_per_shard
+
+
+def test_commoncrawl_then_download_end_to_end(server, tmp_path):
+    """The issue's flow: ``clipcrawl commoncrawl`` over several WAT files (one pairs file each), then
+    ``clipcrawl download`` of its output: full shards, in the pairs files' order."""
+    from tests.crawler.test_commoncrawl_records import wat_record, write_warc
+
+    server.files.setdefault("cc.jpg", make_image(48, 32, seed=3))
+    n = 0
+    for i, size in enumerate((3, 8, 2)):  # 13 images over 3 WAT files
+        links = []
+        for _ in range(size):
+            links.append({"path": "IMG@/src", "url": server.url(f"/f/cc.jpg?n={n}"), "alt": f"a photo number {n}"})
+            n += 1
+        write_warc(tmp_path / f"wat{i}.warc.wat.gz", [wat_record(f"http://page{i}.example.org/", links)])
+    cc = tmp_path / "cc-pairs"
+    assert main(["--log-format", "text", "commoncrawl", str(tmp_path / "wat*.warc.wat.gz"), "--out", str(cc),
+                 "--workers", "1"]) == 0
+    assert len(list((cc / "pairs").glob("*.parquet"))) == 3  # one per input, 2 to 8 rows each
+
+    out = tmp_path / "shards"
+    assert main(["--log-format", "text", "download", str(cc), "--out", str(out), "--allow-private-networks",
+                 "--image-size", "16", "--workers", "1", "--samples-per-shard", "5"]) == 0
+    shards = shard_rows(out)
+    assert [len(v) for v in shards.values()] == [5, 5, 3]
+    pairs = pa.concat_tables(pq.read_table(p) for p in sorted((cc / "pairs").glob("*.parquet")))
+    assert [u for v in shards.values() for u in v] == pairs.column("url").to_pylist()
+    assert sorted(int(u.rsplit("=", 1)[1]) for v in shards.values() for u in v) == list(range(13))

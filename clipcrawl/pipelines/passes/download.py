@@ -2,8 +2,8 @@
 
 Input shards come from :func:`~clipcrawl.pipelines.inputs.plan_input_shards` (streamed, the same
 input always gives the same shards: ``samples_per_shard`` rows each, however the input is split into
-files; a download started with the older per-file shards resumes with them, :func:`resume_layout`). A finished shard (its ``_stats.json`` exists) is skipped, so a
-rerun resumes; with ``retry_failed`` its failed_to_download rows are fetched again and the shard is
+files; a download started with the older per-file shards resumes with them, :func:`resume_layout`).
+A finished shard (its ``_stats.json`` exists) is skipped, so a rerun resumes; with ``retry_failed`` its failed_to_download rows are fetched again and the shard is
 rewritten (img2dataset #452). Shards stream (:attr:`ShardPass.streaming`): rows are fetched in chunks of
 ``chunk_rows`` and each finished chunk is appended to the shard's tar while the next ones download, so memory
 holds a few chunks' images whatever the shard size or the number of URLs; the Parquet (no images) and

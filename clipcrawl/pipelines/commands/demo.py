@@ -66,6 +66,7 @@ def demo_command(
 
     Each demo starts fresh: a folder holding a previous demo is emptied first."""
     from rich.console import Console
+    from rich.markup import escape
 
     from clipcrawl.base.layout import DatasetLayout
     from clipcrawl.pipelines.demo import demo_config, missing_extras_note
@@ -85,9 +86,9 @@ def demo_command(
         note = missing_extras_note()
         if note and "[report]" in note:
             report += '  (needs pip install "clipcrawl[report]")'
-        print_run_summary(DatasetLayout(str(out)), st, console, extra={"report": report})
+        print_run_summary(DatasetLayout(str(out)), st, console, extra={"report": escape(report)})
         if note:
-            console.print(note, soft_wrap=True)
+            console.print(note, soft_wrap=True, markup=False, highlight=False)
         if serve:
             console.print(f"serving {site.url} (Ctrl-C to stop)")
             from clipcrawl.pipelines.commands import wait_for_ctrl_c

@@ -27,19 +27,22 @@ CAPTIONS = [
     "Ünïcödé ΑΒΓ кириллица עברית العربية", "snake_case-and-kebab/slash\\back",
 ]
 
-# a process that cannot import torch, torchvision or open_clip (as on a core install)
-NO_TORCH = textwrap.dedent("""
+# a process that cannot import what the extras add (as on a core install): torch, open_clip (clip),
+# faiss (index), duckdb + matplotlib (report), scipy + imagehash (dedup)
+EXTRA_MODULES = ("torch", "torchvision", "open_clip", "faiss", "duckdb", "matplotlib", "scipy", "imagehash")
+NO_TORCH = textwrap.dedent(f"""
     import importlib.abc, sys
+    _BLOCKED = {EXTRA_MODULES!r}
     class _Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "open_clip"):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            if name.split(".")[0] in _BLOCKED:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
             return None
     sys.meta_path.insert(0, _Block())
     import importlib.util
     _orig = importlib.util.find_spec
     def _find_spec(name, package=None):
-        if name.split(".")[0] in ("torch", "torchvision", "open_clip"):
+        if name.split(".")[0] in _BLOCKED:
             return None
         return _orig(name, package)
     importlib.util.find_spec = _find_spec
@@ -163,15 +166,39 @@ def test_demo_runs_without_torch(tmp_path):
         from clipcrawl.cli import main
         rc = main(["demo", "--out", {str(out)!r}])
         assert "torch" not in sys.modules and "open_clip" not in sys.modules, "torch was imported"
-        sys.exit(rc)
+        if rc:
+            sys.exit(rc)
+        print("STATS", main(["stats", {str(out)!r}]))
+        print("INDEX", main(["index", {str(out)!r}]))
     """, tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # the next steps that need an extra: one line with the pip install, exit 2
+    assert "STATS 2" in r.stdout and 'pip install "clipcrawl[report]"' in r.stderr
+    assert "INDEX 2" in r.stdout and 'pip install "clipcrawl[index]"' in r.stderr
+    assert 'add them with pip install "clipcrawl[' in r.stdout  # the demo's own note
     import pyarrow.parquet as pq
 
     rows = [r for f in sorted((out / "shards").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     scored = [r for r in rows if r.get("clip_similarity") is not None]
     assert len(scored) >= 20 and {r["clip_model"] for r in scored} == {"clipcrawl-tiny"}
     assert sum(r["status"] == "success" for r in rows) >= 20
+    # pHash dedup runs without scipy (numpy DCT): the demo site's resized copy is still found
+    assert any(r["status"] == "duplicate" and "pHash" in (r["error_message"] or "") for r in rows)
+
+
+def test_phash_dct_without_scipy_matches_scipy(monkeypatch):
+    pytest.importorskip("scipy")
+    from clipcrawl.filters.dedup import hashes
+
+    rng = np.random.default_rng(3)
+    greys = [rng.integers(0, 256, (32, 32)).astype(np.float64) for _ in range(50)]
+    greys += [rng.normal(size=(32, 32)).cumsum(0).cumsum(1) for _ in range(50)]  # smooth, photo-like
+    with_scipy = [hashes._dct_low(g) for g in greys]
+    monkeypatch.setitem(sys.modules, "scipy.fft", None)  # import fails as on a core install
+    for g, ref in zip(greys, with_scipy):
+        ours = hashes._dct_low(g)
+        assert np.abs(ours - ref).max() < 1e-6
+        np.testing.assert_array_equal(ours > np.median(ours), ref > np.median(ref))
 
 
 def test_real_model_without_torch_names_the_extra(tmp_path):

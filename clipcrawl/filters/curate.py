@@ -1,4 +1,4 @@
-"""All curation rules over a dataset, in order: text -> image -> CLIP cut -> MetaCLIP balancing.
+"""All curation rules over a dataset, in order: text -> image -> signals -> CLIP cut -> MetaCLIP balancing.
 
 ``curate(tables, filters)`` takes one table per shard (rows of the SAMPLES schema, scored when a
 CLIP cut is configured) and returns them with each dropped row's status and reason set, plus the
@@ -41,6 +41,10 @@ def curate(tables: Sequence[pa.Table], filters: FiltersConfig) -> tuple[list[pa.
     # undo earlier decisions of the re-applicable rules first, so every rule sees every row again
     fresh = [reset_cut(reset_balance(reset_status(t, Status.FILTERED_IMAGE))) for t in tables]
     out = [image(text(t)) for t in fresh]
+    if filters.signals.has_rules():  # text-in-image, nudity, aesthetic (clipcrawl.filters.signals.rules)
+        from clipcrawl.filters.signals.rules import apply_signal_rules
+
+        out = apply_signal_rules(out, filters.signals)
     if filters.clip.enabled and any("clip_similarity" in t.column_names for t in out):
         out = apply_cut(out, CutRule.from_config(filters.clip))
     report = None
@@ -55,4 +59,4 @@ def needs_curation(filters: FiltersConfig) -> bool:
     return bool(img.enabled and (img.min_side or img.min_bytes or img.max_aspect_ratio != float("inf"))
                 or (clip.enabled and (clip.top_fraction or clip.max_punsafe is not None
                                       or clip.max_pwatermark is not None))
-                or filters.balance.enabled)
+                or filters.balance.enabled or filters.signals.has_rules())

@@ -115,6 +115,9 @@ def config_paths(cfg: Any) -> list[tuple[str, str]]:
         for name in ("unsafe_head", "watermark_head"):
             if getattr(clip, name, None):
                 out.append((f"filters.clip.{name}", getattr(clip, name)))
+    signals = getattr(getattr(cfg, "filters", None), "signals", None)
+    if signals is not None and signals.aesthetic_head and "aesthetic" in signals.compute:
+        out.append(("filters.signals.aesthetic_head", signals.aesthetic_head))
     return [(f, local) for f, p in out if (local := _local(p)) is not None]
 
 
@@ -136,3 +139,8 @@ def check_run(cfg: Any) -> None:
         from clipcrawl.filters.clip.model import require_torch_clip
 
         require_torch_clip(clip.model)
+    signals = getattr(getattr(cfg, "filters", None), "signals", None)
+    if signals is not None:  # a signal's extra not installed, an aesthetic head missing: exit 2 naming it
+        from clipcrawl.filters.signals import check_signals
+
+        check_signals(signals, clip is not None and clip.enabled)

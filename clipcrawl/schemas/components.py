@@ -227,11 +227,62 @@ class BalanceConfig(Model):
     keep_unmatched: bool = Field(False, description="Keep pairs that match no entry (MetaCLIP drops them).")
 
 
+SIGNAL_NAMES = ("text", "nsfw", "aesthetic")
+SIGNAL_COLUMNS = ("aesthetic", "text_area", "caption_ocr_overlap", "nsfw_score")  # the ranked/filtered ones
+
+
+class SignalsConfig(Model):
+    """Curation signals beyond the CLIP score (clipcrawl.filters.signals): computed by ``score``/``run``,
+    decided over the whole dataset with status filtered_image (re-cuts never rescore).
+    YAML ``filters.signals: [text, nsfw]`` is short for ``filters.signals.compute: [text, nsfw]``."""
+
+    compute: list[Literal["text", "nsfw", "aesthetic"]] = Field(
+        default_factory=list, description="Signals to compute: text (RapidOCR, extra [ocr]), nsfw (NudeNet, extra "
+        "[nudity]), aesthetic (LAION's aesthetic head on the CLIP image embedding; needs aesthetic_head).")
+    aesthetic_head: str | None = Field(
+        None, description="Local file of LAION's aesthetic predictor (improved-aesthetic-predictor's "
+        "sac+logos+ava1-l14-linearMSE.pth or the v1 linear head); its input width must be the CLIP model's.")
+    threads: int | None = Field(None, ge=1, le=MAX_WORKERS, description="CPU threads for the detectors "
+                                "(default: CPU count, max 8).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Detectors on ONNX Runtime's CUDA provider "
+                                                   "when it is installed and a GPU is there (auto), or cpu.")
+    min_aesthetic: float | None = Field(None, description="Drop rows whose aesthetic rating is below this.")
+    max_text_area: float | None = Field(None, ge=0, le=1, description="Drop rows whose text covers more of the image.")
+    max_caption_ocr_overlap: float | None = Field(
+        None, ge=0, le=1, description="Drop 'caption spells the image' pairs: more than this share of the caption's "
+        "words is text read in the image (T-MARS/DFN-style; e.g. 0.5).")
+    max_nsfw_score: float | None = Field(None, ge=0, le=1, description="Drop rows whose NudeNet score is above this.")
+    top_fraction: float | None = Field(None, gt=0, le=1, description="Keep only this fraction of scored rows with "
+                                       "the highest top_by, ranked across the whole dataset.")
+    top_by: Literal["aesthetic", "text_area", "caption_ocr_overlap", "nsfw_score"] = Field(
+        "aesthetic", description="The column top_fraction ranks by (high first; text_area, caption_ocr_overlap "
+        "and nsfw_score rank low first: the cleanest stay).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return {"compute": list(v)}
+        if isinstance(v, str):
+            return {"compute": [x.strip() for x in v.split(",") if x.strip()]}
+        return v
+
+    @field_validator("compute")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    def has_rules(self) -> bool:
+        return any(x is not None for x in (self.min_aesthetic, self.max_text_area, self.max_caption_ocr_overlap,
+                                           self.max_nsfw_score, self.top_fraction))
+
+
 class FiltersConfig(Model):
     text: TextFilterConfig = Field(default_factory=TextFilterConfig)
     image: ImageFilterConfig = Field(default_factory=ImageFilterConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
 
 
 # ---------------------------------------------------------------- dedup

@@ -29,6 +29,7 @@ from clipcrawl.schemas.components import (  # noqa: F401 - the config models, im
     FiltersConfig,
     ImageFilterConfig,
     OutputConfig,
+    SignalsConfig,
     TextFilterConfig,
 )
 from clipcrawl.schemas.configbase import (  # noqa: F401
@@ -271,6 +272,10 @@ def _absolutize(cfg: Any, base: Path) -> Any:
             updates["download"] = cfg.download.model_copy(update={"blocklists": absolute(cfg.download.blocklists)})
         if cfg.blocklists:
             updates["blocklists"] = absolute(cfg.blocklists)
+        head = cfg.filters.signals.aesthetic_head
+        if head and "://" not in head and not Path(head).is_absolute():
+            sig = cfg.filters.signals.model_copy(update={"aesthetic_head": str(base / head)})
+            updates["filters"] = cfg.filters.model_copy(update={"signals": sig})
         if src_up:
             updates["sources"] = src.model_copy(update=src_up)
         if updates:

@@ -67,6 +67,11 @@ PAGES = pa.schema(
 )
 
 # ---------------------------------------------------------------- samples
+#: One NudeNet detection: its class, score and box [x0, y0, x1, y1] as fractions of the image.
+NSFW_DETECTION = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32()),
+                            pa.field("box", pa.list_(pa.float32()))])
+NSFW_DETECTION_LIST = pa.list_(NSFW_DETECTION)
+
 #: img2dataset's metadata columns, in its order, then ours.
 IMG2DATASET_COLUMNS: tuple[str, ...] = (
     "url",
@@ -121,6 +126,14 @@ SAMPLES = pa.schema(
         # and never used to filter by default; with ClipConfig.safety_head they come from that trained head.
         pa.field("punsafe", pa.float32()),  # LAION's name
         pa.field("pwatermark", pa.float32()),
+        # --- curation signals (clipcrawl.filters.signals; ``score --signals``); null when not computed
+        pa.field("aesthetic", pa.float32()),  # LAION aesthetic predictor rating (1-10) on the image embedding
+        pa.field("text_area", pa.float32()),  # fraction of the image covered by OCR text boxes (RapidOCR)
+        pa.field("ocr_text", pa.string()),  # the text read in the image, boxes joined by " | "
+        pa.field("caption_ocr_overlap", pa.float32()),  # share of the caption's words that are read in the image
+        pa.field("nsfw_score", pa.float32()),  # NudeNet: highest score of an exposed-body-part detection, 0-1
+        pa.field("nsfw_detections", NSFW_DETECTION_LIST),  # NudeNet's detections (every class)
+        pa.field("signal_sources", pa.string()),  # which file/package produced the signals and head columns
         # --- dedup
         pa.field("duplicate_of", pa.string()),  # key of the kept representative
         pa.field("dedup_method", pa.string()),  # DedupMethod

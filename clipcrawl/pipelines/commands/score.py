@@ -10,6 +10,9 @@ unless ``--rescore`` or ``--save-embeddings`` asks for embeddings. ``--top-fract
 scoring (clipcrawl.pipelines.passes.curate); rerunning with other values re-cuts without rescoring.
 Without ``--model`` (nor a preset's), a dataset already scored is scored/cut with the model its rows record
 (``clip_model``, as ``search`` does), not the default.
+``--signals text,nsfw,aesthetic`` adds the curation signals of :mod:`clipcrawl.filters.signals` (one decode per
+image); their rules (``--max-text-area``, ``--max-caption-ocr-overlap``, ``--max-nsfw-score``, ``--min-aesthetic``,
+``--top-fraction`` with ``--top-by``) are dataset-wide re-cuts of the stored columns, like the CLIP ones.
 """
 
 from __future__ import annotations
@@ -51,6 +54,22 @@ def score(
     preset: str | None = typer.Option(
         None, "--preset", help="Curation recipe (laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, "
         "metaclip): its model and rules, applied over the whole dataset after scoring; explicit options win."),
+    signals: str | None = typer.Option(
+        None, "--signals", help="Also compute curation signals, comma-separated: text (text_area, ocr_text, "
+        "caption_ocr_overlap; RapidOCR, extra [ocr]), nsfw (nsfw_score, nsfw_detections; NudeNet, extra [nudity]), "
+        "aesthetic (LAION's aesthetic head on the image embedding; needs --aesthetic-head)."),
+    aesthetic_head: str | None = typer.Option(None, "--aesthetic-head",
+                                              help="LAION aesthetic predictor file (e.g. sac+logos+ava1-l14-linearMSE.pth)."),
+    unsafe_head: str | None = typer.Option(None, "--unsafe-head", help="LAION CLIP-based NSFW detector (torch "
+                                           "conversion) or another trained head: punsafe from it, not zero-shot."),
+    min_aesthetic: float | None = typer.Option(None, "--min-aesthetic", help="Drop rows with aesthetic below this."),
+    max_text_area: float | None = typer.Option(None, "--max-text-area", help="Drop rows whose text covers more."),
+    max_caption_ocr_overlap: float | None = typer.Option(
+        None, "--max-caption-ocr-overlap", help="Drop 'caption spells the image' rows (e.g. 0.5)."),
+    max_nsfw_score: float | None = typer.Option(None, "--max-nsfw-score", help="Drop rows with nsfw_score above this."),
+    top_by: str = typer.Option("clip_similarity", "--top-by",
+                               help="What --top-fraction ranks by: clip_similarity, aesthetic, text_area, "
+                                    "caption_ocr_overlap, nsfw_score."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     gpus_per_actor: float | None = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_PER_ACTOR_HELP),
@@ -61,20 +80,29 @@ def score(
     from clipcrawl.pipelines.passes.score import print_summary, score_shards
     from clipcrawl.schemas.config import FiltersConfig, parse_config
 
+    by_signal = top_by != "clip_similarity"  # --top-fraction over a signal column
     explicit = {k: v for k, v in (("model", model), ("pretrained", pretrained), ("threshold", threshold),
-                                  ("top_fraction", top_fraction), ("max_punsafe", max_punsafe),
-                                  ("max_pwatermark", max_pwatermark)) if v is not None}
+                                  ("top_fraction", None if by_signal else top_fraction), ("max_punsafe", max_punsafe),
+                                  ("max_pwatermark", max_pwatermark), ("unsafe_head", unsafe_head)) if v is not None}
+    sig = {k: v for k, v in (("compute", signals.split(",") if signals else None), ("aesthetic_head", aesthetic_head),
+                             ("min_aesthetic", min_aesthetic), ("max_text_area", max_text_area),
+                             ("max_caption_ocr_overlap", max_caption_ocr_overlap), ("max_nsfw_score", max_nsfw_score),
+                             ("top_fraction", top_fraction if by_signal else None),
+                             ("top_by", top_by if by_signal else None)) if v is not None}
     text_rules = bool(preset) and "text" in preset_overrides(preset)  # caption rules only when a recipe has them
     filters = parse_config(
         {"clip": {"precision": precision, "device": device, "batch_size": batch_size,
                   "save_embeddings": save_embeddings, "workers": workers, **explicit},
-         "text": {"enabled": text_rules}},
+         "text": {"enabled": text_rules}, "signals": sig},
         FiltersConfig, "clipcrawl score",
     )
     filters = apply_preset(filters, preset)
     if "threshold" not in explicit and "threshold" not in (preset_overrides(preset).get("clip", {}) if preset else {}):
         filters = filters.model_copy(update={"clip": filters.clip.model_copy(update={"threshold": -1.0})})
     cfg = filters.clip
+    from clipcrawl.filters.signals import check_signals
+
+    check_signals(filters.signals)  # a missing extra or head file: exit 2 before anything is touched
     wide = needs_curation(filters) or preset is not None  # decided over the whole dataset after scoring
     from clipcrawl.base.layout import DatasetLayout
     from clipcrawl.pipelines.lock import hold_dataset
@@ -84,7 +112,8 @@ def score(
             filters, cfg = _recorded_model(dir, filters, pretrained)
         summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
                                embeddings_dir=embeddings_dir, rescore=rescore,
-                               engine=make_pass_engine(engine, ray_address, gpus_per_actor))
+                               engine=make_pass_engine(engine, ray_address, gpus_per_actor),
+                               signals=filters.signals)
         print_summary(summary)
         if summary.shards == 0 and not summary.failures:
             raise typer.Exit(2)

@@ -70,6 +70,10 @@ def _curate(layout: DatasetLayout, filters: FiltersConfig, preset: str | None, e
     summary.rules = {"text": filters.text.model_dump(), "image": filters.image.model_dump(),
                      "clip_cut": CutRule.from_config(filters.clip).describe(),
                      "balance": filters.balance.model_dump() if filters.balance.enabled else None}
+    if filters.signals.has_rules():
+        from clipcrawl.filters.signals.rules import describe
+
+        summary.rules["signals"] = describe(filters.signals)
     if not refs:
         log.error("%s: no finished shards found", path)
         return summary

@@ -43,10 +43,16 @@ def fetch_and_score_stages(cfg: RunConfig) -> list[Stage]:
 
         stages.append(BlockUrls(cfg.download.blocklists))
     stages.append(FetchImages(cfg.download))
-    if cfg.filters.clip.enabled:
+    from clipcrawl.filters.signals import signal_stage
+
+    clip = cfg.filters.clip
+    sig = signal_stage(cfg.filters.signals, clip.unsafe_head if clip.enabled else None)  # one decode for all
+    if clip.enabled:
         from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
 
-        stages += [ScoreClip(cfg.filters.clip), ApplyClipThreshold(cfg.filters.clip.threshold)]
+        stages += [ScoreClip(clip), *([sig] if sig else []), ApplyClipThreshold(clip.threshold)]
+    elif sig is not None:
+        stages.append(sig)
     if cfg.dedup.enabled:  # fingerprints on the workers; the driver's dedup only compares them
         from clipcrawl.filters.dedup.stage import HashImages
 

@@ -25,10 +25,11 @@ from clipcrawl.base.shardfiles import ShardRef, index_tar, list_shards, shard_im
 from clipcrawl.base.stage import set_column
 from clipcrawl.base.storage import exists, read_parquet
 from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
+from clipcrawl.filters.signals import signal_stage
 from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import dropped_ref, rewrite_shard
-from clipcrawl.schemas.config import ClipConfig, ConfigError
+from clipcrawl.schemas.config import ClipConfig, ConfigError, SignalsConfig
 from clipcrawl.schemas.status import Status
 from clipcrawl.schemas.tables import IMAGE_COLUMN
 
@@ -98,16 +99,31 @@ def _already_scored(table: pa.Table, model_name: str, with_image: set[str] | Non
     return bool(pc.all(pc.fill_null(same, False)).as_py()) and rows.column("clip_similarity").null_count == 0
 
 
+def _signals_missing(table: pa.Table, signals: SignalsConfig | None, with_image: set[str] | None) -> bool:
+    """A success row (with an image) lacks a requested signal's column: the images are read again."""
+    if signals is None or not signals.compute:
+        return False
+    cols = {"text": "text_area", "nsfw": "nsfw_score", "aesthetic": "aesthetic"}
+    ok = pc.equal(table.column("status"), Status.SUCCESS.value)
+    if with_image is not None:
+        ok = pc.and_(ok, pc.is_in(table.column("key"), pa.array(sorted(with_image), pa.string())))
+    rows = table.filter(ok)
+    return any(cols[s] not in rows.column_names or rows.column(cols[s]).null_count for s in signals.compute)
+
+
 class ScorePass(ShardPass):
     name = "score"
     write_behind = True
 
     def __init__(self, config: ClipConfig, threshold: bool, embeddings_dir: str | None, embed: bool,
-                 summary: ScoreSummary) -> None:
+                 summary: ScoreSummary, signals: SignalsConfig | None = None) -> None:
         super().__init__()
         self.config, self.embeddings_dir, self.embed, self.summary = config, embeddings_dir, embed, summary
         self.clip = ScoreClip(config)
-        self.stages = [self.clip] + ([ApplyClipThreshold(config.threshold)] if threshold else [])
+        self.signals = signals
+        sig = signal_stage(signals, config.unsafe_head) if signals is not None else None
+        self.computing = [self.clip] + ([sig] if sig is not None else [])  # stages that need the images
+        self.stages = self.computing + ([ApplyClipThreshold(config.threshold)] if threshold else [])
         self.threshold = threshold
 
     def read(self, ref: ShardRef) -> pa.Table:
@@ -122,7 +138,8 @@ class ScorePass(ShardPass):
         if self.threshold:
             table = _reset_filtered(table)
         with_image = set(index_tar(ref.tar)) if exists(ref.tar) else None  # rows without one cannot be scored
-        if self.embed or not _already_scored(table, self.clip.ready().model_name, with_image):
+        if (self.embed or not _already_scored(table, self.clip.ready().model_name, with_image)
+                or _signals_missing(table, self.signals, with_image)):
             images = shard_images(ref)
             if self.threshold:  # rows an earlier threshold dropped are decided again with their images
                 for k, v in shard_images(dropped_ref(ref)).items():
@@ -132,7 +149,7 @@ class ScorePass(ShardPass):
         return table
 
     def stages_for(self, ref: ShardRef, table: pa.Table) -> list:
-        return self.stages if IMAGE_COLUMN in table.column_names else self.stages[1:]
+        return self.stages if IMAGE_COLUMN in table.column_names else self.stages[len(self.computing):]
 
     def write(self, ref: ShardRef, table: pa.Table) -> ScoredShard:
         rethresholded = IMAGE_COLUMN not in table.column_names
@@ -170,7 +187,7 @@ class ScorePass(ShardPass):
 
 
 def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True, embeddings_dir: str | None = None,
-                 rescore: bool = False, engine: Any = None) -> ScoreSummary:
+                 rescore: bool = False, engine: Any = None, signals: SignalsConfig | None = None) -> ScoreSummary:
     """Score the dataset's finished shards in place. The dataset lock is taken before the shards are
     listed (a ``run`` still writing shards makes this exit 3, not score a part of them) and the model is
     loaded before the first write (a model that cannot load changes nothing)."""
@@ -183,8 +200,13 @@ def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True,
             return summary
         if config.save_embeddings:
             summary.embeddings_dir = embeddings_dir or layout.embeddings
-        p = ScorePass(config, apply_threshold, summary.embeddings_dir, rescore or config.save_embeddings, summary)
+        p = ScorePass(config, apply_threshold, summary.embeddings_dir, rescore or config.save_embeddings, summary,
+                      signals)
         clip = p.clip.ready().clip
+        if signals is not None and "aesthetic" in signals.compute:  # the head fits the model, before any write
+            from clipcrawl.filters.clip.safety_head import load_head
+
+            load_head(str(signals.aesthetic_head), "aesthetic", clip.embed_dim)
         summary.model, summary.precision = clip.name, clip.precision
         log.info("scoring %d shard(s) in %s with %s (%s on %s)", len(refs), summary.root, clip.name, clip.precision,
                  clip.device)

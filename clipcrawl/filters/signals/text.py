@@ -48,8 +48,8 @@ def union_area(boxes: list[np.ndarray], height: int, width: int) -> float:
     import cv2
 
     mask = np.zeros((height, width), dtype=np.uint8)
-    polys = [np.round(np.asarray(b, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2) for b in boxes]
-    cv2.fillPoly(mask, polys, 1)
+    for b in boxes:  # one at a time: fillPoly given several polygons leaves parts of their overlaps out
+        cv2.fillPoly(mask, [np.round(np.asarray(b, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2)], 1)
     return float(mask.sum()) / float(height * width)
 
 

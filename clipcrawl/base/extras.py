@@ -24,6 +24,8 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "cv2": ("faces", "face blurring"),
     "ray": ("ray", "the Ray engine"),
     "ahocorasick": ("curation", "fast MetaCLIP entry matching"),
+    "rapidocr": ("ocr", "the text-in-image signal (--signals text)"),
+    "nudenet": ("nudity", "the nudity signal (--signals nsfw)"),
 }
 
 

@@ -2,7 +2,8 @@
 // result list can be bookmarked and the page can be opened on a query.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const FIELDS = ["q", "kept", "status", "domain", "lang", "min", "max", "k"];
+const FIELDS = ["q", "kept", "status", "domain", "lang", "min", "max", "min_aesthetic", "max_text_area",
+                "max_caption_ocr_overlap", "max_nsfw_score", "k"];
 let offset = 0;
 let like = "";
 

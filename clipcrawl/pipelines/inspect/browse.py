@@ -9,7 +9,8 @@ address it listens on are refused, against DNS rebinding). It serves one static 
                                    q: text prompt, like: a sample key (its stored image embedding);
                                    neither: browse rows in shard order. Filters: kept=kept|dropped,
                                    status, domain (URL host), lang (page_language prefix), min/max
-                                   clip_similarity.
+                                   clip_similarity; min_/max_ aesthetic, text_area,
+                                   caption_ocr_overlap, nsfw_score (curation signals).
     GET /image/{key}               the sample's image from its shard (or shards/dropped/NNNNN.tar)
     GET /meta/{key}                every column of the sample's row (JSON)
 
@@ -41,11 +42,14 @@ from clipcrawl.base.storage import fs_and_path, read_parquet
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "browse"
 ROW_COLUMNS = ("key", "status", "error_message", "caption", "url", "page_language", "clip_similarity",
-               "punsafe", "pwatermark", "width", "height", "duplicate_of")
+               "punsafe", "pwatermark", "width", "height", "duplicate_of",
+               "aesthetic", "text_area", "caption_ocr_overlap", "nsfw_score", "ocr_text")
+#: curation signals (clipcrawl.filters.signals) the page filters on: ``min_<col>`` / ``max_<col>``
+SIGNAL_FILTERS = ("aesthetic", "text_area", "caption_ocr_overlap", "nsfw_score")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _TYPES = {"clip_similarity": pa.float32(), "punsafe": pa.float32(), "pwatermark": pa.float32(),
-          "width": pa.int32(), "height": pa.int32()}
+          "width": pa.int32(), "height": pa.int32(), **dict.fromkeys(SIGNAL_FILTERS, pa.float32())}
 MAX_K = 500
 CTYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -146,6 +150,12 @@ class BrowseData:
             if params.get(name, "") != "":
                 with np.errstate(invalid="ignore"):
                     m &= op(score, float(params[name]))
+        for col in SIGNAL_FILTERS:  # rows without the signal fail a bound on it
+            for name, op in ((f"min_{col}", np.greater_equal), (f"max_{col}", np.less_equal)):
+                if params.get(name, "") != "":
+                    v = pc.fill_null(r.column(col).cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+                    with np.errstate(invalid="ignore"):
+                        m &= op(v, float(params[name]))
         return m
 
     def _row(self, i: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:

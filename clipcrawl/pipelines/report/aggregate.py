@@ -83,6 +83,9 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
         out["images"] = dist.images(con)
         out["clip"] = dist.clip(con, threshold)
         out["safety"] = {name: dist.rate(con, name) for name in ("punsafe", "pwatermark")}
+        from clipcrawl.pipelines.report.signals import signals
+
+        out["signals"] = signals(con)  # text_area, caption_ocr_overlap, nsfw_score, aesthetic + their sources
         out["dedup"] = group_counts(con, "s", "coalesce(dedup_method, 'unknown')", f"status = '{Status.DUPLICATE}'")
         out["shards"] = {k: v for k, v in sorted(group_counts(con, "s", "shard").items())}
         out["by_run"] = _by_run(con)

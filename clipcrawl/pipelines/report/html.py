@@ -169,6 +169,16 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
              "(clip.unsafe_head / watermark_head); uncalibrated, never used to filter.</p>"
              + table(["score", "scored", "mean", "> 0.5", "kept mean", "kept > 0.5"], srows, {1, 2, 3, 4, 5}))
             if srows else "", sid="clip"))
+    sig = {k: v for k, v in (agg.get("signals") or {}).items() if k != "sources"}
+    if sig:  # curation signals (clipcrawl.filters.signals) and what produced them
+        rows_ = [[_e(k), _num(r["n"]), _num(r["mean"]), _num(r["median"]), _num(r["p95"]), _num(r["kept_mean"])]
+                 for k, r in sig.items()]
+        srcs = "".join(f"<li>{_e(x)}</li>" for x in agg["signals"].get("sources") or [])
+        parts.append(_section(
+            "Curation signals", _plot(plots.histograms([(r["hist"], r["title"], k, None) for k, r in sig.items()]),
+                                      "curation signals"),
+            table(["signal", "computed", "mean", "median", "p95", "kept mean"], rows_, {1, 2, 3, 4, 5}),
+            f"<p>Produced by:</p><ul>{srcs}</ul>" if srcs else "", sid="signals"))
     if agg.get("dedup"):
         parts.append(_section("Duplicates", _plot(plots.dedup(agg["dedup"]), "duplicates"), sid="dedup"))
     tp = agg.get("throughput")

@@ -82,6 +82,8 @@ def _select(have: set[str]) -> str:
     def lang(name: str) -> str:  # primary subtag, lower case
         return f"nullif(lower(split_part(replace(trim({col(name, 'VARCHAR')}), '_', '-'), '-', 1)), '')"
 
+    from clipcrawl.pipelines.report.signals import select_columns
+
     status = "coalesce(status, 'unknown')" if "status" in have else "'success'"
     url = col("url", "VARCHAR")
     return f"""
@@ -96,6 +98,7 @@ def _select(have: set[str]) -> str:
         {col("pwatermark", "DOUBLE")} AS pwatermark,
         {col("dedup_method", "VARCHAR")} AS dedup_method,
         {col("run", "INTEGER")} AS run,
+        {select_columns(have)},
         parse_filename(filename, true) AS shard,
         ({col("original_width", "INTEGER")} IS NOT NULL OR {col("sha256", "VARCHAR")} IS NOT NULL) AS fetched
     """

@@ -170,6 +170,16 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
         console.print(_languages(agg))
     if any(r["n"] for r in (agg.get("safety") or {}).values()):
         console.print(_scores(agg))
+    sig = {k: v for k, v in (agg.get("signals") or {}).items() if k != "sources"}
+    if sig:
+        t = _table("Curation signals", ("signal", "left"), ("computed", "right"), ("mean", "right"),
+                   ("median", "right"), ("p95", "right"), ("kept mean", "right"), ("distribution", "left"))
+        for k, r in sig.items():
+            t.add_row(k, _n(r["n"]), _n(r["mean"]), _n(r["median"]), _n(r["p95"]), _n(r["kept_mean"]),
+                      spark(r["hist"]["all"]))
+        console.print(t)
+        for src in agg["signals"].get("sources") or []:
+            console.print(f"signals from: {src}", overflow="fold")
     if agg.get("dedup"):
         console.print(_small_dict("Dedup", agg["dedup"], "method"))
     if agg.get("curation"):

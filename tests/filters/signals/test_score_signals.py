@@ -4,6 +4,7 @@ rescore; a missing extra is exit 2 naming it."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import numpy as np
@@ -92,6 +93,26 @@ def test_score_with_every_signal_then_recut_without_rescoring(dataset, tmp_path)
     assert spelled["text_area"] > 0.02
     assert rows["a bakery sign in the morning light"]["caption_ocr_overlap"] <= 0.2
     assert rows["a bakery sign in the morning light"]["text_area"] > 0.02
+
+    # browse filters on the signals; the stats report has their distributions and sources
+    from clipcrawl.pipelines.inspect.browse import BrowseData
+
+    data = BrowseData(dataset)
+    got = {r["caption"] for r in data.query({"max_caption_ocr_overlap": "0.5"})["results"]}
+    assert "grand opening" not in got and len(got) == 5
+    assert {r["caption"] for r in data.query({"min_text_area": "0.02"})["results"]} >= {
+        "grand opening", "a bakery sign in the morning light"}
+    if importlib.util.find_spec("duckdb") is not None:
+        from clipcrawl.pipelines.report.aggregate import aggregate
+        from clipcrawl.pipelines.report.html import render
+        from clipcrawl.pipelines.report.layout import find_parts
+
+        agg = aggregate(find_parts(str(dataset)))
+        assert agg["signals"]["text_area"]["n"] == 6 and sum(agg["signals"]["text_area"]["hist"]["all"]) == 6
+        assert agg["signals"]["caption_ocr_overlap"]["max"] == 1.0
+        assert any("laion-aesthetic-mlp" in x for x in agg["signals"]["sources"])
+        html = render(agg, {})
+        assert "Curation signals" in html and "laion-aesthetic-mlp" in html
 
     # plant a sentinel: a rescore would overwrite it
     ref = ShardRef.of(str(dataset / "shards"), 1)

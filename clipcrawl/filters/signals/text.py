@@ -8,7 +8,13 @@
   spaces removed (OCR often merges words). 1.0 = the caption only spells the image's text (T-MARS, DFN);
   ``signals.max_caption_ocr_overlap`` drops such pairs.
 
-RapidOCR keeps recognitions scoring >= its ``text_score`` (0.5); its detector runs on images >= 30 px.
+Which boxes count as text (:func:`is_text`): recognition score >= :data:`MIN_SCORE` (0.7), at least two
+word characters (``\\w``: letters or digits of any script; a lone glyph is how PP-OCR reads a star, a circle or
+a big "8" in a photo), box height <= half the image's (a "word" taller than that was, on the benchmark's
+photos, foliage or a shape). RapidOCR runs with its detector's ``limit_side_len`` at :data:`DET_SIDE` (480;
+its default 736 upscales a 256 px image 2.9x and costs 2.5x the time for the same precision/recall on
+bench/signals_bench.py's images) and without its 180-degree classifier (which only flips upside-down lines
+before recognition; text_area does not depend on it): see bench/RESULTS.md "Curation signals".
 """
 
 from __future__ import annotations
@@ -24,6 +30,17 @@ import pyarrow as pa
 from clipcrawl.filters.signals.base import Signal, default_threads, ort_providers
 
 _WORD = re.compile(r"\w+")
+_CHAR = re.compile(r"\w")
+MIN_SCORE = 0.7
+DET_SIDE = 480
+MAX_BOX_HEIGHT = 0.5  # of the image's height
+
+
+def is_text(text: str, score: float, box: np.ndarray, height: int) -> bool:
+    """The rule of the module docstring: is this OCR box text?"""
+    ys = np.asarray(box, dtype=np.float64)[:, 1]
+    return (float(score) >= MIN_SCORE and len(_CHAR.findall(text)) >= 2
+            and float(ys.max() - ys.min()) <= MAX_BOX_HEIGHT * height)
 
 
 def words(text: str) -> list[str]:
@@ -69,6 +86,8 @@ class TextSignal(Signal):
         cuda = ort_providers(self.device)[0] == "CUDAExecutionProvider"
         self.engine = RapidOCR(params={
             "Global.log_level": "error",
+            "Global.use_cls": False,
+            "Det.limit_side_len": DET_SIDE,
             "EngineConfig.onnxruntime.intra_op_num_threads": default_threads(self.threads),
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             "EngineConfig.onnxruntime.use_cuda": cuda,
@@ -86,9 +105,13 @@ class TextSignal(Signal):
         res = self.engine(np.ascontiguousarray(pixels[:, :, ::-1]))  # RapidOCR takes OpenCV's BGR
         boxes = getattr(res, "boxes", None)
         txts = getattr(res, "txts", None)
+        scores = getattr(res, "scores", None)
         if boxes is None or txts is None:
             return [], []
-        return [np.asarray(b) for b in boxes], [str(t) for t in txts]
+        scores = scores if scores is not None else [1.0] * len(txts)
+        kept = [(np.asarray(b), str(t)) for b, t, sc in zip(boxes, txts, scores)
+                if is_text(str(t), sc, b, pixels.shape[0])]
+        return [b for b, _ in kept], [t for _, t in kept]
 
     def compute_one(self, pixels: np.ndarray | None, caption: str, row: int, table: pa.Table) -> dict[str, Any]:
         if pixels is None:

@@ -135,6 +135,8 @@ def collect(dataset: str) -> dict[str, Any]:
         "nbytes": int(kept.nbytes),
         "config": _read_yaml(layout.config), "kept": kept.num_rows, "funnel": counts, "reasons": reasons,
         "models": sorted(set(kept.column("clip_model").drop_null().to_pylist())),
+        "signal_sources": sorted(set(kept.column("signal_sources").drop_null().to_pylist()))
+        if "signal_sources" in kept.column_names else [],
         "languages": [lang for lang, n in langs.most_common() if lang.isalpha() and n >= max(1, kept.num_rows // 100)],
         "found": (pc.min(found).as_py(), pc.max(found).as_py()) if len(found) else None,
         "domains": len(set(pc.struct_field(hosts, [0]).to_pylist())) if len(hosts) else 0,
@@ -193,6 +195,12 @@ def _fmt_rules(cfg: dict[str, Any]) -> list[str]:
         out.append(f"- **Caption rules**: {t.get('min_words')}+ words, {t.get('min_chars')}-{t.get('max_chars')} "
                    f"characters, generic captions (file names, 'image') dropped: {t.get('drop_generic')}, "
                    f"deny patterns: {len(t.get('deny_patterns') or [])}.")
+    sig = f.get("signals") or {}
+    if sig.get("compute"):
+        rules = [f"{k} {v}" for k, v in sig.items() if k.startswith(("min_", "max_", "top_fraction")) and v is not None]
+        out.append(f"- **Curation signals**: {', '.join(sig['compute'])} computed"
+                   + (f"; dropped as `filtered_image` by {', '.join(rules)}" if rules else "; stored, not used to drop")
+                   + (f" (top_by {sig.get('top_by')})" if sig.get("top_fraction") else "") + ".")
     c = f.get("clip") or {}
     if c.get("enabled", True) and c:
         model = c.get("model") + (f"/{c['pretrained']}" if c.get("pretrained") else "")
@@ -270,6 +278,8 @@ def render(info: dict[str, Any], pretty_name: str | None = None, license_id: str
     lines += ["", "## Filtering rules and thresholds", "", *_fmt_rules(info["config"]), ""]
     lines += ["## Models", ""]
     lines += [f"- CLIP scoring and embeddings: `{x}`" for x in info["models"]] or ["- No CLIP model recorded."]
+    for src in info.get("signal_sources") or []:  # curation signals and trained heads: the file/package of each
+        lines += [f"- Curation signals: {part.strip()}" for part in src.split(";") if part.strip()]
     lines += ["", "## Funnel", "", "| stage | samples |", "|---|---:|", f"| candidates | {fun.get('candidates', 0):,} |"]
     lines += [f"| {s} | {fun[s]:,} |" for s in SAMPLE_STATUSES if fun.get(s)]
     if info["reasons"]:

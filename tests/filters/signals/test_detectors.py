@@ -17,6 +17,16 @@ def test_caption_overlap_rule():
     assert words("Ça va, Zoë?") == ["ça", "va", "zoë"]
 
 
+def test_is_text_rule():
+    from clipcrawl.filters.signals.text import is_text
+
+    line = np.array([[10, 10], [110, 10], [110, 40], [10, 40]])
+    assert is_text("Open 24h", 0.95, line, 200)
+    assert not is_text("Open 24h", 0.6, line, 200)  # low recognition score
+    assert not is_text("★", 0.99, line, 200) and not is_text("8", 0.99, line, 200)  # a lone glyph
+    assert not is_text("米米", 0.94, np.array([[0, 0], [90, 0], [90, 141], [0, 141]]), 256)  # taller than half
+
+
 def test_union_area_counts_overlaps_once():
     box = np.array([[0, 0], [9, 0], [9, 9], [0, 9]])
     assert union_area([box], 20, 20) == pytest.approx(100 / 400)

@@ -38,6 +38,12 @@ def test_run_with_every_signal_verifies(tmp_path):
         assert "laion-aesthetic-mlp" in x["signal_sources"] and "laion-nsfw-keras" in x["signal_sources"]
     v = clipcrawl("verify", str(ds))
     assert v.returncode == 0, v.stdout[-2000:] + v.stderr[-2000:]
+    c = clipcrawl("card", str(ds), "--out", str(tmp_path / "card.md"))
+    assert c.returncode == 0, c.stderr[-2000:]
+    card = (tmp_path / "card.md").read_text()
+    assert "Curation signals: aesthetic: aesthetic_mlp.safetensors (laion-aesthetic-mlp)" in card
+    assert "Curation signals: punsafe: nsfw_keras_port.safetensors (laion-nsfw-keras)" in card
+    assert "Curation signals**: text, nsfw, aesthetic computed; dropped as `filtered_image` by max_nsfw_score 0.9" in card
     pytest.importorskip("duckdb", reason="extra [report] not installed")
     s = clipcrawl("stats", str(ds), "--json")
     assert s.returncode == 0, s.stderr[-2000:]

@@ -30,6 +30,11 @@ Presets (what clipcrawl can reproduce; what it cannot is said per preset):
     pair kept with probability min(1, t / count of its rarest entry), t = 20000 (their 400M
     setting), unmatched pairs dropped. No CLIP cut. Default entries: the small shipped list
     (clipcrawl/assets/metaclip/PROVENANCE.md); pass MetaCLIP's 500k-entry file for the real one.
+``laion-aesthetics-6plus``
+    LAION-Aesthetics V2 "6+" (laion.ai/blog/laion-aesthetics): pairs whose aesthetic rating by the improved
+    aesthetic predictor (``sac+logos+ava1-l14-linearMSE.pth``, an MLP on CLIP ViT-L/14 image embeddings) is
+    at least 6. The predictor file is the user's (``--aesthetic-head`` / ``filters.signals.aesthetic_head``);
+    LAION ran it over laion2B-en/5B, whose own filters the other presets cover.
 """
 
 from __future__ import annotations
@@ -77,6 +82,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            ("caption substring-matched to metadata entries (unmatched dropped)",
             "keep with probability min(1, t / count of rarest matched entry), t = 20000, seeded", "no CLIP cut"),
            {"balance": {"enabled": True, "t": 20_000}, "clip": {"threshold": -1.0}}),
+    Preset("laion-aesthetics-6plus", "LAION-Aesthetics V2 6+ (laion.ai/blog/laion-aesthetics; "
+           "christophschuhmann/improved-aesthetic-predictor)",
+           ("aesthetic >= 6 by the improved aesthetic predictor on CLIP ViT-L-14/openai image embeddings "
+            "(--aesthetic-head sac+logos+ava1-l14-linearMSE.pth)", "no CLIP cut"),
+           {"clip": {"model": "ViT-L-14", "pretrained": "openai", "threshold": -1.0},
+            "signals": {"compute": ["aesthetic"], "min_aesthetic": 6.0}}),
 )}
 
 

@@ -54,7 +54,8 @@ class RunConfig(Model):
 
     dataset: str = Field(..., description="Dataset directory or fsspec URL (s3://bucket/prefix).")
     preset: str | None = Field(None, description="Curation recipe (clipcrawl.filters.presets): laion400m, "
-                               "laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip. Explicit fields win.")
+                               "laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip, laion-aesthetics-6plus. "
+                               "Explicit fields win.")
     sources: SourcesConfig
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)

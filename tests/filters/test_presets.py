@@ -50,6 +50,8 @@ EXPECTED = {
     "datacomp-clip-top30": "ahj",  # top ceil(0.3 * 10) = 3 by score over both shards
     "metaclip": "abh",  # shipped entries as plain substrings: a 'beach', b 'bra' (in "brauner", as MetaCLIP
     # matches), h 'tench'; the rest match nothing and are dropped; counts <= t keep every matched pair
+    "laion-aesthetics-6plus": "abcdefghij",  # no aesthetic column here: rows without the signal pass its rule
+    # (tests/filters/signals/test_rules.py has the rule on scored rows)
 }
 
 
@@ -63,6 +65,7 @@ def test_overrides_explicit_fields_win_and_describe(tmp_path):
     assert out.filters.clip.model == "ViT-B-32" and out.filters.text.languages == ["en"]
     assert out.filters.image.min_bytes == 5000 and cfg.filters.image.min_bytes == 0  # pure
     assert describe_preset("datacomp-basic")[0].startswith("preset datacomp-basic: DataComp")
-    assert set(PRESETS) == {"laion400m", "laion2b-en", "datacomp-basic", "datacomp-clip-top30", "metaclip"}
+    assert set(PRESETS) == {"laion400m", "laion2b-en", "datacomp-basic", "datacomp-clip-top30", "metaclip",
+                            "laion-aesthetics-6plus"}
     with pytest.raises(ConfigError, match="unknown preset"):
         apply_preset(FiltersConfig(), "laion5b")

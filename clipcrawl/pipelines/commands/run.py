@@ -21,8 +21,8 @@ def run_command(
         None, "--dns-server", help="DNS server for the image hosts, ip or ip:port (repeat; replaces "
                                    "download.dns_servers; default: /etc/resolv.conf's)."),
     preset: str | None = typer.Option(
-        None, "--preset", help="Curation recipe: laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip "
-        "(overrides the config's preset:; fields set in the config win over the recipe)."),
+        None, "--preset", help="Curation recipe: laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, metaclip, "
+        "laion-aesthetics-6plus (overrides the config's preset:; fields set in the config win over the recipe)."),
     lock: str | None = typer.Option(
         None, "--lock", help="auto (default): flock for a local dataset, a lease object with conditional writes for "
         "an s3:// one (works across machines); local: lock this machine only (a store without conditional "

@@ -53,7 +53,7 @@ def score(
     max_pwatermark: float | None = typer.Option(None, "--max-pwatermark", help="Drop rows with pwatermark above this."),
     preset: str | None = typer.Option(
         None, "--preset", help="Curation recipe (laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, "
-        "metaclip): its model and rules, applied over the whole dataset after scoring; explicit options win."),
+        "metaclip, laion-aesthetics-6plus): its model and rules, applied over the whole dataset after scoring; explicit options win."),
     signals: str | None = typer.Option(
         None, "--signals", help="Also compute curation signals, comma-separated: text (text_area, ocr_text, "
         "caption_ocr_overlap; RapidOCR, extra [ocr]), nsfw (nsfw_score, nsfw_detections; NudeNet, extra [nudity]), "

@@ -88,3 +88,20 @@ def test_nudenet_finds_the_astronauts_face(nude, testdata):
     vals = nude.compute_one(decode_rgb((testdata / "images/photos/astronaut.png").read_bytes()), "", 0, None)
     assert any(d["label"].startswith("FACE_") for d in vals["nsfw_detections"]), vals
     assert vals["nsfw_score"] == 0.0
+
+
+def test_each_signal_is_a_stage_and_bad_images_are_data(ocr, fonts):
+    """A signal runs alone as a Stage on the transient image column; an undecodable image becomes
+    failed_to_score with its reason, rows that are not success or have no image are left alone."""
+    from tests.filters.clip.conftest import make_table
+    from tests.filters.signals.conftest import jpeg
+
+    img, _ = render_text("Hello world", fonts[0], size=(300, 120), at=(10, 40))
+    t = make_table([jpeg(img), b"not an image", None, jpeg(img)], ["hello world", "x", "y", "z"],
+                   ["success", "success", "success", "filtered_text"])
+    out = ocr(t).to_pylist()
+    assert out[0]["status"] == "success" and "hello" in out[0]["ocr_text"].lower()
+    assert out[0]["signal_sources"].startswith("text: rapidocr")
+    assert out[1]["status"] == "failed_to_score" and out[1]["error_message"].startswith("signals: decode:")
+    assert out[2]["text_area"] is None and out[2]["status"] == "success"
+    assert out[3]["text_area"] is None and out[3]["status"] == "filtered_text"

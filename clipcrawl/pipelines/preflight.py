@@ -144,3 +144,25 @@ def check_run(cfg: Any) -> None:
         from clipcrawl.filters.signals import check_signals
 
         check_signals(signals, clip is not None and clip.enabled)
+        if "aesthetic" in signals.compute and clip is not None and clip.enabled:
+            _check_aesthetic_width(str(signals.aesthetic_head), clip.model)
+
+
+def _check_aesthetic_width(head_path: str, model: str) -> None:
+    """The aesthetic head takes the CLIP model's embedding width (from the model's config, not its weights)."""
+    import json
+
+    from clipcrawl.filters.clip.model import TINY_ALIASES, TINY_DIR, TINY_NAME
+    from clipcrawl.filters.clip.safety_head import load_head
+
+    dim = None
+    if model in TINY_ALIASES:
+        dim = json.loads((TINY_DIR / f"{TINY_NAME}.json").read_text())["embed_dim"]
+    elif not model.startswith(("hf-hub:", "local-dir:")):
+        try:
+            import open_clip
+
+            dim = (open_clip.get_model_config(model.replace("/", "-")) or {}).get("embed_dim")
+        except ImportError:
+            dim = None
+    load_head(head_path, "aesthetic", dim)

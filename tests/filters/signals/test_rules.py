@@ -3,6 +3,7 @@ every curation, and presets that set them."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -79,3 +80,25 @@ def test_preset_sets_signals_and_explicit_fields_win():
     assert out[0].column("status").to_pylist() == ["success", "filtered_image", "success"]
     with pytest.raises(ConfigError, match="--aesthetic-head"):
         check_signals(apply_preset(FiltersConfig(), "laion-aesthetics-6plus").signals)
+
+
+def test_run_preflight_checks_the_aesthetic_head_width(tmp_path):
+    """``clipcrawl run`` (and ``--check``) refuses a head of another width before anything starts."""
+    from safetensors.numpy import save_file
+
+    from clipcrawl.pipelines.preflight import check_run
+    from clipcrawl.schemas.config import RunConfig
+
+    head = {"weight": np.zeros((1, 768), np.float32), "bias": np.zeros(1, np.float32)}
+    save_file(head, str(tmp_path / "v1.safetensors"))
+    (tmp_path / "u.txt").write_text("http://127.0.0.1/a.jpg\n")
+    cfg = parse_config({"dataset": str(tmp_path / "ds"), "sources": {"urls": {"path": str(tmp_path / "u.txt")}},
+                        "filters": {"clip": {"model": "tiny", "pretrained": None},
+                                    "signals": {"compute": ["aesthetic"],
+                                                "aesthetic_head": str(tmp_path / "v1.safetensors")}}}, RunConfig)
+    with pytest.raises(ConfigError, match="768-d embeddings but the CLIP model gives 64-d"):
+        check_run(cfg)
+    cfg = parse_config({"dataset": str(tmp_path / "ds"), "sources": {"urls": {"path": str(tmp_path / "u.txt")}},
+                        "filters": {"signals": {"compute": ["aesthetic"]}}}, RunConfig)
+    with pytest.raises(ConfigError, match="--aesthetic-head"):
+        check_run(cfg)

@@ -37,9 +37,11 @@ def build_signals(cfg: SignalsConfig) -> list[Signal]:
     return out
 
 
-def run_signals(signals: Sequence[Signal], table: pa.Table, sources: Sequence[str], tick=None) -> pa.Table:
-    """Decode each work row's image once, run every signal on it, write their columns and ``signal_sources``."""
-    rows = work_rows(table)
+def run_signals(signals: Sequence[Signal], table: pa.Table, sources: Sequence[str], tick=None,
+                rows: Sequence[int] | None = None) -> pa.Table:
+    """Decode each work row's image once (``rows``: a part of them), run every signal on it, write their
+    columns and ``signal_sources``."""
+    rows = work_rows(table) if rows is None else rows
     if table.num_rows == 0 or len(rows) == 0:
         return table
     images = table.column(IMAGE_COLUMN).to_pylist()
@@ -73,6 +75,8 @@ class ComputeSignals(Stage):
     """Every signal of ``SignalsConfig.compute`` on one decode per image, plus the trained-head provenance."""
 
     name: ClassVar[str] = "signals"
+    reports_progress: ClassVar[bool] = True
+    chunk: ClassVar[int] = 64  # rows between two progress ticks
     _transient = ("signals",)
 
     def __init__(self, config: SignalsConfig, unsafe_head: str | None = None) -> None:
@@ -96,7 +100,12 @@ class ComputeSignals(Stage):
     def process(self, table: pa.Table) -> pa.Table:
         if not hasattr(self, "_sources"):
             self._sources = self.sources()
-        return run_signals(self.signals, table, self._sources)
+        todo = work_rows(table)
+        for i in range(0, len(todo), self.chunk):
+            part = todo[i:i + self.chunk]
+            table = run_signals(self.signals, table, self._sources, rows=part)
+            self.tick(len(part))
+        return table
 
 
 __all__ = ["ComputeSignals", "build_signals", "run_signals"]

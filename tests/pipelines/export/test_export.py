@@ -325,3 +325,53 @@ def test_columns_option(tmp_path):
     assert ds.column_names == ["image", "key", "caption", "url", "page_title", "phash"]
     assert ds.features["phash"] == datasets.Value("uint64")
     assert (Path(out) / STATE).exists()
+
+
+# ------------------------------------------------------------------ --push-to-hub, up to the HTTP call
+def test_push_to_hub_up_to_the_call(tmp_path, monkeypatch):
+    """huggingface_hub's own upload runs; only its HTTP client is swapped (``set_client_factory``, its
+    documented hook) for an httpx transport that answers like the Hub and records what was sent."""
+    pytest.importorskip("datasets")
+    hub = pytest.importorskip("huggingface_hub")
+    import base64
+
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.utils._http import default_client_factory
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    ep, sent = constants.ENDPOINT, {}
+
+    def answer(req: httpx2.Request) -> httpx2.Response:
+        p = req.url.path
+        assert req.headers.get("authorization") in (None, "Bearer hf_test_token")
+        if p == "/api/validate-yaml":
+            return httpx2.Response(200, json={"errors": [], "warnings": []})
+        if p == "/api/repos/create":
+            sent["create"] = json.loads(req.content)
+            return httpx2.Response(200, json={"url": f"{ep}/datasets/me/shapes", "name": "me/shapes"})
+        if p.endswith("/preupload/main"):
+            files = json.loads(req.content)["files"]
+            return httpx2.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular",
+                                                         "shouldIgnore": False} for f in files]})
+        if p.endswith("/commit/main"):
+            lines = [json.loads(x) for x in req.content.decode().splitlines()]
+            sent["files"] = {x["value"]["path"]: base64.b64decode(x["value"]["content"]) for x in lines
+                             if x["key"] == "file"}
+            return httpx2.Response(200, json={"commitUrl": f"{ep}/datasets/me/shapes/commit/{'a' * 40}",
+                                              "commitOid": "a" * 40, "pullRequestUrl": None})
+        return httpx2.Response(404, json={"error": f"not served here: {p}"})
+
+    hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(answer)))
+    try:
+        root, out = str(tmp_path / "ds"), tmp_path / "hf"
+        make_dataset(root, n_shards=2, n=6)
+        res = export(root, "hf", str(out), push_to_hub="me/shapes", private=True)
+    finally:
+        hub.set_client_factory(default_client_factory)
+    create = sent["create"]
+    assert create["name"] == "shapes" and create["type"] == "dataset"
+    assert create.get("private") is True or create.get("visibility") == "private"
+    assert res.hub_commit.endswith("a" * 40)
+    local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != STATE}
+    assert sent["files"] == local and set(local) == {"README.md", "data/train-00000.parquet", "data/train-00001.parquet"}

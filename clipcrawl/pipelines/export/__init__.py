@@ -65,7 +65,7 @@ def _prepare_out(out: str, fmt: str, record: dict, sink) -> None:
             raise ConfigError(f"{out} holds a clipcrawl export in format {old.get('format')!r}: choose another --out")
         log.info("export: %s was exported from other inputs or columns: redoing it", out)
         sink.clear()
-    elif fs.isdir(path) and fs.ls(path, detail=False):
+    elif fs.isdir(path) and [p for p in fs.ls(path, detail=False) if not p.rstrip("/").rsplit("/", 1)[-1].startswith(".lock")]:
         raise ConfigError(f"--out {out} is not empty and holds no clipcrawl export: choose an empty or new folder")
     with atomic_open(state, "w") as f:
         json.dump(record, f, indent=2)
@@ -111,7 +111,7 @@ def export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None = Non
 def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, push_to_hub: str | None,
             private: bool, mds_python: str | None) -> ExportResult:
     from clipcrawl.pipelines.export import sinks
-    from clipcrawl.pipelines.export.source import iter_samples, plan_source
+    from clipcrawl.pipelines.export.source import plan_source
 
     plan = plan_source(dataset, columns)
     res = ExportResult(fmt, out, 0, len(plan.shards), columns=list(plan.columns))
@@ -131,10 +131,24 @@ def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, pus
             import huggingface_hub  # noqa: F401
         except ImportError:
             raise ConfigError("--push-to-hub needs huggingface_hub (pip install 'clipcrawl[export]')") from None
+    sink.check()  # everything unusable is found before OUT is touched
     record = {"format": fmt, "source": dataset, "columns": plan.columns,
               "fingerprint": _fingerprint(dataset, fmt, plan.columns)}
-    _prepare_out(out, fmt, record, sink)
-    sink.check()
+    from clipcrawl.pipelines.lock import hold_dataset
+
+    with hold_dataset(out, create=True, check=False):  # OUT: one export at a time
+        _prepare_out(out, fmt, record, sink)
+        sink.begin()
+        _write(plan, sink, res)
+    if push_to_hub:
+        res.hub_commit = sinks.push_to_hub(out, push_to_hub, private=private)
+    return res
+
+
+def _write(plan, sink, res: ExportResult) -> None:
+    from clipcrawl.pipelines.export.source import iter_samples
+
+    fmt = sink.name
     missing = [0]
     try:
         with Progress(f"export {fmt}", total=plan.total, unit="samples") as bar:
@@ -159,6 +173,3 @@ def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, pus
     res.missing_in_tar = missing[0]
     if missing[0]:
         log.warning("export: %d kept rows had no image in their tar and were left out", missing[0])
-    if push_to_hub:
-        res.hub_commit = sinks.push_to_hub(out, push_to_hub, private=private)
-    return res

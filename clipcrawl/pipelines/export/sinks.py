@@ -51,7 +51,10 @@ class Sink:
         self.written = 0
 
     def check(self) -> None:
-        pass
+        """Exit 2 (ConfigError) when this format cannot be written; nothing is touched yet."""
+
+    def begin(self) -> None:
+        """OUT is held and prepared: start writing."""
 
     def done(self, ref: ShardRef) -> bool:
         return False
@@ -339,8 +342,13 @@ class LitDataSink(Sink):
             import litdata  # noqa: F401
         except ImportError:
             raise ConfigError("--format litdata needs litdata (pip install 'clipcrawl[export]')") from None
+
+    def begin(self) -> None:
         fs, path = fs_and_path(self.out)
         self.local_out = is_local(fs)
+        self.complete = exists(f"{self.out}/index.json", fresh=True)  # an earlier run of the same record finished
+        if self.complete:
+            return
         base = path if self.local_out else None
         if base:
             os.makedirs(base, exist_ok=True)
@@ -348,6 +356,9 @@ class LitDataSink(Sink):
         from litdata.streaming.writer import BinaryWriter
 
         self.writer = BinaryWriter(self.tmp, chunk_bytes=self.chunk_bytes)
+
+    def done(self, ref: ShardRef) -> bool:
+        return self.complete
 
     def write(self, ref: ShardRef, samples: Iterator[Sample]) -> int:
         from litdata.streaming.serializers import JsonLeaf
@@ -366,6 +377,8 @@ class LitDataSink(Sink):
         return n
 
     def finish(self) -> None:
+        if self.complete:
+            return
         try:
             self.writer.done()
             index = [n for n in os.listdir(self.tmp) if n.endswith("index.json")]

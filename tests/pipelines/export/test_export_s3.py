@@ -24,7 +24,7 @@ def _files(root: str) -> dict[str, bytes]:
             if not f.endswith((STATE, "/.lock")) and "/.lock" not in f}
 
 
-@pytest.mark.parametrize("fmt", ["hf", "litdata", "mds", "datacomp-uids"])
+@pytest.mark.parametrize("fmt", ["hf", "litdata", pytest.param("mds", marks=pytest.mark.slow), "datacomp-uids"])
 def test_s3_export_equals_local(tmp_path, s3_url, fmt):  # noqa: F811
     if fmt == "hf":
         pytest.importorskip("datasets")

@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=900)
     ap.add_argument("--formats", default="read,hf,litdata,mds,datacomp-uids")
     ap.add_argument("--mds-python", default=os.environ.get("CLIPCRAWL_MDS_PYTHON"))
+    ap.add_argument("--chunk-mb", type=int, default=64)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="export-bench-"))
@@ -110,7 +111,7 @@ def main() -> None:
             else:
                 out = tmp / f"out-{fmt}"
                 cmd = [sys.executable, "-m", "clipcrawl", "-q", "export", src, "--format", fmt, "--out",
-                       str(out / "uids.npy") if fmt == "datacomp-uids" else str(out)]
+                       str(out / "uids.npy") if fmt == "datacomp-uids" else str(out), "--chunk-mb", str(args.chunk_mb)]
                 if fmt == "mds":
                     if not args.mds_python:
                         print("mds: skipped (no --mds-python and streaming not importable)")

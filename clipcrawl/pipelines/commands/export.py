@@ -22,6 +22,8 @@ def export_cmd(
     mds_python: str | None = typer.Option(None, "--mds-python", help="mds: a Python (or venv) with "
                                           "mosaicml-streaming, when it is not importable here "
                                           "(default: CLIPCRAWL_MDS_PYTHON)."),
+    chunk_mb: int = typer.Option(64, "--chunk-mb", min=1, help="mds/litdata: shard/chunk size in MB (their "
+                                 "writers hold one in memory)."),
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
     """Export the kept samples (image bytes, caption, metadata) for MosaicML, LitData, Hugging Face or DataComp."""
@@ -29,7 +31,8 @@ def export_cmd(
 
     apply_storage_options(storage_options, dataset, out)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    res = export(dataset, fmt, out, cols, push_to_hub=push_to_hub, private=private, mds_python=mds_python)
+    res = export(dataset, fmt, out, cols, push_to_hub=push_to_hub, private=private, mds_python=mds_python,
+                 chunk_mb=chunk_mb)
     skipped = f" ({res.skipped_shards} shards already done)" if res.skipped_shards else ""
     typer.echo(f"{res.samples} samples from {res.shards} shards -> {res.out} ({res.format}){skipped}")
     if res.hub_commit:

@@ -89,13 +89,16 @@ def _remove_temp(out: str) -> None:
 
 
 def export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None = None, *,
-           push_to_hub: str | None = None, private: bool = False, mds_python: str | None = None) -> ExportResult:
+           push_to_hub: str | None = None, private: bool = False, mds_python: str | None = None,
+           chunk_mb: int = 64) -> ExportResult:
     """Write the kept samples of ``dataset`` to ``out`` in ``fmt`` (see the module doc)."""
     from clipcrawl.pipelines.lock import check_manifest, hold_dataset
 
     dataset, out = dataset.rstrip("/"), out.rstrip("/")
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if chunk_mb < 1:
+        raise ConfigError(f"--chunk-mb must be >= 1, got {chunk_mb}")
     if push_to_hub and fmt != "hf":
         raise ConfigError("--push-to-hub goes with --format hf")
     src_fs, src_path = fs_and_path(dataset)
@@ -105,11 +108,11 @@ def export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None = Non
         raise ConfigError(f"--out {out} is inside the dataset {dataset}: choose a folder outside it")
     with hold_dataset(dataset, shared=True):
         check_manifest(dataset)
-        return _export(dataset, fmt, out, columns, push_to_hub, private, mds_python)
+        return _export(dataset, fmt, out, columns, push_to_hub, private, mds_python, chunk_mb)
 
 
 def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, push_to_hub: str | None,
-            private: bool, mds_python: str | None) -> ExportResult:
+            private: bool, mds_python: str | None, chunk_mb: int) -> ExportResult:
     from clipcrawl.pipelines.export import sinks
     from clipcrawl.pipelines.export.source import plan_source
 
@@ -124,8 +127,8 @@ def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, pus
         res.out = uid_path(out)
         return res
     sink = {"hf": lambda: sinks.HFSink(out, plan),
-            "mds": lambda: sinks.MDSSink(out, plan, mds_python),
-            "litdata": lambda: sinks.LitDataSink(out, plan)}[fmt]()
+            "mds": lambda: sinks.MDSSink(out, plan, mds_python, size_limit=f"{chunk_mb}mb"),
+            "litdata": lambda: sinks.LitDataSink(out, plan, chunk_bytes=f"{chunk_mb}MB")}[fmt]()
     if push_to_hub:
         try:
             import huggingface_hub  # noqa: F401

@@ -375,3 +375,31 @@ def test_push_to_hub_up_to_the_call(tmp_path, monkeypatch):
     assert res.hub_commit.endswith("a" * 40)
     local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != STATE}
     assert sent["files"] == local and set(local) == {"README.md", "data/train-00000.parquet", "data/train-00001.parquet"}
+
+
+@pytest.mark.parametrize("fmt", ["litdata", pytest.param("mds", marks=pytest.mark.slow)])
+def test_killed_writer_export_reruns_clean(tmp_path, fmt):
+    """A kill in the middle of a part leaves nothing published; the rerun's output equals an uninterrupted one."""
+    args = []
+    if fmt == "litdata":
+        pytest.importorskip("litdata")
+    else:
+        py = _streaming_python()
+        if py is None:
+            pytest.skip("no mosaicml-streaming (see test_mds_streaming_dataset)")
+        args = ["--mds-python", py]
+    root = str(tmp_path / "ds")
+    make_dataset(root, n_shards=3, n=12)
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    assert main(["export", root, "--format", fmt, "--out", str(clean), *args]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLIPCRAWL_FAILPOINT": "export.sample:12"}
+    cmd = [sys.executable, "-m", "clipcrawl", "export", root, "--format", fmt, "--out", str(out), *args]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stderr
+    assert not (out / "index.json").exists()  # nothing readable as finished
+    assert main(["export", root, "--format", fmt, "--out", str(out), *args]) == 0
+
+    def files(d: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(d)): p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name not in (STATE, ".lock")}
+
+    assert files(out) == files(clean)

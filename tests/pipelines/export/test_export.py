@@ -403,3 +403,44 @@ def test_killed_writer_export_reruns_clean(tmp_path, fmt):
         return {str(p.relative_to(d)): p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name not in (STATE, ".lock")}
 
     assert files(out) == files(clean)
+
+
+def test_source_held_shared_and_out_exclusive(tmp_path, capsys):
+    """While an export runs (held at its first sample): a writer of the source exits 3, a reader runs beside
+    it, a second export into the same OUT exits 3; the held export then finishes."""
+    import time
+
+    root = str(tmp_path / "ds")
+    make_dataset(root, n_shards=2, n=6)
+    out, gate = tmp_path / "hf", tmp_path / "gate"
+    gate.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLIPCRAWL_PAUSE": f"export.sample@{gate}"}
+    p = subprocess.Popen([sys.executable, "-m", "clipcrawl", "export", root, "--format", "hf", "--out", str(out)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (gate / "paused").exists():
+            assert p.poll() is None, p.communicate()[1][-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert main(["dedup", root, "--no-semantic"]) == 3
+        assert main(["verify", root]) == 0
+        assert main(["export", root, "--format", "hf", "--out", str(out)]) == 3
+        assert "locked:" in capsys.readouterr().err
+    finally:
+        (gate / "resume").touch()
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    assert len(_parts(out)) == 2 and (out / "README.md").exists()
+
+
+def test_plain_download_folder(tmp_path):
+    """A ``clipcrawl download``/img2dataset output folder (shards at the top, no manifest) exports its finished shards."""
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "dl"
+    for s in range(2):
+        t = shard_table(s, 9)
+        write_shard(ShardRef.of(str(folder), s), t, image_exts=row_exts(t), start_time=0.0)
+    res = export(str(folder), "hf", str(tmp_path / "hf"))
+    ds = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert res.samples == ds.num_rows == 12 and ds[0]["image"].size == (64, 64)

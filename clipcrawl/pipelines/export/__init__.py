@@ -113,7 +113,6 @@ def export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None = Non
 
 def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, push_to_hub: str | None,
             private: bool, mds_python: str | None, chunk_mb: int) -> ExportResult:
-    from clipcrawl.pipelines.export import sinks
     from clipcrawl.pipelines.export.source import plan_source
 
     plan = plan_source(dataset, columns)
@@ -126,9 +125,18 @@ def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, pus
             res.samples = write_uids(plan, out, bar)
         res.out = uid_path(out)
         return res
-    sink = {"hf": lambda: sinks.HFSink(out, plan),
-            "mds": lambda: sinks.MDSSink(out, plan, mds_python, size_limit=f"{chunk_mb}mb"),
-            "litdata": lambda: sinks.LitDataSink(out, plan, chunk_bytes=f"{chunk_mb}MB")}[fmt]()
+    if fmt == "hf":
+        from clipcrawl.pipelines.export.hf import HFSink
+
+        sink = HFSink(out, plan)
+    elif fmt == "mds":
+        from clipcrawl.pipelines.export.mds import MDSSink
+
+        sink = MDSSink(out, plan, mds_python, size_limit=f"{chunk_mb}mb")
+    else:
+        from clipcrawl.pipelines.export.lit import LitDataSink
+
+        sink = LitDataSink(out, plan, chunk_bytes=f"{chunk_mb}MB")
     if push_to_hub:
         try:
             import huggingface_hub  # noqa: F401
@@ -144,7 +152,9 @@ def _export(dataset: str, fmt: str, out: str, columns: Sequence[str] | None, pus
         sink.begin()
         _write(plan, sink, res)
     if push_to_hub:
-        res.hub_commit = sinks.push_to_hub(out, push_to_hub, private=private)
+        from clipcrawl.pipelines.export.hf import push_to_hub as push
+
+        res.hub_commit = push(out, push_to_hub, private=private)
     return res
 
 

@@ -106,7 +106,7 @@ def push_to_hub(out: str, repo: str, *, private: bool = False, token: str | None
     if not is_local(fs):
         raise ConfigError(f"--push-to-hub uploads a local folder: export to a local --out (not {out}) to push")
     api = HfApi(token=token)
-    api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+    api.create_repo(repo, repo_type="dataset", private=private or None, exist_ok=True)  # None: the account default
     info = api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=path,
                              allow_patterns=["README.md", "data/*.parquet"],
                              commit_message="clipcrawl export --format hf")

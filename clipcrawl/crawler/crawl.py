@@ -287,7 +287,8 @@ class Crawler:
             pairs.append({"key": sample_key(c.url, c.caption), "url": c.url, "caption": c.caption, "page_url": final,
                           "caption_source": c.caption_source, "alt": c.alt, "figcaption": c.figcaption,
                           "title": c.title, "page_title": p.title, "page_language": language,
-                          "img_width_attr": c.width, "img_height_attr": c.height, "found_at": now})
+                          "img_width_attr": c.width, "img_height_attr": c.height, "found_at": now,
+                          "page_license": p.license})
         return PageStatus.OK
 
 

@@ -105,6 +105,14 @@ def jpeg_with_app1(payload: bytes) -> bytes:
     return base[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + base[2:]
 
 
+#: "billion laughs": nine levels of entities, each ten of the one below (10^9 'lol's), in an XMP packet
+LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+          + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
+          + ']><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+          '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:rights>&lol9;</dc:rights>'
+          "</rdf:Description></rdf:RDF></x:xmpmeta>")
+
+
 # ------------------------------------------------------------------ C2PA
 @functools.lru_cache(maxsize=1)
 def signer_pems() -> tuple[bytes, bytes]:
@@ -213,7 +221,7 @@ def truncated_jumbf() -> bytes:
 class FileServer:
     """``path -> (body, content type)`` on an ephemeral loopback port, in its own thread; requests recorded."""
 
-    def __init__(self, files: dict[str, tuple[bytes, str]] | None = None) -> None:
+    def __init__(self, files: dict[str, tuple] | None = None) -> None:  # (body, content type[, headers])
         self.files = dict(files or {})
         self.requests: list[str] = []
         self.port = 0
@@ -229,7 +237,7 @@ class FileServer:
         hit = self.files.get(request.path)
         if hit is None:
             return web.Response(status=404, text="not found")
-        return web.Response(body=hit[0], content_type=hit[1])
+        return web.Response(body=hit[0], content_type=hit[1], headers=hit[2] if len(hit) > 2 else None)
 
     def start(self) -> FileServer:
         ready = threading.Event()

@@ -16,6 +16,7 @@ from clipcrawl.crawler.aitxt import disallows, parse_ai_txt
 from clipcrawl.crawler.imagemeta import MAX_XMP_BYTES, read_image_meta, read_xmp, refusal
 
 from .provenance_files import (
+    LAUGHS,
     broken_jumbf,
     c2pa_signed,
     jpeg_with_app1,
@@ -156,13 +157,6 @@ def test_png_zlib_bomb_xmp_is_capped():
     chunk = struct.pack(">I", len(data)) + b"iTXt" + data + struct.pack(">I", zlib.crc32(b"iTXt" + data))
     m = _bounded(png[:33] + chunk + png[33:], seconds=1.0, peak_bytes=8 << 20)
     assert m.unsafe and "exceeds" in m.unsafe
-
-
-LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-          + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
-          + ']><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-          '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:rights>&lol9;</dc:rights>'
-          "</rdf:Description></rdf:RDF></x:xmpmeta>")
 
 
 @pytest.mark.parametrize("fmt", ("jpeg", "png", "webp", "gif"))

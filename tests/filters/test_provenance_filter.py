@@ -1,0 +1,110 @@
+"""Provenance filters: --exclude-ai-generated and --licenses (FilterProvenance, the curation pass, the CLI)."""
+
+from __future__ import annotations
+
+import csv
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clipcrawl.cli import main
+from clipcrawl.filters.curate import curate, needs_curation
+from clipcrawl.filters.provenance import FilterProvenance, check_licenses, license_id
+from clipcrawl.schemas.components import FiltersConfig, ImageFilterConfig
+from clipcrawl.schemas.configbase import ConfigError
+from tests.crawler.provenance_files import FileServer, with_xmp, xmp_packet
+
+BY = "https://creativecommons.org/licenses/by/4.0/"
+
+
+@pytest.mark.parametrize("value,lid", [
+    (BY, "cc-by"),
+    ("http://creativecommons.org/licenses/by-nc-sa/3.0/deed.de", "cc-by-nc-sa"),
+    ("https://creativecommons.org/publicdomain/zero/1.0/", "cc0"),
+    ("https://creativecommons.org/publicdomain/mark/1.0/", "pdm"),
+    ("CC BY-SA 4.0", "cc-by-sa"),
+    ("Licensed CC0", "cc0"),
+    ("(c) 2024 Jane Doe, all rights reserved", None),
+    ("https://example.com/terms", None),
+    (None, None),
+])
+def test_license_id(value, lid):
+    assert license_id(value) == lid
+
+
+def _table() -> pa.Table:
+    return pa.table({
+        "key": ["a", "b", "c", "d", "e"],
+        "caption": [f"a red bicycle number {i}" for i in range(5)],
+        "status": ["success", "success", "success", "success", "failed_to_download"],
+        "error_message": [None, None, None, None, "download: HTTP 404"],
+        "ai_generated": [True, False, None, None, True],
+        "ai_generated_source": ["c2pa", "iptc", None, None, "iptc"],
+        "license": [BY, "https://creativecommons.org/publicdomain/zero/1.0/", "CC BY-NC 4.0", None, BY],
+    })
+
+
+def test_exclude_ai_generated_and_licences():
+    out = FilterProvenance(ImageFilterConfig(exclude_ai_generated=True))(_table())
+    assert out.column("status").to_pylist() == ["filtered_image", "success", "success", "success",
+                                                 "failed_to_download"]
+    assert out.column("error_message").to_pylist()[0] == "provenance: AI-generated (its c2pa digital source type)"
+    out = FilterProvenance(ImageFilterConfig(licenses=["cc-by", "cc0"]))(_table())
+    assert out.column("status").to_pylist() == ["success", "success", "filtered_image", "filtered_image",
+                                                 "failed_to_download"]
+    assert out.column("error_message").to_pylist()[2:4] == ["provenance: licence cc-by-nc not in cc-by,cc0",
+                                                            "provenance: licence unknown not in cc-by,cc0"]
+    assert FilterProvenance(ImageFilterConfig())(_table()).equals(_table())  # off by default
+
+
+def test_curation_reapplies():
+    strict = FiltersConfig(image=ImageFilterConfig(licenses=["cc0"], exclude_ai_generated=True))
+    assert needs_curation(strict) and not needs_curation(FiltersConfig())
+    (once,), _ = curate([_table()], strict)
+    assert once.column("status").to_pylist().count("filtered_image") == 3  # b (cc0, not AI) stays
+    (again,), _ = curate([once], FiltersConfig(image=ImageFilterConfig(licenses=["cc-by-nc"])))
+    assert again.column("status").to_pylist() == ["filtered_image", "filtered_image", "success", "filtered_image",
+                                                   "failed_to_download"]
+
+
+def test_unknown_licence_is_a_config_error():
+    assert check_licenses(["CC-BY", " cc0 "]) == ["cc-by", "cc0"]
+    with pytest.raises(ConfigError, match="unknown licence gpl"):
+        check_licenses(["gpl"])
+
+
+@pytest.fixture()
+def server():
+    s = FileServer({
+        "/by.jpg": (with_xmp("jpeg", xmp_packet(web_statement=BY)), "image/jpeg"),
+        "/gen.jpg": (with_xmp("jpeg", xmp_packet(web_statement=BY, source_type="trainedAlgorithmicMedia"), seed=1),
+                     "image/jpeg"),
+        "/plain.jpg": (with_xmp("jpeg", None, seed=2), "image/jpeg"),
+        "/no.png": (with_xmp("png", xmp_packet(data_mining="DMI-PROHIBITED-GENAIMLTRAINING"), seed=3), "image/png"),
+    }).start()
+    yield s
+    s.stop()
+
+
+def test_download_cli(server, tmp_path):
+    inp = tmp_path / "urls.csv"
+    with open(inp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["url", "caption"])
+        for p in ("/by.jpg", "/gen.jpg", "/plain.jpg", "/no.png"):
+            w.writerow([server.url(p), f"picture {p}"])
+    out = tmp_path / "out"
+    rc = main(["--log-format", "text", "download", str(inp), "--out", str(out), "--allow-private-networks",
+               "--image-size", "32", "--workers", "1", "--exclude-ai-generated",
+               "--licenses", "cc-by,cc0"])
+    assert rc in (0, None)
+    rows = {r["url"].rsplit("/", 1)[-1]: r for r in pq.read_table(next(out.glob("*.parquet"))).to_pylist()}
+    assert rows["by.jpg"]["status"] == "success" and rows["by.jpg"]["license"] == BY
+    assert rows["gen.jpg"]["error_message"] == "provenance: AI-generated (its iptc digital source type)"
+    assert rows["plain.jpg"]["error_message"] == "provenance: licence unknown not in cc-by,cc0"
+    assert rows["no.png"]["status"] == "failed_to_download"
+    assert "DMI-PROHIBITED-GENAIMLTRAINING" in rows["no.png"]["error_message"]
+    before = len(server.requests)
+    assert main(["download", str(inp), "--out", str(tmp_path / "o2"), "--licenses", "gpl"]) == 2
+    assert len(server.requests) == before  # refused before any request

@@ -345,6 +345,9 @@ def _parse_xmp(xmp: bytes) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ C2PA
+_warned = False  # the "c2pa-python not installed" warning is logged once per process
+
+
 def _entry_name(key: str) -> str:
     return key.split(".", 1)[1] if key.startswith(("c2pa.", "cawg.")) else key
 
@@ -386,6 +389,14 @@ def read_c2pa(body: bytes, meta: ImageMeta, mime: str) -> None:
     try:
         import c2pa
     except ImportError:
+        global _warned
+        if not _warned:
+            _warned = True
+            import logging
+
+            logging.getLogger("clipcrawl").warning(
+                "an image carries a C2PA manifest but c2pa-python is not installed: its training-mining terms are "
+                "not read (pip install 'clipcrawl[provenance]')")
         meta.c2pa_present = True
         meta.c2pa_validation_state = "not read: c2pa-python not installed"
         return

@@ -47,6 +47,32 @@ def license_id(value: str | None) -> str | None:
     return None
 
 
+#: refusal kinds of the download's error messages (clipcrawl.crawler.imagemeta, aitxt, X-Robots-Tag noml)
+REFUSAL_KINDS = (
+    ("IPTC Data Mining (image XMP)", "by the image's IPTC metadata"),
+    ("C2PA/CAWG training-mining (image manifest)", "by the image's C2PA manifest"),
+    ("image metadata unreadable (refused conservatively)", "image metadata refused unread"),
+    ("ai.txt", "(Spawning ai.txt)"),
+    ("X-Robots-Tag noml", "X-Robots-Tag directive (noml)"),
+)
+
+
+def refusal_kind(message: str | None) -> str | None:
+    """Which of :data:`REFUSAL_KINDS` an ``error_message`` (or img2dataset status_dict key) is, or None."""
+    if not message:
+        return None
+    return next((kind for kind, needle in REFUSAL_KINDS if needle in message), None)
+
+
+def licence_breakdown(values: list[str | None]) -> dict[str, int]:
+    """Counts of licence ids (``unknown`` for a notice or URL that is no known licence, ``none`` for null)."""
+    out: dict[str, int] = {}
+    for v in values:
+        k = license_id(v) or ("unknown" if v else "none")
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def check_licenses(names: list[str], source: str = "--licenses") -> list[str]:
     """The licence ids, lowercased; ConfigError (exit 2) naming an unknown one."""
     out = [n.strip().lower() for n in names if n.strip()]

@@ -57,9 +57,10 @@ def picture(w: int = 96, h: int = 64, seed: int = 0) -> Image.Image:
     return Image.fromarray(small, "RGB").resize((w, h), Image.Resampling.BICUBIC)
 
 
-def with_xmp(fmt: str, xmp: bytes | None, seed: int = 0, compress_png: bool = True) -> bytes:
+def with_xmp(fmt: str, xmp: bytes | None, seed: int = 0, compress_png: bool = True,
+             size: tuple[int, int] = (96, 64)) -> bytes:
     """A ``fmt`` (jpeg, png, webp, gif) image with ``xmp`` embedded the way that format carries it."""
-    im, buf = picture(seed=seed), io.BytesIO()
+    im, buf = picture(*size, seed=seed), io.BytesIO()
     if fmt == "jpeg":
         im.save(buf, "JPEG", quality=90, **({"xmp": xmp} if xmp else {}))
     elif fmt == "webp":
@@ -166,7 +167,8 @@ def source_type_action(source_type: str) -> dict:
                                                             "digitalSourceType": DST + source_type}]}}
 
 
-def c2pa_signed(assertions: list[dict], fmt: str = "jpeg", seed: int = 0, xmp: bytes | None = None) -> bytes:
+def c2pa_signed(assertions: list[dict], fmt: str = "jpeg", seed: int = 0, xmp: bytes | None = None,
+                size: tuple[int, int] = (96, 64)) -> bytes:
     """An image (with ``xmp`` if given) signed with a C2PA manifest holding ``assertions``."""
     import c2pa
 
@@ -179,7 +181,7 @@ def c2pa_signed(assertions: list[dict], fmt: str = "jpeg", seed: int = 0, xmp: b
     mime = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[fmt]
     out = io.BytesIO()
     with c2pa.Builder(manifest) as builder:
-        builder.sign(signer, mime, io.BytesIO(with_xmp(fmt, xmp, seed=seed)), out)
+        builder.sign(signer, mime, io.BytesIO(with_xmp(fmt, xmp, seed=seed, size=size)), out)
     return out.getvalue()
 
 

@@ -108,3 +108,34 @@ def test_download_cli(server, tmp_path):
     before = len(server.requests)
     assert main(["download", str(inp), "--out", str(tmp_path / "o2"), "--licenses", "gpl"]) == 2
     assert len(server.requests) == before  # refused before any request
+
+
+def test_card_lines_count_refusals_ai_and_licences():
+    from collections import Counter
+
+    from clipcrawl.filters.provenance import licence_breakdown, refusal_kind
+    from clipcrawl.pipelines.inspect.card import _fmt_optouts
+
+    msgs = {
+        "download: data mining prohibited by the image's IPTC metadata (XMP plus:DataMining DMI-PROHIBITED)": 3,
+        "download: ai_training notAllowed by the image's C2PA manifest (training-mining assertion; validation Valid)": 2,
+        "download: disallowed for AI training by http://a.example/ai.txt (Spawning ai.txt)": 4,
+        "download: Use of image disallowed by X-Robots-Tag directive (noml)": 1,
+        "download: image metadata refused unread, so its terms are unknown: XMP declares a DTD": 1,
+        "download: HTTP 404 Not Found": 7,
+    }
+    refused = Counter()
+    for m, n in msgs.items():
+        if refusal_kind(m):
+            refused[refusal_kind(m)] += n
+    assert refused == {"ai.txt": 4, "IPTC Data Mining (image XMP)": 3, "C2PA/CAWG training-mining (image manifest)": 2,
+                       "X-Robots-Tag noml": 1, "image metadata unreadable (refused conservatively)": 1}
+    lic = licence_breakdown([BY, BY, "CC0 1.0", None, "(c) me"])
+    assert lic == {"cc-by": 2, "cc0": 1, "none": 1, "unknown": 1}
+    info = {"config": {"download": {"respect_ai_txt": False}}, "pages": Counter(), "reasons": Counter(),
+            "provenance": {"refused": refused, "ai_generated": 5, "licences": lic}}
+    text = "\n".join(_fmt_optouts(info))
+    assert "(IPTC/PLUS Data Mining, C2PA/CAWG training-mining): honoured; Spawning ai.txt: NOT honoured" in text
+    assert "  - refused by ai.txt: 4 image(s)" in text
+    assert "AI-generated according to their IPTC/C2PA metadata: 5 kept sample(s)" in text
+    assert "cc-by 2, cc0 1, none 1, unknown 1" in text

@@ -333,7 +333,7 @@ class FetchImages(Stage):
 
     async def _one(self, url: str, fetch_slots: asyncio.Semaphore, bbox: list | None = None) -> _Outcome:
         assert self._fetcher is not None
-        if self._aitxt is not None:
+        if self._aitxt is not None and not self._fetcher.blocklist.match_url(url):  # a blocklisted URL: no ai.txt
             verdict = await self._aitxt.check(url)
             if not verdict.allowed:
                 return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {verdict.reason}")

@@ -177,3 +177,12 @@ def test_license_from_page_when_the_image_has_none(images):
     rows = _fetch([images.url("/plain.jpg"), images.url("/cc.webp")], extra={"page_license": [page, page]})
     assert (rows["plain.jpg"]["license"], rows["plain.jpg"]["license_source"]) == (page, "page")
     assert (rows["cc.webp"]["license"], rows["cc.webp"]["license_source"]) == (BY, "xmpRights:WebStatement")
+
+
+def test_blocklisted_url_asks_no_ai_txt(aitxt_origin, tmp_path):
+    base = f"http://localhost:{aitxt_origin.port}"
+    rules = tmp_path / "block.txt"
+    rules.write_text(f"{base}/a.png\n")
+    before = aitxt_origin.hits("/ai.txt")
+    rows = _fetch([f"{base}/a.png"], blocklists=[str(rules)])
+    assert rows["a.png"]["status"] == "blocked" and aitxt_origin.hits("/ai.txt") == before

@@ -87,7 +87,7 @@ def server():
     s.stop()
 
 
-def test_download_cli(server, tmp_path):
+def test_download_cli(server, tmp_path, capsys):
     inp = tmp_path / "urls.csv"
     with open(inp, "w", newline="") as f:
         w = csv.writer(f)
@@ -105,6 +105,16 @@ def test_download_cli(server, tmp_path):
     assert rows["plain.jpg"]["error_message"] == "provenance: licence unknown not in cc-by,cc0"
     assert rows["no.png"]["status"] == "failed_to_download"
     assert "DMI-PROHIBITED-GENAIMLTRAINING" in rows["no.png"]["error_message"]
+    # the report counts the refusals, AI-generated and licences of the kept samples
+    import json
+
+    capsys.readouterr()
+    assert main(["stats", str(out), "--json"]) == 0
+    prov = json.loads(capsys.readouterr().out)["provenance"]
+    assert prov["refused"] == {"IPTC Data Mining (image XMP)": 1}
+    assert prov["ai_generated_kept"] == 0 and prov["licences_kept"] == {"cc-by": 1}  # gen.jpg was filtered
+    assert main(["stats", str(out)]) == 0
+    assert "refused: IPTC Data Mining (image XMP)" in capsys.readouterr().out
     before = len(server.requests)
     assert main(["download", str(inp), "--out", str(tmp_path / "o2"), "--licenses", "gpl"]) == 2
     assert len(server.requests) == before  # refused before any request

@@ -115,6 +115,10 @@ def test_download_cli(server, tmp_path, capsys):
     assert prov["ai_generated_kept"] == 0 and prov["licences_kept"] == {"cc-by": 1}  # gen.jpg was filtered
     assert main(["stats", str(out)]) == 0
     assert "refused: IPTC Data Mining (image XMP)" in capsys.readouterr().out
+    from clipcrawl.pipelines.inspect.browse import BrowseData
+
+    assert BrowseData(str(out)).info()["provenance"] == {
+        "refused": {"IPTC Data Mining (image XMP)": 1}, "ai_generated_kept": 0, "licences_kept": {"cc-by": 1}}
     before = len(server.requests)
     assert main(["download", str(inp), "--out", str(tmp_path / "o2"), "--licenses", "gpl"]) == 2
     assert len(server.requests) == before  # refused before any request

@@ -8,7 +8,9 @@
     Allow: /press/
 
 Media types are expressed as file-extension patterns (``*.jpg``, ``*.png`` ...): they are matched against the
-URL's path case-insensitively (an image ``/A.JPG`` is refused by ``Disallow: *.jpg``). Groups are chosen by our
+URL's path case-insensitively (an image ``/A.JPG`` is refused by ``Disallow: *.jpg``), before the request; a URL
+whose path has no extension (``/img?id=3``) is matched again once its response's ``Content-Type`` is known, with
+that type's extensions (``image/jpeg``: ``.jpg``, ``.jpeg``), before its body is used. Groups are chosen by our
 user-agent token as robots.txt's are (protego; the most specific rule wins, ``Allow`` on a tie).
 
 :class:`AiTxtCache` fetches the file once per origin (concurrent callers share one fetch) and keeps it like
@@ -67,6 +69,14 @@ def disallows(parser: object, url: str | URL, ua_token: str) -> bool:
     return lower is not None and not parser.can_fetch(str(lower), ua_token)  # type: ignore[attr-defined]
 
 
+def _extensions(mime: str) -> list[str]:
+    import mimetypes
+
+    exts = mimetypes.guess_all_extensions(mime, strict=False)
+    extra = {"image/jpeg": [".jpg", ".jpeg"], "image/webp": [".webp"], "image/avif": [".avif"]}.get(mime, [])
+    return list(dict.fromkeys([*extra, *exts]))
+
+
 AiTxtFetch = Callable[[str], Awaitable[tuple[int | None, bytes]]]
 
 
@@ -92,6 +102,27 @@ class AiTxtCache:
         if entry.parser is not None and disallows(entry.parser, u, self.ua_token):
             return AiTxtVerdict(False, f"disallowed for AI training by {origin}{AI_TXT_PATH} (Spawning ai.txt)")
         return AiTxtVerdict(True, None, entry.error and f"ai.txt unreachable: {entry.error}")
+
+    async def check_media(self, url: str | URL, content_type: str | None) -> AiTxtVerdict:
+        """For a URL whose path has no extension: its rules applied to the path + each extension of
+        ``content_type`` (the origin's rules are cached by :meth:`check`, which ran first)."""
+        try:
+            u = url if isinstance(url, URL) else URL(url)
+            origin = str(u.origin())
+        except (ValueError, TypeError):
+            return AiTxtVerdict(True)
+        last = u.path.rsplit("/", 1)[-1]
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        if "." in last or not mime:
+            return AiTxtVerdict(True)
+        entry = await self._cache.get(origin)
+        if entry.parser is None:
+            return AiTxtVerdict(True)
+        for ext in _extensions(mime):
+            if disallows(entry.parser, u.with_path(u.path + ext), self.ua_token):
+                return AiTxtVerdict(False, f"disallowed for AI training by {origin}{AI_TXT_PATH} (Spawning ai.txt, "
+                                           f"{mime} as *{ext})")
+        return AiTxtVerdict(True)
 
     async def _load(self, origin: str) -> _Entry:
         self.fetches += 1

@@ -343,6 +343,10 @@ class FetchImages(Stage):
             return _Outcome(Status.BLOCKED.value, f"download: {res.error}", res.status)
         if not res.ok or res.body is None:
             return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {res.error or 'empty response'}", res.status)
+        if self._aitxt is not None:
+            why = await self._aitxt_after(url, res.final_url or url, res.headers or {})
+            if why:
+                return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {why}", res.status, len(res.body))
         meta = await self._metadata(res.body)
         if self.config.respect_image_metadata and (why := refusal(meta)):
             return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {why}", res.status, len(res.body), meta=meta)
@@ -351,6 +355,18 @@ class FetchImages(Stage):
         if img.error:
             return _Outcome(Status.FAILED_TO_RESIZE.value, f"resize: {img.error}", res.status, len(res.body), img, meta)
         return _Outcome(Status.SUCCESS.value, None, res.status, len(res.body), img, meta)
+
+    async def _aitxt_after(self, url: str, final: str, headers: dict[str, str]) -> str | None:
+        """ai.txt once the response is in: the redirect target's own rules, and for an extensionless path the
+        file-type rules by its Content-Type."""
+        assert self._aitxt is not None
+        if final != url:
+            verdict = await self._aitxt.check(final)
+            if not verdict.allowed:
+                return verdict.reason
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        verdict = await self._aitxt.check_media(final, ctype)
+        return None if verdict.allowed else verdict.reason
 
     async def _metadata(self, body: bytes) -> ImageMeta:
         """The original bytes' metadata: the container walk and XMP here (microseconds), the C2PA reader (only when

@@ -239,6 +239,8 @@ class FileServer:
         hit = self.files.get(request.path)
         if hit is None:
             return web.Response(status=404, text="not found")
+        if hit[1] == "redirect":  # (target URL, "redirect")
+            raise web.HTTPFound(hit[0].decode())
         return web.Response(body=hit[0], content_type=hit[1], headers=hit[2] if len(hit) > 2 else None)
 
     def start(self) -> FileServer:

@@ -74,7 +74,9 @@ def aitxt_origin():
     s = FileServer({"/ai.txt": (b"User-Agent: *\nDisallow: *.jpg\nDisallow: /portfolio/\n", "text/plain"),
                     "/a.jpg": (with_xmp("jpeg", None), "image/jpeg"),
                     "/a.png": (with_xmp("png", None), "image/png"),
-                    "/portfolio/b.png": (with_xmp("png", None, seed=2), "image/png")}).start()
+                    "/portfolio/b.png": (with_xmp("png", None, seed=2), "image/png"),
+                    "/img": (with_xmp("jpeg", None, seed=3), "image/jpeg"),
+                    "/pic": (with_xmp("png", None, seed=4), "image/png")}).start()
     yield s
     s.stop()
 
@@ -186,3 +188,13 @@ def test_blocklisted_url_asks_no_ai_txt(aitxt_origin, tmp_path):
     before = aitxt_origin.hits("/ai.txt")
     rows = _fetch([f"{base}/a.png"], blocklists=[str(rules)])
     assert rows["a.png"]["status"] == "blocked" and aitxt_origin.hits("/ai.txt") == before
+
+
+def test_ai_txt_file_types_by_content_type_and_redirect_targets(aitxt_origin, images):
+    base = f"http://localhost:{aitxt_origin.port}"
+    images.files["/hop.png"] = (f"{base}/a.jpg".encode(), "redirect")  # another origin's refused image
+    rows = _fetch([f"{base}/img", f"{base}/pic", images.url("/hop.png")])
+    assert rows["img"]["error_message"] == (f"download: disallowed for AI training by {base}/ai.txt (Spawning "
+                                            "ai.txt, image/jpeg as *.jpg)")
+    assert rows["pic"]["status"] == "success"
+    assert rows["hop.png"]["error_message"] == f"download: disallowed for AI training by {base}/ai.txt (Spawning ai.txt)"

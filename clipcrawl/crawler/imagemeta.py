@@ -13,7 +13,8 @@ The downloader re-encodes every image, which strips its metadata; what the metad
 * **C2PA** manifests (JUMBF in JPEG APP11, PNG ``caBX``, WebP ``C2PA``): only when the cheap pre-scan found such
   a box is the official reader (``c2pa-python``, optional: ``pip install clipcrawl[provenance]``) run on the
   bytes; it gives the validation state, the claim generator, the ``c2pa.training-mining`` /
-  ``cawg.training-mining`` entries and ``c2pa.actions`` ``digitalSourceType``.
+  ``cawg.training-mining`` entries and ``c2pa.actions`` ``digitalSourceType``. It runs offline (no remote
+  manifest or OCSP request: :data:`C2PA_SETTINGS`) on a copy of the body already downloaded.
 
 :func:`refusal` turns that into the reason an image must not be used for training (or None):
 ``plus:DataMining`` ``DMI-PROHIBITED*`` (every prohibited value, the "see constraint/rights expression" ones
@@ -403,7 +404,7 @@ def read_c2pa(body: bytes, meta: ImageMeta, mime: str) -> None:
     import json
 
     try:
-        reader = c2pa.Reader.try_create(mime, io.BytesIO(body[:MAX_C2PA_BYTES]))
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(body[:MAX_C2PA_BYTES]), None, _offline_context(c2pa))
         if reader is None:
             return
         with reader:
@@ -416,6 +417,20 @@ def read_c2pa(body: bytes, meta: ImageMeta, mime: str) -> None:
         meta.unsafe = f"C2PA manifest store unreadable ({msg})"
         return
     apply_c2pa_store(meta, store, state)
+
+
+#: the reader makes no request of its own: a manifest stored elsewhere (a URL in the XMP) and certificate
+#: revocation (OCSP) would be fetched past the downloader's address guard and politeness
+C2PA_SETTINGS = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+_context_cache: list = []
+
+
+def _offline_context(c2pa):  # noqa: ANN001, ANN202 - the c2pa module, a c2pa.Context
+    if not _context_cache:
+        import json
+
+        _context_cache.append(c2pa.Context(settings=c2pa.Settings.from_json(json.dumps(C2PA_SETTINGS))))
+    return _context_cache[0]
 
 
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}

@@ -211,9 +211,10 @@ def broken_jumbf(body: bytes) -> bytes:
     raise AssertionError("no APP11 segment")
 
 
-def truncated_jumbf() -> bytes:
-    """A JPEG whose APP11 segment holds a C2PA superbox that ends before its description box does."""
-    base = with_xmp("jpeg", None)
+def truncated_jumbf(base: bytes | None = None) -> bytes:
+    """A JPEG (``base``, default a plain one) whose APP11 segment holds a C2PA superbox that ends before its
+    description box does."""
+    base = base or with_xmp("jpeg", None)
     payload = (b"JP\x00\x01\x00\x00\x00\x01" + struct.pack(">I4s", 48, b"jumb") + struct.pack(">I4s", 40, b"jumd")
                + b"c2pa" + b"\x00" * 28)
     return base[:2] + b"\xff\xeb" + struct.pack(">H", len(payload) + 2) + payload + base[2:]

@@ -13,7 +13,14 @@ import zlib
 import pytest
 
 from clipcrawl.crawler.aitxt import disallows, parse_ai_txt
-from clipcrawl.crawler.imagemeta import MAX_XMP_BYTES, read_image_meta, read_xmp, refusal
+from clipcrawl.crawler.imagemeta import (
+    MAX_XMP_BYTES,
+    ImageMeta,
+    read_c2pa,
+    read_image_meta,
+    read_xmp,
+    refusal,
+)
 
 from .provenance_files import (
     LAUGHS,
@@ -278,3 +285,22 @@ def test_ai_txt_rules_by_path_and_type():
     assert parse_ai_txt(b"<html><body>soft 404</body></html>") is None
     scoped = parse_ai_txt(b"User-Agent: otherbot\nDisallow: /\n")
     assert not disallows(scoped, "https://a.example/x.jpg", "clipcrawl")
+
+
+def test_c2pa_reader_makes_no_request():
+    """A manifest said to be elsewhere (XMP dcterms:provenance) is not fetched by the reader (offline settings)."""
+    c2pa_or_skip()
+    from .provenance_files import FileServer
+
+    srv = FileServer({"/m.c2pa": (c2pa_signed([training_mining(ai_training="notAllowed")]), "application/c2pa")})
+    srv.start()
+    try:
+        xmp = xmp_packet(attrs=f'xmlns:dcterms="http://purl.org/dc/terms/" dcterms:provenance="{srv.url("/m.c2pa")}"')
+        meta = read_image_meta(truncated_jumbf(with_xmp("jpeg", xmp)))
+        assert meta.has_jumbf and srv.requests == []
+        # the reader itself, on an image with no embedded box (c2pa-python's default settings fetch this URL)
+        meta = ImageMeta()
+        read_c2pa(with_xmp("jpeg", xmp), meta, "image/jpeg")
+        assert srv.requests == [] and meta.c2pa_validation_state.startswith("unreadable: ")
+    finally:
+        srv.stop()

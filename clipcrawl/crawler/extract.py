@@ -19,7 +19,7 @@ Base URL
 
 Meta robots
     ``<meta name="robots">`` and ``<meta name="<our UA token>">`` directives (lowercased) are
-    collected in ``meta_robots``. Any of ``noai, noimageai, noindex, noimageindex`` (or ``none``)
+    collected in ``meta_robots``. Any of ``noai, noimageai, noml, noindex, noimageindex`` (or ``none``)
     sets ``noai``: the page gives **no pairs** (``n_withheld`` counts them). ``nofollow`` (or
     ``none``) sets ``nofollow``: the page gives **no links**. Contents are parsed like
     X-Robots-Tag (:func:`clipcrawl.crawler.robots.robots_directives`): ``none``, a past
@@ -28,6 +28,12 @@ Meta robots
 TDMRep
     ``<meta name="tdm-reservation" content="1">`` withholds the pairs like ``noai``
     (``noai_reason`` ``"tdm-reservation"``, ``tdm_policy`` from ``<meta name="tdm-policy">``).
+
+Licence
+    ``license``: the first ``rel="license"`` link (``<a>``/``<link>``), Creative Commons RDFa
+    (``rel``/``property`` ``cc:license``, ``dcterms:license``, ``schema:license``) or microdata
+    (``itemprop="license"``): an absolute URL, or a ``content`` text such as ``CC BY 4.0``. The pairs carry it
+    as ``page_license``; the download's ``license`` column falls back to it.
 
 Image URL, per ``<img>`` (``<noscript>`` images included: Lexbor parses them as elements;
 ``<template>`` contents are inert, as in a browser, and ignored)

@@ -52,7 +52,7 @@ def download(
                                                                      "by robots.txt and X-Robots-Tag)."),
     disallowed_header_directives: str | None = typer.Option(
         None, "--disallowed-header-directives",
-        help="Comma-separated X-Robots-Tag directives that refuse an image (default noai,noimageai,noindex,"
+        help="Comma-separated X-Robots-Tag directives that refuse an image (default noai,noimageai,noml,noindex,"
              "noimageindex; '' or [] turns the check off)."),
     no_robots: bool = typer.Option(False, "--ignore-robots", help="Do not fetch or obey robots.txt (your own sites "
                                                                   "only)."),

@@ -304,3 +304,18 @@ def test_c2pa_reader_makes_no_request():
         assert srv.requests == [] and meta.c2pa_validation_state.startswith("unreadable: ")
     finally:
         srv.stop()
+
+
+def test_mutated_metadata_never_raises():
+    """Random byte changes in the metadata region of every container: a result, never an exception."""
+    import random
+
+    rng = random.Random(28)
+    bodies = [with_xmp(f, xmp_packet(data_mining="DMI-PROHIBITED", source_type="trainedAlgorithmicMedia",
+                                     rights="(c) x")) for f in FORMATS]
+    bodies.append(jpeg_with_extended_xmp("", xmp_packet(data_mining="DMI-ALLOWED")))
+    for _ in range(3000):
+        b = bytearray(rng.choice(bodies))
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(min(len(b), 3000))] = rng.choice([0, 0xFF, 0x3C, 0x26, rng.randrange(256)])
+        read_image_meta(bytes(b), c2pa=False)

@@ -16,11 +16,10 @@ import numpy as np
 import pyarrow as pa
 
 from clipcrawl.base.stage import Stage, mark, ok_mask
-from clipcrawl.schemas.components import ImageFilterConfig
+from clipcrawl.schemas.components import LICENSE_IDS, ImageFilterConfig
 from clipcrawl.schemas.configbase import ConfigError
 from clipcrawl.schemas.status import Status
 
-LICENSE_IDS = ("cc0", "pdm", "cc-by", "cc-by-sa", "cc-by-nd", "cc-by-nc", "cc-by-nc-sa", "cc-by-nc-nd")
 _CC_URL = re.compile(r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)", re.I)
 _CC_TEXT = re.compile(r"\bcc[ -]?(0|zero|by(?:[ -](?:nc|sa|nd)){0,2})\b", re.I)
 
@@ -92,7 +91,7 @@ def provenance_problems(table: pa.Table, cfg: ImageFilterConfig) -> list[str | N
         for i, v in enumerate(table.column("ai_generated").to_pylist()):
             if v:
                 reasons[i] = f"AI-generated (its {src[i] or 'metadata'} digital source type)"
-    wanted = set(check_licenses(list(cfg.licenses), "filters.image.licenses"))
+    wanted = set(cfg.licenses)  # ids, checked by the config model
     if wanted:
         lic = table.column("license").to_pylist() if "license" in table.column_names else [None] * n
         for i, v in enumerate(lic):

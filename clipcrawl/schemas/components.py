@@ -214,6 +214,10 @@ class ClipConfig(Model):
     )
 
 
+#: licence ids ``filters.image.licenses`` / ``--licenses`` accept (clipcrawl.filters.provenance.license_id)
+LICENSE_IDS = ("cc0", "pdm", "cc-by", "cc-by-sa", "cc-by-nd", "cc-by-nc", "cc-by-nc-sa", "cc-by-nc-nd")
+
+
 class ImageFilterConfig(Model):
     """Rules on the downloaded image (clipcrawl.filters.images.rules): status filtered_image."""
 
@@ -226,6 +230,15 @@ class ImageFilterConfig(Model):
     licenses: list[str] = Field(
         default_factory=list, description="Keep only images under one of these licences (cc0, pdm, cc-by, cc-by-sa, "
         "cc-by-nd, cc-by-nc, cc-by-nc-sa, cc-by-nc-nd), from the image's metadata or else its page; [] keeps all.")
+
+    @field_validator("licenses")
+    @classmethod
+    def _known_licenses(cls, v: list[str]) -> list[str]:
+        out = [x.strip().lower() for x in v if x.strip()]
+        bad = [x for x in out if x not in LICENSE_IDS]
+        if bad:
+            raise ValueError(f"unknown licence {', '.join(bad)}; use {', '.join(LICENSE_IDS)}")
+        return out
 
 
 class BalanceConfig(Model):

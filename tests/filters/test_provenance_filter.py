@@ -153,3 +153,12 @@ def test_card_lines_count_refusals_ai_and_licences():
     assert "  - refused by ai.txt: 4 image(s)" in text
     assert "AI-generated according to their IPTC/C2PA metadata: 5 kept sample(s)" in text
     assert "cc-by 2, cc0 1, none 1, unknown 1" in text
+
+
+def test_licences_checked_by_the_config_model():
+    from clipcrawl.schemas.config import RunConfig, parse_config
+
+    assert ImageFilterConfig(licenses=["CC-BY ", "cc0"]).licenses == ["cc-by", "cc0"]
+    with pytest.raises(ConfigError, match=r"filters.image.licenses: unknown licence gpl"):
+        parse_config({"dataset": "d", "sources": {"urls": {"path": "x.csv"}},
+                      "filters": {"image": {"licenses": ["gpl"]}}}, RunConfig, "run.yaml")

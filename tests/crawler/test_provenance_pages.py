@@ -11,10 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
+from clipcrawl.cli import main
 from clipcrawl.crawler.crawl import crawl
 from clipcrawl.crawler.extract import extract_page
 from clipcrawl.schemas.config import CrawlConfig
 from clipcrawl.schemas.tables import PAIRS, check
+from tests.crawler.provenance_files import with_xmp, xmp_packet
 from tests.crawler.site import LoopbackServer, html, page
 
 BY_SA = "https://creativecommons.org/licenses/by-sa/4.0/"
@@ -64,6 +66,10 @@ def _site(log, srv) -> web.Application:
     async def robots(_):
         return web.Response(text="User-agent: *\nAllow: /\n")
 
+    async def image(request):
+        xmp = xmp_packet(web_statement=CC0) if request.match_info["name"] == "plain" else None
+        return web.Response(body=with_xmp("jpeg", xmp, size=(200, 150)), content_type="image/jpeg")
+
     app = web.Application()
     app.router.add_get("/", index)
     app.router.add_get("/cc", cc)
@@ -71,6 +77,7 @@ def _site(log, srv) -> web.Application:
     app.router.add_get("/noml", noml)
     app.router.add_get("/hdr", hdr)
     app.router.add_get("/robots.txt", robots)
+    app.router.add_get("/{name}.jpg", image)
     return app
 
 
@@ -78,6 +85,13 @@ def test_crawl_carries_page_licence_and_honours_noml(tmp_path: Path):
     with LoopbackServer(_site) as srv:
         crawl(CrawlConfig(seeds=[srv.base + "/"], max_pages=20, max_depth=2, allowed_networks=["127.0.0.0/8"],
                           timeout=5), tmp_path, progress=False)
+        out = tmp_path / "images"
+        assert main(["-q", "download", str(tmp_path), "--out", str(out), "--allow-private-networks",
+                     "--output-format", "parquet", "--image-size", "32", "--workers", "1"]) in (0, None)
+    got = {r["url"].rsplit("/", 1)[-1]: r for r in pq.read_table(next(out.glob("*.parquet"))).to_pylist()}
+    assert got["cc.jpg"]["status"] == "success"
+    assert (got["cc.jpg"]["license"], got["cc.jpg"]["license_source"]) == (BY_SA, "page")  # the page's
+    assert (got["plain.jpg"]["license"], got["plain.jpg"]["license_source"]) == (CC0, "xmpRights:WebStatement")
     pairs = pa.concat_tables([pq.read_table(f) for f in sorted((tmp_path / "pairs").glob("*.parquet"))])
     check(pairs, PAIRS)
     by_page = {r["page_url"].rsplit("/", 1)[-1]: r for r in pairs.to_pylist()}

@@ -417,7 +417,8 @@ def _attach(table: pa.Table, outcomes: list[_Outcome | None]) -> pa.Table:
 def _provenance(cols: dict[str, list[Any]], i: int, meta: ImageMeta | None, page_license: str | None) -> None:
     """Row ``i``'s provenance columns: the image's metadata (read when a body came), the page's licence otherwise."""
     if meta is not None:
-        cols["c2pa_present"][i] = meta.c2pa_present
+        cols["c2pa_present"][i] = True if meta.c2pa_present else None  # null, not false: an image without any
+        # of this metadata keeps every provenance column null, so its <key>.json is what it was before them
         cols["c2pa_validation_state"][i] = meta.c2pa_validation_state
         cols["c2pa_claim_generator"][i] = meta.c2pa_claim_generator
         cols["c2pa_training_mining"][i] = meta.training_mining_text()

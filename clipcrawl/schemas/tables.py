@@ -29,7 +29,7 @@ CAPTION_FIELDS = (
 # ---------------------------------------------------------------- provenance
 #: What an image's own metadata says (XMP IPTC/PLUS, C2PA), in SAMPLES; null when the image was not read.
 PROVENANCE_FIELDS = (
-    pa.field("c2pa_present", pa.bool_()),  # a C2PA manifest store is embedded
+    pa.field("c2pa_present", pa.bool_()),  # true: a C2PA manifest store is embedded (null otherwise)
     pa.field("c2pa_validation_state", pa.string()),  # Valid | Trusted | Invalid | "unreadable: <cause>"
     pa.field("c2pa_claim_generator", pa.string()),  # the active manifest's claim generator ("name/version")
     pa.field("c2pa_training_mining", pa.string()),  # its training-mining entries: "ai_training=notAllowed,..."

@@ -111,7 +111,7 @@ def test_refusals_and_columns(images):
 
     r = refused("dmi.jpg", "data mining prohibited by the image's IPTC metadata (XMP plus:DataMining "
                            "DMI-PROHIBITED-AIMLTRAINING)")
-    assert r["data_mining"] == "DMI-PROHIBITED-AIMLTRAINING" and r["c2pa_present"] is False
+    assert r["data_mining"] == "DMI-PROHIBITED-AIMLTRAINING" and r["c2pa_present"] is None
     refused("seeconstraint.webp", "data mining prohibited by the image's IPTC metadata (XMP plus:DataMining "
                                   "DMI-PROHIBITED-SEECONSTRAINT)")
     refused("laughs.jpg", "image metadata refused unread, so its terms are unknown: XMP declares a DTD or entities "
@@ -124,8 +124,7 @@ def test_refusals_and_columns(images):
     assert (rows["gen.png"]["ai_generated"], rows["gen.png"]["ai_generated_source"]) == (True, "iptc")
     assert (rows["cc.webp"]["license"], rows["cc.webp"]["license_source"]) == (BY, "xmpRights:WebStatement")
     plain = rows["plain.jpg"]
-    assert plain["c2pa_present"] is False
-    assert all(plain[f.name] is None for f in PROVENANCE_FIELDS if f.name != "c2pa_present")
+    assert all(plain[f.name] is None for f in PROVENANCE_FIELDS)  # all null: <key>.json as before
     if _have_c2pa():
         r = refused("c2pa-no.jpg", "ai_training notAllowed by the image's C2PA manifest (training-mining assertion; "
                                    "validation Valid)")
@@ -198,3 +197,22 @@ def test_ai_txt_file_types_by_content_type_and_redirect_targets(aitxt_origin, im
                                             "ai.txt, image/jpeg as *.jpg)")
     assert rows["pic"]["status"] == "success"
     assert rows["hop.png"]["error_message"] == f"download: disallowed for AI training by {base}/ai.txt (Spawning ai.txt)"
+
+
+def test_tar_json_of_an_image_without_metadata_has_no_provenance_key(images, tmp_path):
+    import json
+    import tarfile
+
+    from clipcrawl.cli import main
+
+    inp = tmp_path / "urls.csv"
+    inp.write_text(f"url,caption\n{images.url('/plain.jpg')},a plain picture\n{images.url('/gen.png')},generated\n")
+    out = tmp_path / "out"
+    assert main(["-q", "download", str(inp), "--out", str(out), "--allow-private-networks", "--image-size", "32",
+                 "--workers", "1"]) in (0, None)
+    with tarfile.open(next(out.glob("*.tar"))) as tar:
+        docs = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
+    by_url = {d["url"].rsplit("/", 1)[-1]: d for d in docs}
+    prov = {f.name for f in PROVENANCE_FIELDS}
+    assert not prov & set(by_url["plain.jpg"])
+    assert by_url["gen.png"]["ai_generated"] is True and by_url["gen.png"]["ai_generated_source"] == "iptc"

@@ -82,6 +82,26 @@ def main() -> None:
         print(f"{name:58s} {len(body):9,d} {t * 1e6:9.1f}us {t / decode:16.2%}")
     print(f"{'jpeg, clipcrawl decode + resize to 256 (for scale)':58s} {len(plain):9,d} {decode * 1e6:9.1f}us")
 
+    # ai.txt: the per-URL check once the origin's rules are cached (robots-style match by path and file type)
+    import asyncio
+
+    from clipcrawl.crawler.aitxt import AiTxtCache
+
+    async def serve(_url: str) -> tuple[int, bytes]:
+        return 200, b"User-Agent: *\nDisallow: *.jpg\nDisallow: /private/\nAllow: /private/press/\n"
+
+    async def checks(cache: AiTxtCache, n: int) -> None:
+        for i in range(n):
+            await cache.check(f"https://example.com/img/{i}.png")
+
+    for label, body in (("ai.txt check per URL, rules cached", serve),):
+        cache = AiTxtCache(body, "clipcrawl")
+        asyncio.run(checks(cache, 1))
+        t = time.process_time()
+        asyncio.run(checks(cache, a.repeat))
+        per = (time.process_time() - t) / a.repeat
+        print(f"{label:58s} {'':9s} {per * 1e6:9.1f}us {per / decode:16.2%}")
+
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,8 @@ The downloader re-encodes every image, which strips its metadata; what the metad
 * From the XMP: IPTC/PLUS **Data Mining** (``plus:DataMining``), IPTC **Digital Source Type**
   (``Iptc4xmpExt:DigitalSourceType``: ``trainedAlgorithmicMedia`` and ``compositeWithTrainedAlgorithmicMedia``
   mean made by a generative model), and the licence (``xmpRights:WebStatement``, ``cc:license``, then the IPTC
-  copyright notice ``dc:rights``).
+  copyright notice ``dc:rights``; a JPEG without any of them: the IPTC IIM copyright notice, 2:116, of its
+  Photoshop APP13 segment).
 * **C2PA** manifests (JUMBF in JPEG APP11, PNG ``caBX``, WebP ``C2PA``): only when the cheap pre-scan found such
   a box is the official reader (``c2pa-python``, optional: ``pip install clipcrawl[provenance]``) run on the
   bytes; it gives the validation state, the claim generator, the ``c2pa.training-mining`` /
@@ -89,7 +90,7 @@ class ImageMeta:
     data_mining: str | None = None  # the PLUS value, short form: "DMI-PROHIBITED-AIMLTRAINING"
     digital_source_type: str | None = None  # IPTC, short form: "trainedAlgorithmicMedia"
     license: str | None = None  # licence URL or notice
-    license_source: str | None = None  # "xmpRights:WebStatement" | "cc:license" | "dc:rights"
+    license_source: str | None = None  # xmpRights:WebStatement | cc:license | dc:rights | iptc:CopyrightNotice
     has_jumbf: bool = False  # the pre-scan saw a C2PA/JUMBF box
     c2pa_present: bool = False  # the reader found a manifest store
     c2pa_validation_state: str | None = None  # Valid | Trusted | Invalid | "unreadable: <cause>"
@@ -141,11 +142,47 @@ def _check_size(n: int) -> None:
         raise MetadataRefused(f"XMP packet of {n:,} bytes exceeds the {MAX_XMP_BYTES:,}-byte cap")
 
 
-def _jpeg(body: bytes) -> tuple[bytes | None, bool]:
+def iim_copyright(seg: bytes) -> str | None:
+    """The IPTC IIM copyright notice (record 2, dataset 116) of a Photoshop APP13 segment, or None."""
+    if not seg.startswith(b"Photoshop 3.0\x00"):
+        return None
+    pos, n = 14, len(seg)
+    for _ in range(MAX_SEGMENTS):
+        if pos + 12 > n or seg[pos:pos + 4] != b"8BIM":
+            return None
+        (rid,) = struct.unpack_from(">H", seg, pos + 4)
+        name_len = seg[pos + 6]
+        pos += 6 + ((name_len + 2) & ~1)  # Pascal name, padded to an even length
+        if pos + 4 > n:
+            return None
+        (size,) = struct.unpack_from(">I", seg, pos)
+        data = seg[pos + 4:pos + 4 + size]
+        pos += 4 + size + (size & 1)
+        if rid != 0x0404:  # IPTC-NAA record
+            continue
+        i = 0
+        while i + 5 <= len(data) and data[i] == 0x1C:
+            rec, ds, ln = data[i + 1], data[i + 2], struct.unpack_from(">H", data, i + 3)[0]
+            if ln & 0x8000:  # extended dataset length: not used for text fields
+                return None
+            if (rec, ds) == (2, 116):
+                raw = data[i + 5:i + 5 + ln]
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = raw.decode("latin-1")
+                return text.strip() or None
+            i += 5 + ln
+        return None
+    return None
+
+
+def _jpeg(body: bytes) -> tuple[bytes | None, bool, str | None]:
     pos, n, seen = 2, len(body), 0
     xmp: bytes | None = None
     ext: dict[bytes, tuple[int, dict[int, bytes]]] = {}  # guid -> (full length, offset -> part)
     jumbf = False
+    iim: str | None = None
     while pos + 4 <= n and seen < MAX_SEGMENTS:
         seen += 1
         if body[pos] != 0xFF:
@@ -175,6 +212,8 @@ def _jpeg(body: bytes) -> tuple[bytes | None, bool]:
                 _check_size(sum(len(p) for q in ext.values() for p in q[1].values()))
         elif marker == 0xEB and seg[:2] == b"JP":  # APP11 JUMBF (C2PA)
             jumbf = True
+        elif marker == 0xED and iim is None:  # APP13: Photoshop IRB with the IPTC IIM record
+            iim = iim_copyright(seg)
         pos += 2 + length
     if xmp is not None and ext:
         main = _parse_xmp(xmp)
@@ -183,7 +222,7 @@ def _jpeg(body: bytes) -> tuple[bytes | None, bool]:
             full, parts = ext[guid]
             joined = b"".join(parts[k] for k in sorted(parts))[:full]
             xmp = xmp + b"\n" + joined  # parsed as two packets by read_xmp
-    return xmp, jumbf
+    return xmp, jumbf, iim
 
 
 def _png(body: bytes) -> tuple[bytes | None, bool]:
@@ -251,22 +290,23 @@ def _gif(body: bytes) -> tuple[bytes | None, bool]:
     return body[start:end], False
 
 
-def read_xmp(body: bytes) -> tuple[bytes | None, bool]:
-    """``(xmp packet bytes or None, whether a C2PA/JUMBF box is present)`` from the container's headers.
-    Raises :class:`MetadataRefused` for an oversized packet."""
+def scan(body: bytes) -> tuple[bytes | None, bool, str | None]:
+    """``(xmp packet bytes or None, whether a C2PA/JUMBF box is present, JPEG's IPTC IIM copyright notice)``
+    from the container's headers. Raises :class:`MetadataRefused` for an oversized packet."""
     kind = sniff(body)
     try:
         if kind == "jpeg":
             return _jpeg(body)
-        if kind == "png":
-            return _png(body)
-        if kind == "webp":
-            return _webp(body)
-        if kind == "gif":
-            return _gif(body)
+        if kind in ("png", "webp", "gif"):
+            return (*{"png": _png, "webp": _webp, "gif": _gif}[kind](body), None)
     except struct.error:  # a truncated segment header: what came before it was read
-        return None, False
-    return None, False
+        return None, False, None
+    return None, False, None
+
+
+def read_xmp(body: bytes) -> tuple[bytes | None, bool]:
+    """``(xmp packet bytes or None, whether a C2PA/JUMBF box is present)``."""
+    return scan(body)[:2]
 
 
 # ------------------------------------------------------------------ XMP
@@ -440,7 +480,7 @@ def read_image_meta(body: bytes, c2pa: bool = True) -> ImageMeta:
     """Everything above from an image's original bytes; never raises on bad input."""
     meta = ImageMeta()
     try:
-        xmp, meta.has_jumbf = read_xmp(body)
+        xmp, meta.has_jumbf, iim = scan(body)
         props = _parse_xmp(xmp) if xmp else {}
     except MetadataRefused as e:
         meta.unsafe = str(e)
@@ -453,6 +493,8 @@ def read_image_meta(body: bytes, c2pa: bool = True) -> ImageMeta:
         if props.get(f):
             meta.license, meta.license_source = props[f][:2000], src
             break
+    if meta.license is None and iim:
+        meta.license, meta.license_source = iim[:2000], "iptc:CopyrightNotice"
     if meta.has_jumbf and c2pa:
         read_c2pa(body, meta, _MIME.get(sniff(body) or "", "image/jpeg"))
     return meta

@@ -37,7 +37,7 @@ PROVENANCE_FIELDS = (
     pa.field("ai_generated_source", pa.string()),  # iptc | c2pa | iptc,c2pa
     pa.field("data_mining", pa.string()),  # IPTC/PLUS plus:DataMining value, e.g. DMI-PROHIBITED-AIMLTRAINING
     pa.field("license", pa.string()),  # licence URL or notice: the image's, else the page's
-    pa.field("license_source", pa.string()),  # xmpRights:WebStatement | cc:license | dc:rights | page
+    pa.field("license_source", pa.string()),  # xmpRights:WebStatement | cc:license | dc:rights | iptc:CopyrightNotice | page
 )
 
 # ---------------------------------------------------------------- pairs

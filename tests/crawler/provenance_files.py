@@ -114,6 +114,17 @@ LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
           "</rdf:Description></rdf:RDF></x:xmpmeta>")
 
 
+def jpeg_with_iim_copyright(notice: str, xmp: bytes | None = None) -> bytes:
+    """A JPEG with a Photoshop APP13 segment holding an IPTC IIM record with the copyright notice (2:116), as
+    older photo tools write it."""
+    text = notice.encode("utf-8")
+    iim = b"\x1c\x02\x00\x00\x02\x00\x04" + b"\x1c\x02\x74" + struct.pack(">H", len(text)) + text  # 2:0 version
+    irb = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iim)) + iim + (b"\x00" if len(iim) & 1 else b"")
+    payload = b"Photoshop 3.0\x00" + irb
+    base = with_xmp("jpeg", xmp)
+    return base[:2] + b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload + base[2:]
+
+
 # ------------------------------------------------------------------ C2PA
 @functools.lru_cache(maxsize=1)
 def signer_pems() -> tuple[bytes, bytes]:

@@ -319,3 +319,17 @@ def test_mutated_metadata_never_raises():
         for _ in range(rng.randint(1, 8)):
             b[rng.randrange(min(len(b), 3000))] = rng.choice([0, 0xFF, 0x3C, 0x26, rng.randrange(256)])
         read_image_meta(bytes(b), c2pa=False)
+
+
+def test_iptc_iim_copyright_notice_in_jpeg():
+    from .provenance_files import jpeg_with_iim_copyright
+
+    m = read_image_meta(jpeg_with_iim_copyright("© 2021 Jane Doe, CC BY-NC 4.0"))
+    assert (m.license, m.license_source) == ("© 2021 Jane Doe, CC BY-NC 4.0", "iptc:CopyrightNotice")
+    m = read_image_meta(jpeg_with_iim_copyright("(c) old notice", xmp_packet(rights="(c) XMP notice")))
+    assert (m.license, m.license_source) == ("(c) XMP notice", "dc:rights")  # XMP first
+    from PIL import Image, IptcImagePlugin
+
+    im = Image.open(io.BytesIO(jpeg_with_iim_copyright("(c) x")))
+    im.load()  # still a valid JPEG, and Pillow's own IPTC reader sees the same notice
+    assert IptcImagePlugin.getiptcinfo(im)[(2, 116)] == b"(c) x"

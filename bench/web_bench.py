@@ -147,17 +147,49 @@ for k, p in paths.items():
     out[k] = [best, r.error]
 print(json.dumps(out))
 """
+    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve()), "OMP_NUM_THREADS": "1"}
+    return _floor(world, kept, [sys.executable, "-P", "-c", code], env)
+
+
+def _floor(world: World, kept: list[int], cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run ``cmd`` (reads {image id: path} on stdin, prints {image id: [cpu s, error]}) over the images behind the
+    ``kept`` URLs; the mean CPU per kept URL."""
     from websim import EXT
 
     need = sorted({world.url_image[i] for i in kept})
     folder = Path(os.environ["CLIPCRAWL_WEB_BENCH_POOL"])
     paths = {str(k): str(folder / f"{k:05d}.{EXT[world.images[k]['format']]}") for k in need}
-    env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve()), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-P", "-c", code], input=json.dumps(paths), capture_output=True, text=True,
-                       env=env, check=True)
+    r = subprocess.run(cmd, input=json.dumps(paths), capture_output=True, text=True, env=env, check=True)
     cpu = {int(k): v[0] for k, v in json.loads(r.stdout).items()}
     per_url = [cpu[world.url_image[i]] for i in kept]
     return {"floor_ms_per_image": 1000 * statistics.fmean(per_url) if per_url else 0.0, "images": len(per_url)}
+
+
+I2D_FLOOR = r"""
+import io, json, sys, time
+from img2dataset.resizer import Resizer
+paths = json.loads(sys.stdin.read())
+# img2dataset.download's defaults (main.py): image_size 256, resize_mode border, lanczos up / area down, jpg q95
+r = Resizer(image_size=256, resize_mode="border", resize_only_if_bigger=False)
+out = {}
+for k, p in paths.items():
+    data = open(p, "rb").read()
+    best = None
+    for _ in range(3):
+        t = time.thread_time()
+        res = r(io.BytesIO(data))
+        best = min(best or 9e9, time.thread_time() - t)
+    out[k] = [best, res[-1]]
+print(json.dumps(out))
+"""
+
+
+def i2d_floor(world: World, kept: list[int], i2d_bin: str) -> dict[str, float]:
+    """img2dataset's own image work (its ``Resizer`` with ``download``'s defaults: decode + resize + encode, one
+    thread, best of 3 as for clipcrawl's floor) over the URLs it kept, in its venv."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("PYTHONPATH", None)
+    return _floor(world, kept, [str(Path(i2d_bin).parent / "python"), "-c", I2D_FLOOR], env)
 
 
 # ------------------------------------------------------------------ main
@@ -175,6 +207,8 @@ def main() -> None:
                     help="NAME=PATH of a clipcrawl checkout to run (repeatable; default clipcrawl=this checkout)")
     ap.add_argument("--clipcrawl-args", default="", help="extra args for clipcrawl download")
     ap.add_argument("--img2dataset", default=str(DEFAULT_I2D))
+    ap.add_argument("--profile", default=None, metavar="DIR",
+                    help="run clipcrawl under py-spy (collapsed stacks, 200 Hz) into DIR/<tool>-<run>.txt")
     ap.add_argument("--share-dead", type=float, default=0.02)
     ap.add_argument("--share-trickle", type=float, default=0.01)
     ap.add_argument("--share-nxdomain", type=float, default=0.03)
@@ -237,8 +271,18 @@ def main() -> None:
         if args.only != "img2dataset":
             for name, path in trees.items():
                 tenv = {**env, "PYTHONPATH": str(Path(path).resolve())}
-                tools[name] = (lambda out: [
-                    sys.executable, "-P", "-m", "clipcrawl", "--log-format", "text", "download", str(urls),
+                def prof(out: Path, name: str = name) -> list[str]:
+                    """py-spy in front of the command with ``--profile`` (``CLIPCRAWL_PROFILE_GIL=1``: GIL only)."""
+                    if not args.profile:
+                        return []
+                    gil = ["--gil"] if os.environ.get("CLIPCRAWL_PROFILE_GIL") else []
+                    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                    dest = Path(args.profile).resolve() / f"{name}-{out.name.rsplit('-', 1)[-1]}.txt"
+                    return [spy, "record", "--format", "raw", "-r", "200", "--subprocesses", "--nonblocking", *gil,
+                            "-o", str(dest), "--"]
+
+                tools[name] = (lambda out, prof=prof: [
+                    *prof(out), sys.executable, "-P", "-m", "clipcrawl", "--log-format", "text", "download", str(urls),
                     "--out", str(out), "--allow-private-networks", "--timeout", str(args.timeout),
                     *(["--samples-per-shard", *per_shard] if per_shard else []), *args.clipcrawl_args.split()], tenv)
 
@@ -260,9 +304,11 @@ def main() -> None:
                        "successes": ok, "rows": total, "load_at_start": load, "requests": dump["requests"],
                        "robots_requests": dump["robots"], "dns_queries": dump["dns_queries"],
                        **tail(world, dump, t0), "by_kind": by_kind(world, st)}
+                kept = [i for i, s in st.items() if s == "success"]
                 if name != "img2dataset":
-                    kept = [i for i, s in st.items() if s == "success"]
                     res.update(image_floor(world, pool, kept, trees[name]))
+                else:
+                    res.update(i2d_floor(world, kept, args.img2dataset))
                 runs.append(res)
                 floor = (f", floor {res['floor_ms_per_image']:.2f} ms/img" if "floor_ms_per_image" in res else "")
                 print(f"{name:12s} run {r}: {wall:6.1f}s {res['url_per_s']:6.1f} URL/s {res['img_per_s']:6.1f} img/s "

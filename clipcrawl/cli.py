@@ -126,6 +126,12 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:  # a bug or an infrastructure failure: one line, traceback with -v
         if _interrupted:  # cleanup after Ctrl-C failed: the interrupt is the answer
             return EXIT_INTERRUPTED
+        from clipcrawl.base.extras import extra_hint
+
+        hint = extra_hint(e) if isinstance(e, ModuleNotFoundError) else None
+        if hint:  # an optional feature on a core install: name the extra (exit 2)
+            print(f"clipcrawl: error: {hint}", file=sys.stderr)
+            return EXIT_USAGE
         import logging
 
         if logging.getLogger("clipcrawl").isEnabledFor(logging.DEBUG):

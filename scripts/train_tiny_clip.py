@@ -16,7 +16,9 @@ Usage::
     python scripts/train_tiny_clip.py --steps 100 --out /tmp/tiny   # quick try
 
 The weights are saved in fp16 safetensors; total size stays under 5 MB because the text width
-is 32 (the token embedding alone is 49408 x 32).
+is 32 (the token embedding alone is 49408 x 32). After retraining, run
+``python scripts/export_tiny_onnx.py``: the shipped ONNX graphs (the core install's CLIP) read their
+weights from this file by offset.
 """
 
 from __future__ import annotations

@@ -29,9 +29,16 @@ import pyarrow as pa
 from clipcrawl.base.shardfiles import ShardRef
 from clipcrawl.base.stage import set_column
 from clipcrawl.base.storage import atomic_open, fs_and_path, is_local, json_default, write_parquet
+from clipcrawl.pipelines.compat_progress import CompatProgress
 from clipcrawl.pipelines.fetch_images import XROBOTS_MESSAGE, FetchImages, _attach, _Outcome
 from clipcrawl.pipelines.inputs import InputFile, InputShard, _read_raw
-from clipcrawl.pipelines.passes.download import DownloadJob, DownloadPass, DownloadSummary, ShardWritten
+from clipcrawl.pipelines.passes.download import (
+    DownloadJob,
+    DownloadPass,
+    DownloadSummary,
+    ShardWritten,
+    count_private_refusals,
+)
 from clipcrawl.pipelines.shardloop import run_pass
 from clipcrawl.pipelines.writer import TarShardWriter
 from clipcrawl.schemas.config import ConfigError, DownloadConfig, OutputConfig, UrlListConfig
@@ -171,11 +178,18 @@ def finished_shards(out: str, mode: str) -> tuple[set[int], int]:
     return set(ids), 0
 
 
-def plan_jobs(url_list: str, out: str, o: CompatOptions, done: set[int], start: int) -> Iterator[DownloadJob]:
+def plan_jobs(url_list: str, out: str, o: CompatOptions, done: set[int], start: int,
+              on_file: Any = None) -> Iterator[DownloadJob]:
+    """``on_file(index, files, path, rows, shards)``: after each input file is read (what is left to do)."""
     shard_id = start
-    for path in input_files(url_list, o.input_format):
+    files = input_files(url_list, o.input_format)
+    for index, path in enumerate(files, 1):
         table = read_input(path, o)
         n = math.ceil(table.num_rows / o.number_sample_per_shard)
+        if on_file is not None:
+            todo = [i for i in range(n) if shard_id + i not in done]
+            rows = sum(min(o.number_sample_per_shard, table.num_rows - i * o.number_sample_per_shard) for i in todo)
+            on_file(index, len(files), path, rows, len(todo))
         for i in range(n):
             sid = shard_id + i
             if sid in done:
@@ -273,8 +287,10 @@ def sample_json(row: dict[str, Any], o: CompatOptions) -> str:
     return json.dumps(meta, indent=4, default=json_default)
 
 
-def write_compat_shard(ref: ShardRef, inputs: pa.Table, table: pa.Table, o: CompatOptions, start: float) -> list[str]:
-    """Write one shard as img2dataset's writer ``o.output_format`` does; ``_stats.json`` last."""
+def write_compat_shard(ref: ShardRef, inputs: pa.Table, table: pa.Table, o: CompatOptions,
+                       start: float) -> tuple[list[str], dict[str, Any]]:
+    """Write one shard as img2dataset's writer ``o.output_format`` does; ``_stats.json`` last.
+    Returns the rows' statuses and the stats written."""
     meta = compat_table(inputs, table, o)
     images = table.column("image").to_pylist()
     captions = inputs.column("caption").to_pylist() if "caption" in inputs.column_names else [None] * table.num_rows
@@ -302,9 +318,10 @@ def write_compat_shard(ref: ShardRef, inputs: pa.Table, table: pa.Table, o: Comp
         meta = meta.append_column(ext, pa.array([img if k else None for img, k in zip(images, ok)], pa.binary()))
     if o.output_format != "dummy":
         write_parquet(meta, ref.parquet)
+    stats = compat_stats(rows, start, time.time())
     with atomic_open(ref.stats, "w") as f:  # last: marks the shard as done
-        json.dump(compat_stats(rows, start, time.time()), f, indent=4)
-    return [r["status"] for r in rows]
+        json.dump(stats, f, indent=4)
+    return [r["status"] for r in rows], stats
 
 
 def compat_stats(rows: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
@@ -340,11 +357,21 @@ class CompatDownloadPass(DownloadPass):
     streaming = False  # img2dataset's writers take a whole shard (CompatFetchImages overrides _process)
     write_behind = True
 
-    def __init__(self, config: DownloadConfig, options: CompatOptions, summary: DownloadSummary) -> None:
+    def __init__(self, config: DownloadConfig, options: CompatOptions, summary: DownloadSummary,
+                 reporter: CompatProgress | None = None) -> None:
         super().__init__(config, OutputConfig(samples_per_shard=options.number_sample_per_shard), summary)
         self.options = options
         verify = options.verify_hash[1] if options.verify_hash else None
-        self.stages = [CompatFetchImages(config, options.compute_hash, verify, options.bbox_col)]
+        fetch = CompatFetchImages(config, options.compute_hash, verify, options.bbox_col)
+        fetch.reports_progress = False  # img2dataset's output (CompatProgress), not the generic bars
+        fetch.progress = reporter  # rows, on this machine (a Ray actor's copy drops it)
+        self.stages = [fetch]
+        self.reporter = reporter
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["reporter"] = None  # the driver's terminal (a Ray actor or a Spark task gets the pass without it)
+        return state
 
     def read(self, job: DownloadJob) -> pa.Table:
         job.started = time.time()  # type: ignore[attr-defined] - img2dataset's start_time: before the downloads
@@ -357,24 +384,35 @@ class CompatDownloadPass(DownloadPass):
         return self.stages
 
     def write(self, job: DownloadJob, table: pa.Table) -> ShardWritten:
-        statuses = write_compat_shard(job.ref, job.shard.table, table, self.options, getattr(job, "started", time.time()))
+        statuses, stats = write_compat_shard(job.ref, job.shard.table, table, self.options,
+                                             getattr(job, "started", time.time()))
         nbytes = sum(b or 0 for b in table.column("bytes").to_pylist())
-        return ShardWritten("new", statuses, table.num_rows, nbytes)
+        return ShardWritten("new", statuses, table.num_rows, nbytes, stats=stats,
+                            blocked_private=count_private_refusals(table))
+
+    def publish(self, job: DownloadJob, result: ShardWritten) -> None:
+        super().publish(job, result)
+        if self.reporter is not None:
+            self.reporter.shard_done(job.ref.name, result.stats)
 
 
 def run_compat(url_list: str, out: str, config: DownloadConfig, options: CompatOptions,
-               engine: Any = None) -> DownloadSummary:
-    """Download ``url_list`` into ``out`` exactly as img2dataset lays it out."""
+               engine: Any = None, progress: bool | None = None) -> DownloadSummary:
+    """Download ``url_list`` into ``out`` exactly as img2dataset lays it out. ``progress``: img2dataset's
+    terminal output (:class:`CompatProgress`; None: when stderr is a terminal, False: none)."""
     from clipcrawl.pipelines.lock import hold_dataset
 
     validate(options)
     out = str(out).rstrip("/")
-    with hold_dataset(out, create=True):  # before the finished shards are listed
-        done, start = finished_shards(out, options.incremental_mode)
-        summary = DownloadSummary(out)
-        p = CompatDownloadPass(config, options, summary)
-        t0 = time.monotonic()
-        summary.shards_skipped = len(done)
-        summary.failures = run_pass(p, plan_jobs(url_list, out, options, done, start), engine)
-    summary.duration = time.monotonic() - t0
+    with CompatProgress(progress) as reporter:
+        with hold_dataset(out, create=True):  # before the finished shards are listed
+            done, start = finished_shards(out, options.incremental_mode)
+            summary = DownloadSummary(out)
+            p = CompatDownloadPass(config, options, summary, reporter if reporter.on else None)
+            t0 = time.monotonic()
+            summary.shards_skipped = len(done)
+            jobs = plan_jobs(url_list, out, options, done, start, reporter.file_planned)
+            summary.failures = run_pass(p, jobs, engine, bar=False)
+        summary.duration = time.monotonic() - t0
+        reporter.finish(summary)
     return summary

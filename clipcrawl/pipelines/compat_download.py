@@ -4,7 +4,8 @@ Same signature and defaults as img2dataset 1.47's ``download`` (every keyword), 
 keys, img2dataset's Parquet columns, ``_stats.json`` and files (see :mod:`clipcrawl.pipelines.compat`).
 Differences on purpose (README, "Switching from img2dataset"): robots.txt is obeyed unless
 ``respect_robots=False``; requests are limited per host (``per_host_concurrency``); bodies above
-``max_bytes`` fail; ``distributor="pyspark"`` is refused (use ``"ray"``); wandb is not driven.
+``max_bytes`` fail; ``distributor="pyspark"`` is refused (use ``"ray"``); wandb is not driven; the progress
+lines go to stderr and only to a terminal unless ``progress=True``.
 The keyword-only arguments after ``disallowed_header_directives`` are clipcrawl's own.
 """
 
@@ -67,8 +68,14 @@ def download(
     ray_address: str | None = None,
     decoder: str = "threads",
     dns_servers: list[str] | None = None,
+    progress: bool | None = None,
 ) -> Any:
     """Download the images of ``url_list`` into ``output_folder`` as img2dataset 1.47 does.
+
+    ``progress``: img2dataset's terminal output (a line per input file, its ``worker``/``total`` lines per
+    finished shard, a bar over the rows, the final per-status counts, reasons and speed) on stderr;
+    None (default): only when stderr is a terminal; False: nothing (errors still reach logging); True:
+    the lines even when stderr is a file or pipe.
 
     Returns the run's :class:`~clipcrawl.pipelines.passes.download.DownloadSummary` (img2dataset returns
     None). Raises :class:`~clipcrawl.schemas.config.ConfigError` (a ValueError) for unusable arguments.
@@ -109,7 +116,8 @@ def download(
     if user_agent_token:
         dl["user_agent"] = _UA_TEMPLATE.format(token=str(user_agent_token).strip().lower())
     config = parse_config(dl, DownloadConfig, "img2dataset.download")
-    return run_compat(str(url_list), str(output_folder), config, options, _engine(distributor, ray_address))
+    return run_compat(str(url_list), str(output_folder), config, options, _engine(distributor, ray_address),
+                      progress=progress)
 
 
 def _engine(distributor: str, ray_address: str | None) -> Any:

@@ -5,9 +5,10 @@ Inputs: a file or a folder of files in one of img2dataset's formats (``parquet``
 ``jsonl``, ``txt`` (one URL per line), each optionally ``.gz``; text in UTF-8, or any encoding
 charset-normalizer detects, e.g. latin-1), or crawl / Common Crawl output (``DIR/pairs/*.parquet`` in the PAIRS schema, also found
 as ``DATASET/crawl/pairs``). Columns are renamed to ``url``/``caption``; ``save_additional_columns``
-travel with the rows. Files are read in sorted order and cut into shards of ``samples_per_shard``
-rows per file, numbered on across files (img2dataset's layout), so the same input always gives
-the same shards. A repeated (url, caption) pair is kept once: later copies get status
+travel with the rows. Files are read in sorted order and their rows, in order, cut into shards of
+``samples_per_shard`` rows (a shard may span files; only the last is shorter), so the same input
+always gives the same shards however it is split into files (img2dataset mode keeps img2dataset's
+per-file shards: :mod:`clipcrawl.pipelines.compat`). A repeated (url, caption) pair is kept once: later copies get status
 ``duplicate`` (``dedup_method`` url, ``duplicate_of`` the first copy's key) and are never fetched.
 Unusable input raises :class:`ConfigError` naming the file, the row/line or column, and the fix.
 In a JSONL file a bad line alone (not JSON, not an object, a URL or caption that is not a string, a
@@ -495,24 +496,69 @@ def mark_input_duplicates(table: pa.Table, seen: set[int]) -> pa.Table:
     return table
 
 
-def plan_input_shards(cfg: UrlListConfig, samples_per_shard: int) -> Iterator[InputShard]:
-    """Deterministic input shards: per file in sorted order, ``samples_per_shard`` rows each. Parquet inputs
+def plan_input_shards(cfg: UrlListConfig, samples_per_shard: int, per_file: bool = False) -> Iterator[InputShard]:
+    """Deterministic input shards of ``samples_per_shard`` rows, in input order (files sorted, rows in file
+    order), whatever the input's split into files: a shard may end in the next file (``source`` names each
+    file it holds rows of, comma-separated), only the last one is shorter -- so a folder of a thousand
+    small pairs files (``clipcrawl commoncrawl``: one per WARC/WAT) gives full shards. ``per_file``: the
+    layout of downloads made before (each file cut on its own, its last shard shorter), kept so such a
+    download still resumes (:func:`~clipcrawl.pipelines.passes.download.resume_layout`). Parquet inputs
     stream a shard at a time; what the run keeps is the set of key hashes that finds repeated pairs."""
     seen: set[int] = set()
     shard_id = 0
+    buf: pa.Table | None = None
+    names: list[tuple[str, int]] = []  # (input file, rows of it in buf), in order
+
+    def cut(n: int) -> InputShard:
+        nonlocal buf, shard_id
+        assert buf is not None
+        shard = InputShard(shard_id, buf.slice(0, n).combine_chunks(), _take_names(names, n))
+        shard_id += 1
+        buf = buf.slice(n)
+        return shard
+
     for f in find_inputs(cfg):
         name = os.path.basename(f.path)
-        buf: pa.Table | None = None
         for part in iter_input_file(f, cfg, samples_per_shard):
             part = mark_input_duplicates(part, seen)
-            buf = part if buf is None else pa.concat_tables([buf, part])
+            if part.num_rows == 0:
+                continue
+            buf = part if buf is None or buf.num_rows == 0 else _concat(buf, part, names, name)
+            names.append((name, part.num_rows))
             while buf.num_rows >= samples_per_shard:
-                yield InputShard(shard_id, buf.slice(0, samples_per_shard).combine_chunks(), name)
-                shard_id += 1
-                buf = buf.slice(samples_per_shard)
-        if buf is not None and buf.num_rows:
-            yield InputShard(shard_id, buf.combine_chunks(), name)
-            shard_id += 1
+                yield cut(samples_per_shard)
+        if per_file and buf is not None and buf.num_rows:
+            yield cut(buf.num_rows)
+    if buf is not None and buf.num_rows:
+        yield cut(buf.num_rows)
+
+
+def _concat(buf: pa.Table, part: pa.Table, names: list[tuple[str, int]], name: str) -> pa.Table:
+    """Rows of one file after those of the previous ones (types promoted: int64 and double -> double)."""
+    try:
+        return pa.concat_tables([buf, part], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        clash = [f"{c} ({buf.schema.field(c).type} / {part.schema.field(c).type})" for c in part.column_names
+                 if c in buf.column_names and buf.schema.field(c).type != part.schema.field(c).type]
+        before = names[-1][0] if names else "an earlier file"
+        raise ConfigError(f"{name}: column(s) {', '.join(clash) or '?'} of another type than in {before} "
+                          f"(fix: give each column one type in every input file)") from None
+
+
+def _take_names(names: list[tuple[str, int]], n: int) -> str:
+    """The files the next ``n`` buffered rows come from (consumed from ``names``)."""
+    out: list[str] = []
+    while n > 0 and names:
+        name, rows = names[0]
+        if not out or out[-1] != name:
+            out.append(name)
+        if rows <= n:
+            names.pop(0)
+            n -= rows
+        else:
+            names[0] = (name, rows - n)
+            n = 0
+    return ",".join(out)
 
 
 def count_rows(table: pa.Table, status: str) -> int:

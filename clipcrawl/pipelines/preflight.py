@@ -131,3 +131,8 @@ def check_run(cfg: Any) -> None:
     folder can be written and every local input path the config names exists."""
     check_output(str(cfg.dataset), "dataset")
     check_paths(cfg)
+    clip = getattr(getattr(cfg, "filters", None), "clip", None)
+    if clip is not None and clip.enabled:  # a real model on a core install: name the [clip] extra now
+        from clipcrawl.filters.clip.model import require_torch_clip
+
+        require_torch_clip(clip.model)

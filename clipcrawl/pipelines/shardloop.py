@@ -320,23 +320,24 @@ def _write_streamed(p: ShardPass, job: Any, chunks: Iterator[pa.Table]) -> Any:
 
 
 def run_pass(p: ShardPass, jobs: Iterable[Any], engine: Any = None, *, total: int | None = None,
-             unit: str = "shard") -> list[ShardFailure]:
+             unit: str = "shard", bar: bool = True) -> list[ShardFailure]:
     """Run ``p`` over ``jobs`` on ``engine`` (default: this process); ``publish`` each result in job
-    order. Returns the shards that could not be read (each also logged as an error)."""
+    order. Returns the shards that could not be read (each also logged as an error). ``bar=False``: no
+    shard bar or log lines (a pass that reports its progress itself, e.g. img2dataset mode)."""
     from clipcrawl.pipelines.engine import LocalEngine
 
     engine = engine or LocalEngine()
     failures: list[ShardFailure] = []
     if total is None and hasattr(jobs, "__len__"):
         total = len(jobs)  # type: ignore[arg-type]
-    with Progress(p.name, total=total, unit=unit) as bar:
+    with Progress(p.name, total=total, unit=unit, enabled=bar) as shards:
         for job, result in engine.map_ordered(ShardWorker(p), jobs):
             if isinstance(result, ShardFailure):
                 log.error("%s: shard %s skipped, unreadable: %s", p.name, result.shard, result.error)
                 failures.append(result)
             else:
                 p.publish(job, result)
-            bar.update(1)
+            shards.update(1)
     return failures
 
 

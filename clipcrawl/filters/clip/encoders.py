@@ -61,7 +61,12 @@ class TorchEncoder:
 
 
 def make_encoder(clip: LoadedClip, **kwargs: Any) -> Any:
-    """The encoder for ``clip.precision``: fast -> ONNX Runtime (CPU), else open_clip eager."""
+    """The encoder for ``clip.precision``: fast -> ONNX Runtime (CPU), else open_clip eager; the
+    shipped tiny model without torch -> its ONNX graphs (:mod:`clipcrawl.filters.clip.light`)."""
+    from clipcrawl.filters.clip.light import TinyOnnxEncoder, TinyOnnxModel
+
+    if isinstance(clip.model, TinyOnnxModel):
+        return TinyOnnxEncoder(clip.model)
     if clip.precision == "fast" and clip.device == "cpu":
         from clipcrawl.filters.clip.fast import OnnxEncoder
 

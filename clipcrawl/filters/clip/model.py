@@ -101,7 +101,13 @@ def load_clip(
     precision: str = "auto",
     cache_dir: str | None = None,
 ) -> LoadedClip:
-    """Create model, preprocess and tokenizer; raise ClipWeightsUnavailable / ConfigError on bad input."""
+    """Create model, preprocess and tokenizer; raise ClipWeightsUnavailable / ConfigError on bad input.
+
+    Without torch/open_clip (a core install) the shipped tiny model runs on ONNX Runtime
+    (:mod:`clipcrawl.filters.clip.light`); any other model is a ConfigError naming the ``[clip]`` extra."""
+    if use_light_tiny(model):
+        return _load_light(model, device, precision)
+    require_torch_clip(model)
     from clipcrawl.base.workers import passive_openmp
 
     passive_openmp()  # before torch loads its OpenMP runtime (a Ray actor, a library caller)
@@ -139,6 +145,55 @@ def load_clip(
     embed_dim = int(net.text_projection.shape[1]) if getattr(net, "text_projection", None) is not None else 0
     embed_dim = embed_dim or int(net.encode_text(tokenizer(["a"]).to(dev)).shape[-1])
     return LoadedClip(net, preprocess, tokenizer, dev, prec, name, _weights_id(name, ckpt), embed_dim)
+
+
+# ---------------------------------------------------------------- core install (no torch)
+CLIP_EXTRA_HINT = 'pip install "clipcrawl[clip]"'
+
+
+def torch_clip_installed() -> bool:
+    """torch and open_clip are importable (looked up, not imported: importing torch takes seconds)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "open_clip"))
+
+
+def use_light_tiny(model: str) -> bool:
+    """The shipped tiny model on ONNX Runtime: when torch/open_clip are absent, or
+    ``CLIPCRAWL_TINY_BACKEND=onnx`` (``torch`` forces open_clip)."""
+    if model not in TINY_ALIASES:
+        return False
+    backend = os.environ.get("CLIPCRAWL_TINY_BACKEND", "").lower()
+    if backend == "torch":
+        return False
+    return backend == "onnx" or not torch_clip_installed()
+
+
+def require_torch_clip(model: str) -> None:
+    """ConfigError (exit 2) when ``model`` needs torch/open_clip and they are not installed."""
+    if model in TINY_ALIASES and os.environ.get("CLIPCRAWL_TINY_BACKEND", "").lower() != "torch":
+        return
+    if not torch_clip_installed():
+        raise ConfigError(
+            f"CLIP model {model!r} needs PyTorch and open_clip, which the core install leaves out "
+            f"(fix: {CLIP_EXTRA_HINT}; without it only the shipped test model runs: --model tiny)"
+        )
+
+
+def _load_light(model: str, device: str, precision: str) -> LoadedClip:
+    from clipcrawl.filters.clip.light import available, load_light_tiny
+
+    if precision not in _PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(_PRECISIONS)}")
+    if device not in ("auto", "cpu"):
+        raise ConfigError(f"device {device!r} needs PyTorch (the core install runs the tiny model on the CPU "
+                          f"with ONNX Runtime; fix: --device cpu, or {CLIP_EXTRA_HINT})")
+    if not available():
+        raise ConfigError(f"the tiny model's ONNX graphs or onnxruntime are missing (fix: pip install onnxruntime, "
+                          f"or {CLIP_EXTRA_HINT})")
+    if precision in ("fp16", "bf16"):
+        log.info("tiny model on ONNX Runtime: precision %s runs as fp32 (no torch)", precision)
+    return load_light_tiny()
 
 
 # ---------------------------------------------------------------- resolution

@@ -59,9 +59,16 @@ class SplitPreprocess:
 
 
 def split_preprocess(preprocess: Callable[[Any], Any]) -> SplitPreprocess | None:
-    """A :class:`SplitPreprocess` for a torchvision ``Compose`` of PIL-only steps + ToTensor + Normalize."""
+    """A :class:`SplitPreprocess` for a torchvision ``Compose`` of PIL-only steps + ToTensor + Normalize;
+    a preprocess that is already split (the tiny model's torch-free one) is used as is."""
     import numpy as np
-    from torchvision import transforms as T
+
+    if callable(getattr(preprocess, "pil", None)) and callable(getattr(preprocess, "finish", None)):
+        return preprocess  # type: ignore[return-value]
+    try:
+        from torchvision import transforms as T
+    except ImportError:
+        return None
 
     steps = list(getattr(preprocess, "transforms", []))
     if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize):
@@ -141,8 +148,6 @@ class Prefetcher:
     def _collect(self, job: tuple) -> PreparedBatch:
         import time
 
-        import torch
-
         rows, futs, tok = job
         deadline = time.monotonic() + self.timeout
         tensors, ok, errors = [], [], []
@@ -164,6 +169,8 @@ class Prefetcher:
         elif self.split is not None:
             pixels = self.split.finish(tensors)
         else:
+            import torch
+
             pixels = torch.stack(tensors)
         return PreparedBatch(rows, pixels, ok, errors, tokens)
 

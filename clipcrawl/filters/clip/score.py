@@ -67,6 +67,8 @@ class ScoreClip(Stage):
         self.encoder = make_encoder(self.clip, **kwargs)
         scale = getattr(self.clip.model, "logit_scale", None)
         self.logit_scale = float(scale.exp().item()) if scale is not None else 100.0
+        if hasattr(self.clip.model, "logit_scale_exp"):  # the tiny model on ONNX Runtime (no torch)
+            self.logit_scale = float(self.clip.model.logit_scale_exp)
 
         def enc(texts: list[str]) -> np.ndarray:
             return self.encoder.encode_texts(self.clip.tokenizer(texts))

@@ -19,8 +19,10 @@ def crop_tokens(tokens: Any) -> Any:
     The text transformer's attention is causal and the feature is read at that token, so outputs
     are unchanged while the work shrinks from 77 positions to the caption length.
     """
-    if tokens.shape[1] == 0:
+    if tokens.shape[1] == 0 or tokens.shape[0] == 0:
         return tokens
+    if isinstance(tokens, np.ndarray):  # the tokenizer of the core install (no torch)
+        return tokens[:, : int(tokens.argmax(axis=-1).max()) + 1]
     return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
 
 

@@ -41,11 +41,11 @@ class ImageEmbedder:
         return self._load().name
 
     def embed(self, images: Sequence[bytes | None]) -> Embedded:
-        import torch
-
+        from clipcrawl.filters.clip.encoders import make_encoder
         from clipcrawl.filters.clip.prefetch import decode_image
 
         clip = self._load()
+        encoder = make_encoder(clip)  # fp32: open_clip eager; the tiny model without torch: ONNX Runtime
         out = np.zeros((len(images), clip.embed_dim), dtype=np.float32)
         ok = np.zeros(len(images), dtype=bool)
         for start in range(0, len(images), self.batch_size):
@@ -60,9 +60,12 @@ class ImageEmbedder:
                     continue
             if not tensors:
                 continue
-            with torch.inference_mode():
-                feats = clip.model.encode_image(torch.stack(tensors).to(clip.device)).float()
-                feats = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
-            out[rows] = feats
+            if isinstance(tensors[0], np.ndarray):
+                batch = np.stack(tensors)
+            else:
+                import torch
+
+                batch = torch.stack(tensors)
+            out[rows] = encoder.encode_images(batch)
             ok[rows] = True
         return Embedded(out, ok, clip.name)

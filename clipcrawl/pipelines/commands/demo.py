@@ -66,9 +66,10 @@ def demo_command(
 
     Each demo starts fresh: a folder holding a previous demo is emptied first."""
     from rich.console import Console
+    from rich.markup import escape
 
     from clipcrawl.base.layout import DatasetLayout
-    from clipcrawl.pipelines.demo import demo_config
+    from clipcrawl.pipelines.demo import demo_config, missing_extras_note
     from clipcrawl.pipelines.demo.site import DemoSite
     from clipcrawl.pipelines.run import run
     from clipcrawl.pipelines.summary import print_run_summary
@@ -81,8 +82,13 @@ def demo_command(
         console.print(f"demo site: {site.url}  ->  dataset: {out}")
         cfg = demo_config(site.url, str(out))
         st = run(cfg)
-        print_run_summary(DatasetLayout(str(out)), st, console,
-                          extra={"report": f"clipcrawl stats {out} --html {out}/report.html"})
+        report = f"clipcrawl stats {out} --html {out}/report.html"
+        note = missing_extras_note()
+        if note and "[report]" in note:
+            report += '  (needs pip install "clipcrawl[report]")'
+        print_run_summary(DatasetLayout(str(out)), st, console, extra={"report": escape(report)})
+        if note:
+            console.print(note, soft_wrap=True, markup=False, highlight=False)
         if serve:
             console.print(f"serving {site.url} (Ctrl-C to stop)")
             from clipcrawl.pipelines.commands import wait_for_ctrl_c

@@ -58,7 +58,9 @@ def download(
                                                                   "only)."),
     no_robots_alias: bool = typer.Option(False, "--no-robots", hidden=True, help="Old name of --ignore-robots."),
     allow_private_networks: bool = typer.Option(False, "--allow-private-networks",
-                                                help="Allow private/loopback addresses (intranets, tests)."),
+                                                help="Allow private/loopback addresses (intranets, tests); refused "
+                                                     "by default here (`clipcrawl img2dataset` allows them, as "
+                                                     "img2dataset does)."),
     dns_server: list[str] | None = typer.Option(
         None, "--dns-server", help="DNS server for the image hosts, ip or ip:port (repeat; default: "
                                    "/etc/resolv.conf's). Answers are cached (TTL, negative answers)."),
@@ -96,6 +98,9 @@ def download(
     """Download and resize the images of a URL list into img2dataset-compatible shards.
 
     Finished shards are skipped, so rerunning the same command resumes an interrupted download.
+    Shards hold --samples-per-shard input rows however the input is split into files.
+
+    Private and loopback addresses (127.0.0.1, 10.x, 192.168.x, ...) are refused unless --allow-private-networks (`clipcrawl img2dataset` allows them by default, as img2dataset does).
     """
     from clipcrawl.pipelines.passes.download import download as run_download
     from clipcrawl.schemas.config import DownloadConfig, OutputConfig, UrlListConfig, parse_config
@@ -175,7 +180,21 @@ def _print_summary(s) -> None:  # noqa: ANN001 - DownloadSummary, imported lazil
         t.add_row(f"  {status}", f"{n:,} ({n / total:.1%})" if total else "0")
     t.add_row("fetched this run", f"{s.fetched:,} in {s.duration:.1f}s ({s.rate:,.1f} images/s)")
     t.add_row("downloaded", f"{s.bytes_downloaded / 1e6:,.1f} MB")
-    Console(stderr=False).print(t)
+    console = Console(stderr=False)
+    console.print(t)
+    note = private_note(s)
+    if note:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+
+
+def private_note(s) -> str | None:  # noqa: ANN001 - DownloadSummary
+    """What to do when the run refused URLs as private/loopback addresses (None when it refused none)."""
+    if not s.blocked_private:
+        return None
+    who = "every URL" if s.blocked_private >= s.fetched else f"{s.blocked_private:,} of {s.fetched:,} URLs"
+    return (f"{who} refused as a private/loopback address: `download` refuses them by default (fix: add "
+            f"--allow-private-networks if those hosts are yours; `clipcrawl img2dataset` allows them by default, "
+            f"as img2dataset does)")
 
 
 def register(app: typer.Typer) -> None:

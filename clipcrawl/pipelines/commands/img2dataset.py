@@ -112,7 +112,12 @@ _NONE = inspect.Parameter("x", inspect.Parameter.KEYWORD_ONLY, default="")
 def usage() -> str:
     lines = ["Usage: clipcrawl img2dataset --url_list=URLS [--flag=value ...]", "",
              "img2dataset 1.47's download(), flag for flag (--name or --name-with-dashes), same defaults, "
-             "same output.", "", "Flags:"]
+             "same output.", "",
+             "As in img2dataset, private and loopback addresses are fetched by default (--allow_private_networks=False "
+             "refuses them); `clipcrawl download` and `clipcrawl run` refuse them unless --allow-private-networks.",
+             "On a terminal it prints img2dataset's progress (per-shard worker/total lines, a bar, the final "
+             "per-status counts) on stderr; nothing when stderr is not a terminal, or with --progress=False.", "",
+             "Flags:"]
     for name, p in _params().items():
         extra = "  [clipcrawl]" if p.kind is p.KEYWORD_ONLY else ""
         default = "" if p.default is inspect.Parameter.empty else f" (default: {p.default!r})"
@@ -127,11 +132,9 @@ def img2dataset(ctx: typer.Context) -> None:
         typer.echo(usage())
         raise typer.Exit(0)
     from clipcrawl.pipelines.commands import exit_on_failures
-    from clipcrawl.pipelines.commands.download import _print_summary
     from clipcrawl.pipelines.compat_download import download
 
-    summary = download(**parse_args(args))
-    _print_summary(summary)
+    summary = download(**parse_args(args))  # img2dataset's output on a terminal (--progress=False: none)
     exit_on_failures(summary.failures)
 
 

@@ -16,6 +16,27 @@ from clipcrawl.schemas.config import RunConfig, parse_config
 DEMO_THRESHOLD = 0.4
 
 
+#: (extra, a module it installs, what the demo's next steps use it for)
+NEXT_STEP_EXTRAS = (
+    ("report", "duckdb", "clipcrawl stats and its HTML report"),
+    ("index", "faiss", "clipcrawl index / search / browse"),
+    ("clip", "open_clip", "real CLIP models (ViT-B-32 ...)"),
+)
+
+
+def missing_extras_note() -> str | None:
+    """One line naming the extras the demo's next steps need and this install lacks (None: all there).
+    The demo itself runs on the core install: the tiny CLIP on ONNX Runtime, pHash dedup in numpy."""
+    import importlib.util
+
+    missing = [(extra, what) for extra, mod, what in NEXT_STEP_EXTRAS if importlib.util.find_spec(mod) is None]
+    if not missing:
+        return None
+    parts = "; ".join(f"[{extra}] {what}" for extra, what in missing)
+    extras = ",".join(extra for extra, _ in missing)
+    return f'not installed (core install): {parts} - add them with pip install "clipcrawl[{extras}]"'
+
+
 def demo_config(site_url: str, out: str, **overrides: Any) -> RunConfig:
     loopback = ["127.0.0.0/8"]  # the demo site only; every other private address stays refused
     data: dict[str, Any] = {

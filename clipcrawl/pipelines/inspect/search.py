@@ -129,7 +129,7 @@ class Searcher:
     def _load_model(self) -> None:
         if self._encoder is not None:
             return
-        from clipcrawl.filters.clip.encoders import TorchEncoder
+        from clipcrawl.filters.clip.encoders import make_encoder
         from clipcrawl.filters.clip.model import load_clip
 
         model, pretrained, device = self._model_args
@@ -142,7 +142,7 @@ class Searcher:
         if self._clip.embed_dim != self.dim:
             raise IndexUnavailable(f"model {self._clip.name} embeds in {self._clip.embed_dim} dimensions, "
                               f"the dataset's embeddings have {self.dim}: pass the model that scored it")
-        self._encoder = TorchEncoder(self._clip)
+        self._encoder = make_encoder(self._clip)  # fp32: open_clip eager; tiny without torch: ONNX
 
     def embed_text(self, prompt: str) -> np.ndarray:
         self._load_model()
@@ -157,7 +157,7 @@ class Searcher:
             with fs.open(p, "rb") as f:
                 image = f.read()
         with Image.open(io.BytesIO(image)) as im:
-            pixels = self._clip.preprocess(im.convert("RGB")).unsqueeze(0)
+            pixels = self._clip.preprocess(im.convert("RGB"))[None]
         return self._encoder.encode_images(pixels)
 
     def vector_of(self, key: str) -> np.ndarray | None:

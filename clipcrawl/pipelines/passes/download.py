@@ -1,8 +1,9 @@
 """The ``download`` pass: img2dataset's loop, input -> shards -> FetchImages -> write_shard.
 
 Input shards come from :func:`~clipcrawl.pipelines.inputs.plan_input_shards` (streamed, the same
-input always gives the same shards). A finished shard (its ``_stats.json`` exists) is skipped, so a
-rerun resumes; with ``retry_failed`` its failed_to_download rows are fetched again and the shard is
+input always gives the same shards: ``samples_per_shard`` rows each, however the input is split into
+files; a download started with the older per-file shards resumes with them, :func:`resume_layout`).
+A finished shard (its ``_stats.json`` exists) is skipped, so a rerun resumes; with ``retry_failed`` its failed_to_download rows are fetched again and the shard is
 rewritten (img2dataset #452). Shards stream (:attr:`ShardPass.streaming`): rows are fetched in chunks of
 ``chunk_rows`` and each finished chunk is appended to the shard's tar while the next ones download, so memory
 holds a few chunks' images whatever the shard size or the number of URLs; the Parquet (no images) and
@@ -20,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clipcrawl.base.progress import log
-from clipcrawl.base.shardfiles import ShardRef, is_done, shard_images
+from clipcrawl.base.shardfiles import ShardRef, is_done, list_shards, shard_images
 from clipcrawl.base.stage import set_column
 from clipcrawl.base.storage import configure_storage, read_parquet, remove
 from clipcrawl.pipelines.fetch_images import FetchImages
-from clipcrawl.pipelines.inputs import InputShard, plan_input_shards
+from clipcrawl.pipelines.inputs import InputShard, find_inputs, plan_input_shards
 from clipcrawl.pipelines.lock import hold_dataset
 from clipcrawl.pipelines.shardloop import ShardFailure, ShardPass, run_pass
 from clipcrawl.pipelines.writer import ShardStream, write_shard
@@ -41,6 +42,7 @@ class DownloadSummary:
     shards_retried: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
     fetched: int = 0  # rows fetched in this run (skipped shards not counted)
+    blocked_private: int = 0  # of those, refused as private/loopback addresses (--allow-private-networks)
     bytes_downloaded: int = 0
     duration: float = 0.0
     failures: list[ShardFailure] = field(default_factory=list)
@@ -71,6 +73,8 @@ class ShardWritten:
     statuses: list[str]
     fetched: int = 0
     nbytes: int = 0
+    stats: dict[str, Any] | None = None  # the shard's _stats.json (img2dataset mode's progress lines)
+    blocked_private: int = 0  # rows refused as private/loopback addresses
 
 
 class DownloadPass(ShardPass):
@@ -89,7 +93,8 @@ class DownloadPass(ShardPass):
 
     # ---------------------------------------------------------------- driver: which shards to do
     def jobs(self, urls: UrlListConfig, out: str, retry_failed: bool):
-        for shard in plan_input_shards(urls, self.output.samples_per_shard):
+        per_file = resume_layout(urls, out, self.output.samples_per_shard) == "per_file"
+        for shard in plan_input_shards(urls, self.output.samples_per_shard, per_file=per_file):
             ref = ShardRef.of(out, shard.id)
             mode: Literal["new", "skip", "retry"] = "new"
             if is_done(ref):
@@ -121,17 +126,18 @@ class DownloadPass(ShardPass):
             return self._write_retried(job, table)
         start = time.time()
         statuses: list[str] = []
-        nbytes = 0
+        nbytes = private = 0
         with ShardStream(job.ref, output_format=self.output.output_format, image_ext=self.config.encode_format,
                          start_time=start) as w:
             for chunk in chunks:
                 chunk = set_column(chunk, "shard", pa.array([job.ref.name] * chunk.num_rows, pa.string()))
                 statuses += chunk.column("status").to_pylist()
                 nbytes += _nbytes(chunk)
+                private += count_private_refusals(chunk)
                 w.add(chunk)
             w.finish(nbytes, empty=job.shard.table)
         fetched = sum(1 for s in statuses if s != Status.DUPLICATE.value)
-        return ShardWritten(job.mode, statuses, fetched, nbytes)
+        return ShardWritten(job.mode, statuses, fetched, nbytes, blocked_private=private)
 
     def _write_retried(self, job: DownloadJob, table: pa.Table) -> ShardWritten:
         start = time.time()
@@ -142,7 +148,8 @@ class DownloadPass(ShardPass):
         write_shard(job.ref, table, output_format=self.output.output_format, image_ext=self.config.encode_format,
                     start_time=start, bytes_downloaded=nbytes)
         log.info("shard %s: retried %d failed downloads", job.ref.name, fetched)
-        return ShardWritten(job.mode, table.column("status").to_pylist(), fetched, nbytes)
+        return ShardWritten(job.mode, table.column("status").to_pylist(), fetched, nbytes,
+                            blocked_private=count_private_refusals(table))
 
     def _merge_retried(self, ref: ShardRef, new: pa.Table) -> pa.Table:
         """The finished shard with its retried rows replaced, and the kept images of the others."""
@@ -172,6 +179,7 @@ class DownloadPass(ShardPass):
         s = self.summary
         s.count(result.statuses)
         s.fetched += result.fetched
+        s.blocked_private += result.blocked_private
         s.bytes_downloaded += result.nbytes
         if result.mode == "skip":
             s.shards_skipped += 1
@@ -181,12 +189,48 @@ class DownloadPass(ShardPass):
             s.shards_written += 1
 
 
+#: the address guard's refusals (:mod:`clipcrawl.crawler.netguard`: a literal IP, or a name resolving to one)
+PRIVATE_REFUSAL = r"address \S+ is not public \(|resolves to non-public address"
+
+
+def count_private_refusals(table: pa.Table) -> int:
+    """Rows refused because their host is a private/loopback/... address (``--allow-private-networks``)."""
+    if "error_message" not in table.column_names or table.num_rows == 0:
+        return 0
+    hits = pc.match_substring_regex(table.column("error_message"), PRIVATE_REFUSAL)
+    return int(pc.sum(pc.fill_null(hits, False)).as_py() or 0)
+
+
 def _nbytes(table: pa.Table) -> int:
     return int(pc.sum(table.column("bytes")).as_py() or 0) if "bytes" in table.column_names else 0
 
 
 def _failed_rows(table: pa.Table) -> list[int]:
     return [i for i, s in enumerate(table.column("status").to_pylist()) if s == Status.FAILED_TO_DOWNLOAD.value]
+
+
+def resume_layout(urls: UrlListConfig, out: str, samples_per_shard: int) -> Literal["spanning", "per_file"]:
+    """How ``out``'s shards cut the input: ``spanning`` (``samples_per_shard`` rows whatever the input files,
+    :func:`~clipcrawl.pipelines.inputs.plan_input_shards`), or ``per_file`` for a download started before
+    that rule (each input file cut on its own), so that it still resumes. Decided on the last finished
+    shard (where the two layouts differ, if they differ before it); a new folder is ``spanning``."""
+    done = [r for r in list_shards(out) if r.root == out.rstrip("/")]
+    if not done or len(find_inputs(urls)) < 2:
+        return "spanning"
+    last = done[-1]
+    try:
+        keys = read_parquet(last.parquet, columns=["key"]).column("key").to_pylist()
+    except Exception:  # noqa: BLE001 - unreadable: the plan's own check reports it
+        return "spanning"
+    for layout in ("spanning", "per_file"):
+        for shard in plan_input_shards(urls, samples_per_shard, per_file=layout == "per_file"):
+            if shard.id == last.id:
+                if shard.table.column("key").to_pylist() == keys:
+                    if layout == "per_file":
+                        log.info("%s: resuming with the per-file shards this download was started with", out)
+                    return layout  # type: ignore[return-value]
+                break
+    return "spanning"  # neither: _check_same_input names the shard that differs
 
 
 def _check_same_input(ref: ShardRef, planned: pa.Table) -> pa.Table:

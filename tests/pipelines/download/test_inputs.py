@@ -101,7 +101,10 @@ def test_shards_are_deterministic_and_duplicates_marked(tmp_path):
     write(tmp_path / "b.parquet", "parquet", rows[12:])
     cfg = UrlListConfig(path=str(tmp_path))
     plan = list(plan_input_shards(cfg, 5))
-    assert [(s.id, s.table.num_rows, s.source) for s in plan] == [
+    assert [(s.id, s.table.num_rows, s.source) for s in plan] == [  # samples_per_shard across files
+        (0, 5, "a.parquet"), (1, 5, "a.parquet"), (2, 5, "a.parquet,b.parquet"), (3, 5, "b.parquet")]
+    legacy = list(plan_input_shards(cfg, 5, per_file=True))  # what downloads made before resume with
+    assert [(s.id, s.table.num_rows, s.source) for s in legacy] == [
         (0, 5, "a.parquet"), (1, 5, "a.parquet"), (2, 2, "a.parquet"), (3, 5, "b.parquet"), (4, 3, "b.parquet")]
     again = list(plan_input_shards(cfg, 5))
     assert all(a.table.equals(b.table) for a, b in zip(plan, again))

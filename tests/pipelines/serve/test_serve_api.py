@@ -215,3 +215,18 @@ def test_default_server_has_no_cors(indexed_demo):
         status, headers, _ = call(srv.url + "/knn-service", method="OPTIONS",
                                   headers={"Origin": "http://front.example", "Access-Control-Request-Method": "POST"})
         assert status == 403 and "Access-Control-Allow-Origin" not in headers
+
+
+def test_browse_answers_the_same_api(indexed_demo):
+    """``browse`` mounts the same endpoints over its dataset: the same answers as ``serve``."""
+    from clipcrawl.pipelines.inspect.browse import BrowseServer
+    from clipcrawl.pipelines.inspect.serve import ServeServer
+
+    body = {"text": "a black square", "modality": "image", "indice_name": "demo", "num_images": 5,
+            "deduplicate": True}
+    with BrowseServer(indexed_demo, warm=False) as b, ServeServer([str(indexed_demo)]) as s:
+        assert call(b.url + "indices-list")[2] == call(s.url + "/indices-list")[2] == ["demo"]
+        status, _, via_browse = call(b.url + "knn-service", body)
+        assert status == 200 and via_browse == call(s.url + "/knn-service", body)[2] and len(via_browse) >= 3
+        ids = {"ids": [r["id"] for r in via_browse], "indice_name": "demo"}
+        assert call(b.url + "metadata", ids)[2] == call(s.url + "/metadata", ids)[2]

@@ -133,6 +133,7 @@ class ParquetRows:
         self.starts = np.array([f.start for f in self.files], dtype=np.int64)
         self._meta: list[Any] = []
         self._rg_starts: list[np.ndarray] = []
+        self._names: list[set[str]] = []
         names: list[str] = []
         for f in self.files:
             fs, p = fs_and_path(f.url)
@@ -142,6 +143,7 @@ class ParquetRows:
                 raise IndexUnavailable(f"{f.url}: {md.num_rows} rows, the index says {f.rows}")
             self._meta.append(md)
             self._rg_starts.append(np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)]))
+            self._names.append(set(md.schema.to_arrow_schema().names))
             for n in md.schema.to_arrow_schema().names:
                 if n not in names:
                     names.append(n)
@@ -152,19 +154,23 @@ class ParquetRows:
     def __len__(self) -> int:
         return int(self.files[-1].start + self.files[-1].rows) if self.files else 0
 
-    def _group(self, fi: int, rg: int) -> pa.Table:
+    def _group(self, fi: int, rg: int, columns: tuple[str, ...]) -> pa.Table:
         import pyarrow.parquet as pq
 
+        key = (fi, rg, columns)
         with self._lock:
-            t = self._cache.get((fi, rg))
+            t = self._cache.get(key)
             if t is not None:
-                self._cache.move_to_end((fi, rg))
+                self._cache.move_to_end(key)
                 return t
         fs, p = fs_and_path(self.files[fi].url)
-        with fs.open(p, "rb") as fh:
-            t = pq.ParquetFile(fh, metadata=self._meta[fi]).read_row_group(rg)
+        if is_local(fs):  # memory-mapped: only the pages of this row group's columns are read
+            t = pq.ParquetFile(p, metadata=self._meta[fi], memory_map=True).read_row_group(rg, list(columns))
+        else:
+            with fs.open(p, "rb") as fh:
+                t = pq.ParquetFile(fh, metadata=self._meta[fi]).read_row_group(rg, list(columns))
         with self._lock:
-            self._cache[(fi, rg)] = t
+            self._cache[key] = t
             while len(self._cache) > ROW_GROUP_CACHE:
                 self._cache.popitem(last=False)
         return t
@@ -181,10 +187,10 @@ class ParquetRows:
             local = i - self.files[fi].start
             rg = int(np.searchsorted(self._rg_starts[fi], local, side="right")) - 1
             where[(fi, rg)].append((j, local - int(self._rg_starts[fi][rg])))
+        cols = tuple(c for c in (columns or self.columns) if c in self.columns)
         for (fi, rg), rows in where.items():
-            t = self._group(fi, rg)
-            cols = [c for c in (columns or t.column_names) if c in t.column_names]
-            sub = t.select(cols).take(pa.array([r for _, r in rows])).to_pylist()
+            t = self._group(fi, rg, tuple(c for c in cols if c in self._names[fi]))
+            sub = t.take(pa.array([r for _, r in rows])).to_pylist()
             for (j, _), row in zip(rows, sub):
                 out[j] = {k: _py(v) for k, v in row.items()}
         return out
@@ -275,6 +281,13 @@ class ServedIndex(Searcher):
     def _exact(self) -> tuple[Any, ParquetRows]:
         import faiss
 
+        fs, p = fs_and_path(self.dataset)
+        if not fs.isdir(p):
+            raise IndexUnavailable(f"{self.dataset}: no such dataset folder")
+        efs, ep = fs_and_path(DatasetLayout.of(self.dataset).embeddings)
+        if not efs.isdir(ep):
+            raise IndexUnavailable(f"{self.dataset}: no index/ and no embeddings/ to serve (score with "
+                                   "--save-embeddings, then clipcrawl index)")
         parts, d = embedding_parts(self.dataset)
         log.info("serve: no index in %s; exact search over %d embedding parts in memory (clipcrawl index "
                  "builds one)", index_dir(self.dataset), len(parts))

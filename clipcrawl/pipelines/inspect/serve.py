@@ -47,7 +47,9 @@ the embeddings are searched exactly in memory (small datasets).
 Safe by default: 127.0.0.1; requests whose ``Host`` is not the listening address are refused (DNS
 rebinding); request bodies are bounded (:data:`MAX_BODY`), ``num_images`` / ``num_result_ids`` /
 ``ids`` by :data:`MAX_K`; a malformed request is a 400 with the reason in ``{"error": ...}``;
-``image_url`` (the server fetching a URL for the client) is refused unless ``allow_image_url``; CORS
+``image_url`` is answered with the stored vector when it is the URL of a sample of the dataset (the
+front end's "search by this image"), and any other URL is refused unless ``allow_image_url`` (the
+server would fetch it for the client); CORS
 headers only for the origins given (``cors``).
 """
 
@@ -474,6 +476,32 @@ class ServedIndex(Searcher):
                 sims, ids = sims[mask], ids[mask]
         return sims, ids
 
+    def vector_of_url(self, url: str) -> np.ndarray | None:
+        """The stored image embedding of the sample (success now) whose ``url`` this is, or None: the front
+        end's "search by this image" sends a result's URL, answered without fetching anything."""
+        urls = self.column("url") if "url" in self.columns() else None
+        if urls is None:
+            return None
+        hits = np.flatnonzero(pc.fill_null(pc.equal(urls, url), False).to_numpy(zero_copy_only=False))
+        hits = [int(i) for i in hits if self.live is None or self.live[i]]
+        if not hits:
+            return None
+        i = hits[0]
+        try:
+            return self.index.reconstruct(i)[None, :]
+        except RuntimeError:  # an IVF index without a direct map: the vector from the embeddings folder
+            pass
+        key = self.rows.get([i], ["key"])[0].get("key")
+        part = next((p["part"] for p in (self.state or {}).get("parts", [])
+                     if p["start"] <= i < p["start"] + p["rows"]), None)
+        if key is None or part is None:
+            return None
+        emb = DatasetLayout.of(self.dataset).embeddings
+        keys = read_parquet(f"{emb}/metadata/metadata_{part}.parquet", ["key"]).column("key").to_pylist()
+        if key not in keys:
+            return None
+        return load_vectors(f"{emb}/img_emb/img_emb_{part}.npy")[keys.index(key)][None, :]
+
     def metadata(self, ids: Sequence[int], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Metadata rows of ``ids``; ``{}`` for an id whose row is not success now."""
         ids = list(ids)
@@ -661,10 +689,12 @@ def fetch_image_url(url: str, timeout: float = 10.0) -> bytes:
 def knn_query(indices: Indices, body: Any, allow_image_url: bool = False) -> list[dict[str, Any]]:
     """One ``/knn-service`` call (blocking: run it on an executor thread)."""
     req = parse_knn(body, indices.names)
-    if req.image_url is not None and not allow_image_url:
-        raise BadRequest("image_url: this server does not fetch URLs (start serve with --allow-image-url); "
-                         "send the image as base64 in 'image'")
     s = indices.get(req.indice_name)
+    if req.image_url is not None:  # a sample's own URL (the front end's "similar"): its stored vector
+        req.embedding = s.vector_of_url(req.image_url)
+        if req.embedding is None and not allow_image_url:
+            raise BadRequest("image_url: not the URL of a sample of this dataset, and this server does not "
+                             "fetch URLs (start serve with --allow-image-url); send the image as base64 in 'image'")
     if req.embedding is not None:
         query = req.embedding
     else:

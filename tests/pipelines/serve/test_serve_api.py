@@ -91,6 +91,9 @@ def test_embedding_and_image_queries(served):
         assert res[0]["id"] == i or np.dot(vecs[res[0]["id"]], vecs[i]) > 0.999
         exact = vecs @ vecs[i]
         assert abs(res[1]["similarity"] - np.sort(exact)[-2]) < 1e-3
+    # the front end's "search by this image" sends a result's URL: answered with its stored vector
+    status, _, res = knn(srv, image_url=rows[5]["url"], num_images=3)
+    assert status == 200 and res[0]["similarity"] > 0.999 and np.dot(vecs[res[0]["id"]], vecs[5]) > 0.999
     from clipcrawl.base.shardfiles import list_shards, read_images
 
     images = read_images(list_shards(root)[0])

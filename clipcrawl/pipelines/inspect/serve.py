@@ -156,45 +156,54 @@ class ParquetRows:
     def __len__(self) -> int:
         return int(self.files[-1].start + self.files[-1].rows) if self.files else 0
 
-    def _group(self, fi: int, rg: int, columns: tuple[str, ...]) -> pa.Table:
+    def _open_file(self, fi: int) -> tuple[Any, Any]:
+        """(ParquetFile with the kept footer, handle to close or None); memory-mapped when local."""
         import pyarrow.parquet as pq
 
-        key = (fi, rg, columns)
-        with self._lock:
-            t = self._cache.get(key)
-            if t is not None:
-                self._cache.move_to_end(key)
-                return t
         fs, p = fs_and_path(self.files[fi].url)
-        if is_local(fs):  # memory-mapped: only the pages of this row group's columns are read
-            t = pq.ParquetFile(p, metadata=self._meta[fi], memory_map=True).read_row_group(rg, list(columns))
-        else:
-            with fs.open(p, "rb") as fh:
-                t = pq.ParquetFile(fh, metadata=self._meta[fi]).read_row_group(rg, list(columns))
-        with self._lock:
-            self._cache[key] = t
-            while len(self._cache) > ROW_GROUP_CACHE:
-                self._cache.popitem(last=False)
-        return t
+        if is_local(fs):
+            return pq.ParquetFile(p, metadata=self._meta[fi], memory_map=True), None
+        fh = fs.open(p, "rb")
+        return pq.ParquetFile(fh, metadata=self._meta[fi]), fh
 
     def get(self, ids: Sequence[int], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """The rows of ``ids`` (their ``columns``, all by default), in order."""
+        """The rows of ``ids`` (their ``columns``, all by default), in order: each file opened once, the
+        row groups holding the ids read (only those columns), recent row groups kept in an LRU."""
         ids = np.asarray(ids, dtype=np.int64)
         out: list[dict[str, Any]] = [{} for _ in range(len(ids))]
         if not len(ids):
             return out
         fis = np.searchsorted(self.starts, ids, side="right") - 1
-        where: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        where: dict[int, dict[int, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
         for j, (i, fi) in enumerate(zip(ids.tolist(), fis.tolist())):
             local = i - self.files[fi].start
             rg = int(np.searchsorted(self._rg_starts[fi], local, side="right")) - 1
-            where[(fi, rg)].append((j, local - int(self._rg_starts[fi][rg])))
-        cols = tuple(c for c in (columns or self.columns) if c in self.columns)
-        for (fi, rg), rows in where.items():
-            t = self._group(fi, rg, tuple(c for c in cols if c in self._names[fi]))
-            sub = t.take(pa.array([r for _, r in rows])).to_pylist()
-            for (j, _), row in zip(rows, sub):
-                out[j] = {k: _py(v) for k, v in row.items()}
+            where[fi][rg].append((j, local - int(self._rg_starts[fi][rg])))
+        want = tuple(c for c in (columns or self.columns) if c in self.columns)
+        for fi, groups in where.items():
+            cols = tuple(c for c in want if c in self._names[fi])
+            pf, fh = None, None
+            try:
+                for rg, rows in groups.items():
+                    key = (fi, rg, cols)
+                    with self._lock:
+                        t = self._cache.get(key)
+                        if t is not None:
+                            self._cache.move_to_end(key)
+                    if t is None:
+                        if pf is None:
+                            pf, fh = self._open_file(fi)
+                        t = pf.read_row_group(rg, list(cols))
+                        with self._lock:
+                            self._cache[key] = t
+                            while len(self._cache) > ROW_GROUP_CACHE:
+                                self._cache.popitem(last=False)
+                    sub = t.take(pa.array([r for _, r in rows])).to_pylist()
+                    for (j, _), row in zip(rows, sub):
+                        out[j] = {k: _py(v) for k, v in row.items()}
+            finally:
+                if fh is not None:
+                    fh.close()
         return out
 
     def column(self, name: str) -> pa.ChunkedArray:

@@ -99,6 +99,7 @@ MAX_IMAGE_URL_BYTES = 16 * 1024 * 1024
 DEDUP_THRESHOLD = 0.94  # clip_back's get_non_uniques
 UNSAFE_THRESHOLD = 0.5  # clip_back's get_unsafe_items
 REFRESH_SECONDS = 5.0
+MAX_CANDIDATES = 200_000  # widening for filters stops here: a filter passing very few rows may return fewer
 ROW_GROUP_CACHE = 256
 AESTHETIC_COLUMNS = ("aesthetic", "aesthetic_score")
 SKIP_COLUMNS = ("shard",)  # bookkeeping, not shown
@@ -450,40 +451,47 @@ class ServedIndex(Searcher):
         if n == 0 or passing == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         over = max(1, round(n / passing))
-        kk = min(n, k if keep is None else 8 * k * min(over, 1000))
-        while True:
-            if deduplicate:
-                sims, ids, vecs = self.index.search_and_reconstruct(q, kk)
-                vecs = vecs[0]
-            else:
-                sims, ids = self.index.search(q, kk)
-                vecs = None
+        kk = min(n, MAX_CANDIDATES, k if keep is None else 8 * k * over)
+        while True:  # ids only: the vectors (dedup) are fetched for the final rows alone
+            sims, ids = self.index.search(q, kk)
             sims, ids = sims[0], ids[0]
             valid = ids >= 0
+            found = int(valid.sum())
             if keep is not None:
                 valid &= keep[np.maximum(ids, 0)]
-            if int(valid.sum()) >= k or kk >= n:
+            # enough; or the index has no more (an IVF index returns what its nprobe cells hold); or the cap
+            if int(valid.sum()) >= k or kk >= min(n, MAX_CANDIDATES) or found < kk:
                 break
-            kk = min(n, kk * 4)
+            kk = min(n, MAX_CANDIDATES, kk * 4)
+        rank = np.flatnonzero(valid)  # positions in the unfiltered list
         sims, ids = sims[valid], ids[valid]
-        vecs = vecs[valid] if vecs is not None else None
         if aesthetic is not None:
             col = next((c for c in AESTHETIC_COLUMNS if c in self.columns()), None)
             if col is not None:
                 score, weight = aesthetic
                 aes = self._numeric(col)[ids]
-                rank = sims - weight * np.nan_to_num(np.abs(aes - score), nan=10.0) / 10
-                order = np.argsort(-rank, kind="stable")
-                sims, ids = sims[order], ids[order]
-                vecs = vecs[order] if vecs is not None else None
-        sims, ids = sims[:k], ids[:k]
-        if deduplicate and vecs is not None and len(ids) > 1:
-            drop = non_uniques(vecs[:k])
+                order = np.argsort(-(sims - weight * np.nan_to_num(np.abs(aes - score), nan=10.0) / 10),
+                                   kind="stable")
+                sims, ids, rank = sims[order], ids[order], rank[order]
+        sims, ids, rank = sims[:k], ids[:k], rank[:k]
+        if deduplicate and len(ids) > 1:
+            drop = non_uniques(self._vectors(q, ids, rank))
             if drop:
                 mask = np.ones(len(ids), dtype=bool)
                 mask[list(drop)] = False
                 sims, ids = sims[mask], ids[mask]
         return sims, ids
+
+    def _vectors(self, q: np.ndarray, ids: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """The index's (reconstructed) vectors of ``ids``, which are at positions ``rank`` of the unfiltered
+        result list of ``q``: by id where the index can (flat, refine), else as clip_back gets them, with
+        ``search_and_reconstruct`` (an IVF index mapped read-only has no id -> list map)."""
+        try:
+            return self.index.reconstruct_batch(ids.astype(np.int64))
+        except RuntimeError:
+            pass
+        _, _, vecs = self.index.search_and_reconstruct(q, int(rank.max()) + 1)
+        return vecs[0][rank]
 
     def vector_of_url(self, url: str) -> np.ndarray | None:
         """The stored image embedding of the sample (success now) whose ``url`` this is, or None: the front

@@ -31,16 +31,20 @@ Semantics, following clip_back:
 * ``filters`` (ours; clients that do not send it are unaffected): ``{column: value | [values] |
   {"min": x, "max": y, "prefix": "en"}}`` over any column the dataset records: the index metadata's
   (``clip_similarity``, ``punsafe``, ``pwatermark``, ``width``...) or the shard Parquets'
-  (``page_language``, a licence column, ``ai_generated``...). The search widens until enough rows pass.
+  (``page_language``, a licence column, ``ai_generated``...). The search widens until enough rows pass
+  (up to :data:`MAX_CANDIDATES` candidates, and what an IVF index's ``nprobe`` cells hold: a filter
+  that passes very few rows can return fewer than asked).
 
 Results follow the dataset's current statuses: ids whose row is not ``success`` now (a re-cut, dedup
 or curate after ``clipcrawl index``) are never returned, and ``/metadata`` answers ``{}`` for them.
 The server re-checks the shard Parquets and ``index/index.json`` at most every
 :data:`REFRESH_SECONDS` (one listing) and reopens what changed.
 
-Larger than memory: ``index/image.index`` is opened memory-mapped (faiss ``IO_FLAG_MMAP``: the IVF
-inverted lists, and flat codes with ``IO_FLAG_MMAP_IFC``, stay on disk; the pages the queries touch
-come in and can be evicted) and metadata is read by id from ``index/metadata/metadata_N.parquet``: the
+Larger than memory: ``index/image.index`` is opened memory-mapped when local (faiss ``IO_FLAG_MMAP``
+/ ``IO_FLAG_MMAP_IFC``: an IVF-SQ / IVF-PQ index's inverted lists, a flat index's codes and the fp16
+re-ranking copies of ``clipcrawl index``'s ``IVF,PQ..x4fs,Refine(SQfp16)`` stay on disk, whose 4-bit
+fast-scan lists, 32 bytes a vector, are read into memory; the pages the queries touch come in as page
+cache and can be evicted) and metadata is read by id from ``index/metadata/metadata_N.parquet``: the
 row group holding the id, a small LRU of decoded row groups, nothing loaded whole. Without an index
 the embeddings are searched exactly in memory (small datasets).
 

@@ -27,7 +27,6 @@ def ask(srv, prompt: str, k: int = 100) -> list[dict]:
     return res
 
 
-@pytest.mark.unverified("the index is stale on purpose between the re-cut and the second index")
 def test_recut_while_serving(tmp_path, monkeypatch):
     from clipcrawl.cli import main
     from clipcrawl.pipelines.inspect import serve

@@ -24,6 +24,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "cv2": ("faces", "face blurring"),
     "ray": ("ray", "the Ray engine"),
     "ahocorasick": ("curation", "fast MetaCLIP entry matching"),
+    "c2pa": ("provenance", "reading C2PA manifests (training-mining opt-outs, AI-generated flags)"),
 }
 
 

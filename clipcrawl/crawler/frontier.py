@@ -58,9 +58,9 @@ REFUSAL_STATUSES = {"blocked_address": "address", "robots_disallowed": "robots",
 PAGE_COLUMNS = ("url", "final_url", "status", "error_message", "http_status", "content_type", "charset",
                 "depth", "bytes", "n_pairs", "n_links", "title", "language", "fetched_at")
 PAIR_COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_title", "page_language",
-                "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title")
+                "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title", "page_license")
 #: pair columns added after the first release: ALTER TABLE'd into older frontier databases
-LATER_PAIR_COLUMNS = ("alt", "figcaption", "title")
+LATER_PAIR_COLUMNS = ("alt", "figcaption", "title", "page_license")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS urls (

@@ -75,6 +75,15 @@ class DownloadConfig(Model):
         True, description="TDMRep: never fetch what /.well-known/tdmrep.json reserves; drop responses with "
         "tdm-reservation: 1 (failed_to_download, reason recorded).",
     )
+    respect_image_metadata: bool = Field(
+        True, description="Refuse images whose own metadata opts out of AI training (IPTC/PLUS plus:DataMining "
+        "DMI-PROHIBITED*, C2PA/CAWG training-mining notAllowed/constrained) or cannot be read safely "
+        "(failed_to_download, reason recorded). Provenance columns are recorded either way.",
+    )
+    respect_ai_txt: bool = Field(
+        True, description="Spawning ai.txt: never fetch what the origin's /ai.txt disallows (by path or file "
+        "type; failed_to_download, reason recorded).",
+    )
     blocklists: list[str] = Field(
         default_factory=list, description="Blocklist files, one rule a line: URL, domain:example.com (subdomains "
         "too), sha256:<hex>, md5:<hex>. URL/domain rules before any request, hash rules on the downloaded bytes; "
@@ -205,6 +214,10 @@ class ClipConfig(Model):
     )
 
 
+#: licence ids ``filters.image.licenses`` / ``--licenses`` accept (clipcrawl.filters.provenance.license_id)
+LICENSE_IDS = ("cc0", "pdm", "cc-by", "cc-by-sa", "cc-by-nd", "cc-by-nc", "cc-by-nc-sa", "cc-by-nc-nd")
+
+
 class ImageFilterConfig(Model):
     """Rules on the downloaded image (clipcrawl.filters.images.rules): status filtered_image."""
 
@@ -212,6 +225,20 @@ class ImageFilterConfig(Model):
     min_side: int = Field(0, ge=0, le=MAX_SOURCE_SIDE, description="Drop images whose original smaller side is below this (pixels).")
     max_aspect_ratio: float = Field(math.inf, ge=1, description="Drop images whose larger/smaller side exceeds this.")
     min_bytes: int = Field(0, ge=0, le=MAX_BODY_BYTES, description="Drop images whose downloaded body is smaller than this (bytes).")
+    exclude_ai_generated: bool = Field(
+        False, description="Drop images whose IPTC or C2PA metadata says a generative model made them (ai_generated).")
+    licenses: list[str] = Field(
+        default_factory=list, description="Keep only images under one of these licences (cc0, pdm, cc-by, cc-by-sa, "
+        "cc-by-nd, cc-by-nc, cc-by-nc-sa, cc-by-nc-nd), from the image's metadata or else its page; [] keeps all.")
+
+    @field_validator("licenses")
+    @classmethod
+    def _known_licenses(cls, v: list[str]) -> list[str]:
+        out = [x.strip().lower() for x in v if x.strip()]
+        bad = [x for x in out if x not in LICENSE_IDS]
+        if bad:
+            raise ValueError(f"unknown licence {', '.join(bad)}; use {', '.join(LICENSE_IDS)}")
+        return out
 
 
 class BalanceConfig(Model):

@@ -26,6 +26,20 @@ CAPTION_FIELDS = (
     pa.field("caption_words", pa.int32()),  # caption length in words (\w+ runs)
 )
 
+# ---------------------------------------------------------------- provenance
+#: What an image's own metadata says (XMP IPTC/PLUS, C2PA), in SAMPLES; null when the image was not read.
+PROVENANCE_FIELDS = (
+    pa.field("c2pa_present", pa.bool_()),  # true: a C2PA manifest store is embedded (null otherwise)
+    pa.field("c2pa_validation_state", pa.string()),  # Valid | Trusted | Invalid | "unreadable: <cause>"
+    pa.field("c2pa_claim_generator", pa.string()),  # the active manifest's claim generator ("name/version")
+    pa.field("c2pa_training_mining", pa.string()),  # its training-mining entries: "ai_training=notAllowed,..."
+    pa.field("ai_generated", pa.bool_()),  # a generative model made it (IPTC/C2PA digital source type); null: unstated
+    pa.field("ai_generated_source", pa.string()),  # iptc | c2pa | iptc,c2pa
+    pa.field("data_mining", pa.string()),  # IPTC/PLUS plus:DataMining value, e.g. DMI-PROHIBITED-AIMLTRAINING
+    pa.field("license", pa.string()),  # licence URL or notice: the image's, else the page's
+    pa.field("license_source", pa.string()),  # xmpRights:WebStatement | cc:license | dc:rights | iptc:CopyrightNotice | page
+)
+
 # ---------------------------------------------------------------- pairs
 #: Candidate (image URL, caption) pairs found by the crawler or the Common Crawl reader.
 PAIRS = pa.schema(
@@ -42,6 +56,7 @@ PAIRS = pa.schema(
         pa.field("img_width_attr", pa.int32()),  # declared width/height attributes, when present
         pa.field("img_height_attr", pa.int32()),
         pa.field("found_at", TIMESTAMP),
+        pa.field("page_license", pa.string()),  # the page's rel="license" link / Creative Commons markup
     ]
 )
 
@@ -106,6 +121,7 @@ SAMPLES = pa.schema(
         pa.field("img_width_attr", pa.int32()),
         pa.field("img_height_attr", pa.int32()),
         pa.field("found_at", TIMESTAMP),  # when the crawler / reader found the pair
+        pa.field("page_license", pa.string()),  # the page's licence link (pairs), kept for the license column
         # --- download details
         pa.field("mime_type", pa.string()),  # e.g. image/jpeg (decoded format, not the header)
         pa.field("bytes", pa.int64()),  # size of the downloaded body
@@ -114,6 +130,8 @@ SAMPLES = pa.schema(
         pa.field("phash", pa.uint64()),  # 64-bit perceptual hash of the image
         pa.field("num_faces", pa.int32()),  # faces detected and blurred (download.blur_faces); null when off
         pa.field("face_bboxes", pa.list_(pa.list_(pa.float32()))),  # their [x0, y0, x1, y1] fractions, pre-crop
+        # --- consent and provenance, read from the original bytes (clipcrawl.crawler.imagemeta)
+        *PROVENANCE_FIELDS,
         # --- CLIP scoring
         pa.field("clip_similarity", pa.float32()),  # cosine of L2-normalised embeddings
         pa.field("clip_model", pa.string()),  # "<name>/<pretrained>" or checkpoint path

@@ -44,11 +44,11 @@ from clipcrawl.base.storage import fs_and_path, read_parquet
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "browse"
 ROW_COLUMNS = ("key", "status", "error_message", "caption", "url", "page_language", "clip_similarity",
-               "punsafe", "pwatermark", "width", "height", "duplicate_of")
+               "punsafe", "pwatermark", "width", "height", "duplicate_of", "ai_generated", "license")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _TYPES = {"clip_similarity": pa.float32(), "punsafe": pa.float32(), "pwatermark": pa.float32(),
-          "width": pa.int32(), "height": pa.int32()}
+          "width": pa.int32(), "height": pa.int32(), "ai_generated": pa.bool_()}
 MAX_K = 500
 CTYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -122,12 +122,28 @@ class BrowseData:
         out = {"dataset": self.dataset, "rows": self.rows.num_rows, "kept": kept, "shards": len(self.shards),
                "statuses": counts("status"), "domains": counts("domain"),
                "languages": [[d["values"], d["counts"]] for d in pc.value_counts(langs.drop_null()).to_pylist()]}
+        out["provenance"] = self._provenance()
         try:
             s = self.searcher
             out.update(indexed=len(s), searchable=s.searchable, index=s.kind, model=(s.state or {}).get("clip_model"))
         except Exception as e:  # noqa: BLE001 - no embeddings: browsing still works
             out.update(indexed=0, index=None, search_error=str(e))
         return out
+
+    def _provenance(self) -> dict[str, Any]:
+        """Refusals by the image-level opt-outs, AI-generated and licences among the kept rows."""
+        from clipcrawl.filters.provenance import licence_breakdown, refusal_kind
+
+        refused: dict[str, int] = {}
+        for d in pc.value_counts(self.rows.column("error_message").drop_null()).to_pylist():
+            kind = refusal_kind(d["values"])
+            if kind:
+                refused[kind] = refused.get(kind, 0) + d["counts"]
+        ok = pc.fill_null(pc.equal(self.rows.column("status"), "success"), False)
+        kept = self.rows.filter(ok)
+        ai = int(pc.sum(pc.fill_null(kept.column("ai_generated"), False)).as_py() or 0)
+        return {"refused": refused, "ai_generated_kept": ai,
+                "licences_kept": licence_breakdown(kept.column("license").to_pylist())}
 
     def mask(self, params: dict[str, str]) -> np.ndarray:
         """Row filter from the query parameters."""

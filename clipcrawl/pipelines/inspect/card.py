@@ -96,6 +96,22 @@ def _funnel(layout: DatasetLayout) -> tuple[Counter, Counter]:
     return counts, reasons
 
 
+def _provenance(layout: DatasetLayout, kept: pa.Table) -> dict[str, Any]:
+    """Refusals by the image-level opt-outs (shard stats), AI-generated and licences among the kept samples."""
+    from clipcrawl.filters.provenance import licence_breakdown, refusal_kind
+
+    refused: Counter = Counter()
+    for ref in list_shards(layout.shards):
+        for reason, n in (read_json(ref.stats).get("status_dict") or {}).items():
+            kind = refusal_kind(reason)
+            if kind:
+                refused[kind] += int(n)
+    names = kept.column_names
+    ai = sum(1 for v in kept.column("ai_generated").to_pylist() if v) if "ai_generated" in names else None
+    lic = licence_breakdown(kept.column("license").to_pylist()) if "license" in names else {}
+    return {"refused": refused, "ai_generated": ai, "licences": lic}
+
+
 def _pages(layout: DatasetLayout) -> Counter:
     fs, p = fs_and_path(layout.source_dir("crawl") + "/pages")
     if not fs.isdir(p):
@@ -140,6 +156,7 @@ def collect(dataset: str) -> dict[str, Any]:
         "domains": len(set(pc.struct_field(hosts, [0]).to_pylist())) if len(hosts) else 0,
         "sources": Counter(kept.column("source").drop_null().to_pylist()),
         "pages": _pages(layout),
+        "provenance": _provenance(layout, kept),
         "embeddings": fs.isdir(fs_and_path(layout.embeddings)[1]),
         "tars": not layout.plain and any(fs.exists(fs_and_path(r.tar)[1]) for r in list_shards(layout.shards)[:1]),
         "index": fs.exists(fs_and_path(layout.p("index", "index.json"))[1]),
@@ -216,13 +233,24 @@ def _fmt_optouts(info: dict[str, Any]) -> list[str]:
     out = [
         f"- robots.txt: {'honoured' if crawl.get('respect_robots', True) and dl.get('respect_robots', True) else 'NOT honoured'}"
         f" for pages and images; {pages.get('robots_disallowed', 0)} page(s) were never fetched because of it.",
-        f"- Page-level `<meta name=robots>` opt-outs (noai, noimageai, noindex, noimageindex): "
+        f"- Page-level `<meta name=robots>` opt-outs (noai, noimageai, noml, noindex, noimageindex): "
         f"{pages.get('meta_noai', 0)} page(s) withheld all their pairs.",
         f"- Image-level `X-Robots-Tag` directives honoured: {', '.join(dl.get('disallowed_header_directives') or []) or 'none'}.",
     ]
     if "download" in reasons:
         out.append(f"- {reasons['download']} image(s) failed or were refused at download (including robots and "
                    "X-Robots-Tag refusals, see `error_message` in `shards/*.parquet`).")
+    prov = info.get("provenance") or {}
+    on = "honoured" if dl.get("respect_image_metadata", True) else "NOT honoured"
+    out.append(f"- Opt-outs in the images' own metadata (IPTC/PLUS Data Mining, C2PA/CAWG training-mining): {on}; "
+               f"Spawning ai.txt: {'honoured' if dl.get('respect_ai_txt', True) else 'NOT honoured'}.")
+    for kind, n in (prov.get("refused") or Counter()).most_common():
+        out.append(f"  - refused by {kind}: {n:,} image(s)")
+    if prov.get("ai_generated") is not None:
+        out.append(f"- AI-generated according to their IPTC/C2PA metadata: {prov['ai_generated']:,} kept sample(s).")
+    if prov.get("licences"):
+        out.append("- Licences of the kept samples (image metadata, else the page): "
+                   + ", ".join(f"{k} {v:,}" for k, v in prov["licences"].items()) + ".")
     out.append("- Removal requests: contact the maintainers of this dataset with the image URL; the sample's `key` identifies it in every file.")
     return out
 

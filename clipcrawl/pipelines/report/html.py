@@ -171,6 +171,13 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
             if srows else "", sid="clip"))
     if agg.get("dedup"):
         parts.append(_section("Duplicates", _plot(plots.dedup(agg["dedup"]), "duplicates"), sid="dedup"))
+    prov = agg.get("provenance")
+    if prov:
+        prow = ([[_e(f"refused: {k}"), _num(v)] for k, v in prov["refused"].items()]
+                + [[_e("kept, AI-generated (IPTC/C2PA)"), _num(prov["ai_generated_kept"])],
+                   [_e("kept, with a C2PA manifest"), _num(prov["c2pa_kept"])]]
+                + [[_e(f"kept, licence {k}"), _num(v)] for k, v in prov["licences_kept"].items()])
+        parts.append(_section("Consent and provenance", table(["what", "count"], prow, {1}), sid="provenance"))
     tp = agg.get("throughput")
     if tp:
         rows = [[k, _num(tp.get(k))] for k in ("shards", "count", "successes", "bytes", "start", "end",

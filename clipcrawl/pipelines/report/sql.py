@@ -96,6 +96,9 @@ def _select(have: set[str]) -> str:
         {col("pwatermark", "DOUBLE")} AS pwatermark,
         {col("dedup_method", "VARCHAR")} AS dedup_method,
         {col("run", "INTEGER")} AS run,
+        {col("ai_generated", "BOOLEAN")} AS ai_generated,
+        {col("c2pa_present", "BOOLEAN")} AS c2pa_present,
+        {col("license", "VARCHAR")} AS license,
         parse_filename(filename, true) AS shard,
         ({col("original_width", "INTEGER")} IS NOT NULL OR {col("sha256", "VARCHAR")} IS NOT NULL) AS fetched
     """

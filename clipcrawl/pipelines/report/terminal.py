@@ -172,6 +172,12 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
         console.print(_scores(agg))
     if agg.get("dedup"):
         console.print(_small_dict("Dedup", agg["dedup"], "method"))
+    prov = agg.get("provenance")
+    if prov:
+        console.print(_small_dict("Consent and provenance", {
+            **{f"refused: {k}": v for k, v in prov["refused"].items()},
+            "kept, AI-generated (IPTC/C2PA)": prov["ai_generated_kept"], "kept, with a C2PA manifest": prov["c2pa_kept"],
+            **{f"kept, licence {k}": v for k, v in prov["licences_kept"].items()}}, "what"))
     if agg.get("curation"):
         console.print(_curation(agg["curation"]))
     tp = agg.get("throughput")

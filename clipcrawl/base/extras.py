@@ -13,7 +13,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "torchvision": ("clip", "CLIP models other than the shipped tiny one"),
     "open_clip": ("clip", "CLIP models other than the shipped tiny one"),
     "onnx": ("clip", "exporting CLIP models to ONNX"),
-    "faiss": ("index", "the embedding index (index, search, semantic dedup)"),
+    "faiss": ("index", "the embedding index (index, search, serve, semantic dedup)"),
     "imagehash": ("dedup", "this dedup step"),
     "scipy": ("dedup", "this dedup step"),
     "duckdb": ("report", "the stats report"),

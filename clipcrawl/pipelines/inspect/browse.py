@@ -12,6 +12,9 @@ address it listens on are refused, against DNS rebinding). It serves one static 
                                    clip_similarity.
     GET /image/{key}               the sample's image from its shard (or shards/dropped/NNNNN.tar)
     GET /meta/{key}                every column of the sample's row (JSON)
+    GET /indices-list, POST /knn-service, POST /metadata
+                                   clip-retrieval back's API, as ``clipcrawl serve`` answers it
+                                   (:mod:`.serve`), so ClipClient can query a browsed dataset
 
 Rows are every row of ``shards/NNNNN.parquet`` (kept and dropped); semantic search covers the
 samples that have saved embeddings and are ``success`` now (the searcher filters by the statuses
@@ -93,11 +96,13 @@ class BrowseData:
             if self._searcher is None:
                 from clipcrawl.pipelines.inspect.search import Searcher
 
-                status = self.rows.column("status")
-                ok = pc.fill_null(pc.equal(status, "success"), False)
-                self._searcher = Searcher(self.dataset, success_keys=self.rows.column("key").filter(ok)
-                                          .combine_chunks().cast(pa.string()))
+                self._searcher = Searcher(self.dataset, success_keys=self.success_keys())
             return self._searcher
+
+    def success_keys(self) -> pa.Array:
+        """The keys whose row is success now (from the rows read here)."""
+        ok = pc.fill_null(pc.equal(self.rows.column("status"), "success"), False)
+        return self.rows.column("key").filter(ok).combine_chunks().cast(pa.string())
 
     def warm(self) -> None:
         """Load the index and the CLIP model ahead of the first query (in a background thread)."""
@@ -299,6 +304,11 @@ def make_app(data: BrowseData, allowed_hosts: set[str] | None = None) -> Any:
     app.router.add_get("/api/search", search)
     app.router.add_get("/image/{key}", image)
     app.router.add_get("/meta/{key}", meta)
+    # clip-retrieval back's API over the same dataset (clipcrawl serve's): ClipClient works against browse too
+    from clipcrawl.pipelines.inspect.serve import Indices, ServedIndex, add_api
+
+    name = data.dataset.rsplit("/", 1)[-1] or "dataset"
+    add_api(app, Indices({name: lambda: ServedIndex(data.dataset, name, success_keys=data.success_keys())}))
     return app
 
 

@@ -131,8 +131,27 @@ def check_run(cfg: Any) -> None:
     folder can be written and every local input path the config names exists."""
     check_output(str(cfg.dataset), "dataset")
     check_paths(cfg)
+    for target in getattr(getattr(cfg, "output", None), "exports", None) or []:
+        check_export_target(str(cfg.dataset), target)
     clip = getattr(getattr(cfg, "filters", None), "clip", None)
     if clip is not None and clip.enabled:  # a real model on a core install: name the [clip] extra now
         from clipcrawl.filters.clip.model import require_torch_clip
 
         require_torch_clip(clip.model)
+
+
+def check_export_target(dataset: str, target: Any) -> None:
+    """``output.exports``: OUT outside the dataset, writable, and the format's writer library installed."""
+    from clipcrawl.base.storage import fs_and_path
+
+    src, out = fs_and_path(dataset)[1].rstrip("/"), fs_and_path(target.out)[1].rstrip("/")
+    if out == src or out.startswith(src + "/"):
+        raise ConfigError(f"output.exports: {target.out} is inside the dataset {dataset}: choose a folder outside it")
+    check_output(target.out, f"output.exports ({target.format}) out")
+    need = {"hf": ("datasets", "export"), "litdata": ("litdata", "export")}.get(target.format)
+    if need is not None:
+        import importlib.util
+
+        if importlib.util.find_spec(need[0]) is None:
+            raise ConfigError(f"output.exports: format {target.format} needs {need[0]} "
+                              f"(fix: pip install 'clipcrawl[{need[1]}]')")

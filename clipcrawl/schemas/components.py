@@ -332,8 +332,21 @@ class DedupConfig(Model):
 
 
 # ---------------------------------------------------------------- output
+class ExportTarget(Model):
+    """One ``clipcrawl export`` that ``run`` redoes after each run (resumable: only what changed is rewritten)."""
+
+    format: Literal["mds", "litdata", "hf", "datacomp-uids"] = Field(
+        ..., description="mds (MosaicML streaming), litdata, hf (Hugging Face Parquet + card), datacomp-uids.")
+    out: str = Field(..., min_length=1, max_length=4096, description="Folder or fsspec URL outside the dataset.")
+    columns: list[str] | None = Field(None, max_length=1000, description="Metadata columns; default: export's.")
+    chunk_mb: int = Field(64, ge=1, le=4096, description="MDS shard / LitData chunk size (their writers hold one).")
+
+
 class OutputConfig(Model):
     output_format: Literal["webdataset", "parquet", "files"] = "webdataset"
+    exports: list[ExportTarget] = Field(
+        default_factory=list, max_length=16,
+        description="Exports for other loaders, refreshed after every run (clipcrawl export's formats).")
     samples_per_shard: int = Field(10_000, ge=1, le=MAX_SAMPLES_PER_SHARD)
     storage_options: dict[str, Any] = Field(
         default_factory=dict,

@@ -273,7 +273,7 @@ def test_additional_columns_keep_their_values(tmp_path, urls):
 def test_argument_errors(tmp_path, urls):
     src = write_input(tmp_path / "in", "parquet", rows_of(urls[:1]))
     for kw, match in (({"save_additional_columns": ["status"]}, "reserve"),
-                      ({"output_format": "tfrecord"}, "tensorflow"), ({"distributor": "pyspark"}, "ray"),
+                      ({"output_format": "tfrecord"}, "tensorflow"), ({"distributor": "dask"}, "not supported"),
                       ({"compute_hash": "crc"}, "Unsupported hash"), ({"caption_col": "nope"}, "not found")):
         with pytest.raises(ConfigError, match=match):
             run(src, tmp_path / "out", input_format="parquet", **kw)

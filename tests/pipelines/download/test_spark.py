@@ -1,0 +1,231 @@
+"""img2dataset's ``distributor="pyspark"`` and ``--engine spark`` (issue 30): Spark runs the shards.
+
+img2dataset's ``tests/test_main.py::test_distributors[pyspark]`` shape (a txt URL list, webdataset output, one
+``00000.tar`` with two members per sample) on a local Spark (``local[2]``) and on a real standalone cluster --
+a ``spark://`` master and one worker started here on loopback from the pyspark package's own jars -- each
+compared with the ``multiprocessing`` run: same keys, statuses and files. Also: a Python worker killed mid-shard
+is retried, ``clipcrawl download --engine spark`` writes what the local engine writes (and resumes), and a
+machine without Java gets the error saying how to get it (exit 2, nothing written).
+
+Needs pyspark (the ``spark`` extra) and Java 17+; skipped without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from clipcrawl import img2dataset
+from clipcrawl.cli import main as cli_main
+from clipcrawl.schemas.config import ConfigError
+
+from .server import make_image
+from .test_img2dataset_compat import read_out, write_input
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark not installed (pip install 'clipcrawl[spark]')")
+
+
+def _java_ok() -> bool:
+    from clipcrawl.pipelines.sparkengine import check_java
+
+    try:
+        check_java()
+    except ConfigError:
+        return False
+    return True
+
+
+needs_java = pytest.mark.skipif(not _java_ok(), reason="no Java 17+ (JAVA_HOME or java on PATH) for Spark")
+
+IMAGES = {"a.jpg": (64, 48), "b.jpg": (40, 40), "c.png": (30, 50)}
+
+
+@pytest.fixture(scope="module")
+def url_list(server, tmp_path_factory):
+    for name, (w, h) in IMAGES.items():
+        server.files[name] = make_image(w, h, "PNG" if name.endswith("png") else "JPEG", seed=w)
+    urls = [server.url(f"/f/{n}") for n in IMAGES] + [server.url("/f/missing.jpg")]
+    return write_input(tmp_path_factory.mktemp("spark-in"), "txt", [{"url": u} for u in urls * 2])
+
+
+def _download(url_list: Path, out: Path, **kw):
+    """img2dataset's test_distributors call (smaller images and threads: a loopback server)."""
+    args = dict(image_size=32, output_folder=str(out), thread_count=8, output_format="webdataset", timeout=10)
+    args.update(kw)
+    return img2dataset.download(str(url_list), **args)
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a["files"] == b["files"] and a["tars"] == b["tars"]
+    assert {k: r["status"] for k, r in a["rows"].items()} == {k: r["status"] for k, r in b["rows"].items()}
+    assert {k: r["error_message"] for k, r in a["rows"].items()} == {k: r["error_message"] for k, r in b["rows"].items()}
+    assert {n: {k: v for k, v in s.items() if "time" not in k and k != "duration"} for n, s in a["stats"].items()} == \
+        {n: {k: v for k, v in s.items() if "time" not in k and k != "duration"} for n, s in b["stats"].items()}
+
+
+@pytest.fixture(scope="module")
+def reference(url_list, tmp_path_factory):
+    """The multiprocessing run every Spark run must equal (one shard, and four shards of two)."""
+    out = tmp_path_factory.mktemp("spark-ref")
+    _download(url_list, out / "one")
+    _download(url_list, out / "four", number_sample_per_shard=2)
+    return {"one": read_out(out / "one"), "four": read_out(out / "four")}
+
+
+@needs_java
+@pytest.mark.slow
+def test_distributors_pyspark_local(url_list, reference, tmp_path):
+    """img2dataset's test_distributors[pyspark]: one 00000.tar, two members per sample, as multiprocessing."""
+    _download(url_list, tmp_path / "one", distributor="pyspark", processes_count=2)
+    got = read_out(tmp_path / "one")
+    assert list(got["tars"]) == ["00000.tar"]
+    assert len(got["tars"]["00000.tar"]) == 2 * got["stats"]["00000_stats.json"]["successes"] == 2 * 6
+    _same(reference["one"], got)
+    summary = _download(url_list, tmp_path / "four", distributor="pyspark", processes_count=2,
+                        number_sample_per_shard=2)
+    _same(reference["four"], read_out(tmp_path / "four"))
+    assert summary.failures == []
+    from pyspark import SparkContext
+
+    assert SparkContext._active_spark_context is None  # the engine stopped the context it started
+
+
+@needs_java
+@pytest.mark.slow
+def test_killed_python_worker_is_retried(url_list, reference, tmp_path, monkeypatch):
+    """A Python worker SIGKILLed mid-shard fails its Spark task: the shard runs again and the output is whole."""
+    monkeypatch.setenv("CLIPCRAWL_FAILPOINT", "stage.download")
+    monkeypatch.setenv("CLIPCRAWL_FAILPOINT_ONCE", str(tmp_path / "died"))
+    summary = _download(url_list, tmp_path / "out", distributor="pyspark", processes_count=2,
+                        number_sample_per_shard=2, max_shard_retry=1)
+    assert (tmp_path / "died").exists()  # a worker did die
+    assert summary.failures == []
+    got = read_out(tmp_path / "out")
+    _same(reference["four"], got)
+    assert not [f for f in got["files"] if ".tmp" in f]  # the dead worker's temp files are not left as shards
+
+
+def test_no_java_says_how_to_get_it(url_list, tmp_path, monkeypatch, capsys):
+    """No java on PATH, or a JAVA_HOME without one: exit 2 with how to install Java, nothing written."""
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        pytest.skip("a SparkContext is running in this process (its JVM is there)")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    out = tmp_path / "out"
+    code = cli_main(["img2dataset", f"--url_list={url_list}", f"--output_folder={out}", "--distributor", "pyspark"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "needs Java 17+" in err and "no `java` on PATH" in err and "apt-get install openjdk-17" in err
+    assert not out.exists()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nojava"))
+    with pytest.raises(ConfigError, match=r"JAVA_HOME=.*nojava has no bin/java"):
+        _download(url_list, out, distributor="pyspark")
+    assert cli_main(["download", str(url_list), "--out", str(out), "--engine", "spark"]) == 2
+    assert not out.exists()
+
+
+@needs_java
+@pytest.mark.slow
+def test_download_engine_spark_same_as_local_and_resumes(url_list, server, tmp_path):
+    """``clipcrawl download --engine spark`` (our shard loop on Spark executors): the local engine's dataset;
+    a shard whose stats are gone is redone, the others are skipped (the driver holds the lock meanwhile)."""
+    base = ["--input-format", "txt", "--allow-private-networks", "--image-size", "32", "--timeout", "5",
+            "--samples-per-shard", "3"]
+    assert cli_main(["download", str(url_list), "--out", str(tmp_path / "local"), *base]) == 0
+    spark = tmp_path / "spark"
+    assert cli_main(["download", str(url_list), "--out", str(spark), *base, "--engine", "spark",
+                     "--spark-master", "local[2]"]) == 0
+    a, b = read_out(tmp_path / "local"), read_out(spark)
+    assert a["tars"] == b["tars"] and a["files"] == b["files"]
+    assert {k: r["status"] for k, r in a["rows"].items()} == {k: r["status"] for k, r in b["rows"].items()}
+    hits = server.hits("/f/a.jpg")
+    (spark / "00001_stats.json").unlink()
+    assert cli_main(["download", str(url_list), "--out", str(spark), *base, "--engine", "spark",
+                     "--spark-master", "local[2]"]) == 0
+    assert server.hits("/f/a.jpg") - hits == 1  # shard 1 (rows 3-5: missing, a, b) only
+    assert read_out(spark)["tars"] == b["tars"]
+
+
+# ------------------------------------------------------------------ a real standalone cluster on loopback
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    """A Spark standalone master and one worker (2 cores) on 127.0.0.1, from the pyspark package's jars."""
+    home = Path(pyspark.__file__).parent
+    spark_class = home / "bin" / "spark-class"
+    if not spark_class.exists():
+        pytest.skip(f"{spark_class} missing: this pyspark has no launcher scripts")
+    tmp = tmp_path_factory.mktemp("spark-cluster")
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+           "SPARK_LOG_DIR": str(tmp), "SPARK_WORKER_DIR": str(tmp / "work")}
+    port, ui = _free_port(), _free_port()
+    master_url = f"spark://127.0.0.1:{port}"
+    procs = []
+    try:
+        for name, cmd in (("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
+                                      str(port), "--webui-port", str(ui)]),
+                          ("worker", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
+                                      "--memory", "2g", "--webui-port", str(_free_port()), "--work-dir",
+                                      str(tmp / "work"), master_url])):
+            log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 -- the process writes it until the fixture ends
+            procs.append(subprocess.Popen(["bash", str(spark_class), *cmd], stdout=log, stderr=subprocess.STDOUT,
+                                          env=env, cwd=tmp))
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
+                    if json.load(r).get("aliveworkers", 0) >= 1:
+                        break
+            except OSError:
+                pass
+            dead = [p for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                logs = "\n".join((tmp / f"{n}.log").read_text(errors="replace")[-2000:] for n in ("master", "worker"))
+                pytest.fail(f"standalone Spark did not come up: {logs}")
+            time.sleep(0.5)
+        yield {"master": master_url, "work": tmp / "work"}
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+@needs_java
+@pytest.mark.slow
+def test_distributors_pyspark_standalone_cluster(standalone, url_list, reference, tmp_path):
+    """``clipcrawl img2dataset --distributor pyspark --spark_master spark://...``: the shards run on the
+    standalone worker's executor (a JVM and Python workers of its own) and the output is multiprocessing's."""
+    out = tmp_path / "out"
+    code = cli_main(["img2dataset", f"--url_list={url_list}", f"--output_folder={out}", "--image_size=32",
+                     "--thread_count=8", "--output_format=webdataset", "--number_sample_per_shard=2",
+                     "--distributor=pyspark", f"--spark_master={standalone['master']}"])
+    assert code == 0
+    _same(reference["four"], read_out(out))
+    apps = list(standalone["work"].glob("app-*/*/stderr"))
+    assert apps, "no executor ran on the standalone worker"

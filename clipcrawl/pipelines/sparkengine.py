@@ -41,6 +41,7 @@ import subprocess
 import sys
 import traceback
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -137,7 +138,7 @@ def _run_partition(bc: Any, token: str, env: dict[str, str], cwd: str, rows: Ite
     worker = _WORKERS.get(token)
     if worker is None:
         _close_workers()  # an earlier pass's worker: its stages are not needed any more
-        worker = _WORKERS[token] = bc.value
+        worker = _WORKERS[token] = pickle.loads(bc.value)
     for i, job in rows:
         here = os.getcwd()
         moved = False
@@ -220,7 +221,9 @@ class SparkEngine:
         saved = os.environ.get("PYSPARK_PYTHON")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # read once, when the context starts
         try:
-            sc = SparkContext(conf=conf)
+            with warnings.catch_warnings():  # pyspark 4.x on pandas 3: a FutureWarning about its DataFrame API,
+                warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+                sc = SparkContext(conf=conf)  # which the engine does not use
         finally:
             if saved is None:
                 os.environ.pop("PYSPARK_PYTHON", None)
@@ -241,7 +244,9 @@ class SparkEngine:
         token = uuid.uuid4().hex
         group = f"clipcrawl-{token[:12]}"
         n = max(1, self.parallelism or sc.defaultParallelism)
-        bc = sc.broadcast(worker)
+        from pyspark import cloudpickle
+
+        bc = sc.broadcast(cloudpickle.dumps(worker))  # as Ray ships it: plain pickle refuses closures in a pass
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         task = functools.partial(_run_partition, bc, token, env, os.getcwd())
         name = getattr(getattr(worker, "p", None), "name", "pass")

@@ -209,9 +209,10 @@ class SparkEngine:
         if sc is not None:
             return sc, False
         conf = SparkConf().setAppName("clipcrawl")
-        under_submit = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit set the master and the rest
-        if self.master or not (under_submit and conf.contains("spark.master")):
-            conf.setMaster(self.master or f"local[{self.local_cores or '*'}]")
+        if self.master:
+            conf.setMaster(self.master)
+        elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # else spark-submit's JVM holds --master and the rest
+            conf.setMaster(f"local[{self.local_cores or '*'}]")
         conf.set("spark.ui.showConsoleProgress", "false")  # our progress bar is the one on the terminal
         if _loopback_master(conf.get("spark.master", "")) and not conf.contains("spark.driver.host"):
             conf.set("spark.driver.host", "127.0.0.1")  # a cluster on this machine's loopback calls us back there

@@ -160,7 +160,7 @@ def _run_partition(bc: Any, token: str, env: dict[str, str], cwd: str, rows: Ite
 def _summary(e: BaseException) -> str:
     """One line out of a Spark job failure (a Java stack trace with the Python one inside)."""
     text = str(e)
-    for pat in (r"Python worker exited unexpectedly[^\n]*", r"ExecutorLostFailure[^\n]*", r"\w*Error: [^\n]+",
+    for pat in (r"Python worker exited unexpectedly[^.\n]*", r"ExecutorLostFailure[^\n]*", r"\w*Error: [^\n]+",
                 r"\w+Exception: [^\n]+"):
         m = re.search(pat, text)
         if m:

@@ -169,6 +169,21 @@ class TestRunningContext:
 
     @needs_java
     @pytest.mark.slow
+    def test_shard_out_of_retries_is_reported_then_resumed(self, url_list, reference, tmp_path, monkeypatch):
+        """``max_shard_retry=0``: the shard whose worker died is a failure naming the crash, the others are
+        written; the same command again (incremental) redoes only that shard and the output is whole."""
+        monkeypatch.setenv("CLIPCRAWL_FAILPOINT", "stage.download")
+        monkeypatch.setenv("CLIPCRAWL_FAILPOINT_ONCE", str(tmp_path / "died"))
+        out = tmp_path / "out"
+        summary = _download(url_list, out, distributor="pyspark", number_sample_per_shard=2, max_shard_retry=0)
+        assert [f.error for f in summary.failures] == ["spark task failed 1 times: Python worker exited unexpectedly "
+                                                       "(crashed)"]
+        assert len(read_out(out)["stats"]) == 3
+        _download(url_list, out, distributor="pyspark", number_sample_per_shard=2, max_shard_retry=0)
+        _same(reference["four"], read_out(out))
+
+    @needs_java
+    @pytest.mark.slow
     def test_download_engine_spark_same_as_local_and_resumes(self, url_list, server, tmp_path, monkeypatch):
         """``clipcrawl download --engine spark`` (our shard loop on Spark executors): the local engine's dataset;
         another writer is locked out while the executors work (the driver holds the lock); a shard whose stats

@@ -222,9 +222,9 @@ class SparkEngine:
         saved = os.environ.get("PYSPARK_PYTHON")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # read once, when the context starts
         try:
-            with warnings.catch_warnings():  # pyspark 4.x on pandas 3: a FutureWarning about its DataFrame API,
+            with warnings.catch_warnings():  # pyspark 4 on pandas 3 warns about its DataFrame API (unused here)
                 warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
-                sc = SparkContext(conf=conf)  # which the engine does not use
+                sc = SparkContext(conf=conf)
         finally:
             if saved is None:
                 os.environ.pop("PYSPARK_PYTHON", None)
@@ -233,6 +233,8 @@ class SparkEngine:
         return sc, True
 
     def map_ordered(self, worker: Any, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        from pyspark import cloudpickle
+
         from clipcrawl.pipelines.engine import FORWARDED_ENV
         from clipcrawl.pipelines.shardloop import ShardFailure
 
@@ -245,8 +247,6 @@ class SparkEngine:
         token = uuid.uuid4().hex
         group = f"clipcrawl-{token[:12]}"
         n = max(1, self.parallelism or sc.defaultParallelism)
-        from pyspark import cloudpickle
-
         bc = sc.broadcast(cloudpickle.dumps(worker))  # as Ray ships it: plain pickle refuses closures in a pass
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         task = functools.partial(_run_partition, bc, token, env, os.getcwd())

@@ -23,6 +23,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "crontab": ("cron", "scheduled runs"),
     "cv2": ("faces", "face blurring"),
     "ray": ("ray", "the Ray engine"),
+    "pyspark": ("spark", "the Spark engine (distributor pyspark)"),
     "ahocorasick": ("curation", "fast MetaCLIP entry matching"),
     "c2pa": ("provenance", "reading C2PA manifests (training-mining opt-outs, AI-generated flags)"),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, SPARK_MASTER_HELP, make_pass_engine
 from clipcrawl.schemas.components import DEFAULT_JPEG_DRAFT_GAP
 
 ORDER = 20
@@ -68,6 +68,7 @@ def download(
                                       help="Refetch failed_to_download rows of finished shards and rewrite them."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
     blocklist: list[str] | None = typer.Option(
         None, "--blocklist", help="Blocklist file (repeat): URL, domain:example.com, sha256:<hex>, md5:<hex> lines "
                                   "-> status blocked (URL/domain before any request, hashes on the bytes)."),
@@ -137,7 +138,7 @@ def download(
 
     check_output(out, "output")  # --out is a file / not writable -> exit 2, before any download
     summary = run_download(urls, out, config, output, retry_failed=retry_failed,
-                           engine=make_pass_engine(engine, ray_address))
+                           engine=make_pass_engine(engine, ray_address, spark_master=spark_master))
     _print_summary(summary)
     if preset or exclude_ai_generated or provenance["licenses"]:
         from clipcrawl.filters.presets import apply_preset, preset_overrides

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import typer
 
-from clipcrawl.pipelines.commands import ENGINE_HELP, GPUS_PER_ACTOR_HELP, RAY_ADDRESS_HELP, make_pass_engine
+from clipcrawl.pipelines.commands import (
+    ENGINE_HELP,
+    GPUS_PER_ACTOR_HELP,
+    RAY_ADDRESS_HELP,
+    SPARK_MASTER_HELP,
+    make_pass_engine,
+)
 
 ORDER = 40
 
@@ -53,6 +59,7 @@ def score(
         "metaclip): its model and rules, applied over the whole dataset after scoring; explicit options win."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
     gpus_per_actor: float | None = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_PER_ACTOR_HELP),
 ) -> None:
     """Score image-caption similarity with CLIP and store it (and zero-shot tags) in each shard's Parquet."""
@@ -84,7 +91,7 @@ def score(
             filters, cfg = _recorded_model(dir, filters, pretrained)
         summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
                                embeddings_dir=embeddings_dir, rescore=rescore,
-                               engine=make_pass_engine(engine, ray_address, gpus_per_actor))
+                               engine=make_pass_engine(engine, ray_address, gpus_per_actor, spark_master))
         print_summary(summary)
         if summary.shards == 0 and not summary.failures:
             raise typer.Exit(2)

@@ -1,22 +1,20 @@
-"""Real image files carrying consent/provenance metadata, made at test time (nothing committed):
+"""Real image files carrying consent/provenance metadata, made at test time (only the public C2PA test signer is committed):
 
 * XMP packets (IPTC/PLUS Data Mining, IPTC Digital Source Type, licences) written into JPEG, WebP and PNG by
   Pillow, into GIF as the ``XMP DataXMP`` application extension, into JPEG as extended XMP;
-* C2PA manifests signed by c2pa-python (skipped when it is absent) with a throwaway certificate chain made with
-  ``cryptography``: a root CA, an intermediate CA and an ES256 signing certificate with the profile of
-  c2pa-python's own test certificates (tests/fixtures/es256_certs.pem: emailProtection EKU, digitalSignature +
-  nonRepudiation), generated here because the wheel ships none and the tests use no network;
+* C2PA manifests signed by c2pa-python (skipped when it is absent) with c2pa-python's own public ES256 test
+  credentials (copied from its repository's tests/fixtures into fixtures/c2pa/: the wheel ships none and the
+  tests use no network);
 * a loopback HTTP server serving them (and an origin's ``/ai.txt``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import functools
 import io
 import struct
 import threading
+from pathlib import Path
 
 import numpy as np
 from aiohttp import web
@@ -126,45 +124,13 @@ def jpeg_with_iim_copyright(notice: str, xmp: bytes | None = None) -> bytes:
 
 
 # ------------------------------------------------------------------ C2PA
-@functools.lru_cache(maxsize=1)
+#: c2pa-python's own public test signer (its tests/fixtures; the wheel does not ship them): see SOURCE.md there
+C2PA_FIXTURES = Path(__file__).parent / "fixtures" / "c2pa"
+
+
 def signer_pems() -> tuple[bytes, bytes]:
-    """(certificate chain PEM: signer + intermediate, private key PEM), made once per test session."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "clipcrawl tests"),
-                          x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "FOR TESTING_ONLY"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-
-    def cert(subject: str, key, issuer: str, issuer_key, ca: bool):  # noqa: ANN001, ANN202
-        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=3650))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                            critical=False))
-        if ca:
-            b = b.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
-        else:
-            b = b.add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
-            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=True)
-        return b.sign(issuer_key, hashes.SHA256())
-
-    root_k, inter_k, leaf_k = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    # the root CA is only its key here: the chain embedded in a manifest stops at the intermediate
-    inter = cert("clipcrawl test intermediate CA", inter_k, "clipcrawl test root CA", root_k, True)
-    leaf = cert("clipcrawl test C2PA signer", leaf_k, "clipcrawl test intermediate CA", inter_k, False)
-    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, inter))
-    key = leaf_k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())
-    return chain, key
+    """(certificate chain PEM: signer + intermediate, private key PEM): c2pa-python's ES256 test credentials."""
+    return (C2PA_FIXTURES / "es256_certs.pem").read_bytes(), (C2PA_FIXTURES / "es256_private.key").read_bytes()
 
 
 def training_mining(label: str = "cawg.training-mining", **uses: str) -> dict:

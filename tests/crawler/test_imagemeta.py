@@ -61,7 +61,6 @@ SOURCE_TYPES = {
 
 def c2pa_or_skip() -> None:
     pytest.importorskip("c2pa", reason="c2pa-python not installed (pip install clipcrawl[provenance])")
-    pytest.importorskip("cryptography", reason="cryptography not installed")
 
 
 # ------------------------------------------------------------------ XMP

@@ -32,7 +32,6 @@ CTYPE = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": 
 def _have_c2pa() -> bool:
     try:
         import c2pa  # noqa: F401
-        import cryptography  # noqa: F401
     except ImportError:
         return False
     return True

@@ -1,11 +1,11 @@
 """The crawl's durable state: one SQLite database (WAL mode) under ``DIR/state/``.
 
 Tables
-    ``urls``   one row per normalised URL: depth, state (queued, in-flight, done, failed,
-               redirected), attempts, fetched_at, ``refused`` (the policy that refused or withheld
-               the page: ``address``, ``robots``, ``blocklist``, ``tdm``, ``domains``; else NULL).
-               ``redirected`` marks a redirect target so a link to it is never fetched again; it is
-               not a processed page.
+    ``urls``   one row per normalised URL: ``h`` (its 64-bit key, :func:`url_hash`), depth, state
+               (queued, in-flight, done, failed, redirected), attempts, fetched_at, ``refused`` (the
+               policy that refused or withheld the page: ``address``, ``robots``, ``blocklist``,
+               ``tdm``, ``domains``; else NULL). ``redirected`` marks a redirect target so a link to
+               it is never fetched again; it is not a processed page.
     ``meta``   key/value: ``policy:<name>`` = the setting each refusal of that policy was decided under.
     ``pages``  one row per processed page (a revisit adds a row), with the ``PAGES`` columns.
     ``pairs``  one row per pair key (``sample_key(url, caption)``): a pair seen on several pages
@@ -31,20 +31,33 @@ Policy refusals are re-decided when their setting changes
     settings does not fetch them again (so reruns stay cheap and deterministic); a rerun with, say,
     ``--allow-private-networks`` after a ``blocked_address`` seed crawls it.
 
+URLs are found by their 64-bit hash, not by their text
+    ``urls`` is indexed on ``h`` (8 bytes a key) instead of ``UNIQUE(url)`` (the whole URL a key):
+    the index of a 10M-URL frontier is ~5x smaller, so it stays in the page cache and an insert
+    costs the same at 100k and at 10M URLs (``bench/frontier_scale.py``). The hash only finds the
+    candidates: a URL is known when a row with its hash **and its text** exists, so two URLs with
+    the same hash are two rows. A database of an earlier version (``UNIQUE(url)``, no ``h``) is
+    rebuilt in place on open, in one transaction; ``meta`` names the hash that filled ``h`` and
+    the column is recomputed when that name differs.
+
 One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("clipcrawl.crawl")
 
 QUEUED, IN_FLIGHT, DONE, FAILED, REDIRECTED = "queued", "in-flight", "done", "failed", "redirected"
 #: a page that failed transiently (timeout, connection, 429/5xx) is queued again on the next run
@@ -62,10 +75,14 @@ PAIR_COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_tit
 #: pair columns added after the first release: ALTER TABLE'd into older frontier databases
 LATER_PAIR_COLUMNS = ("alt", "figcaption", "title", "page_license")
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS urls (
+#: ``urls`` columns after ``id`` and ``h`` (a database of an earlier version may lack ``refused``)
+URL_COLUMNS = ("url", "depth", "state", "attempts", "retryable", "fetched_at", "added_at", "refused")
+
+_URLS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
-    url TEXT NOT NULL UNIQUE,
+    h INTEGER NOT NULL,
+    url TEXT NOT NULL,
     depth INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -73,7 +90,13 @@ CREATE TABLE IF NOT EXISTS urls (
     fetched_at REAL,
     added_at REAL NOT NULL,
     refused TEXT
-);
+)"""
+_URLS_INDEXES = """
+CREATE INDEX IF NOT EXISTS urls_queue ON urls(state, depth, id);
+CREATE INDEX IF NOT EXISTS urls_h ON urls(h);
+"""
+#: ``urls_h`` is created after the migration of an older ``urls`` (which has no ``h``)
+_SCHEMA = _URLS_TABLE.format(name="urls") + f""";
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE INDEX IF NOT EXISTS urls_queue ON urls(state, depth, id);
 CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, {", ".join(PAGE_COLUMNS)}, chunk INTEGER);
@@ -83,6 +106,17 @@ CREATE TABLE IF NOT EXISTS pairs (
 );
 CREATE INDEX IF NOT EXISTS pairs_chunk ON pairs(chunk);
 """
+
+
+def url_hash(url: str) -> int:
+    """The 64-bit key of a URL: the first 8 bytes of its BLAKE2b digest, as SQLite's signed INTEGER."""
+    return int.from_bytes(blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+#: rows looked up per query by :meth:`Frontier._known` (the ``IN`` list is padded to a power of two, so
+#: the statement cache holds a few statements)
+_LOOKUP_MAX = 512
 
 
 class FrontierLocked(RuntimeError):
@@ -106,6 +140,10 @@ class Completed:
 class Frontier:
     """``with Frontier(out_dir / "state") as f: ...`` (single process, single thread)."""
 
+    #: the URL key and its name in ``meta``; tests swap in a tiny hash (in a subclass) to force collisions
+    url_hash: Callable[[str], int] = staticmethod(url_hash)
+    url_hash_name = "blake2b-8"
+
     def __init__(self, state_dir: str | os.PathLike[str], revisit_after_days: float | None = None,
                  policy: Mapping[str, str] | None = None) -> None:
         self.dir = Path(state_dir)
@@ -128,6 +166,15 @@ class Frontier:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise FrontierLocked(f"{self.dir}: another crawl is running on this directory") from None
+        try:
+            self._open(revisit_after_days, policy)
+        except BaseException:
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            os.close(self._lock_fd)  # a failed open (a migration that failed, rolled back) holds no lock
+            raise
+
+    def _open(self, revisit_after_days: float | None, policy: Mapping[str, str] | None) -> None:
         self.db = sqlite3.connect(self.dir / "frontier.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -136,13 +183,20 @@ class Frontier:
         self.db.execute("PRAGMA cache_size=-131072")  # 128 MiB
         self.db.execute("PRAGMA mmap_size=1073741824")  # 1 GiB of the file mapped (read path)
         self.db.execute("PRAGMA temp_store=MEMORY")
+        self.db.create_function("url_hash", 1, self.url_hash, deterministic=True)
         self.db.executescript(_SCHEMA)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(pairs)")}
         for c in LATER_PAIR_COLUMNS:
             if c not in have:
                 self.db.execute(f"ALTER TABLE pairs ADD COLUMN {c}")
+        url_cols = {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}
+        if "h" not in url_cols:
+            self._rebuild_urls(url_cols)
+        self.db.executescript(_URLS_INDEXES)
         if "refused" not in {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}:
             self._add_refused_column()
+        if self._meta("url_hash") != self.url_hash_name:
+            self._rehash()
         self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
         self.retried = self._execute(
             f"UPDATE urls SET state='{QUEUED}' WHERE state='{FAILED}' AND retryable=1 AND attempts < ?",
@@ -155,20 +209,67 @@ class Frontier:
                 (cutoff,))
         self.redecided = self._redecide(policy or {})
 
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
+    def _rebuild_urls(self, cols: set[str]) -> None:
+        """A database of an earlier version (``url TEXT UNIQUE``, no ``h``): copy ``urls`` into the current
+        layout (same ids, so claim order and pages stay as they were) in one transaction: a crash leaves
+        the old database."""
+        n = self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0
+        if n > 100_000:
+            log.info("frontier %s: moving %d URLs to the hash-keyed layout (once)", self.dir, n)
+        keep = ", ".join(c for c in URL_COLUMNS if c in cols)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DROP TABLE IF EXISTS urls_new")
+            self.db.execute(_URLS_TABLE.format(name="urls_new"))
+            self.db.execute(f"INSERT INTO urls_new(id, h, {keep}) SELECT id, url_hash(url), {keep} FROM urls ORDER BY id")
+            self.db.execute("DROP TABLE urls")
+            self.db.execute("ALTER TABLE urls_new RENAME TO urls")
+            for stmt in _URLS_INDEXES.strip().splitlines():
+                self.db.execute(stmt)
+            if "refused" not in cols:
+                self._fill_refused()
+            self._set_meta("url_hash", self.url_hash_name)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _rehash(self) -> None:
+        """``h`` was filled by another hash (or ``meta`` lost its name): compute it again."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("UPDATE urls SET h = url_hash(url)")
+            self._set_meta("url_hash", self.url_hash_name)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     def _add_refused_column(self) -> None:
         """An older database: add ``urls.refused``, filled from each URL's last page status."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute("ALTER TABLE urls ADD COLUMN refused TEXT")
-            cases = " ".join(f"WHEN '{st}' THEN '{name}'" for st, name in REFUSAL_STATUSES.items())
-            self.db.execute(
-                f"UPDATE urls SET refused = CASE last.status {cases} END FROM "
-                "(SELECT url, status FROM pages WHERE id IN (SELECT MAX(id) FROM pages GROUP BY url)) AS last "
-                f"WHERE last.url = urls.url AND urls.state IN ('{DONE}','{FAILED}')")
+            self._fill_refused()
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def _fill_refused(self) -> None:
+        cases = " ".join(f"WHEN '{st}' THEN '{name}'" for st, name in REFUSAL_STATUSES.items())
+        self.db.execute(
+            f"UPDATE urls SET refused = CASE last.status {cases} END FROM "
+            "(SELECT url, status FROM pages WHERE id IN (SELECT MAX(id) FROM pages GROUP BY url)) AS last "
+            f"WHERE urls.h = url_hash(last.url) AND urls.url = last.url AND urls.state IN ('{DONE}','{FAILED}')")
 
     def _redecide(self, policy: Mapping[str, str]) -> int:
         """Queue again the URLs refused by each policy whose setting differs from the stored one."""
@@ -225,12 +326,40 @@ class Frontier:
         self.db.execute("COMMIT")
         return n
 
+    def _known(self, keyed: Sequence[tuple[int, str]]) -> dict[str, list[Any]]:
+        """The rows of these ``(hash, url)`` that exist: url -> [id, depth, state]. A row whose hash matches
+        but whose text differs is another URL (a collision) and is not returned."""
+        want = {u for _, u in keyed}
+        hashes = list({h for h, _ in keyed})
+        found: dict[str, list[Any]] = {}
+        for i in range(0, len(hashes), _LOOKUP_MAX):
+            part = hashes[i:i + _LOOKUP_MAX]
+            width = 1 << (len(part) - 1).bit_length()  # pad with a repeat: one statement per power of two
+            part += part[:1] * (width - len(part))
+            q = f"SELECT id, url, depth, state FROM urls WHERE h IN ({','.join('?' * width)})"
+            for id_, url, d, st in self.db.execute(q, part):
+                if url in want:
+                    found[url] = [id_, d, st]
+        return found
+
     def _upsert(self, urls: Iterable[str], depth: int, now: float) -> None:
-        self.db.executemany(
-            "INSERT INTO urls(url, depth, state, added_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET depth=excluded.depth "
-            f"WHERE excluded.depth < urls.depth AND urls.state='{QUEUED}'",
-            ((u, depth, QUEUED, now) for u in urls))
+        """Insert the new URLs (in order), move known queued ones to a smaller depth."""
+        h = self.url_hash
+        keyed = [(h(u), u) for u in urls]
+        if not keyed:
+            return
+        known = self._known(keyed)
+        new, shallower = [], []
+        for k, u in keyed:
+            row = known.get(u)
+            if row is None:
+                new.append((k, u, depth, QUEUED, now))
+                known[u] = [None, depth, QUEUED]
+            elif depth < row[1] and row[2] == QUEUED:
+                shallower.append((depth, row[0]))
+                row[1] = depth
+        self.db.executemany("INSERT INTO urls(h, url, depth, state, added_at) VALUES (?, ?, ?, ?, ?)", new)
+        self.db.executemany("UPDATE urls SET depth=? WHERE id=?", shallower)
 
     def claim(self, n: int, max_depth: int, take: Callable[[str], bool] | None = None,
               window: int = 0) -> list[Claim]:
@@ -277,10 +406,13 @@ class Frontier:
                 (tuple(p.get(c) for c in PAIR_COLUMNS) for p in pairs))
             new_pairs = self.db.total_changes - before
             if final_url and final_url != claim.url:
-                self.db.execute(
-                    "INSERT INTO urls(url, depth, state, fetched_at, added_at) VALUES (?, ?, ?, ?, ?) "
-                    f"ON CONFLICT(url) DO UPDATE SET state='{REDIRECTED}', fetched_at=excluded.fetched_at "
-                    f"WHERE urls.state='{QUEUED}'", (final_url, claim.depth, REDIRECTED, now, now))
+                k = self.url_hash(final_url)
+                row = self._known([(k, final_url)]).get(final_url)
+                if row is None:
+                    self.db.execute("INSERT INTO urls(h, url, depth, state, fetched_at, added_at) VALUES (?, ?, ?, ?, ?, ?)",
+                                    (k, final_url, claim.depth, REDIRECTED, now, now))
+                elif row[2] == QUEUED:
+                    self.db.execute(f"UPDATE urls SET state='{REDIRECTED}', fetched_at=? WHERE id=?", (now, row[0]))
             before = self.db.total_changes
             self._upsert(links, claim.depth + 1, now)
             new_links = self.db.total_changes - before

@@ -32,13 +32,16 @@ Policy refusals are re-decided when their setting changes
     ``--allow-private-networks`` after a ``blocked_address`` seed crawls it.
 
 URLs are found by their 64-bit hash, not by their text
-    ``urls`` is indexed on ``h`` (8 bytes a key) instead of ``UNIQUE(url)`` (the whole URL a key):
-    the index of a 10M-URL frontier is ~5x smaller, so it stays in the page cache and an insert
-    costs the same at 100k and at 10M URLs (``bench/frontier_scale.py``). The hash only finds the
-    candidates: a URL is known when a row with its hash **and its text** exists, so two URLs with
-    the same hash are two rows. A database of an earlier version (``UNIQUE(url)``, no ``h``) is
-    rebuilt in place on open, in one transaction; ``meta`` names the hash that filled ``h`` and
-    the column is recomputed when that name differs.
+    ``urls`` has no index on the URL. A ``UNIQUE(url)`` index (or one on ``h``) takes one random
+    B-tree leaf per new URL, written to the WAL and again at each checkpoint: its cost per URL grew
+    ~1.6x from 100k to 1M URLs as the index left the CPU and page caches (``bench/frontier_scale.py``).
+    Instead the frontier keeps an in-memory table (:class:`UrlKeys`, 8 bytes a slot, ~11 bytes a URL:
+    ~110 MB at 10M URLs) from each URL's hash to its row id, built from ``urls.h`` at open (a few
+    seconds at 10M URLs) and updated after each commit. The hash only finds candidates: a URL is known
+    when a candidate row has **its text**, so two URLs with the same hash are two rows. New rows get
+    their ids from the frontier (``MAX(id) + 1`` at open, one process per directory). A database of an
+    earlier version (``UNIQUE(url)``, no ``h``) is rebuilt in place on open, in one transaction;
+    ``meta`` names the hash that filled ``h`` and the column is recomputed when that name differs.
 
 One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
 """
@@ -56,6 +59,8 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger("clipcrawl.crawl")
 
@@ -91,11 +96,6 @@ CREATE TABLE IF NOT EXISTS {name} (
     added_at REAL NOT NULL,
     refused TEXT
 )"""
-_URLS_INDEXES = """
-CREATE INDEX IF NOT EXISTS urls_queue ON urls(state, depth, id);
-CREATE INDEX IF NOT EXISTS urls_h ON urls(h);
-"""
-#: ``urls_h`` is created after the migration of an older ``urls`` (which has no ``h``)
 _SCHEMA = _URLS_TABLE.format(name="urls") + f""";
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE INDEX IF NOT EXISTS urls_queue ON urls(state, depth, id);
@@ -117,6 +117,86 @@ def url_hash(url: str) -> int:
 #: rows looked up per query by :meth:`Frontier._known` (the ``IN`` list is padded to a power of two, so
 #: the statement cache holds a few statements)
 _LOOKUP_MAX = 512
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class UrlKeys:
+    """Which row ids may hold a URL of a given hash: open addressing with linear probing over one uint64
+    array. A slot holds ``fingerprint << 32 | id`` (the fingerprint is the hash's high 32 bits; 0 is an
+    empty slot, ids start at 1); a slot's home is a mix of its fingerprint, so the table can be rebuilt
+    from its own slots. Probing runs forward only (no wrap-around): the array has a tail past the
+    ``2**bits`` homes and its last slot stays empty. Candidates are only candidates: the URL text decides."""
+
+    LOAD = 0.7
+    TAIL = 4096
+    MIN_BITS = 12
+
+    def __init__(self, hashes: np.ndarray | None = None, ids: np.ndarray | None = None) -> None:
+        h = np.zeros(0, np.uint64) if hashes is None else hashes.astype(np.int64).view(np.uint64)
+        i = np.zeros(0, np.uint64) if ids is None else ids.astype(np.uint64)
+        if len(i) and int(i.max()) >= 1 << 32:
+            raise ValueError("UrlKeys: row ids past 2**32")
+        self.n = len(i)
+        self._build((h >> np.uint64(32)) << np.uint64(32) | i)
+
+    @staticmethod
+    def _bits_for(n: int) -> int:
+        bits = UrlKeys.MIN_BITS
+        while (1 << bits) * UrlKeys.LOAD <= n:
+            bits += 1
+        return bits
+
+    def _build(self, slots: np.ndarray, bits: int | None = None) -> None:
+        bits = bits or self._bits_for(len(slots))
+        while True:
+            homes = self._homes(slots >> np.uint64(32), bits)
+            order = np.argsort(homes, kind="stable")
+            homes, ordered = homes[order].astype(np.int64), slots[order]
+            step = np.arange(len(homes), dtype=np.int64)
+            pos = step + np.maximum.accumulate(homes - step) if len(homes) else step
+            size = (1 << bits) + self.TAIL
+            if not len(pos) or pos[-1] < size - 1:
+                break
+            bits += 1  # a cluster ran into the last slot: a larger table
+        table = np.zeros(size, np.uint64)
+        table[pos] = ordered
+        self.bits, self._table = bits, table
+        self._slots = memoryview(table)  # scalar reads and writes as Python ints
+
+    @staticmethod
+    def _homes(fps: np.ndarray, bits: int) -> np.ndarray:
+        return ((fps * np.uint64(0x9E3779B1)) & np.uint64(0xFFFF_FFFF)) >> np.uint64(32 - bits)
+
+    def _home(self, fp: int) -> int:
+        return ((fp * 0x9E3779B1) & 0xFFFF_FFFF) >> (32 - self.bits)
+
+    def ids(self, h: int) -> list[int]:
+        """Row ids whose URL may hash to ``h``."""
+        fp = (h & _U64) >> 32
+        slots, i, out = self._slots, self._home(fp), []
+        while e := slots[i]:
+            if e >> 32 == fp:
+                out.append(e & 0xFFFF_FFFF)
+            i += 1
+        return out
+
+    def add(self, h: int, id_: int) -> None:
+        if id_ >= 1 << 32:
+            raise ValueError("UrlKeys: row ids past 2**32")
+        fp = (h & _U64) >> 32
+        slots, i = self._slots, self._home(fp)
+        while slots[i]:
+            i += 1
+        if i >= len(slots) - 1:  # the last slot stays empty (it ends every probe)
+            self._build(np.append(self._table[self._table != 0], np.uint64(fp << 32 | id_)), self.bits + 1)
+        else:
+            slots[i] = fp << 32 | id_
+        self.n += 1
+        if self.n >= (1 << self.bits) * self.LOAD:
+            self._build(self._table[self._table != 0], self.bits + 1)
+
+    def nbytes(self) -> int:
+        return self._table.nbytes
 
 
 class FrontierLocked(RuntimeError):
@@ -178,9 +258,9 @@ class Frontier:
         self.db = sqlite3.connect(self.dir / "frontier.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        # a 10M-URL frontier is ~1.6 GB, its urls_h index ~0.2 GB: SQLite's default 2 MB page cache made every
-        # insert a cache miss (bench/frontier_scale.py); a larger cache and memory-mapped reads (up to the 2 GiB
-        # SQLite allows by default; the pages are the OS's file cache) keep it flat
+        # a 10M-URL frontier is ~1.5 GB: SQLite's default 2 MB page cache made every read a cache miss
+        # (bench/frontier_scale.py); a larger cache and memory-mapped reads (up to the 2 GiB SQLite allows by
+        # default; the pages are the OS's file cache) keep it flat
         self.db.execute("PRAGMA cache_size=-131072")  # 128 MiB
         self.db.execute("PRAGMA mmap_size=2147418112")  # read path
         self.db.execute("PRAGMA temp_store=MEMORY")
@@ -193,11 +273,13 @@ class Frontier:
         url_cols = {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}
         if "h" not in url_cols:
             self._rebuild_urls(url_cols)
-        self.db.executescript(_URLS_INDEXES)
         if "refused" not in {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}:
             self._add_refused_column()
         if self._meta("url_hash") != self.url_hash_name:
             self._rehash()
+        self._next_id = (self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0) + 1
+        self._keys = self._load_keys()
+        self._txn_new: dict[str, tuple[int, int]] = {}  # URLs inserted by the open transaction: (hash, id)
         self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
         self.retried = self._execute(
             f"UPDATE urls SET state='{QUEUED}' WHERE state='{FAILED}' AND retryable=1 AND attempts < ?",
@@ -233,8 +315,7 @@ class Frontier:
             self.db.execute(f"INSERT INTO urls_new(id, h, {keep}) SELECT id, url_hash(url), {keep} FROM urls ORDER BY id")
             self.db.execute("DROP TABLE urls")
             self.db.execute("ALTER TABLE urls_new RENAME TO urls")
-            for stmt in _URLS_INDEXES.strip().splitlines():
-                self.db.execute(stmt)
+            self.db.execute("CREATE INDEX urls_queue ON urls(state, depth, id)")
             if "refused" not in cols:
                 self._fill_refused()
             self._set_meta("url_hash", self.url_hash_name)
@@ -266,11 +347,31 @@ class Frontier:
             raise
 
     def _fill_refused(self) -> None:
+        """``urls.refused`` from each URL's last page (one pass over ``urls``, a temporary index on the pages)."""
         cases = " ".join(f"WHEN '{st}' THEN '{name}'" for st, name in REFUSAL_STATUSES.items())
+        self.db.execute("DROP TABLE IF EXISTS temp.last_status")
+        self.db.execute(f"CREATE TEMP TABLE last_status AS SELECT url, CASE status {cases} END AS refused "
+                        "FROM pages WHERE id IN (SELECT MAX(id) FROM pages GROUP BY url)")
+        self.db.execute("CREATE INDEX temp.last_status_url ON last_status(url)")
         self.db.execute(
-            f"UPDATE urls SET refused = CASE last.status {cases} END FROM "
-            "(SELECT url, status FROM pages WHERE id IN (SELECT MAX(id) FROM pages GROUP BY url)) AS last "
-            f"WHERE urls.h = url_hash(last.url) AND urls.url = last.url AND urls.state IN ('{DONE}','{FAILED}')")
+            "UPDATE urls SET refused = (SELECT refused FROM last_status WHERE last_status.url = urls.url) "
+            f"WHERE state IN ('{DONE}','{FAILED}')")
+        self.db.execute("DROP TABLE temp.last_status")
+
+    def _load_keys(self) -> UrlKeys:
+        """:class:`UrlKeys` from ``urls.h`` (read in chunks)."""
+        n = self._next_id - 1
+        if n > 1_000_000:
+            log.info("frontier %s: loading the keys of %d URLs", self.dir, n)
+        hs, ids = [], []
+        cur = self.db.execute("SELECT h, id FROM urls")
+        while rows := cur.fetchmany(1 << 18):
+            a = np.array(rows, dtype=np.int64)
+            hs.append(a[:, 0])
+            ids.append(a[:, 1])
+        if not ids:
+            return UrlKeys()
+        return UrlKeys(np.concatenate(hs), np.concatenate(ids))
 
     def _redecide(self, policy: Mapping[str, str]) -> int:
         """Queue again the URLs refused by each policy whose setting differs from the stored one."""
@@ -307,6 +408,23 @@ class Frontier:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self._txn_new.clear()
+        self._txn_next_id = self._next_id
+
+    def _commit(self) -> None:
+        """COMMIT, then the URLs it inserted become keys."""
+        self.db.execute("COMMIT")
+        for h, id_ in self._txn_new.values():
+            self._keys.add(h, id_)
+        self._txn_new.clear()
+
+    def _rollback(self) -> None:
+        self.db.execute("ROLLBACK")
+        self._txn_new.clear()
+        self._next_id = self._txn_next_id
+
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -320,28 +438,44 @@ class Frontier:
     # ------------------------------------------------------------------ queue
     def add(self, urls: Iterable[str], depth: int) -> int:
         """Queue URLs (seeds); a known queued URL moves to the smaller depth. Returns new rows."""
-        self.db.execute("BEGIN IMMEDIATE")
-        before = self.db.total_changes
-        self._upsert(urls, depth, time.time())
-        n = self.db.total_changes - before
-        self.db.execute("COMMIT")
+        self._begin()
+        try:
+            before = self.db.total_changes
+            self._upsert(urls, depth, time.time())
+            n = self.db.total_changes - before
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
         return n
 
     def _known(self, keyed: Sequence[tuple[int, str]]) -> dict[str, list[Any]]:
-        """The rows of these ``(hash, url)`` that exist: url -> [id, depth, state]. A row whose hash matches
-        but whose text differs is another URL (a collision) and is not returned."""
-        want = {u for _, u in keyed}
-        hashes = list({h for h, _ in keyed})
+        """The rows of these ``(hash, url)`` that exist: url -> [id, depth, state]. A candidate row whose text
+        differs is another URL (a hash collision) and is not returned."""
+        want, cands = set(), set()
+        keys, pending = self._keys, self._txn_new
+        for h, u in keyed:
+            want.add(u)
+            cands.update(keys.ids(h))
+            if u in pending:
+                cands.add(pending[u][1])
         found: dict[str, list[Any]] = {}
-        for i in range(0, len(hashes), _LOOKUP_MAX):
-            part = hashes[i:i + _LOOKUP_MAX]
+        ids = list(cands)
+        for i in range(0, len(ids), _LOOKUP_MAX):
+            part = ids[i:i + _LOOKUP_MAX]
             width = 1 << (len(part) - 1).bit_length()  # pad with a repeat: one statement per power of two
             part += part[:1] * (width - len(part))
-            q = f"SELECT id, url, depth, state FROM urls WHERE h IN ({','.join('?' * width)})"
+            q = f"SELECT id, url, depth, state FROM urls WHERE id IN ({','.join('?' * width)})"
             for id_, url, d, st in self.db.execute(q, part):
                 if url in want:
                     found[url] = [id_, d, st]
         return found
+
+    def _new_id(self, h: int, url: str) -> int:
+        id_ = self._next_id
+        self._next_id += 1
+        self._txn_new[url] = (h, id_)
+        return id_
 
     def _upsert(self, urls: Iterable[str], depth: int, now: float) -> None:
         """Insert the new URLs (in order), move known queued ones to a smaller depth."""
@@ -354,12 +488,12 @@ class Frontier:
         for k, u in keyed:
             row = known.get(u)
             if row is None:
-                new.append((k, u, depth, QUEUED, now))
+                new.append((self._new_id(k, u), k, u, depth, QUEUED, now))
                 known[u] = [None, depth, QUEUED]
             elif depth < row[1] and row[2] == QUEUED:
                 shallower.append((depth, row[0]))
                 row[1] = depth
-        self.db.executemany("INSERT INTO urls(h, url, depth, state, added_at) VALUES (?, ?, ?, ?, ?)", new)
+        self.db.executemany("INSERT INTO urls(id, h, url, depth, state, added_at) VALUES (?, ?, ?, ?, ?, ?)", new)
         self.db.executemany("UPDATE urls SET depth=? WHERE id=?", shallower)
 
     def claim(self, n: int, max_depth: int, take: Callable[[str], bool] | None = None,
@@ -395,7 +529,7 @@ class Frontier:
                  retryable: bool = False, refused: str | None = None) -> Completed:
         """Record one processed page in one transaction (see the module doc)."""
         now = page.get("fetched_at") or time.time()
-        self.db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             self.db.execute("UPDATE urls SET state=?, attempts=attempts+1, fetched_at=?, retryable=?, refused=? "
                             "WHERE id=?", (DONE if ok else FAILED, now, int(retryable and not ok), refused, claim.id))
@@ -410,16 +544,17 @@ class Frontier:
                 k = self.url_hash(final_url)
                 row = self._known([(k, final_url)]).get(final_url)
                 if row is None:
-                    self.db.execute("INSERT INTO urls(h, url, depth, state, fetched_at, added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                                    (k, final_url, claim.depth, REDIRECTED, now, now))
+                    self.db.execute("INSERT INTO urls(id, h, url, depth, state, fetched_at, added_at) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    (self._new_id(k, final_url), k, final_url, claim.depth, REDIRECTED, now, now))
                 elif row[2] == QUEUED:
                     self.db.execute(f"UPDATE urls SET state='{REDIRECTED}', fetched_at=? WHERE id=?", (now, row[0]))
             before = self.db.total_changes
             self._upsert(links, claim.depth + 1, now)
             new_links = self.db.total_changes - before
-            self.db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         return Completed(new_pairs, new_links)
 

@@ -3,14 +3,16 @@ layout (``url TEXT UNIQUE``) are migrated in place, atomically, and a crawl resu
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clipcrawl.crawler.crawl import crawl
-from clipcrawl.crawler.frontier import Frontier, url_hash
+from clipcrawl.crawler.frontier import Frontier, UrlKeys, url_hash
 from clipcrawl.schemas.config import CrawlConfig
 from tests.crawler.site import LoopbackServer, generated_site
 
@@ -105,6 +107,56 @@ def test_colliding_urls_are_kept_apart(tmp_path):
         assert [x.url for x in f.claim(10, 0)] == [b, c, d, "http://a.com/4", "http://a.com/12"]
 
 
+@pytest.mark.parametrize("spread", ["random", "four hashes"])
+def test_url_keys_find_every_id(spread):
+    """UrlKeys against a dict: built from arrays, then grown one key at a time past several resizes."""
+    rng = random.Random(3)
+
+    def draw() -> int:
+        if spread == "random":
+            return rng.getrandbits(64) - 2**63
+        return rng.choice([0, 1, 2**32, -1])  # 0 and 1 share a fingerprint
+
+    first = [draw() for _ in range(3000)]
+    keys = UrlKeys(np.array(first, dtype=np.int64), np.arange(1, 3001))
+    ref: dict[int, set[int]] = {}
+    for i, h in enumerate(first, 1):
+        ref.setdefault(h, set()).add(i)
+    for i in range(3001, 3001 + (40_000 if spread == "random" else 4000)):
+        h = draw()
+        keys.add(h, i)
+        ref.setdefault(h, set()).add(i)
+    assert keys.n == sum(len(v) for v in ref.values()) and keys.bits > UrlKeys.MIN_BITS
+    hash_of = {i: h for h, ids in ref.items() for i in ids}
+    fingerprint = lambda h: (h & 0xFFFF_FFFF_FFFF_FFFF) >> 32  # noqa: E731
+    for h, ids in ref.items():
+        got = set(keys.ids(h))
+        assert ids <= got  # never a miss
+        assert all(fingerprint(hash_of[x]) == fingerprint(h) for x in got - ids)  # others share the fingerprint
+
+
+def test_a_failed_transaction_adds_no_keys(tmp_path):
+    """A page whose completion fails leaves neither rows nor keys: its redirect target is new again after."""
+
+    class FailsOn(Frontier):
+        @staticmethod
+        def url_hash(u: str) -> int:
+            if u.endswith("/boom"):
+                raise RuntimeError("boom")
+            return url_hash(u)
+
+    with FailsOn(tmp_path) as f:
+        f.add(["http://a.com/"], 0)
+        c = f.claim(1, 0)[0]
+        with pytest.raises(RuntimeError):
+            f.complete(c, _page(c.url), [], ["http://a.com/x", "http://a.com/boom"], ok=True,
+                       final_url="http://a.com/target")
+        assert f.add(["http://a.com/target", "http://a.com/x"], 0) == 2
+        assert [r[0] for r in f.db.execute("SELECT id FROM urls ORDER BY id")] == [1, 2, 3]
+    with Frontier(tmp_path) as f:
+        assert f.add(["http://a.com/target", "http://a.com/x", "http://a.com/"], 0) == 0
+
+
 def test_refusals_of_a_colliding_database_without_refused_column(tmp_path):
     """``refused`` is filled by joining pages to urls on (hash, url): colliding URLs get their own status."""
     with Colliding(tmp_path, policy={"address": "off", "robots": "on"}) as f:
@@ -138,7 +190,7 @@ def test_old_layout_is_migrated_in_place(tmp_path, refused):
     with Frontier(tmp_path, policy={"address": "off"}) as f:
         assert f.requeued == 1 and f.redecided == (0 if refused else 1)
         cols, idx = _layout(tmp_path)
-        assert "h" in cols and "refused" in cols and idx == {"urls_queue", "urls_h"}
+        assert "h" in cols and "refused" in cols and idx == {"urls_queue"}
         assert f.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert f.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='urls_new'").fetchone() == (0,)
         if refused:  # same ids, states, depths: claim order and pages unchanged (the page in flight is queued)

@@ -32,16 +32,17 @@ Policy refusals are re-decided when their setting changes
     ``--allow-private-networks`` after a ``blocked_address`` seed crawls it.
 
 URLs are found by their 64-bit hash, not by their text
-    ``urls`` has no index on the URL. A ``UNIQUE(url)`` index (or one on ``h``) takes one random
-    B-tree leaf per new URL, written to the WAL and again at each checkpoint: its cost per URL grew
-    ~1.6x from 100k to 1M URLs as the index left the CPU and page caches (``bench/frontier_scale.py``).
-    Instead the frontier keeps an in-memory table (:class:`UrlKeys`, 8 bytes a slot, ~11 bytes a URL:
-    ~110 MB at 10M URLs) from each URL's hash to its row id, built from ``urls.h`` at open (a few
-    seconds at 10M URLs) and updated after each commit. The hash only finds candidates: a URL is known
-    when a candidate row has **its text**, so two URLs with the same hash are two rows. New rows get
-    their ids from the frontier (``MAX(id) + 1`` at open, one process per directory). A database of an
-    earlier version (``UNIQUE(url)``, no ``h``) is rebuilt in place on open, in one transaction;
-    ``meta`` names the hash that filled ``h`` and the column is recomputed when that name differs.
+    ``urls`` has no index on the URL. A ``UNIQUE(url)`` index (or an index on ``h``) costs one random
+    B-tree leaf per new URL, written to the WAL and again at each checkpoint: the CPU per inserted URL
+    grew ~1.6x from 100k to 1M URLs as the index left the CPU and page caches
+    (``bench/frontier_scale.py``, bench/RESULTS.md). Instead the frontier keeps an in-memory table
+    (:class:`UrlKeys`: 8 bytes a slot, at most 70 % full, 128 MiB at 10M URLs) from each URL's hash to
+    its row id, loaded from ``urls.h`` at open (~10 s at 10M URLs) and updated after each commit. The
+    hash only finds candidates: a URL is known when a candidate row has **its text**, so two URLs with
+    the same hash are two rows. New rows get their ids from the frontier (``MAX(id) + 1`` at open; one
+    process per directory). A database of an earlier version (``UNIQUE(url)``, no ``h``) is rebuilt
+    in place on open, in one transaction; ``meta`` names the hash that filled ``h`` and the column is
+    recomputed when that name differs.
 
 One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
 """

@@ -1,7 +1,8 @@
 """The crawl frontier at scale (issue 26): insert / claim / complete cost and bytes per URL, 100k to 10M URLs.
 
-The frontier (clipcrawl/crawler/frontier.py) is one SQLite database: ``urls`` (UNIQUE url, an index on
-(state, depth, id)), ``pages`` and ``pairs``. This grows it the way a crawl does (URLs arrive as the links of
+The frontier (clipcrawl/crawler/frontier.py) is one SQLite database: ``urls`` (an index on (state, depth, id);
+URLs found through an in-memory table from their hash to row ids, earlier versions: a UNIQUE(url) index),
+``pages`` and ``pairs``. This grows it the way a crawl does (URLs arrive as the links of
 processed pages, ~50 per page, on ~1,000 hosts, with ~30 % already known), and at each size measures, over a
 fixed sample so the figures compare:
 
@@ -9,9 +10,10 @@ fixed sample so the figures compare:
 - claim: ``Frontier.claim(64, window=512, take=...)`` (the crawler's call: skips busy hosts), per URL claimed
   (1,000 URLs);
 - complete: ``Frontier.complete`` of each claimed URL with 5 pairs and 50 links, per page;
-- bytes per URL: the database files (main + WAL) / URLs in it.
+- bytes per URL: the database files (main + WAL) / URLs in it; the key table's size; the time to open the
+  largest frontier (which loads the key table).
 
-Insert and complete are reported as wall time and as this process's CPU time (user + system): on a shared
+Insert, claim and complete are reported as wall time and as this process's CPU time (user + system): on a shared
 machine the CPU time is the steadier figure. The last lines give each figure's ratio, largest size / smallest.
 To measure another version of the frontier, put its tree first on PYTHONPATH (the key layout is printed).
 

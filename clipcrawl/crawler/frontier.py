@@ -37,7 +37,7 @@ URLs are found by their 64-bit hash, not by their text
     grew ~1.6x from 100k to 1M URLs as the index left the CPU and page caches
     (``bench/frontier_scale.py``, bench/RESULTS.md). Instead the frontier keeps an in-memory table
     (:class:`UrlKeys`: 8 bytes a slot, at most 70 % full, 128 MiB at 10M URLs) from each URL's hash to
-    its row id, loaded from ``urls.h`` at open (~10 s at 10M URLs) and updated after each commit. The
+    its row id, loaded from ``urls.h`` at open (8-20 s at 10M URLs) and updated after each commit. The
     hash only finds candidates: a URL is known when a candidate row has **its text**, so two URLs with
     the same hash are two rows. New rows get their ids from the frontier (``MAX(id) + 1`` at open; one
     process per directory). A database of an earlier version (``UNIQUE(url)``, no ``h``) is rebuilt
@@ -422,16 +422,23 @@ class Frontier:
         self._txn_next_id = self._next_id
 
     def _commit(self) -> None:
-        """COMMIT, then the URLs it inserted become keys."""
+        """COMMIT, then the URLs it inserted become keys (if that fails, the table is loaded again when next
+        used: it never misses a committed URL)."""
         self.db.execute("COMMIT")
-        for h, id_ in self._txn_new.values():
-            self._keys.add(h, id_)
-        self._txn_new.clear()
+        new, self._txn_new = list(self._txn_new.values()), {}
+        try:
+            for h, id_ in new:
+                self._keys.add(h, id_)
+        except BaseException:
+            self._keys = None  # type: ignore[assignment]
+            raise
 
     def _rollback(self) -> None:
-        self.db.execute("ROLLBACK")
+        """Undo an open transaction (none is open when the COMMIT itself succeeded)."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+            self._next_id = self._txn_next_id
         self._txn_new.clear()
-        self._next_id = self._txn_next_id
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         self.db.execute("BEGIN IMMEDIATE")
@@ -461,6 +468,8 @@ class Frontier:
         """The rows of these ``(hash, url)`` that exist: url -> [id, depth, state]. A candidate row whose text
         differs is another URL (a hash collision) and is not returned."""
         want, cands = set(), set()
+        if self._keys is None:
+            self._keys = self._load_keys()
         keys, pending = self._keys, self._txn_new
         for h, u in keyed:
             want.add(u)
@@ -481,6 +490,8 @@ class Frontier:
 
     def _new_id(self, h: int, url: str) -> int:
         id_ = self._next_id
+        if id_ >= 1 << 32:
+            raise RuntimeError(f"frontier {self.dir}: more than 2**32 URLs (the key table's row ids are 32-bit)")
         self._next_id += 1
         self._txn_new[url] = (h, id_)
         return id_

@@ -320,48 +320,19 @@ class BrowseServer:
         self.data = data or BrowseData(dataset)
         self.warm = warm
         self.host, self.port, self.url = host, port, ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: Any = None
+        self._site: Any = None
 
     def __enter__(self) -> BrowseServer:
-        from aiohttp import web
+        from clipcrawl.base.websrv import ThreadedSite
 
-        ready, errors = threading.Event(), []
         allowed = None if self.host in ("0.0.0.0", "::") else {self.host, "localhost", "127.0.0.1", "::1"}
-
-        async def start() -> None:
-            self._runner = web.AppRunner(make_app(self.data, allowed), access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            host = f"[{self.host}]" if ":" in self.host else self.host
-            self.url = f"http://{host}:{self.port}/"
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(start())
-            except Exception as e:  # noqa: BLE001 - reported to the caller
-                errors.append(e)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="browse", daemon=True)
-        self._thread.start()
-        if not ready.wait(60) or errors:
-            raise RuntimeError(f"browse server did not start: {errors[0] if errors else 'timeout'}")
+        self._site = ThreadedSite(lambda: make_app(self.data, allowed), self.host, self.port, "browse").start()
+        self.port, self.url = self._site.port, self._site.url + "/"
         if self.warm:
             threading.Thread(target=self.data.warm, name="browse-warm", daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is None or self._runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
-        self._loop.close()
+        if self._site is not None:
+            self._site.stop()
+            self._site = None

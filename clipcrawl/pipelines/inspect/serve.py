@@ -874,12 +874,10 @@ class ServeServer:
                                 for n, d in names.items()})
         self.host, self.port, self.url = host, port, ""
         self.cors, self.allow_image_url, self.warm = tuple(cors), allow_image_url, warm
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: Any = None
+        self._site: Any = None
 
     def __enter__(self) -> ServeServer:
-        from aiohttp import web
+        from clipcrawl.base.websrv import ThreadedSite
 
         for n in self.indices.names:
             s = self.indices.get(n)
@@ -888,39 +886,12 @@ class ServeServer:
                     s.embed(text="warm up")
                 except Exception as e:  # noqa: BLE001 - embedding_input queries still work
                     log.info("serve: %s: text/image queries unavailable: %s", n, e)
-        ready, errors = threading.Event(), []
-
-        async def start() -> None:
-            self._runner = web.AppRunner(make_app(self.indices, allowed_hosts_for(self.host), self.cors,
-                                                  self.allow_image_url), access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            host = f"[{self.host}]" if ":" in self.host else self.host
-            self.url = f"http://{host}:{self.port}"
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(start())
-            except Exception as e:  # noqa: BLE001 - reported to the caller
-                errors.append(e)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="serve", daemon=True)
-        self._thread.start()
-        if not ready.wait(60) or errors:
-            raise RuntimeError(f"serve did not start: {errors[0] if errors else 'timeout'}")
+        self._site = ThreadedSite(lambda: make_app(self.indices, allowed_hosts_for(self.host), self.cors,
+                                                   self.allow_image_url), self.host, self.port, "serve").start()
+        self.port, self.url = self._site.port, self._site.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is None or self._runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
-        self._loop.close()
+        if self._site is not None:
+            self._site.stop()
+            self._site = None

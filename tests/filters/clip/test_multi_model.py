@@ -181,3 +181,46 @@ def test_rows_without_the_ranked_score():
     out = apply_cut([t], CutRule(threshold=0.1, threshold_by="clip_similarity_l14"))[0]
     assert out.column("status").to_pylist() == ["success", "filtered_clip", "success", "success"]
     np.testing.assert_array_equal(out.column("clip_similarity").to_numpy(), t.column("clip_similarity").to_numpy())
+
+
+# ---------------------------------------------------------------- run end to end
+@pytest.mark.slow
+@pytest.mark.network  # a loopback demo site only
+def test_run_with_two_scorers_verifies_and_reports(tmp_path):
+    """``run`` crawling the demo site on a loopback port with two scorers (the tiny model twice, as
+    ``a`` and ``b``), the top half by the second one's column kept; verify passes; stats, the HTML report
+    and the card show the second score and name its model."""
+    import json
+
+    from clipcrawl.pipelines.demo.site import DemoSite, DemoSiteContent
+    from tests.pipelines.test_run import clipcrawl, write_config
+
+    clip = {"models": [{"model": "tiny", "pretrained": None}, {"model": "tiny", "pretrained": None, "name": "b"}],
+            "threshold": -1, "precision": "fp32", "batch_size": 16, "top_fraction": 0.5,
+            "top_fraction_by": "clip_similarity_b"}
+    with DemoSite(DemoSiteContent(seed=11, n_images=16)) as site:
+        cfg = write_config(tmp_path / "run.yaml", tmp_path / "ds", site.url, filters={"clip": clip})
+        r = clipcrawl("run", str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ds = tmp_path / "ds"
+    rows = _rows(ds)
+    scored = [x for x in rows if x["clip_similarity_b"] is not None]
+    assert scored and all(x["clip_model_b"] == "clipcrawl-tiny" and x["clip_model"] == "clipcrawl-tiny"
+                          for x in scored)
+    assert all(abs(x["clip_similarity"] - x["clip_similarity_b"]) < 1e-6 for x in scored)
+    cand = [x for x in scored if x["status"] in ("success", "filtered_clip")]
+    cutoff = sorted((x["clip_similarity_b"] for x in cand), reverse=True)[(len(cand) + 1) // 2 - 1]
+    assert {x["key"] for x in rows if x["status"] == "success"} == {
+        x["key"] for x in cand if x["clip_similarity_b"] >= cutoff}  # top ceil(50%), ties at the cut-off stay
+    assert_verified(ds)
+    assert "top 50% by clip_similarity_b" in (ds / "curation.json").read_text()
+
+    out = clipcrawl("stats", str(ds), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    agg = json.loads(out.stdout)
+    assert agg["clip_scores"]["clip_similarity_b"]["summary"]["n"] == len(scored)
+    html = tmp_path / "report.html"
+    assert clipcrawl("stats", str(ds), "--html", str(html)).returncode == 0
+    assert "clip_similarity_b" in html.read_text()
+    assert clipcrawl("card", str(ds)).returncode == 0
+    assert "Further CLIP score `clip_similarity_b`: `clipcrawl-tiny`" in (ds / "README.md").read_text()

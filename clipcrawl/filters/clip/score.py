@@ -150,12 +150,10 @@ class ScoreClip(Stage):
             probs[scored] = tag.probabilities(img_emb[scored], self.logit_scale)
             cols[tag.column] = _float_column(probs, scored, _col(table, tag.column))
         models = [("clip_model", self.clip.name)]
-        if self.clip.logit_bias is not None:
-            cols["clip_sigmoid"] = _float_column(self.clip.sigmoid(sims), scored, _col(table, "clip_sigmoid"))
+        _sigmoid_column(cols, table, "clip_sigmoid", self.clip, sims, scored)
         for (sc, other, _), ms in zip(self.others, more_sims):
             cols[sc.similarity_column] = _float_column(ms, scored, _col(table, sc.similarity_column))
-            if other.logit_bias is not None:
-                cols[sc.sigmoid_column] = _float_column(other.sigmoid(ms), scored, _col(table, sc.sigmoid_column))
+            _sigmoid_column(cols, table, sc.sigmoid_column, other, ms, scored)
             models.append((sc.model_column, other.name))
         for column, name in models:
             model = pa.array([name if s else None for s in scored], pa.string())
@@ -168,6 +166,18 @@ class ScoreClip(Stage):
         if failed.any():
             table = mark(table, failed, Status.FAILED_TO_SCORE, self.name, messages)
         return table
+
+
+def _sigmoid_column(cols: dict[str, pa.Array], table: pa.Table, name: str, clip: Any, sims: np.ndarray,
+                    scored: np.ndarray) -> None:
+    """``name`` = the model's sigmoid of ``sims`` on scored rows; a softmax model nulls what an earlier
+    (sigmoid) model left there, so a score never outlives the model that produced it."""
+    old = _col(table, name)
+    if clip.logit_bias is not None:
+        cols[name] = _float_column(clip.sigmoid(sims), scored, old)
+    elif old is not None:
+        cols[name] = pc.if_else(pa.array(scored), pa.nulls(len(scored), pa.float32()),
+                                old.combine_chunks().cast(pa.float32()))
 
 
 def _col(table: pa.Table, name: str) -> pa.ChunkedArray | None:

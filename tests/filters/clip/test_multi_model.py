@@ -224,3 +224,64 @@ def test_run_with_two_scorers_verifies_and_reports(tmp_path):
     assert "clip_similarity_b" in html.read_text()
     assert clipcrawl("card", str(ds)).returncode == 0
     assert "Further CLIP score `clip_similarity_b`: `clipcrawl-tiny`" in (ds / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- a sigmoid (SigLIP-kind) scorer in a pass
+@pytest.fixture(scope="module")
+def siglip_kind_folder(tmp_path_factory):
+    """A SigLIP-kind model at the tiny model's size, in hf-hub layout with random weights: CustomTextCLIP
+    with ``init_logit_bias`` (sigmoid pairs), a bidirectional text tower read at the last token."""
+    import json
+
+    from clipcrawl.filters.clip.model import TINY_DIR
+
+    cfg = json.loads((TINY_DIR / "clipcrawl-tiny.json").read_text())
+    cfg.update(custom_text=True, init_logit_bias=-10)
+    cfg["text_cfg"].update(no_causal_mask=True, pool_type="last", proj_bias=True, context_length=32)
+    torch.manual_seed(3)
+    from open_clip.model import CustomTextCLIP
+
+    ref = CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"}).eval()
+    with torch.no_grad():
+        ref.logit_bias.fill_(-3.0)  # a bias that is not the init value: read from the weights
+    folder = tmp_path_factory.mktemp("siglip-kind")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    from safetensors.torch import save_file
+
+    save_file(ref.state_dict(), str(folder / "open_clip_model.safetensors"))
+    return folder, ref
+
+
+def test_sigmoid_scorer_writes_clip_sigmoid(tmp_path, shape_pairs, siglip_kind_folder):
+    """As the primary model and as a further one: clip_sigmoid(_<name>) = sigmoid(logit_scale.exp() * cosine +
+    logit_bias) of open_clip's own model; verify passes."""
+    folder, ref = siglip_kind_folder
+    root = tmp_path / "ds"
+    t = make_table([p[0] for p in shape_pairs[:5]], [p[1] for p in shape_pairs[:5]])
+    write_shard(ShardRef.of(str(root / "shards"), 0), t)
+    assert main(["score", str(root), "--model", "ViT-B-32", "--pretrained", str(folder), "--model", "sig=tiny",
+                 "--precision", "fp32"]) == 0
+    rows = _rows(root)
+    scale, bias = float(ref.logit_scale.detach().exp()), float(ref.logit_bias.detach())
+    for r in rows:
+        want = 1 / (1 + np.exp(-(scale * r["clip_similarity"] + bias)))
+        assert abs(r["clip_sigmoid"] - want) < 1e-6 and r.get("clip_sigmoid_sig") is None
+    # direct open_clip on one row: same cosine
+    from PIL import Image
+
+    pre = open_clip.image_transform(64, is_train=False)
+    x = pre(Image.open(io.BytesIO(shape_pairs[0][0])).convert("RGB"))[None]
+    tok = open_clip.get_tokenizer("ViT-B-32", context_length=32)([shape_pairs[0][1]])
+    with torch.no_grad():
+        cos = float((ref.encode_image(x, normalize=True) * ref.encode_text(tok, normalize=True)).sum())
+    assert abs(rows[0]["clip_similarity"] - cos) < 1e-4
+    assert_verified(root)
+    # the same model as the second scorer: clip_sigmoid_<name>
+    assert main(["score", str(root), "--model", "tiny", "--model", "sig=ViT-B-32", "--pretrained", "-",
+                 "--pretrained", str(folder), "--precision", "fp32", "--rescore"]) == 0
+    rows2 = _rows(root)
+    for a, b in zip(rows, rows2):
+        assert abs(b["clip_similarity_sig"] - a["clip_similarity"]) < 1e-6
+        assert abs(b["clip_sigmoid_sig"] - a["clip_sigmoid"]) < 1e-6
+        assert b["clip_model"] == "clipcrawl-tiny" and b["clip_sigmoid"] is None  # the tiny CLIP is softmax
+    assert_verified(root)

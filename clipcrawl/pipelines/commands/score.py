@@ -34,17 +34,17 @@ ORDER = 40
 
 def score(
     dir: str = typer.Argument(..., help="Dataset dir (uses DIR/shards) or a folder of NNNNN.tar + NNNNN.parquet."),
-    model: list[str] | None = typer.Option(None, "--model",
+    model: list[str] | None = typer.Option(None, "--model", metavar="[NAME=]ARCH",
                                            help="open_clip name, hf-hub:org/repo, or tiny (shipped). Default ViT-B-32 "
                                                 "(or the preset's). Repeat to add scorers (NAME=ARCH names the column "
                                                 "clip_similarity_NAME)."),
-    pretrained: list[str] | None = typer.Option(None, "--pretrained",
+    pretrained: list[str] | None = typer.Option(None, "--pretrained", metavar="TAG|FILE|DIR",
                                                 help="Pretrained tag or a local checkpoint file/folder (default openai); "
                                                      "one per --model, in order."),
-    tokenizer: list[str] | None = typer.Option(None, "--tokenizer",
+    tokenizer: list[str] | None = typer.Option(None, "--tokenizer", metavar="DIR|NAME",
                                                help="Local tokenizer folder (or HF name) replacing the model's own; "
                                                     "one per --model, in order ('-' keeps the model's)."),
-    by: str | None = typer.Option(None, "--by", help="Score column --threshold and --top-fraction rank by "
+    by: str | None = typer.Option(None, "--by", metavar="COLUMN", help="Score column --threshold and --top-fraction rank by "
                                   "(e.g. clip_similarity_vit_l_14, clip_sigmoid); default clip_similarity."),
     threshold_by: str | None = typer.Option(None, "--threshold-by", help="Score column of --threshold only."),
     top_fraction_by: str | None = typer.Option(None, "--top-fraction-by", help="Score column of --top-fraction only."),

@@ -155,13 +155,23 @@ def cut_table(table: pa.Table, rule: CutRule, cutoff: float | None) -> pa.Table:
     return mark(table, drop, Status.FILTERED_CLIP, STAGE, reasons)
 
 
+def rank_columns(rule: CutRule) -> list[str]:
+    """The score columns ``rule`` reads for its threshold and fraction."""
+    return ([rule.threshold_by] if rule.threshold is not None else []) + (
+        [rule.top_fraction_by] if rule.top_fraction is not None else [])
+
+
 def check_columns(tables: Sequence[pa.Table], rule: CutRule) -> None:
     """A rule over a score column that no shard has (a model that was not scored) is a ConfigError."""
-    used = ([rule.threshold_by] if rule.threshold is not None else []) + (
-        [rule.top_fraction_by] if rule.top_fraction is not None else [])
-    has = {c for t in tables for c in t.column_names}
-    for col in used:
-        if col not in has and any(t.num_rows for t in tables):
+    if any(t.num_rows for t in tables):
+        check_available(rule, {c for t in tables for c in t.column_names})
+
+
+def check_available(rule: CutRule, available: set[str]) -> None:
+    """ConfigError when ``rule`` ranks by a column outside ``available`` (what the shards hold plus what
+    this pass's scorers write); the score command calls it before scoring anything."""
+    for col in rank_columns(rule):
+        if col not in available:
             raise ConfigError(f"the CLIP cut ranks by {col}, which no shard has (fix: score with the model that "
                               f"writes it, e.g. filters.clip.models / a second --model, or rank by clip_similarity)")
 

@@ -109,6 +109,8 @@ def score(
     with hold_dataset(DatasetLayout.of(dir).root):  # scoring and the dataset-wide cut: one hold, nobody between
         if not model and not (preset and preset_overrides(preset).get("clip", {}).get("model")):
             filters, cfg = _recorded_model(dir, filters, pretrained[0] if pretrained else None)
+        if wide or threshold_by or by:
+            _check_rank_columns(dir, cfg)  # before the first write: a column nobody writes is exit 2
         summary = score_shards(dir, cfg, apply_threshold=threshold is not None and not wide,
                                embeddings_dir=embeddings_dir, rescore=rescore,
                                engine=make_pass_engine(engine, ray_address, gpus_per_actor, spark_master))
@@ -122,6 +124,24 @@ def score(
     from clipcrawl.pipelines.commands import exit_on_failures
 
     exit_on_failures(summary.failures)
+
+
+def _check_rank_columns(dir: str, cfg) -> None:
+    """The cut's columns exist in the shards or come from this pass's scorers (else ConfigError, exit 2)."""
+    import pyarrow.parquet as pq
+
+    from clipcrawl.base.layout import DatasetLayout
+    from clipcrawl.base.shardfiles import list_shards
+    from clipcrawl.base.storage import fs_and_path
+    from clipcrawl.filters.clip.cut import CutRule, check_available
+    from clipcrawl.filters.clip.multi import scorers
+
+    have = {c for s in scorers(cfg) for c in (s.similarity_column, s.sigmoid_column)} | {"punsafe", "pwatermark"}
+    for ref in list_shards(DatasetLayout.of(dir).shards):
+        fs, path = fs_and_path(ref.parquet)
+        with fs.open(path, "rb") as f:
+            have |= set(pq.read_schema(f).names)
+    check_available(CutRule.from_config(cfg), have)
 
 
 def _model_specs(models: list[str], pretrained: list[str], tokenizers: list[str]) -> list[dict]:

@@ -129,6 +129,11 @@ def test_cli_spec_errors(two_shards):
     assert main(["score", str(two_shards), "--model", "tiny", "--pretrained", "a", "--pretrained", "b",
                  "--pretrained", "c"]) == 2
     assert main(["score", str(two_shards), "--model", "tiny", "--by", "caption"]) == 2
+    before = {p.name: p.stat().st_mtime_ns for p in (two_shards / "shards").iterdir()}
+    # a score column no model writes and no shard holds: exit 2 before anything is scored or written
+    assert main(["score", str(two_shards), "--model", "tiny", "--top-fraction", "0.5", "--by",
+                 "clip_similarity_nobody"]) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in (two_shards / "shards").iterdir()} == before
 
 
 # ---------------------------------------------------------------- the DataComp-style intersection preset

@@ -115,6 +115,11 @@ def config_paths(cfg: Any) -> list[tuple[str, str]]:
         for name in ("unsafe_head", "watermark_head"):
             if getattr(clip, name, None):
                 out.append((f"filters.clip.{name}", getattr(clip, name)))
+        for i, spec in enumerate(getattr(clip, "models", None) or []):  # further scorers (the first is above)
+            if i and spec.pretrained and _looks_like_checkpoint(str(spec.pretrained)):
+                out.append((f"filters.clip.models[{i}].pretrained", spec.pretrained))
+            if spec.tokenizer and spec.tokenizer.startswith(("/", "~", ".")):  # a folder, not an HF name
+                out.append((f"filters.clip.models[{i}].tokenizer", spec.tokenizer))
     return [(f, local) for f, p in out if (local := _local(p)) is not None]
 
 
@@ -137,7 +142,8 @@ def check_run(cfg: Any) -> None:
     if clip is not None and clip.enabled:  # a real model on a core install: name the [clip] extra now
         from clipcrawl.filters.clip.model import require_torch_clip
 
-        require_torch_clip(clip.model)
+        for m in [clip.model, *(s.model for s in getattr(clip, "models", None) or [])]:
+            require_torch_clip(m)
 
 
 def check_export_target(dataset: str, target: Any) -> None:

@@ -155,6 +155,23 @@ class TextFilterConfig(Model):
         return [x.strip().lower() for x in v if x.strip()]
 
 
+class ClipModelSpec(Model):
+    """One scorer of ``filters.clip.models``: an open_clip model and where its weights/tokenizer come from."""
+
+    model: str = Field(..., description="open_clip model name, 'hf-hub:org/repo', or 'tiny' (shipped).")
+    pretrained: str | None = Field("openai", description="Pretrained tag, or a local checkpoint file/folder.")
+    tokenizer: str | None = Field(None, description="A local tokenizer folder (or HF name) replacing the model's own.")
+    name: str | None = Field(
+        None, pattern=r"^[a-z0-9_]{1,40}$",
+        description="Column suffix: clip_similarity_<name> (default: from the model name, e.g. vit_l_14). "
+        "Ignored for the first model, whose score is clip_similarity.")
+
+
+#: Score columns a rule or ``--top-fraction`` can rank by: clip_similarity, clip_sigmoid, their
+#: ``_<name>`` forms for further models (clipcrawl.filters.clip.multi), punsafe, pwatermark.
+SCORE_COLUMN_PATTERN = r"^(clip_similarity|clip_sigmoid)(_[a-z0-9_]{1,40})?$|^(punsafe|pwatermark)$"
+
+
 class ClipConfig(Model):
     """CLIP scoring (``clipcrawl score``); see clipcrawl.filters.clip."""
 
@@ -163,10 +180,21 @@ class ClipConfig(Model):
     pretrained: str | None = Field(
         "openai", description="open_clip pretrained tag, or a local checkpoint path (.pt/.safetensors)."
     )
+    tokenizer: str | None = Field(
+        None, description="Local tokenizer folder (HF save_pretrained() files, or a CLIP BPE *.txt.gz) or HF name "
+        "replacing the model's own (SigLIP / MetaCLIP 2 tokenizers download with the weights).")
+    models: list[ClipModelSpec] = Field(
+        default_factory=list, description="Several scorers in one pass (one image decode shared): the first is "
+        "model/pretrained/tokenizer (its cosine is clip_similarity), each further one writes "
+        "clip_similarity_<name> (+ clip_sigmoid_<name> for SigLIP) and clip_model_<name>.")
     threshold: float = Field(0.28, ge=-1, le=1, description="Drop pairs with clip_similarity below this (-1: no absolute cut).")
+    threshold_by: str = Field("clip_similarity", pattern=SCORE_COLUMN_PATTERN,
+                              description="The score column the threshold applies to (e.g. clip_similarity_vit_l_14).")
     top_fraction: float | None = Field(
         None, gt=0, le=1, description="Keep only this fraction of scored candidates with the highest clip_similarity, "
         "ranked across the whole dataset (not per shard); re-applicable without rescoring (clipcrawl.filters.clip.cut).")
+    top_fraction_by: str = Field("clip_similarity", pattern=SCORE_COLUMN_PATTERN,
+                                 description="The score column top_fraction ranks by (any model's).")
     max_punsafe: float | None = Field(None, ge=0, le=1, description="Drop pairs with punsafe above this.")
     max_pwatermark: float | None = Field(None, ge=0, le=1, description="Drop pairs with pwatermark above this.")
     precision: Literal["auto", "fp32", "fp16", "bf16", "fast"] = Field(
@@ -212,6 +240,17 @@ class ClipConfig(Model):
         default_factory=lambda: ["a photo", "a clean photo without watermark", "an image"],
         description="Zero-shot negatives of pwatermark.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_model(cls, data: Any) -> Any:
+        """``models: [...]`` given: the first one is the primary model (model/pretrained/tokenizer)."""
+        if isinstance(data, dict) and data.get("models"):
+            first = data["models"][0]
+            first = first.model_dump() if hasattr(first, "model_dump") else dict(first)
+            data = {**data, "model": first.get("model", data.get("model")), "pretrained": first.get("pretrained", "openai"),
+                    "tokenizer": first.get("tokenizer")}
+        return data
 
 
 #: licence ids ``filters.image.licenses`` / ``--licenses`` accept (clipcrawl.filters.provenance.license_id)

@@ -8,6 +8,7 @@ at the end. ``tests/schemas`` asserts that every writer's output matches.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -135,6 +136,10 @@ SAMPLES = pa.schema(
         # --- CLIP scoring
         pa.field("clip_similarity", pa.float32()),  # cosine of L2-normalised embeddings
         pa.field("clip_model", pa.string()),  # "<name>/<pretrained>" or checkpoint path
+        # SigLIP-style models only: sigmoid(logit_scale * clip_similarity + logit_bias), the model's own
+        # calibrated pair probability; null for softmax CLIP models. Further models' scores are the
+        # columns of clip_score_fields() (clipcrawl.filters.clip.multi).
+        pa.field("clip_sigmoid", pa.float32()),
         # punsafe/pwatermark: ZERO-SHOT prompt scores (softmax over ClipConfig's prompt lists), uncalibrated
         # and never used to filter by default; with ClipConfig.safety_head they come from that trained head.
         pa.field("punsafe", pa.float32()),  # LAION's name
@@ -147,6 +152,31 @@ SAMPLES = pa.schema(
         pa.field("run", pa.int32()),  # run number that produced it (incremental runs)
     ]
 )
+
+#: Per-model score columns of the further scorers of a multi-model pass (``filters.clip.models``):
+#: ``<base>_<name>`` for each base; appended after SAMPLES' columns, typed as here.
+CLIP_SCORE_BASES: dict[str, pa.DataType] = {
+    "clip_similarity": pa.float32(), "clip_sigmoid": pa.float32(), "clip_model": pa.string(),
+}
+CLIP_SCORE_NAME = re.compile(r"^(clip_similarity|clip_sigmoid|clip_model)_([a-z0-9_]{1,40})$")
+
+
+def clip_score_fields(name: str) -> list[pa.Field]:
+    """The columns a further scorer named ``name`` writes."""
+    return [pa.field(f"{base}_{name}", t) for base, t in CLIP_SCORE_BASES.items()]
+
+
+def clip_score_columns(names: Iterable[str]) -> dict[str, str]:
+    """The further scorers' score columns among ``names``: similarity column -> its model column
+    (``clip_similarity_l14`` -> ``clip_model_l14``), in order."""
+    names = list(names)
+    out = {}
+    for n in names:
+        m = CLIP_SCORE_NAME.match(n)
+        if m and m.group(1) == "clip_similarity":
+            out[n] = f"clip_model_{m.group(2)}"
+    return out
+
 
 #: Columns that live only in memory between stages; sinks never write them to Parquet.
 IMAGE_COLUMN = "image"  # encoded (resized) image bytes

@@ -151,6 +151,7 @@ def collect(dataset: str) -> dict[str, Any]:
         "nbytes": int(kept.nbytes),
         "config": _read_yaml(layout.config), "kept": kept.num_rows, "funnel": counts, "reasons": reasons,
         "models": sorted(set(kept.column("clip_model").drop_null().to_pylist())),
+        "more_models": _more_models(kept),
         "languages": [lang for lang, n in langs.most_common() if lang.isalpha() and n >= max(1, kept.num_rows // 100)],
         "found": (pc.min(found).as_py(), pc.max(found).as_py()) if len(found) else None,
         "domains": len(set(pc.struct_field(hosts, [0]).to_pylist())) if len(hosts) else 0,
@@ -161,6 +162,17 @@ def collect(dataset: str) -> dict[str, Any]:
         "tars": not layout.plain and any(fs.exists(fs_and_path(r.tar)[1]) for r in list_shards(layout.shards)[:1]),
         "index": fs.exists(fs_and_path(layout.p("index", "index.json"))[1]),
     }
+
+
+def _more_models(kept) -> list[tuple[str, str]]:
+    """(score column, model) of each further CLIP scorer the kept rows record (filters.clip.models)."""
+    from clipcrawl.schemas.tables import clip_score_columns
+
+    out = []
+    for score, model_col in clip_score_columns(kept.column_names).items():
+        if model_col in kept.column_names:
+            out += [(score, m) for m in sorted(set(kept.column(model_col).drop_null().to_pylist()))]
+    return out
 
 
 def header(info: dict[str, Any], pretty_name: str | None, license_id: str) -> dict[str, Any]:
@@ -298,6 +310,7 @@ def render(info: dict[str, Any], pretty_name: str | None = None, license_id: str
     lines += ["", "## Filtering rules and thresholds", "", *_fmt_rules(info["config"]), ""]
     lines += ["## Models", ""]
     lines += [f"- CLIP scoring and embeddings: `{x}`" for x in info["models"]] or ["- No CLIP model recorded."]
+    lines += [f"- Further CLIP score `{col}`: `{m}`" for col, m in info.get("more_models", [])]
     lines += ["", "## Funnel", "", "| stage | samples |", "|---|---:|", f"| candidates | {fun.get('candidates', 0):,} |"]
     lines += [f"| {s} | {fun[s]:,} |" for s in SAMPLE_STATUSES if fun.get(s)]
     if info["reasons"]:

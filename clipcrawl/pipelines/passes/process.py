@@ -46,7 +46,7 @@ def fetch_and_score_stages(cfg: RunConfig) -> list[Stage]:
     if cfg.filters.clip.enabled:
         from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
 
-        stages += [ScoreClip(cfg.filters.clip), ApplyClipThreshold(cfg.filters.clip.threshold)]
+        stages += [ScoreClip(cfg.filters.clip), ApplyClipThreshold(cfg.filters.clip.threshold, cfg.filters.clip.threshold_by)]
     if cfg.dedup.enabled:  # fingerprints on the workers; the driver's dedup only compares them
         from clipcrawl.filters.dedup.stage import HashImages
 

@@ -83,9 +83,12 @@ def _reset_filtered(table: pa.Table) -> pa.Table:
     return table
 
 
-def _already_scored(table: pa.Table, model_name: str, with_image: set[str] | None = None) -> bool:
+def _already_scored(table: pa.Table, model_name: str | dict[str, str], with_image: set[str] | None = None) -> bool:
     """Every success row (that has an image, when ``with_image`` says which do) has a score from
-    ``model_name``."""
+    ``model_name`` (or, several models, from each: ``{clip_model column: name}``)."""
+    if isinstance(model_name, dict):
+        return all(_already_scored(table.rename_columns(_as_primary(table.column_names, col)), name, with_image)
+                   for col, name in model_name.items())
     if "clip_similarity" not in table.column_names or "clip_model" not in table.column_names:
         return False
     ok = pc.equal(table.column("status"), Status.SUCCESS.value)
@@ -98,6 +101,16 @@ def _already_scored(table: pa.Table, model_name: str, with_image: set[str] | Non
     return bool(pc.all(pc.fill_null(same, False)).as_py()) and rows.column("clip_similarity").null_count == 0
 
 
+def _as_primary(names: list[str], model_column: str) -> list[str]:
+    """Column names with ``clip_model_<x>``/``clip_similarity_<x>`` renamed to the primary's (and the
+    primary's out of the way), so one check serves every model."""
+    suffix = model_column[len("clip_model"):]
+    if not suffix:
+        return names
+    swap = {"clip_model" + suffix: "clip_model", "clip_similarity" + suffix: "clip_similarity"}
+    return [swap.get(n, "__primary_" + n if n in ("clip_model", "clip_similarity") else n) for n in names]
+
+
 class ScorePass(ShardPass):
     name = "score"
     write_behind = True
@@ -107,7 +120,7 @@ class ScorePass(ShardPass):
         super().__init__()
         self.config, self.embeddings_dir, self.embed, self.summary = config, embeddings_dir, embed, summary
         self.clip = ScoreClip(config)
-        self.stages = [self.clip] + ([ApplyClipThreshold(config.threshold)] if threshold else [])
+        self.stages = [self.clip] + ([ApplyClipThreshold(config.threshold, config.threshold_by)] if threshold else [])
         self.threshold = threshold
 
     def read(self, ref: ShardRef) -> pa.Table:
@@ -122,7 +135,7 @@ class ScorePass(ShardPass):
         if self.threshold:
             table = _reset_filtered(table)
         with_image = set(index_tar(ref.tar)) if exists(ref.tar) else None  # rows without one cannot be scored
-        if self.embed or not _already_scored(table, self.clip.ready().model_name, with_image):
+        if self.embed or not _already_scored(table, self.clip.ready().model_names, with_image):
             images = shard_images(ref)
             if self.threshold:  # rows an earlier threshold dropped are decided again with their images
                 for k, v in shard_images(dropped_ref(ref)).items():
@@ -185,7 +198,8 @@ def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True,
             summary.embeddings_dir = embeddings_dir or layout.embeddings
         p = ScorePass(config, apply_threshold, summary.embeddings_dir, rescore or config.save_embeddings, summary)
         clip = p.clip.ready().clip
-        summary.model, summary.precision = clip.name, clip.precision
+        summary.model = " + ".join(p.clip.model_names.values())
+        summary.precision = clip.precision
         log.info("scoring %d shard(s) in %s with %s (%s on %s)", len(refs), summary.root, clip.name, clip.precision,
                  clip.device)
 

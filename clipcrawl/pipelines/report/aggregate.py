@@ -25,6 +25,7 @@ from clipcrawl.pipelines.report.sql import (
     load_samples,
     rows,
     scalar,
+    score_columns,
 )
 from clipcrawl.schemas.status import Status
 
@@ -82,6 +83,7 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
         out["languages"] = dist.languages(con)
         out["images"] = dist.images(con)
         out["clip"] = dist.clip(con, threshold)
+        out["clip_scores"] = dist.scores(con, score_columns(have))
         out["safety"] = {name: dist.rate(con, name) for name in ("punsafe", "pwatermark")}
         out["dedup"] = group_counts(con, "s", "coalesce(dedup_method, 'unknown')", f"status = '{Status.DUPLICATE}'")
         out["shards"] = {k: v for k, v in sorted(group_counts(con, "s", "shard").items())}

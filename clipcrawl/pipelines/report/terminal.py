@@ -74,6 +74,10 @@ def _distributions(agg: dict[str, Any]) -> Table:
                     ("clip_similarity", clip.get("summary")), ("clip (kept)", clip.get("summary_kept"))):
         if s and s.get("n"):
             t.add_row(name, _n(s["n"]), _n(s["p5"]), _n(s["median"]), _n(s["p95"]), _n(s["mean"]))
+    for name, d in (agg.get("clip_scores") or {}).items():  # further models, clip_sigmoid
+        for label, s in ((name, d.get("summary")), (f"{name} (kept)", d.get("summary_kept"))):
+            if s and s.get("n"):
+                t.add_row(label, _n(s["n"]), _n(s["p5"]), _n(s["median"]), _n(s["p95"]), _n(s["mean"]))
     return t
 
 

@@ -1,7 +1,8 @@
 """The crawl frontier at scale (issue 26): insert / claim / complete cost and bytes per URL, 100k to 10M URLs.
 
-The frontier (clipcrawl/crawler/frontier.py) is one SQLite database: ``urls`` (UNIQUE url, an index on
-(state, depth, id)), ``pages`` and ``pairs``. This grows it the way a crawl does (URLs arrive as the links of
+The frontier (clipcrawl/crawler/frontier.py) is one SQLite database: ``urls`` (an index on (state, depth, id);
+URLs found through an in-memory table from their hash to row ids, earlier versions: a UNIQUE(url) index),
+``pages`` and ``pairs``. This grows it the way a crawl does (URLs arrive as the links of
 processed pages, ~50 per page, on ~1,000 hosts, with ~30 % already known), and at each size measures, over a
 fixed sample so the figures compare:
 
@@ -9,7 +10,12 @@ fixed sample so the figures compare:
 - claim: ``Frontier.claim(64, window=512, take=...)`` (the crawler's call: skips busy hosts), per URL claimed
   (1,000 URLs);
 - complete: ``Frontier.complete`` of each claimed URL with 5 pairs and 50 links, per page;
-- bytes per URL: the database files (main + WAL) / URLs in it.
+- bytes per URL: the database files (main + WAL) / URLs in it; the key table's size; the time to open the
+  largest frontier (which loads the key table).
+
+Insert, claim and complete are reported as wall time and as this process's CPU time (user + system): on a shared
+machine the CPU time is the steadier figure. The last lines give each figure's ratio, largest size / smallest.
+To measure another version of the frontier, put its tree first on PYTHONPATH (the key layout is printed).
 
     python bench/frontier_scale.py --sizes 100000 1000000 10000000
 """
@@ -21,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,14 +38,16 @@ HOSTS = 1000
 LINKS_PER_PAGE = 50
 
 
-def _url(rng: random.Random, i: int) -> str:
-    return f"https://www.site{rng.randrange(HOSTS):04d}.example/section/{i % 97}/article-{i}.html?ref=nav"
+def _url(i: int) -> str:
+    """URL number ``i`` (its host is a function of ``i``, so a link to an earlier URL names the same URL)."""
+    host = (i * 2654435761 % 2**32) % HOSTS
+    return f"https://www.site{host:04d}.example/section/{i % 97}/article-{i}.html?ref=nav"
 
 
-def _grow(f: Frontier, start: int, stop: int, rng: random.Random) -> None:
+def _grow(f: Frontier, start: int, stop: int) -> None:
     batch = []
     for i in range(start, stop):
-        batch.append(_url(rng, i))
+        batch.append(_url(i))
         if len(batch) == 10_000:
             f.add(batch, 1)
             batch = []
@@ -51,20 +60,23 @@ def _db_bytes(d: Path) -> int:
 
 
 def measure(f: Frontier, state: Path, n: int, rng: random.Random, next_id: int) -> dict:
-    # insert: links of processed pages, 30 % of them already known
-    t0 = time.perf_counter()
-    m, known = 50_000, 0
+    # insert: links of processed pages, 30 % of them already known (generated before the clock starts)
+    m, new = 50_000, 0
+    pages_links = []
     for _ in range(m // LINKS_PER_PAGE):
         links = []
         for _ in range(LINKS_PER_PAGE):
             if rng.random() < 0.3:
-                links.append(_url(random.Random(rng.randrange(n)), rng.randrange(n)))
-                known += 1
+                links.append(_url(rng.randrange(n)))  # URLs 0..n-1 are in the frontier
             else:
-                links.append(_url(rng, next_id))
+                links.append(_url(next_id))
                 next_id += 1
-        f.add(links, 2)
+        pages_links.append(links)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for links in pages_links:
+        new += f.add(links, 2)
     insert_us = (time.perf_counter() - t0) / m * 1e6
+    insert_cpu_us = (time.process_time() - c0) / m * 1e6
     # claim + complete, as the crawler does
     busy: set[str] = set()
 
@@ -75,28 +87,33 @@ def measure(f: Frontier, state: Path, n: int, rng: random.Random, next_id: int) 
         busy.add(host)
         return True
 
-    claimed, t_claim, t_complete, pages = 0, 0.0, 0.0, 0
+    claimed, t_claim, c_claim, t_complete, c_complete, pages = 0, 0.0, 0.0, 0.0, 0.0, 0
     while claimed < 1_000:
         busy.clear()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = f.claim(64, max_depth=3, take=take, window=512)
         t_claim += time.perf_counter() - t0
+        c_claim += time.process_time() - c0
         if not batch:
             break
         claimed += len(batch)
         for c in batch:
             pairs = [{"key": f"{c.id}-{k}", "url": f"https://img.example/{c.id}/{k}.jpg", "caption": "a caption",
                       "page_url": c.url} for k in range(5)]
-            links = [_url(rng, next_id + k) for k in range(LINKS_PER_PAGE)]
+            links = [_url(next_id + k) for k in range(LINKS_PER_PAGE)]
             next_id += LINKS_PER_PAGE
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             f.complete(c, {"url": c.url, "status": 200, "fetched_at": time.time()}, pairs, links, ok=True)
             t_complete += time.perf_counter() - t0
+            c_complete += time.process_time() - c0
             pages += 1
     urls = f.db.execute("SELECT count(*) FROM urls").fetchone()[0]
     return {"size": n, "urls": urls, "insert_us_per_url": round(insert_us, 2),
+            "insert_cpu_us_per_url": round(insert_cpu_us, 2), "insert_new_share": round(new / m, 3),
             "claim_us_per_url": round(t_claim / max(claimed, 1) * 1e6, 2),
+            "claim_cpu_us_per_url": round(c_claim / max(claimed, 1) * 1e6, 2),
             "complete_ms_per_page": round(t_complete / max(pages, 1) * 1e3, 3),
+            "complete_cpu_ms_per_page": round(c_complete / max(pages, 1) * 1e3, 3),
             "bytes_per_url": round(_db_bytes(state) / urls, 1), "db_mb": round(_db_bytes(state) / 2**20, 1),
             "_next_id": next_id}
 
@@ -111,26 +128,40 @@ def main() -> None:
     state = work / "state"
     shutil.rmtree(state, ignore_errors=True)
     rng = random.Random(0)
-    rows, have, next_id = [], 0, 0
+    rows, have, next_id, link_id = [], 0, 0, 10**9  # link_id: URLs first seen as links while measuring
     with Frontier(state) as f:
+        hashed = "h" in {r[1] for r in f.db.execute("PRAGMA table_info(urls)")}
+        print(f"frontier: {sys.modules[Frontier.__module__].__file__} "
+              f"({'64-bit URL hash' if hashed else 'UNIQUE(url)'} key)", flush=True)
         for n in sorted(args.sizes):
             t0 = time.perf_counter()
             grow = max(0, n - have)
-            _grow(f, next_id, next_id + grow, rng)
+            _grow(f, next_id, next_id + grow)
             next_id += grow
             grow_s = time.perf_counter() - t0
             f.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            r = measure(f, state, n, rng, next_id + 10**9)
-            r.pop("_next_id")
+            r = measure(f, state, n, rng, link_id)
+            link_id = r.pop("_next_id")
             r["grow_s"] = round(grow_s, 1)
             rows.append(r)
             have = f.db.execute("SELECT count(*) FROM urls").fetchone()[0]
+            keys = getattr(f, "_keys", None)
+            r["key_table_mb"] = round(keys.nbytes() / 2**20, 1) if keys is not None else 0
             print(json.dumps(r), flush=True)
-    print("\n| URLs | insert us/URL | claim us/URL | complete ms/page | bytes/URL | db MB |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    t0 = time.perf_counter()
+    Frontier(state).close()
+    print(f"open (with the key table's load) at {have:,} URLs: {time.perf_counter() - t0:.1f} s", flush=True)
+    print("\n| URLs | insert us/URL | insert CPU us/URL | claim us/URL | claim CPU us/URL | complete ms/page "
+          "| complete CPU ms/page | bytes/URL | db MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['urls']:,} | {r['insert_us_per_url']} | {r['claim_us_per_url']} | {r['complete_ms_per_page']} "
+        print(f"| {r['urls']:,} | {r['insert_us_per_url']} | {r['insert_cpu_us_per_url']} | {r['claim_us_per_url']} "
+              f"| {r['claim_cpu_us_per_url']} | {r['complete_ms_per_page']} | {r['complete_cpu_ms_per_page']} "
               f"| {r['bytes_per_url']} | {r['db_mb']} |")
+    if len(rows) > 1:
+        keys = ("insert_us_per_url", "insert_cpu_us_per_url", "claim_us_per_url", "claim_cpu_us_per_url",
+                "complete_ms_per_page", "complete_cpu_ms_per_page", "bytes_per_url")
+        print("\nlargest / smallest: " + ", ".join(f"{k} {rows[-1][k] / rows[0][k]:.2f}x" for k in keys))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if not args.workdir:

@@ -13,7 +13,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "torchvision": ("clip", "CLIP models other than the shipped tiny one"),
     "open_clip": ("clip", "CLIP models other than the shipped tiny one"),
     "onnx": ("clip", "exporting CLIP models to ONNX"),
-    "faiss": ("index", "the embedding index (index, search, semantic dedup)"),
+    "faiss": ("index", "the embedding index (index, search, serve, semantic dedup)"),
     "imagehash": ("dedup", "this dedup step"),
     "scipy": ("dedup", "this dedup step"),
     "duckdb": ("report", "the stats report"),
@@ -23,7 +23,9 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "crontab": ("cron", "scheduled runs"),
     "cv2": ("faces", "face blurring"),
     "ray": ("ray", "the Ray engine"),
+    "pyspark": ("spark", "the Spark engine (distributor pyspark)"),
     "ahocorasick": ("curation", "fast MetaCLIP entry matching"),
+    "c2pa": ("provenance", "reading C2PA manifests (training-mining opt-outs, AI-generated flags)"),
     "rapidocr": ("ocr", "the text-in-image signal (--signals text)"),
     "nudenet": ("nudity", "the nudity signal (--signals nsfw)"),
 }

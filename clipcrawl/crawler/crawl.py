@@ -14,7 +14,7 @@ bounds the URLs processed in total, across runs (a rerun with a larger value con
 retries with Retry-After, the private-address guard on every hop; a redirect that leaves the
 allowed domains is not followed (status ``off_domain``, target in ``final_url``). Only HTML
 responses are read (the ``accept`` hook refuses others before the body). Pages whose meta robots
-or ``X-Robots-Tag`` says noai/noimageai/noindex/noimageindex give no pairs (``meta_noai``);
+or ``X-Robots-Tag`` says noai/noimageai/noml/noindex/noimageindex give no pairs (``meta_noai``);
 ``nofollow`` gives no links. TDMRep (``tdm-reservation: 1`` header, ``/.well-known/tdmrep.json``,
 ``<meta name="tdm-reservation" content="1">``) gives ``tdm_reserved``: the first two are never read,
 the meta withholds the pairs (links are still followed). Blocklisted page URLs/domains are never
@@ -287,7 +287,8 @@ class Crawler:
             pairs.append({"key": sample_key(c.url, c.caption), "url": c.url, "caption": c.caption, "page_url": final,
                           "caption_source": c.caption_source, "alt": c.alt, "figcaption": c.figcaption,
                           "title": c.title, "page_title": p.title, "page_language": language,
-                          "img_width_attr": c.width, "img_height_attr": c.height, "found_at": now})
+                          "img_width_attr": c.width, "img_height_attr": c.height, "found_at": now,
+                          "page_license": p.license})
         return PageStatus.OK
 
 

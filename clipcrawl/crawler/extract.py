@@ -19,7 +19,7 @@ Base URL
 
 Meta robots
     ``<meta name="robots">`` and ``<meta name="<our UA token>">`` directives (lowercased) are
-    collected in ``meta_robots``. Any of ``noai, noimageai, noindex, noimageindex`` (or ``none``)
+    collected in ``meta_robots``. Any of ``noai, noimageai, noml, noindex, noimageindex`` (or ``none``)
     sets ``noai``: the page gives **no pairs** (``n_withheld`` counts them). ``nofollow`` (or
     ``none``) sets ``nofollow``: the page gives **no links**. Contents are parsed like
     X-Robots-Tag (:func:`clipcrawl.crawler.robots.robots_directives`): ``none``, a past
@@ -28,6 +28,12 @@ Meta robots
 TDMRep
     ``<meta name="tdm-reservation" content="1">`` withholds the pairs like ``noai``
     (``noai_reason`` ``"tdm-reservation"``, ``tdm_policy`` from ``<meta name="tdm-policy">``).
+
+Licence
+    ``license``: the first ``rel="license"`` link (``<a>``/``<link>``), Creative Commons RDFa
+    (``rel``/``property`` ``cc:license``, ``dcterms:license``, ``schema:license``) or microdata
+    (``itemprop="license"``): an absolute URL, or a ``content`` text such as ``CC BY 4.0``. The pairs carry it
+    as ``page_license``; the download's ``license`` column falls back to it.
 
 Image URL, per ``<img>`` (``<noscript>`` images included: Lexbor parses them as elements;
 ``<template>`` contents are inert, as in a browser, and ignored)
@@ -132,6 +138,7 @@ class Page:
     noai: bool = False
     noai_reason: str | None = None  # the directive, e.g. "noimageai", or "tdm-reservation" (TDMRep)
     tdm_policy: str | None = None  # <meta name="tdm-policy"> of a TDM-reserved page
+    license: str | None = None  # the page's licence: rel="license" link, or Creative Commons RDFa (absolute URL)
     n_images: int = 0  # <img> elements seen
     n_uncaptioned: int = 0  # usable images skipped for lack of a caption
     n_withheld: int = 0  # pairs withheld because of noai
@@ -267,6 +274,24 @@ def _figure_captions(tree: LexborHTMLParser, images: list) -> dict[int, str]:
     return out
 
 
+#: elements naming the page's licence: <a|link rel="license">, Creative Commons RDFa/microdata
+_LICENSE_SELECTOR = ('[rel~="license"][href], [rel~="cc:license"], [property~="cc:license"], '
+                     '[property~="dcterms:license"], [property~="schema:license"], [itemprop="license"]')
+
+
+def _page_license(tree: LexborHTMLParser, base: str) -> str | None:
+    """The first licence the page names (an absolute URL, or the text of a content attribute)."""
+    for el in tree.css(_LICENSE_SELECTOR):
+        a = el.attributes
+        for k in ("href", "resource", "content", "src"):
+            v = (a.get(k) or "").strip()
+            if v:
+                if k == "content" and "://" not in v:  # a licence named in text ("CC BY 4.0")
+                    return v[:2000]
+                return (normalize_url(v, base) or v)[:2000]
+    return None
+
+
 def extract_page(html: bytes, url: str, content_type: str | None = None, *,
                  ua_token: str = DEFAULT_UA_TOKEN) -> Page:
     """Parse one HTML page into pairs, links and page facts (see the module doc for the rules)."""
@@ -295,6 +320,7 @@ def extract_page(html: bytes, url: str, content_type: str | None = None, *,
     if tdm.get("tdm-reservation") == "1":
         noai, page.tdm_policy = "tdm-reservation", tdm.get("tdm-policy") or None
     page.noai, page.noai_reason = noai is not None, noai
+    page.license = _page_license(tree, base)
 
     images = tree.css("img")
     figcaps = _figure_captions(tree, images)

@@ -1,11 +1,11 @@
 """The crawl's durable state: one SQLite database (WAL mode) under ``DIR/state/``.
 
 Tables
-    ``urls``   one row per normalised URL: depth, state (queued, in-flight, done, failed,
-               redirected), attempts, fetched_at, ``refused`` (the policy that refused or withheld
-               the page: ``address``, ``robots``, ``blocklist``, ``tdm``, ``domains``; else NULL).
-               ``redirected`` marks a redirect target so a link to it is never fetched again; it is
-               not a processed page.
+    ``urls``   one row per normalised URL: ``h`` (its 64-bit key, :func:`url_hash`), depth, state
+               (queued, in-flight, done, failed, redirected), attempts, fetched_at, ``refused`` (the
+               policy that refused or withheld the page: ``address``, ``robots``, ``blocklist``,
+               ``tdm``, ``domains``; else NULL). ``redirected`` marks a redirect target so a link to
+               it is never fetched again; it is not a processed page.
     ``meta``   key/value: ``policy:<name>`` = the setting each refusal of that policy was decided under.
     ``pages``  one row per processed page (a revisit adds a row), with the ``PAGES`` columns.
     ``pairs``  one row per pair key (``sample_key(url, caption)``): a pair seen on several pages
@@ -31,20 +31,39 @@ Policy refusals are re-decided when their setting changes
     settings does not fetch them again (so reruns stay cheap and deterministic); a rerun with, say,
     ``--allow-private-networks`` after a ``blocked_address`` seed crawls it.
 
+URLs are found by their 64-bit hash, not by their text
+    ``urls`` has no index on the URL. A ``UNIQUE(url)`` index (or an index on ``h``) costs one random
+    B-tree leaf per new URL, written to the WAL and again at each checkpoint: the CPU per inserted URL
+    grew ~1.6x from 100k to 1M URLs as the index left the CPU and page caches
+    (``bench/frontier_scale.py``, bench/RESULTS.md). Instead the frontier keeps an in-memory table
+    (:class:`UrlKeys`: 8 bytes a slot, at most 70 % full, 128 MiB at 10M URLs) from each URL's hash to
+    its row id, loaded from ``urls.h`` at open (8-20 s at 10M URLs) and updated after each commit. The
+    hash only finds candidates: a URL is known when a candidate row has **its text**, so two URLs with
+    the same hash are two rows. New rows get their ids from the frontier (``MAX(id) + 1`` at open; one
+    process per directory). A database of an earlier version (``UNIQUE(url)``, no ``h``) is rebuilt
+    in place on open, in one transaction; ``meta`` names the hash that filled ``h`` and the column is
+    recomputed when that name differs.
+
 One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("clipcrawl.crawl")
 
 QUEUED, IN_FLIGHT, DONE, FAILED, REDIRECTED = "queued", "in-flight", "done", "failed", "redirected"
 #: a page that failed transiently (timeout, connection, 429/5xx) is queued again on the next run
@@ -58,14 +77,18 @@ REFUSAL_STATUSES = {"blocked_address": "address", "robots_disallowed": "robots",
 PAGE_COLUMNS = ("url", "final_url", "status", "error_message", "http_status", "content_type", "charset",
                 "depth", "bytes", "n_pairs", "n_links", "title", "language", "fetched_at")
 PAIR_COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_title", "page_language",
-                "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title")
+                "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title", "page_license")
 #: pair columns added after the first release: ALTER TABLE'd into older frontier databases
-LATER_PAIR_COLUMNS = ("alt", "figcaption", "title")
+LATER_PAIR_COLUMNS = ("alt", "figcaption", "title", "page_license")
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS urls (
+#: ``urls`` columns after ``id`` and ``h`` (a database of an earlier version may lack ``refused``)
+URL_COLUMNS = ("url", "depth", "state", "attempts", "retryable", "fetched_at", "added_at", "refused")
+
+_URLS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
-    url TEXT NOT NULL UNIQUE,
+    h INTEGER NOT NULL,
+    url TEXT NOT NULL,
     depth INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -73,7 +96,8 @@ CREATE TABLE IF NOT EXISTS urls (
     fetched_at REAL,
     added_at REAL NOT NULL,
     refused TEXT
-);
+)"""
+_SCHEMA = _URLS_TABLE.format(name="urls") + f""";
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE INDEX IF NOT EXISTS urls_queue ON urls(state, depth, id);
 CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY, {", ".join(PAGE_COLUMNS)}, chunk INTEGER);
@@ -83,6 +107,97 @@ CREATE TABLE IF NOT EXISTS pairs (
 );
 CREATE INDEX IF NOT EXISTS pairs_chunk ON pairs(chunk);
 """
+
+
+def url_hash(url: str) -> int:
+    """The 64-bit key of a URL: the first 8 bytes of its BLAKE2b digest, as SQLite's signed INTEGER."""
+    return int.from_bytes(blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+#: rows looked up per query by :meth:`Frontier._known` (the ``IN`` list is padded to a power of two, so
+#: the statement cache holds a few statements)
+_LOOKUP_MAX = 512
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class UrlKeys:
+    """Which row ids may hold a URL of a given hash: open addressing with linear probing over one uint64
+    array. A slot holds ``fingerprint << 32 | id`` (the fingerprint is the hash's high 32 bits; 0 is an
+    empty slot, ids start at 1); a slot's home is a mix of its fingerprint, so the table can be rebuilt
+    from its own slots. Probing runs forward only (no wrap-around): the array has a tail past the
+    ``2**bits`` homes and its last slot stays empty. Candidates are only candidates: the URL text decides."""
+
+    LOAD = 0.7
+    TAIL = 4096
+    MIN_BITS = 12
+
+    def __init__(self, hashes: np.ndarray | None = None, ids: np.ndarray | None = None) -> None:
+        h = np.zeros(0, np.uint64) if hashes is None else hashes.astype(np.int64).view(np.uint64)
+        i = np.zeros(0, np.uint64) if ids is None else ids.astype(np.uint64)
+        if len(i) and int(i.max()) >= 1 << 32:
+            raise ValueError("UrlKeys: row ids past 2**32")
+        self.n = len(i)
+        self._build((h >> np.uint64(32)) << np.uint64(32) | i)
+
+    @staticmethod
+    def _bits_for(n: int) -> int:
+        bits = UrlKeys.MIN_BITS
+        while (1 << bits) * UrlKeys.LOAD <= n:
+            bits += 1
+        return bits
+
+    def _build(self, slots: np.ndarray, bits: int | None = None) -> None:
+        bits = bits or self._bits_for(len(slots))
+        while True:
+            homes = self._homes(slots >> np.uint64(32), bits).astype(np.uint32)
+            order = np.argsort(homes)  # any order within a home is a valid layout
+            homes, ordered = homes[order].astype(np.int64), slots[order]
+            step = np.arange(len(homes), dtype=np.int64)
+            pos = step + np.maximum.accumulate(homes - step) if len(homes) else step
+            size = (1 << bits) + self.TAIL
+            if not len(pos) or pos[-1] < size - 1:
+                break
+            bits += 1  # a cluster ran into the last slot: a larger table
+        table = np.zeros(size, np.uint64)
+        table[pos] = ordered
+        self.bits, self._table = bits, table
+        self._slots = memoryview(table)  # scalar reads and writes as Python ints
+
+    @staticmethod
+    def _homes(fps: np.ndarray, bits: int) -> np.ndarray:
+        return ((fps * np.uint64(0x9E3779B1)) & np.uint64(0xFFFF_FFFF)) >> np.uint64(32 - bits)
+
+    def _home(self, fp: int) -> int:
+        return ((fp * 0x9E3779B1) & 0xFFFF_FFFF) >> (32 - self.bits)
+
+    def ids(self, h: int) -> list[int]:
+        """Row ids whose URL may hash to ``h``."""
+        fp = (h & _U64) >> 32
+        slots, i, out = self._slots, self._home(fp), []
+        while e := slots[i]:
+            if e >> 32 == fp:
+                out.append(e & 0xFFFF_FFFF)
+            i += 1
+        return out
+
+    def add(self, h: int, id_: int) -> None:
+        if id_ >= 1 << 32:
+            raise ValueError("UrlKeys: row ids past 2**32")
+        fp = (h & _U64) >> 32
+        slots, i = self._slots, self._home(fp)
+        while slots[i]:
+            i += 1
+        if i >= len(slots) - 1:  # the last slot stays empty (it ends every probe)
+            self._build(np.append(self._table[self._table != 0], np.uint64(fp << 32 | id_)), self.bits + 1)
+        else:
+            slots[i] = fp << 32 | id_
+        self.n += 1
+        if self.n >= (1 << self.bits) * self.LOAD:
+            self._build(self._table[self._table != 0], self.bits + 1)
+
+    def nbytes(self) -> int:
+        return self._table.nbytes
 
 
 class FrontierLocked(RuntimeError):
@@ -106,6 +221,10 @@ class Completed:
 class Frontier:
     """``with Frontier(out_dir / "state") as f: ...`` (single process, single thread)."""
 
+    #: the URL key and its name in ``meta``; tests swap in a tiny hash (in a subclass) to force collisions
+    url_hash: Callable[[str], int] = staticmethod(url_hash)
+    url_hash_name = "blake2b-8"
+
     def __init__(self, state_dir: str | os.PathLike[str], revisit_after_days: float | None = None,
                  policy: Mapping[str, str] | None = None) -> None:
         self.dir = Path(state_dir)
@@ -128,21 +247,40 @@ class Frontier:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise FrontierLocked(f"{self.dir}: another crawl is running on this directory") from None
+        try:
+            self._open(revisit_after_days, policy)
+        except BaseException:
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            os.close(self._lock_fd)  # a failed open (a migration that failed, rolled back) holds no lock
+            raise
+
+    def _open(self, revisit_after_days: float | None, policy: Mapping[str, str] | None) -> None:
         self.db = sqlite3.connect(self.dir / "frontier.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        # the UNIQUE(url) index of a 10M-URL frontier is ~1 GB: SQLite's default 2 MB page cache made every
-        # insert a cache miss (bench/frontier_scale.py); a larger cache and memory-mapped reads keep it flat
+        # a 10M-URL frontier is ~1.5 GB: SQLite's default 2 MB page cache made every read a cache miss
+        # (bench/frontier_scale.py); a larger cache and memory-mapped reads (up to the 2 GiB SQLite allows by
+        # default; the pages are the OS's file cache) keep it flat
         self.db.execute("PRAGMA cache_size=-131072")  # 128 MiB
-        self.db.execute("PRAGMA mmap_size=1073741824")  # 1 GiB of the file mapped (read path)
+        self.db.execute("PRAGMA mmap_size=2147418112")  # read path
         self.db.execute("PRAGMA temp_store=MEMORY")
+        self.db.create_function("url_hash", 1, self.url_hash, deterministic=True)
         self.db.executescript(_SCHEMA)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(pairs)")}
         for c in LATER_PAIR_COLUMNS:
             if c not in have:
                 self.db.execute(f"ALTER TABLE pairs ADD COLUMN {c}")
+        url_cols = {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}
+        if "h" not in url_cols:
+            self._rebuild_urls(url_cols)
         if "refused" not in {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}:
             self._add_refused_column()
+        if self._meta("url_hash") != self.url_hash_name:
+            self._rehash()
+        self._next_id = (self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0) + 1
+        self._keys = self._load_keys()
+        self._txn_new: dict[str, tuple[int, int]] = {}  # URLs inserted by the open transaction: (hash, id)
         self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
         self.retried = self._execute(
             f"UPDATE urls SET state='{QUEUED}' WHERE state='{FAILED}' AND retryable=1 AND attempts < ?",
@@ -155,20 +293,93 @@ class Frontier:
                 (cutoff,))
         self.redecided = self._redecide(policy or {})
 
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
+    def _rebuild_urls(self, cols: set[str]) -> None:
+        """A database of an earlier version (``url TEXT UNIQUE``, no ``h``): copy ``urls`` into the current
+        layout (same ids, so claim order and pages stay as they were) in one transaction: a crash leaves
+        the old database."""
+        n = self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0
+        if n > 100_000:
+            log.info("frontier %s: moving %d URLs to the hash-keyed layout (once)", self.dir, n)
+        keep = ", ".join(c for c in URL_COLUMNS if c in cols)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DROP TABLE IF EXISTS urls_new")
+            self.db.execute(_URLS_TABLE.format(name="urls_new"))
+            self.db.execute(f"INSERT INTO urls_new(id, h, {keep}) SELECT id, url_hash(url), {keep} FROM urls ORDER BY id")
+            self.db.execute("DROP TABLE urls")
+            self.db.execute("ALTER TABLE urls_new RENAME TO urls")
+            self.db.execute("CREATE INDEX urls_queue ON urls(state, depth, id)")
+            if "refused" not in cols:
+                self._fill_refused()
+            self._set_meta("url_hash", self.url_hash_name)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _rehash(self) -> None:
+        """``h`` was filled by another hash (or ``meta`` lost its name): compute it again."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("UPDATE urls SET h = url_hash(url)")
+            self._set_meta("url_hash", self.url_hash_name)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     def _add_refused_column(self) -> None:
         """An older database: add ``urls.refused``, filled from each URL's last page status."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute("ALTER TABLE urls ADD COLUMN refused TEXT")
-            cases = " ".join(f"WHEN '{st}' THEN '{name}'" for st, name in REFUSAL_STATUSES.items())
-            self.db.execute(
-                f"UPDATE urls SET refused = CASE last.status {cases} END FROM "
-                "(SELECT url, status FROM pages WHERE id IN (SELECT MAX(id) FROM pages GROUP BY url)) AS last "
-                f"WHERE last.url = urls.url AND urls.state IN ('{DONE}','{FAILED}')")
+            self._fill_refused()
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def _fill_refused(self) -> None:
+        """``urls.refused`` from each URL's last page (one pass over ``urls``, a temporary index on the pages)."""
+        cases = " ".join(f"WHEN '{st}' THEN '{name}'" for st, name in REFUSAL_STATUSES.items())
+        self.db.execute("DROP TABLE IF EXISTS temp.last_status")
+        self.db.execute(f"CREATE TEMP TABLE last_status AS SELECT url, CASE status {cases} END AS refused "
+                        "FROM pages WHERE id IN (SELECT MAX(id) FROM pages GROUP BY url)")
+        self.db.execute("CREATE INDEX temp.last_status_url ON last_status(url)")
+        self.db.execute(
+            "UPDATE urls SET refused = (SELECT refused FROM last_status WHERE last_status.url = urls.url) "
+            f"WHERE state IN ('{DONE}','{FAILED}')")
+        self.db.execute("DROP TABLE temp.last_status")
+
+    def _load_keys(self) -> UrlKeys:
+        """:class:`UrlKeys` from ``urls.h``, a million rows at a time as text that SQLite joins and numpy parses
+        (no Python object per row: ~4x faster than fetching rows)."""
+        n = self._next_id - 1
+        if n > 1_000_000:
+            log.info("frontier %s: loading the keys of %d URLs", self.dir, n)
+        hs, ids, last = [], [], -(1 << 63)
+        q = ("SELECT group_concat(h), group_concat(id), max(id), count(*) FROM "
+             "(SELECT h, id FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)")
+        while True:
+            h_text, id_text, top, count = self.db.execute(q, (last,)).fetchone()
+            if not count:
+                break
+            hs.append(np.fromstring(h_text, dtype=np.int64, sep=","))  # text mode: parsed in C
+            ids.append(np.fromstring(id_text, dtype=np.int64, sep=","))
+            if len(hs[-1]) != count or len(ids[-1]) != count:
+                raise RuntimeError(f"frontier {self.dir}: reading urls.h gave {len(hs[-1])} keys for {count} rows")
+            last = top
+        if not ids:
+            return UrlKeys()
+        return UrlKeys(np.concatenate(hs), np.concatenate(ids))
 
     def _redecide(self, policy: Mapping[str, str]) -> int:
         """Queue again the URLs refused by each policy whose setting differs from the stored one."""
@@ -197,6 +408,7 @@ class Frontier:
         if self.db is not None:
             self.db.close()
             self.db = None  # type: ignore[assignment]
+            self._keys = None  # type: ignore[assignment]  # its memory (128 MiB at 10M URLs) goes now
             os.close(self._lock_fd)
 
     def __enter__(self) -> Frontier:
@@ -204,6 +416,30 @@ class Frontier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self._txn_new.clear()
+        self._txn_next_id = self._next_id
+
+    def _commit(self) -> None:
+        """COMMIT, then the URLs it inserted become keys (if that fails, the table is loaded again when next
+        used: it never misses a committed URL)."""
+        self.db.execute("COMMIT")
+        new, self._txn_new = list(self._txn_new.values()), {}
+        try:
+            for h, id_ in new:
+                self._keys.add(h, id_)
+        except BaseException:
+            self._keys = None  # type: ignore[assignment]
+            raise
+
+    def _rollback(self) -> None:
+        """Undo an open transaction (none is open when the COMMIT itself succeeded)."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+            self._next_id = self._txn_next_id
+        self._txn_new.clear()
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         self.db.execute("BEGIN IMMEDIATE")
@@ -218,19 +454,67 @@ class Frontier:
     # ------------------------------------------------------------------ queue
     def add(self, urls: Iterable[str], depth: int) -> int:
         """Queue URLs (seeds); a known queued URL moves to the smaller depth. Returns new rows."""
-        self.db.execute("BEGIN IMMEDIATE")
-        before = self.db.total_changes
-        self._upsert(urls, depth, time.time())
-        n = self.db.total_changes - before
-        self.db.execute("COMMIT")
+        self._begin()
+        try:
+            before = self.db.total_changes
+            self._upsert(urls, depth, time.time())
+            n = self.db.total_changes - before
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
         return n
 
+    def _known(self, keyed: Sequence[tuple[int, str]]) -> dict[str, list[Any]]:
+        """The rows of these ``(hash, url)`` that exist: url -> [id, depth, state]. A candidate row whose text
+        differs is another URL (a hash collision) and is not returned."""
+        want, cands = set(), set()
+        if self._keys is None:
+            self._keys = self._load_keys()
+        keys, pending = self._keys, self._txn_new
+        for h, u in keyed:
+            want.add(u)
+            cands.update(keys.ids(h))
+            if u in pending:
+                cands.add(pending[u][1])
+        found: dict[str, list[Any]] = {}
+        ids = list(cands)
+        for i in range(0, len(ids), _LOOKUP_MAX):
+            part = ids[i:i + _LOOKUP_MAX]
+            width = 1 << (len(part) - 1).bit_length()  # pad with a repeat: one statement per power of two
+            part += part[:1] * (width - len(part))
+            q = f"SELECT id, url, depth, state FROM urls WHERE id IN ({','.join('?' * width)})"
+            for id_, url, d, st in self.db.execute(q, part):
+                if url in want:
+                    found[url] = [id_, d, st]
+        return found
+
+    def _new_id(self, h: int, url: str) -> int:
+        id_ = self._next_id
+        if id_ >= 1 << 32:
+            raise RuntimeError(f"frontier {self.dir}: more than 2**32 URLs (the key table's row ids are 32-bit)")
+        self._next_id += 1
+        self._txn_new[url] = (h, id_)
+        return id_
+
     def _upsert(self, urls: Iterable[str], depth: int, now: float) -> None:
-        self.db.executemany(
-            "INSERT INTO urls(url, depth, state, added_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(url) DO UPDATE SET depth=excluded.depth "
-            f"WHERE excluded.depth < urls.depth AND urls.state='{QUEUED}'",
-            ((u, depth, QUEUED, now) for u in urls))
+        """Insert the new URLs (in order), move known queued ones to a smaller depth."""
+        h = self.url_hash
+        keyed = [(h(u), u) for u in urls]
+        if not keyed:
+            return
+        known = self._known(keyed)
+        new, shallower = [], []
+        for k, u in keyed:
+            row = known.get(u)
+            if row is None:
+                new.append((self._new_id(k, u), k, u, depth, QUEUED, now))
+                known[u] = [None, depth, QUEUED]
+            elif depth < row[1] and row[2] == QUEUED:
+                shallower.append((depth, row[0]))
+                row[1] = depth
+        self.db.executemany("INSERT INTO urls(id, h, url, depth, state, added_at) VALUES (?, ?, ?, ?, ?, ?)", new)
+        self.db.executemany("UPDATE urls SET depth=? WHERE id=?", shallower)
 
     def claim(self, n: int, max_depth: int, take: Callable[[str], bool] | None = None,
               window: int = 0) -> list[Claim]:
@@ -265,7 +549,7 @@ class Frontier:
                  retryable: bool = False, refused: str | None = None) -> Completed:
         """Record one processed page in one transaction (see the module doc)."""
         now = page.get("fetched_at") or time.time()
-        self.db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             self.db.execute("UPDATE urls SET state=?, attempts=attempts+1, fetched_at=?, retryable=?, refused=? "
                             "WHERE id=?", (DONE if ok else FAILED, now, int(retryable and not ok), refused, claim.id))
@@ -277,16 +561,20 @@ class Frontier:
                 (tuple(p.get(c) for c in PAIR_COLUMNS) for p in pairs))
             new_pairs = self.db.total_changes - before
             if final_url and final_url != claim.url:
-                self.db.execute(
-                    "INSERT INTO urls(url, depth, state, fetched_at, added_at) VALUES (?, ?, ?, ?, ?) "
-                    f"ON CONFLICT(url) DO UPDATE SET state='{REDIRECTED}', fetched_at=excluded.fetched_at "
-                    f"WHERE urls.state='{QUEUED}'", (final_url, claim.depth, REDIRECTED, now, now))
+                k = self.url_hash(final_url)
+                row = self._known([(k, final_url)]).get(final_url)
+                if row is None:
+                    self.db.execute("INSERT INTO urls(id, h, url, depth, state, fetched_at, added_at) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    (self._new_id(k, final_url), k, final_url, claim.depth, REDIRECTED, now, now))
+                elif row[2] == QUEUED:
+                    self.db.execute(f"UPDATE urls SET state='{REDIRECTED}', fetched_at=? WHERE id=?", (now, row[0]))
             before = self.db.total_changes
             self._upsert(links, claim.depth + 1, now)
             new_links = self.db.total_changes - before
-            self.db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         return Completed(new_pairs, new_links)
 

@@ -1,4 +1,4 @@
-"""All curation rules over a dataset, in order: text -> image -> signals -> CLIP cut -> MetaCLIP balancing.
+"""All curation rules over a dataset, in order: text -> image -> provenance -> signals -> CLIP cut -> MetaCLIP balancing.
 
 ``curate(tables, filters)`` takes one table per shard (rows of the SAMPLES schema, scored when a
 CLIP cut is configured) and returns them with each dropped row's status and reason set, plus the
@@ -20,6 +20,7 @@ import pyarrow as pa
 from clipcrawl.filters.clip.cut import CutRule, apply_cut, reset_cut
 from clipcrawl.filters.images.rules import FilterImages
 from clipcrawl.filters.metaclip import BalanceReport, apply_balance, reset_balance
+from clipcrawl.filters.provenance import FilterProvenance, provenance_rules_on
 from clipcrawl.filters.text import FilterCaptions
 from clipcrawl.schemas.components import FiltersConfig
 from clipcrawl.schemas.status import Status
@@ -37,10 +38,10 @@ def reset_status(table: pa.Table, status: Status) -> pa.Table:
 
 
 def curate(tables: Sequence[pa.Table], filters: FiltersConfig) -> tuple[list[pa.Table], BalanceReport | None]:
-    text, image = FilterCaptions(filters.text), FilterImages(filters.image)
+    text, image, prov = FilterCaptions(filters.text), FilterImages(filters.image), FilterProvenance(filters.image)
     # undo earlier decisions of the re-applicable rules first, so every rule sees every row again
     fresh = [reset_cut(reset_balance(reset_status(t, Status.FILTERED_IMAGE))) for t in tables]
-    out = [image(text(t)) for t in fresh]
+    out = [prov(image(text(t))) for t in fresh]
     if filters.signals.has_rules():  # text-in-image, nudity, aesthetic (clipcrawl.filters.signals.rules)
         from clipcrawl.filters.signals.rules import apply_signal_rules
 
@@ -57,6 +58,7 @@ def needs_curation(filters: FiltersConfig) -> bool:
     """Rules that only a pass over finished shards applies (image rules, dataset-wide cut, balancing)."""
     img, clip = filters.image, filters.clip
     return bool(img.enabled and (img.min_side or img.min_bytes or img.max_aspect_ratio != float("inf"))
+                or provenance_rules_on(img)
                 or (clip.enabled and (clip.top_fraction or clip.max_punsafe is not None
                                       or clip.max_pwatermark is not None))
                 or filters.balance.enabled or filters.signals.has_rules())

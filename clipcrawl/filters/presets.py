@@ -24,6 +24,16 @@ Presets (what clipcrawl can reproduce; what it cannot is said per preset):
 ``datacomp-clip-top30``
     DataComp "CLIP score (L/14 30%)" baseline: the 30% of the pool with the highest CLIP ViT-L/14
     (OpenAI weights) cosine, ranked over the whole pool. No other rule.
+``datacomp-intersect-b32-l14``
+    A DataComp-style intersection of two CLIP-score filters in one pass (two scorers, one decode):
+    CLIP ViT-B/32 (OpenAI) cosine >= 0.25 AND in the top 30 % of the pool by CLIP ViT-L/14 (OpenAI)
+    cosine, the L/14 cut-off ranked over the whole pool independently of the B/32 rule. Both filters
+    are DataComp's ``clip_score`` baseline (Gadre et al. 2023, arXiv:2304.14108, Sec. 3.4 and App. Q;
+    github.com/mlfoundations/datacomp ``baselines/filters.py``: ``--arch b32|l14`` with ``--threshold``
+    or ``--fraction``), and intersecting two filters' keep sets is what its
+    ``image_based_intersect_clip_score`` baseline does. The pair of numbers (B/32 >= 0.25, L/14
+    top 30 %) is clipcrawl's recipe (issue 27), not a row of DataComp's result tables. Columns:
+    ``clip_similarity`` (B/32), ``clip_similarity_l14`` (L/14).
 ``metaclip``
     MetaCLIP (Xu et al. 2023, "Demystifying CLIP Data", arXiv:2309.16671;
     github.com/facebookresearch/MetaCLIP): captions substring-matched to metadata entries, each
@@ -78,6 +88,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            ("top 30% of the pool by CLIP ViT-L-14/openai cosine (ranked over the whole dataset)",),
            {"text": {"min_words": 0, "min_chars": 0, "drop_generic": False},
             "clip": {"model": "ViT-L-14", "pretrained": "openai", "threshold": -1.0, "top_fraction": 0.3}}),
+    Preset("datacomp-intersect-b32-l14",
+           "DataComp CLIP-score filters intersected, Gadre et al. 2023, arXiv:2304.14108 (mlfoundations/datacomp "
+           "baselines/filters.py); the B/32 0.25 + L/14 30% pair is clipcrawl's recipe",
+           ("CLIP ViT-B-32/openai cosine >= 0.25 (clip_similarity)",
+            "AND top 30% of the pool by CLIP ViT-L-14/openai cosine (clip_similarity_l14, ranked over the whole "
+            "dataset, independent of the B/32 rule)"),
+           {"text": {"min_words": 0, "min_chars": 0, "drop_generic": False},
+            "clip": {"models": [{"model": "ViT-B-32", "pretrained": "openai"},
+                                {"model": "ViT-L-14", "pretrained": "openai", "name": "l14"}],
+                     "model": "ViT-B-32", "pretrained": "openai", "threshold": 0.25, "threshold_by": "clip_similarity",
+                     "top_fraction": 0.3, "top_fraction_by": "clip_similarity_l14"}}),
     Preset("metaclip", "MetaCLIP, Xu et al. 2023, arXiv:2309.16671 (facebookresearch/MetaCLIP)",
            ("caption substring-matched to metadata entries (unmatched dropped)",
             "keep with probability min(1, t / count of rarest matched entry), t = 20000, seeded", "no CLIP cut"),
@@ -108,6 +129,11 @@ def _apply_filters(filters: BaseModel, preset: Preset) -> BaseModel:
         sub = getattr(filters, comp)
         explicit = sub.model_fields_set if comp in filters.model_fields_set else set()
         vals = {k: v for k, v in fields.items() if k not in explicit}
+        if comp == "clip" and "models" in vals and explicit & {"model", "pretrained", "tokenizer"}:
+            # the user's model replaces the recipe's first scorer; the further ones stay
+            first = {**vals["models"][0], **{k: getattr(sub, k) for k in ("model", "pretrained", "tokenizer")
+                                             if k in explicit}}
+            vals["models"] = [first, *vals["models"][1:]]
         # validate through the model (model_copy(update=) would skip validation)
         updates[comp] = type(sub).model_validate({**sub.model_dump(), **vals})
     return filters.model_copy(update=updates)

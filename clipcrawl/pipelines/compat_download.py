@@ -4,8 +4,9 @@ Same signature and defaults as img2dataset 1.47's ``download`` (every keyword), 
 keys, img2dataset's Parquet columns, ``_stats.json`` and files (see :mod:`clipcrawl.pipelines.compat`).
 Differences on purpose (README, "Switching from img2dataset"): robots.txt is obeyed unless
 ``respect_robots=False``; requests are limited per host (``per_host_concurrency``); bodies above
-``max_bytes`` fail; ``distributor="pyspark"`` is refused (use ``"ray"``); wandb is not driven; the progress
-lines go to stderr and only to a terminal unless ``progress=True``.
+``max_bytes`` fail; ``distributor="pyspark"`` runs on our Spark engine (the running SparkContext, else
+``spark_master`` or ``local[processes_count]``); wandb is not driven; the progress lines go to stderr and only
+to a terminal unless ``progress=True``.
 The keyword-only arguments after ``disallowed_header_directives`` are clipcrawl's own.
 """
 
@@ -66,6 +67,7 @@ def download(
     per_host_concurrency: int = 16,
     max_bytes: int = 30_000_000,
     ray_address: str | None = None,
+    spark_master: str | None = None,
     decoder: str = "threads",
     dns_servers: list[str] | None = None,
     progress: bool | None = None,
@@ -92,7 +94,7 @@ def download(
     if enable_wandb:
         log.warning("enable_wandb: clipcrawl does not log to wandb (wandb_project=%s ignored); "
                     "see `clipcrawl stats` for the run's report", wandb_project)
-    del subjob_size, max_shard_retry  # img2dataset's scheduling knobs: every shard runs once, in one pass
+    del subjob_size  # img2dataset's batch of shards: our engines keep a window of shards in flight instead
     options = CompatOptions(
         input_format=input_format, url_col=url_col, caption_col=caption_col,
         save_additional_columns=tuple(save_additional_columns or ()),
@@ -116,11 +118,12 @@ def download(
     if user_agent_token:
         dl["user_agent"] = _UA_TEMPLATE.format(token=str(user_agent_token).strip().lower())
     config = parse_config(dl, DownloadConfig, "img2dataset.download")
-    return run_compat(str(url_list), str(output_folder), config, options, _engine(distributor, ray_address),
-                      progress=progress)
+    engine = _engine(distributor, ray_address, spark_master, processes_count, max_shard_retry)
+    return run_compat(str(url_list), str(output_folder), config, options, engine, progress=progress)
 
 
-def _engine(distributor: str, ray_address: str | None) -> Any:
+def _engine(distributor: str, ray_address: str | None, spark_master: str | None = None, processes_count: int = 1,
+            max_shard_retry: int = 1) -> Any:
     from clipcrawl.pipelines.engine import make_engine
     from clipcrawl.schemas.config import ConfigError
 
@@ -128,7 +131,7 @@ def _engine(distributor: str, ray_address: str | None) -> Any:
         return make_engine("local")
     if distributor == "ray":
         return make_engine("ray", address=ray_address)
-    if distributor == "pyspark":
-        raise ConfigError("distributor pyspark is not supported by clipcrawl (fix: use distributor ray to run on a "
-                          "cluster -- RAY_ADDRESS or ray_address= -- or multiprocessing on this machine)")
-    raise ConfigError(f"Distributor {distributor} not supported (fix: multiprocessing or ray)")
+    if distributor == "pyspark":  # img2dataset's pyspark_distributor: the running session, else local[processes]
+        return make_engine("spark", master=spark_master, local_cores=max(1, int(processes_count)),
+                           retries=max_shard_retry, what="distributor pyspark")
+    raise ConfigError(f"Distributor {distributor} not supported (fix: multiprocessing, pyspark or ray)")

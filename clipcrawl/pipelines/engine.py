@@ -5,7 +5,7 @@ and yields ``(job, result)`` in job order, so the driver publishes shards in ord
 still processing. :class:`LocalEngine` runs in this process (stages set up once) and writes each shard
 on a writer thread while the next one is computed (passes that ask for it). :class:`RayEngine` runs one
 copy of the worker per Ray actor (each sets its stages up once: HTTP session, CLIP model) across a
-cluster. Jobs and results are small (paths, or one shard's stats); images travel through the dataset's
+cluster; ``SparkEngine`` (:mod:`clipcrawl.pipelines.sparkengine`) runs each shard as a Spark task. Jobs and results are small (paths, or one shard's stats); images travel through the dataset's
 storage (a shared disk or S3).
 
 Ray specifics:
@@ -376,9 +376,13 @@ class _Scheduler:
             self.ray.kill(a)
 
 
-def make_engine(name: str, **kw: Any) -> LocalEngine | RayEngine:
+def make_engine(name: str, **kw: Any) -> Any:
     if name == "local":
         return LocalEngine()
     if name == "ray":
         return RayEngine(**kw)
-    raise ConfigError(f"unknown engine {name!r} (fix: use local or ray)")
+    if name == "spark":  # clipcrawl/pipelines/sparkengine.py (pyspark imported there, lazily)
+        from clipcrawl.pipelines.sparkengine import SparkEngine
+
+        return SparkEngine(**kw)
+    raise ConfigError(f"unknown engine {name!r} (fix: use local, ray or spark)")

@@ -4,7 +4,8 @@
 main process, and a pool of decoder threads (or processes, ``decoder``) that decodes/resizes
 (``clipcrawl.filters.images.pool``), so HTTP and pixels use every core. Work in flight is bounded (``concurrency`` requests plus a small decode
 queue), so memory stays flat whatever the batch size. Statuses keep img2dataset's meanings:
-``failed_to_download`` (network/HTTP errors, robots.txt, X-Robots-Tag noai..., TDMRep, over the byte cap),
+``failed_to_download`` (network/HTTP errors, robots.txt, X-Robots-Tag noai..., TDMRep, ai.txt, the image's own
+IPTC/C2PA opt-out (read from the original bytes by ``clipcrawl.crawler.imagemeta``), over the byte cap),
 ``failed_to_resize`` (undecodable, too small, aspect ratio, pixel bomb), ``success``; and ``blocked``
 (a blocklist rule; URL/domain rules before any request, hash rules on the body).
 
@@ -22,14 +23,16 @@ import aiohttp
 import pyarrow as pa
 
 from clipcrawl.base.stage import Stage, set_column
+from clipcrawl.crawler.aitxt import AiTxtCache
 from clipcrawl.crawler.breaker import ErrorRateWatch
 from clipcrawl.crawler.fetch import FetchConfig, Fetcher
+from clipcrawl.crawler.imagemeta import ImageMeta, read_c2pa, read_image_meta, refusal
 from clipcrawl.crawler.robots import robots_tag_disallows, user_agent_token
 from clipcrawl.filters.images import ResizedImage, ResizeOptions
 from clipcrawl.filters.images.pool import DecodePool
 from clipcrawl.schemas.config import DownloadConfig
 from clipcrawl.schemas.status import Status
-from clipcrawl.schemas.tables import IMAGE_COLUMN
+from clipcrawl.schemas.tables import IMAGE_COLUMN, PROVENANCE_FIELDS
 
 XROBOTS_MESSAGE = "Use of image disallowed by X-Robots-Tag directive"
 DECODE_QUEUE_PER_WORKER = 8  # bodies waiting for a decoder, per worker (bounds memory)
@@ -51,6 +54,7 @@ class _Outcome:
     http_status: int | None = None
     nbytes: int | None = None
     img: ResizedImage | None = None
+    meta: ImageMeta | None = None  # what the original bytes' metadata said (None: no body)
 
 
 @dataclass
@@ -191,7 +195,7 @@ class FetchImages(Stage):
 
     name = "download"
     reports_progress = True
-    _transient = ("_loop", "_fetcher", "_pool", "counters", "last_run")
+    _transient = ("_loop", "_fetcher", "_pool", "counters", "last_run", "_aitxt")
     #: the reorder buffer's budget (see HELD_ROWS); tests and benches may set it per instance
     held_rows: int = HELD_ROWS
     held_bytes: int = HELD_BYTES
@@ -203,11 +207,12 @@ class FetchImages(Stage):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fetcher: Fetcher | None = None
         self._pool: DecodePool | None = None
+        self._aitxt: AiTxtCache | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.counters = FetchCounters()
-        self._loop = self._fetcher = self._pool = None
+        self._loop = self._fetcher = self._pool = self._aitxt = None
 
     # -------------------------------------------------------------- lifecycle
     @property
@@ -222,6 +227,7 @@ class FetchImages(Stage):
                                 decoder=self.config.decoder).start()
         self._ua_token = user_agent_token(self.config.user_agent)
         self._directives = [d.strip().lower() for d in self.config.disallowed_header_directives if d.strip()]
+        self._aitxt = AiTxtCache(self._fetcher._fetch_robots, self._ua_token) if self.config.respect_ai_txt else None
 
     def teardown(self) -> None:
         if self._loop is not None:
@@ -237,7 +243,7 @@ class FetchImages(Stage):
             self._loop.close()
         if self._pool is not None:
             self._pool.close()
-        self._loop = self._fetcher = self._pool = None
+        self._loop = self._fetcher = self._pool = self._aitxt = None
         self._is_setup = False
 
     # -------------------------------------------------------------- per batch
@@ -327,17 +333,49 @@ class FetchImages(Stage):
 
     async def _one(self, url: str, fetch_slots: asyncio.Semaphore, bbox: list | None = None) -> _Outcome:
         assert self._fetcher is not None
+        if self._aitxt is not None and not self._fetcher.blocklist.match_url(url):  # a blocklisted URL: no ai.txt
+            verdict = await self._aitxt.check(url)
+            if not verdict.allowed:
+                return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {verdict.reason}")
         async with fetch_slots:
             res = await self._fetcher.fetch(url, accept=self._accept)
         if res.error_kind == "blocklisted":
             return _Outcome(Status.BLOCKED.value, f"download: {res.error}", res.status)
         if not res.ok or res.body is None:
             return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {res.error or 'empty response'}", res.status)
+        if self._aitxt is not None:
+            why = await self._aitxt_after(url, res.final_url or url, res.headers or {})
+            if why:
+                return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {why}", res.status, len(res.body))
+        meta = await self._metadata(res.body)
+        if self.config.respect_image_metadata and (why := refusal(meta)):
+            return _Outcome(Status.FAILED_TO_DOWNLOAD.value, f"download: {why}", res.status, len(res.body), meta=meta)
         assert self._pool is not None
         img = await self._pool.resize(res.body, bbox or None)
         if img.error:
-            return _Outcome(Status.FAILED_TO_RESIZE.value, f"resize: {img.error}", res.status, len(res.body), img)
-        return _Outcome(Status.SUCCESS.value, None, res.status, len(res.body), img)
+            return _Outcome(Status.FAILED_TO_RESIZE.value, f"resize: {img.error}", res.status, len(res.body), img, meta)
+        return _Outcome(Status.SUCCESS.value, None, res.status, len(res.body), img, meta)
+
+    async def _aitxt_after(self, url: str, final: str, headers: dict[str, str]) -> str | None:
+        """ai.txt once the response is in: the redirect target's own rules, and for an extensionless path the
+        file-type rules by its Content-Type."""
+        assert self._aitxt is not None
+        if final != url:
+            verdict = await self._aitxt.check(final)
+            if not verdict.allowed:
+                return verdict.reason
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        verdict = await self._aitxt.check_media(final, ctype)
+        return None if verdict.allowed else verdict.reason
+
+    async def _metadata(self, body: bytes) -> ImageMeta:
+        """The original bytes' metadata: the container walk and XMP here (microseconds), the C2PA reader (only when
+        a JUMBF box is present) on a thread."""
+        meta = read_image_meta(body, c2pa=False)
+        if meta.has_jumbf and meta.unsafe is None:
+            mime = {b"\x89P": "image/png", b"RI": "image/webp"}.get(body[:2], "image/jpeg")
+            await asyncio.get_running_loop().run_in_executor(None, read_c2pa, body, meta, mime)
+        return meta
 
 
 _COLUMNS = (("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()),
@@ -353,9 +391,12 @@ def _attach(table: pa.Table, outcomes: list[_Outcome | None]) -> pa.Table:
     errors = table.column("error_message").to_pylist() if "error_message" in table.column_names else [None] * n
     cols: dict[str, list[Any]] = {name: [None] * n for name, _ in _COLUMNS}
     images: list[bytes | None] = [None] * n
+    prov: dict[str, list[Any]] = {f.name: [None] * n for f in PROVENANCE_FIELDS}
+    page_license = table.column("page_license").to_pylist() if "page_license" in table.column_names else [None] * n
     for i, o in enumerate(outcomes):
         if o is None:
             continue
+        _provenance(prov, i, o.meta, page_license[i])
         status[i], errors[i] = o.status, o.error
         cols["http_status"][i], cols["bytes"][i] = o.http_status, o.nbytes
         img = o.img
@@ -368,4 +409,21 @@ def _attach(table: pa.Table, outcomes: list[_Outcome | None]) -> pa.Table:
     table = set_column(table, "error_message", pa.array(errors, pa.string()))
     for name, typ in _COLUMNS:
         table = set_column(table, name, pa.array(cols[name], typ))
+    for f in PROVENANCE_FIELDS:
+        table = set_column(table, f.name, pa.array(prov[f.name], f.type))
     return set_column(table, IMAGE_COLUMN, pa.array(images, pa.binary()))
+
+
+def _provenance(cols: dict[str, list[Any]], i: int, meta: ImageMeta | None, page_license: str | None) -> None:
+    """Row ``i``'s provenance columns: the image's metadata (read when a body came), the page's licence otherwise."""
+    if meta is not None:
+        cols["c2pa_present"][i] = True if meta.c2pa_present else None  # null, not false: an image without any
+        # of this metadata keeps every provenance column null, so its <key>.json is what it was before them
+        cols["c2pa_validation_state"][i] = meta.c2pa_validation_state
+        cols["c2pa_claim_generator"][i] = meta.c2pa_claim_generator
+        cols["c2pa_training_mining"][i] = meta.training_mining_text()
+        cols["ai_generated"][i], cols["ai_generated_source"][i] = meta.ai_generated_from()
+        cols["data_mining"][i] = meta.data_mining
+        cols["license"][i], cols["license_source"][i] = meta.license, meta.license_source
+    if cols["license"][i] is None and page_license:
+        cols["license"][i], cols["license_source"][i] = page_license, "page"

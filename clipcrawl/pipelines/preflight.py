@@ -115,6 +115,11 @@ def config_paths(cfg: Any) -> list[tuple[str, str]]:
         for name in ("unsafe_head", "watermark_head"):
             if getattr(clip, name, None):
                 out.append((f"filters.clip.{name}", getattr(clip, name)))
+        for i, spec in enumerate(getattr(clip, "models", None) or []):  # further scorers (the first is above)
+            if i and spec.pretrained and _looks_like_checkpoint(str(spec.pretrained)):
+                out.append((f"filters.clip.models[{i}].pretrained", spec.pretrained))
+            if spec.tokenizer and spec.tokenizer.startswith(("/", "~", ".")):  # a folder, not an HF name
+                out.append((f"filters.clip.models[{i}].tokenizer", spec.tokenizer))
     signals = getattr(getattr(cfg, "filters", None), "signals", None)
     if signals is not None and signals.aesthetic_head and "aesthetic" in signals.compute:
         out.append(("filters.signals.aesthetic_head", signals.aesthetic_head))
@@ -134,11 +139,14 @@ def check_run(cfg: Any) -> None:
     folder can be written and every local input path the config names exists."""
     check_output(str(cfg.dataset), "dataset")
     check_paths(cfg)
+    for target in getattr(getattr(cfg, "output", None), "exports", None) or []:
+        check_export_target(str(cfg.dataset), target)
     clip = getattr(getattr(cfg, "filters", None), "clip", None)
     if clip is not None and clip.enabled:  # a real model on a core install: name the [clip] extra now
         from clipcrawl.filters.clip.model import require_torch_clip
 
-        require_torch_clip(clip.model)
+        for m in [clip.model, *(s.model for s in getattr(clip, "models", None) or [])]:
+            require_torch_clip(m)
     signals = getattr(getattr(cfg, "filters", None), "signals", None)
     if signals is not None:  # a signal's extra not installed, an aesthetic head missing: exit 2 naming it
         from clipcrawl.filters.signals import check_signals
@@ -166,3 +174,20 @@ def _check_aesthetic_width(head_path: str, model: str) -> None:
         except ImportError:
             dim = None
     load_head(head_path, "aesthetic", dim)
+
+
+def check_export_target(dataset: str, target: Any) -> None:
+    """``output.exports``: OUT outside the dataset, writable, and the format's writer library installed."""
+    from clipcrawl.base.storage import fs_and_path
+
+    src, out = fs_and_path(dataset)[1].rstrip("/"), fs_and_path(target.out)[1].rstrip("/")
+    if out == src or out.startswith(src + "/"):
+        raise ConfigError(f"output.exports: {target.out} is inside the dataset {dataset}: choose a folder outside it")
+    check_output(target.out, f"output.exports ({target.format}) out")
+    need = {"hf": ("datasets", "export"), "litdata": ("litdata", "export")}.get(target.format)
+    if need is not None:
+        import importlib.util
+
+        if importlib.util.find_spec(need[0]) is None:
+            raise ConfigError(f"output.exports: format {target.format} needs {need[0]} "
+                              f"(fix: pip install 'clipcrawl[{need[1]}]')")

@@ -82,6 +82,7 @@ def check_shard(ref: ShardRef, published_run: int | None = None, samples_file: s
         return res
     _check_rows(res, table)
     _check_stats(res, table)
+    _check_scores(res, table)
     rows = _success_rows(table)
     fs, tar = fs_and_path(ref.tar)
     if fs.exists(tar):
@@ -124,6 +125,34 @@ def _check_rows(res: ShardResult, table: pa.Table) -> None:
     if silent:
         res.add("no-error-message", ref.parquet, f"{len(silent)} non-success rows without an error_message: "
                 f"{examples(map(str, silent))}")
+
+
+def _check_scores(res: ShardResult, table: pa.Table) -> None:
+    """Every further scorer's score names its model (clip_similarity_<n> -> clip_model_<n>; external
+    scores in clip_similarity may lack clip_model) and every CLIP score lies in its range (cosines in
+    [-1, 1], clip_sigmoid* in [0, 1])."""
+    import numpy as np
+
+    from clipcrawl.schemas.tables import clip_score_columns
+
+    pairs = clip_score_columns(table.column_names)
+    keys = np.asarray(table.column("key").to_pylist(), dtype=object)
+    for score, model in pairs.items():
+        has = np.asarray(table.column(score).is_valid().to_numpy(zero_copy_only=False), bool)
+        named = (np.asarray(table.column(model).is_valid().to_numpy(zero_copy_only=False), bool)
+                 if model in table.column_names else np.zeros(table.num_rows, bool))
+        if (has & ~named).any():
+            res.add("score-model-missing", res.ref.parquet, f"{int((has & ~named).sum())} rows have {score} but no "
+                    f"{model} naming the model that scored them: {examples(map(str, keys[has & ~named]))}")
+    for col in table.column_names:
+        lo = 0.0 if col.startswith("clip_sigmoid") else -1.0
+        if not (col in pairs or col.startswith(("clip_sigmoid", "clip_similarity"))) or not pa.types.is_floating(table.schema.field(col).type):
+            continue
+        v = table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = ~np.isnan(v) & ((v < lo - 1e-3) | (v > 1 + 1e-3))
+        if bad.any():
+            res.add("score-range", res.ref.parquet, f"{int(bad.sum())} rows have {col} outside [{lo:g}, 1]: "
+                    f"{examples(map(str, keys[bad]))}")
 
 
 def _check_stats(res: ShardResult, table: pa.Table) -> None:

@@ -317,6 +317,8 @@ def rewrite_shard(ref: ShardRef, table: pa.Table, before: pa.Table | None = None
                     _write_tar(drop.tar, [samples[k] for k in rest])
                 else:
                     remove(drop.tar)
+    elif not tar_exists and not keep_tars:
+        table = _reconcile_image_column(ref, table, before)
     failpoint("shard.rewrite")  # the tars rewritten, the Parquet not yet: the widest window of a rewrite
     out = conform(table, SAMPLES)
     write_parquet(out, ref.parquet)
@@ -350,6 +352,68 @@ def _keep_status_without_image(table: pa.Table, before: pa.Table, images: set[st
     table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status, pa.string()))
     return table.set_column(table.schema.get_field_index("error_message"), "error_message",
                             pa.array(errors, pa.string()))
+
+
+def _image_column(ref: ShardRef, table: pa.Table) -> str | None:
+    """``output_format: parquet``: the name of the shard's image column (``jpg``...), in ``table`` or in the
+    Parquet file on disk (readers of whole datasets leave it out of memory); None for other formats."""
+    from clipcrawl.base.shardfiles import IMAGE_EXTS
+
+    for name in IMAGE_EXTS:
+        if name in table.column_names and pa.types.is_binary(table.schema.field(name).type):
+            return name
+    import pyarrow.parquet as pq
+
+    fs, path = fs_and_path(ref.parquet)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        schema = pq.read_schema(f)
+    return next((n for n in IMAGE_EXTS if n in schema.names and pa.types.is_binary(schema.field(n).type)), None)
+
+
+def _reconcile_image_column(ref: ShardRef, table: pa.Table, before: pa.Table | None) -> pa.Table:
+    """``output_format: parquet`` (the images in the Parquet): the image column holds exactly the ``success``
+    rows' images, as :class:`ShardStream` wrote it. Images of rows a pass dropped move to
+    ``<shards>/dropped/NNNNN.tar`` (as for tar shards: a later decision can bring them back), rows that become
+    ``success`` get theirs back from there, and a row that becomes ``success`` with no image anywhere keeps its
+    ``before`` status. The dropped tar is written before the Parquet, so no image is ever only in memory."""
+    from clipcrawl.base.shardfiles import iter_tar
+    from clipcrawl.base.storage import exists, read_parquet, remove
+
+    col = _image_column(ref, table)
+    if col is None:
+        return table
+    keys = table.column("key").to_pylist()
+    if col in table.column_names:
+        images = table.column(col).to_pylist()
+    else:
+        on_disk = read_parquet(ref.parquet, ["key", col])
+        by_key = dict(zip(on_disk.column("key").to_pylist(), on_disk.column(col).to_pylist()))
+        images = [by_key.get(k) for k in keys]
+    drop = dropped_ref(ref)
+    dropped = {d["__key__"]: d[col] for d in iter_tar(drop.tar) if col in d} if exists(drop.tar) else {}
+    if before is not None:
+        table = _keep_status_without_image(table, before, {k for k, v in zip(keys, images) if v is not None}
+                                           | set(dropped))
+    status = table.column("status").to_pylist()
+    kept, moved = [], dict(dropped)
+    for k, s, img in zip(keys, status, images):
+        if s == Status.SUCCESS.value:
+            kept.append(img if img is not None else moved.pop(k, None))
+        else:
+            if img is not None:
+                moved[k] = img
+            kept.append(None)
+    if moved.keys() != dropped.keys():
+        if moved:
+            _write_tar(drop.tar, [{"__key__": k, col: moved[k]} for k in sorted(moved)])
+        else:
+            remove(drop.tar)
+    column = pa.array(kept, pa.binary())
+    if col in table.column_names:
+        return table.set_column(table.schema.get_field_index(col), col, column)
+    return table.append_column(col, column)
 
 
 def _write_tar(url: str, samples: Sequence[dict[str, Any]]) -> None:

@@ -75,6 +75,15 @@ class DownloadConfig(Model):
         True, description="TDMRep: never fetch what /.well-known/tdmrep.json reserves; drop responses with "
         "tdm-reservation: 1 (failed_to_download, reason recorded).",
     )
+    respect_image_metadata: bool = Field(
+        True, description="Refuse images whose own metadata opts out of AI training (IPTC/PLUS plus:DataMining "
+        "DMI-PROHIBITED*, C2PA/CAWG training-mining notAllowed/constrained) or cannot be read safely "
+        "(failed_to_download, reason recorded). Provenance columns are recorded either way.",
+    )
+    respect_ai_txt: bool = Field(
+        True, description="Spawning ai.txt: never fetch what the origin's /ai.txt disallows (by path or file "
+        "type; failed_to_download, reason recorded).",
+    )
     blocklists: list[str] = Field(
         default_factory=list, description="Blocklist files, one rule a line: URL, domain:example.com (subdomains "
         "too), sha256:<hex>, md5:<hex>. URL/domain rules before any request, hash rules on the downloaded bytes; "
@@ -146,6 +155,23 @@ class TextFilterConfig(Model):
         return [x.strip().lower() for x in v if x.strip()]
 
 
+class ClipModelSpec(Model):
+    """One scorer of ``filters.clip.models``: an open_clip model and where its weights/tokenizer come from."""
+
+    model: str = Field(..., description="open_clip model name, 'hf-hub:org/repo', or 'tiny' (shipped).")
+    pretrained: str | None = Field("openai", description="Pretrained tag, or a local checkpoint file/folder.")
+    tokenizer: str | None = Field(None, description="A local tokenizer folder (or HF name) replacing the model's own.")
+    name: str | None = Field(
+        None, pattern=r"^[a-z0-9_]{1,40}$",
+        description="Column suffix: clip_similarity_<name> (default: from the model name, e.g. vit_l_14). "
+        "Ignored for the first model, whose score is clip_similarity.")
+
+
+#: Score columns a rule or ``--top-fraction`` can rank by: clip_similarity, clip_sigmoid, their
+#: ``_<name>`` forms for further models (clipcrawl.filters.clip.multi), punsafe, pwatermark.
+SCORE_COLUMN_PATTERN = r"^(clip_similarity|clip_sigmoid)(_[a-z0-9_]{1,40})?$|^(punsafe|pwatermark)$"
+
+
 class ClipConfig(Model):
     """CLIP scoring (``clipcrawl score``); see clipcrawl.filters.clip."""
 
@@ -154,10 +180,21 @@ class ClipConfig(Model):
     pretrained: str | None = Field(
         "openai", description="open_clip pretrained tag, or a local checkpoint path (.pt/.safetensors)."
     )
+    tokenizer: str | None = Field(
+        None, description="Local tokenizer folder (HF save_pretrained() files, or a CLIP BPE *.txt.gz) or HF name "
+        "replacing the model's own (SigLIP / MetaCLIP 2 tokenizers download with the weights).")
+    models: list[ClipModelSpec] = Field(
+        default_factory=list, description="Several scorers in one pass (one image decode shared): the first is "
+        "model/pretrained/tokenizer (its cosine is clip_similarity), each further one writes "
+        "clip_similarity_<name> (+ clip_sigmoid_<name> for SigLIP) and clip_model_<name>.")
     threshold: float = Field(0.28, ge=-1, le=1, description="Drop pairs with clip_similarity below this (-1: no absolute cut).")
+    threshold_by: str = Field("clip_similarity", pattern=SCORE_COLUMN_PATTERN,
+                              description="The score column the threshold applies to (e.g. clip_similarity_vit_l_14).")
     top_fraction: float | None = Field(
         None, gt=0, le=1, description="Keep only this fraction of scored candidates with the highest clip_similarity, "
         "ranked across the whole dataset (not per shard); re-applicable without rescoring (clipcrawl.filters.clip.cut).")
+    top_fraction_by: str = Field("clip_similarity", pattern=SCORE_COLUMN_PATTERN,
+                                 description="The score column top_fraction ranks by (any model's).")
     max_punsafe: float | None = Field(None, ge=0, le=1, description="Drop pairs with punsafe above this.")
     max_pwatermark: float | None = Field(None, ge=0, le=1, description="Drop pairs with pwatermark above this.")
     precision: Literal["auto", "fp32", "fp16", "bf16", "fast"] = Field(
@@ -204,6 +241,21 @@ class ClipConfig(Model):
         description="Zero-shot negatives of pwatermark.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _first_model(cls, data: Any) -> Any:
+        """``models: [...]`` given: the first one is the primary model (model/pretrained/tokenizer)."""
+        if isinstance(data, dict) and data.get("models"):
+            first = data["models"][0]
+            first = first.model_dump() if hasattr(first, "model_dump") else dict(first)
+            data = {**data, "model": first.get("model", data.get("model")), "pretrained": first.get("pretrained", "openai"),
+                    "tokenizer": first.get("tokenizer")}
+        return data
+
+
+#: licence ids ``filters.image.licenses`` / ``--licenses`` accept (clipcrawl.filters.provenance.license_id)
+LICENSE_IDS = ("cc0", "pdm", "cc-by", "cc-by-sa", "cc-by-nd", "cc-by-nc", "cc-by-nc-sa", "cc-by-nc-nd")
+
 
 class ImageFilterConfig(Model):
     """Rules on the downloaded image (clipcrawl.filters.images.rules): status filtered_image."""
@@ -212,6 +264,20 @@ class ImageFilterConfig(Model):
     min_side: int = Field(0, ge=0, le=MAX_SOURCE_SIDE, description="Drop images whose original smaller side is below this (pixels).")
     max_aspect_ratio: float = Field(math.inf, ge=1, description="Drop images whose larger/smaller side exceeds this.")
     min_bytes: int = Field(0, ge=0, le=MAX_BODY_BYTES, description="Drop images whose downloaded body is smaller than this (bytes).")
+    exclude_ai_generated: bool = Field(
+        False, description="Drop images whose IPTC or C2PA metadata says a generative model made them (ai_generated).")
+    licenses: list[str] = Field(
+        default_factory=list, description="Keep only images under one of these licences (cc0, pdm, cc-by, cc-by-sa, "
+        "cc-by-nd, cc-by-nc, cc-by-nc-sa, cc-by-nc-nd), from the image's metadata or else its page; [] keeps all.")
+
+    @field_validator("licenses")
+    @classmethod
+    def _known_licenses(cls, v: list[str]) -> list[str]:
+        out = [x.strip().lower() for x in v if x.strip()]
+        bad = [x for x in out if x not in LICENSE_IDS]
+        if bad:
+            raise ValueError(f"unknown licence {', '.join(bad)}; use {', '.join(LICENSE_IDS)}")
+        return out
 
 
 class BalanceConfig(Model):
@@ -356,8 +422,21 @@ class DedupConfig(Model):
 
 
 # ---------------------------------------------------------------- output
+class ExportTarget(Model):
+    """One ``clipcrawl export`` that ``run`` redoes after each run (resumable: only what changed is rewritten)."""
+
+    format: Literal["mds", "litdata", "hf", "datacomp-uids"] = Field(
+        ..., description="mds (MosaicML streaming), litdata, hf (Hugging Face Parquet + card), datacomp-uids.")
+    out: str = Field(..., min_length=1, max_length=4096, description="Folder or fsspec URL outside the dataset.")
+    columns: list[str] | None = Field(None, max_length=1000, description="Metadata columns; default: export's.")
+    chunk_mb: int = Field(64, ge=1, le=4096, description="MDS shard / LitData chunk size (their writers hold one).")
+
+
 class OutputConfig(Model):
     output_format: Literal["webdataset", "parquet", "files"] = "webdataset"
+    exports: list[ExportTarget] = Field(
+        default_factory=list, max_length=16,
+        description="Exports for other loaders, refreshed after every run (clipcrawl export's formats).")
     samples_per_shard: int = Field(10_000, ge=1, le=MAX_SAMPLES_PER_SHARD)
     storage_options: dict[str, Any] = Field(
         default_factory=dict,

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 DEFAULT_USER_AGENT = "clipcrawl/0.1 (+https://github.com/clipcrawl/clipcrawl)"
 #: X-Robots-Tag / meta robots directives that forbid use of an image for AI training.
-NOAI_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
+NOAI_DIRECTIVES = ("noai", "noimageai", "noml", "noindex", "noimageindex")
 
 
 class ConfigError(ValueError):

@@ -33,7 +33,7 @@ class PageStatus(str, Enum):
 
     OK = "ok"  # fetched and parsed
     ROBOTS_DISALLOWED = "robots_disallowed"  # robots.txt forbids it; never requested
-    META_NOAI = "meta_noai"  # meta robots noai/noimageai/noindex/noimageindex: pairs withheld
+    META_NOAI = "meta_noai"  # meta robots noai/noimageai/noml/noindex/noimageindex: pairs withheld
     HTTP_ERROR = "http_error"  # 4xx/5xx after retries
     FETCH_ERROR = "fetch_error"  # timeout, reset, DNS, TLS ...
     NOT_HTML = "not_html"  # content type is not HTML

@@ -8,6 +8,7 @@ at the end. ``tests/schemas`` asserts that every writer's output matches.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -26,6 +27,20 @@ CAPTION_FIELDS = (
     pa.field("caption_words", pa.int32()),  # caption length in words (\w+ runs)
 )
 
+# ---------------------------------------------------------------- provenance
+#: What an image's own metadata says (XMP IPTC/PLUS, C2PA), in SAMPLES; null when the image was not read.
+PROVENANCE_FIELDS = (
+    pa.field("c2pa_present", pa.bool_()),  # true: a C2PA manifest store is embedded (null otherwise)
+    pa.field("c2pa_validation_state", pa.string()),  # Valid | Trusted | Invalid | "unreadable: <cause>"
+    pa.field("c2pa_claim_generator", pa.string()),  # the active manifest's claim generator ("name/version")
+    pa.field("c2pa_training_mining", pa.string()),  # its training-mining entries: "ai_training=notAllowed,..."
+    pa.field("ai_generated", pa.bool_()),  # a generative model made it (IPTC/C2PA digital source type); null: unstated
+    pa.field("ai_generated_source", pa.string()),  # iptc | c2pa | iptc,c2pa
+    pa.field("data_mining", pa.string()),  # IPTC/PLUS plus:DataMining value, e.g. DMI-PROHIBITED-AIMLTRAINING
+    pa.field("license", pa.string()),  # licence URL or notice: the image's, else the page's
+    pa.field("license_source", pa.string()),  # xmpRights:WebStatement | cc:license | dc:rights | iptc:CopyrightNotice | page
+)
+
 # ---------------------------------------------------------------- pairs
 #: Candidate (image URL, caption) pairs found by the crawler or the Common Crawl reader.
 PAIRS = pa.schema(
@@ -42,6 +57,7 @@ PAIRS = pa.schema(
         pa.field("img_width_attr", pa.int32()),  # declared width/height attributes, when present
         pa.field("img_height_attr", pa.int32()),
         pa.field("found_at", TIMESTAMP),
+        pa.field("page_license", pa.string()),  # the page's rel="license" link / Creative Commons markup
     ]
 )
 
@@ -111,6 +127,7 @@ SAMPLES = pa.schema(
         pa.field("img_width_attr", pa.int32()),
         pa.field("img_height_attr", pa.int32()),
         pa.field("found_at", TIMESTAMP),  # when the crawler / reader found the pair
+        pa.field("page_license", pa.string()),  # the page's licence link (pairs), kept for the license column
         # --- download details
         pa.field("mime_type", pa.string()),  # e.g. image/jpeg (decoded format, not the header)
         pa.field("bytes", pa.int64()),  # size of the downloaded body
@@ -119,9 +136,15 @@ SAMPLES = pa.schema(
         pa.field("phash", pa.uint64()),  # 64-bit perceptual hash of the image
         pa.field("num_faces", pa.int32()),  # faces detected and blurred (download.blur_faces); null when off
         pa.field("face_bboxes", pa.list_(pa.list_(pa.float32()))),  # their [x0, y0, x1, y1] fractions, pre-crop
+        # --- consent and provenance, read from the original bytes (clipcrawl.crawler.imagemeta)
+        *PROVENANCE_FIELDS,
         # --- CLIP scoring
         pa.field("clip_similarity", pa.float32()),  # cosine of L2-normalised embeddings
         pa.field("clip_model", pa.string()),  # "<name>/<pretrained>" or checkpoint path
+        # SigLIP-style models only: sigmoid(logit_scale * clip_similarity + logit_bias), the model's own
+        # calibrated pair probability; null for softmax CLIP models. Further models' scores are the
+        # columns of clip_score_fields() (clipcrawl.filters.clip.multi).
+        pa.field("clip_sigmoid", pa.float32()),
         # punsafe/pwatermark: ZERO-SHOT prompt scores (softmax over ClipConfig's prompt lists), uncalibrated
         # and never used to filter by default; with ClipConfig.safety_head they come from that trained head.
         pa.field("punsafe", pa.float32()),  # LAION's name
@@ -142,6 +165,31 @@ SAMPLES = pa.schema(
         pa.field("run", pa.int32()),  # run number that produced it (incremental runs)
     ]
 )
+
+#: Per-model score columns of the further scorers of a multi-model pass (``filters.clip.models``):
+#: ``<base>_<name>`` for each base; appended after SAMPLES' columns, typed as here.
+CLIP_SCORE_BASES: dict[str, pa.DataType] = {
+    "clip_similarity": pa.float32(), "clip_sigmoid": pa.float32(), "clip_model": pa.string(),
+}
+CLIP_SCORE_NAME = re.compile(r"^(clip_similarity|clip_sigmoid|clip_model)_([a-z0-9_]{1,40})$")
+
+
+def clip_score_fields(name: str) -> list[pa.Field]:
+    """The columns a further scorer named ``name`` writes."""
+    return [pa.field(f"{base}_{name}", t) for base, t in CLIP_SCORE_BASES.items()]
+
+
+def clip_score_columns(names: Iterable[str]) -> dict[str, str]:
+    """The further scorers' score columns among ``names``: similarity column -> its model column
+    (``clip_similarity_l14`` -> ``clip_model_l14``), in order."""
+    names = list(names)
+    out = {}
+    for n in names:
+        m = CLIP_SCORE_NAME.match(n)
+        if m and m.group(1) == "clip_similarity":
+            out[n] = f"clip_model_{m.group(2)}"
+    return out
+
 
 #: Columns that live only in memory between stages; sinks never write them to Parquet.
 IMAGE_COLUMN = "image"  # encoded (resized) image bytes

@@ -21,7 +21,7 @@ from clipcrawl.base.captions import fix_text
 from clipcrawl.crawler.extract import LAZY_SRC_ATTRS
 from clipcrawl.crawler.urls import normalize_url
 
-NOAI = {"noai", "noimageai", "noindex", "noimageindex", "none"}
+NOAI = {"noai", "noimageai", "noml", "noindex", "noimageindex", "none"}
 RASTER = ("jpeg", "jpg", "png", "webp", "gif")
 _DIM = re.compile(r"^\s*(\d+)(\.\d*)?\s*(px)?\s*$", re.I)
 

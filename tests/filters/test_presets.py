@@ -38,7 +38,8 @@ def _kept(name, **filters):
                    if s == "success")
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+# datacomp-intersect-b32-l14 ranks by a second model's score these rows lack: tests/filters/clip/test_multi_model.py
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"datacomp-intersect-b32-l14"}))
 def test_preset_exact_keep_sets(name):
     assert _kept(name) == EXPECTED[name]
 
@@ -65,7 +66,7 @@ def test_overrides_explicit_fields_win_and_describe(tmp_path):
     assert out.filters.clip.model == "ViT-B-32" and out.filters.text.languages == ["en"]
     assert out.filters.image.min_bytes == 5000 and cfg.filters.image.min_bytes == 0  # pure
     assert describe_preset("datacomp-basic")[0].startswith("preset datacomp-basic: DataComp")
-    assert set(PRESETS) == {"laion400m", "laion2b-en", "datacomp-basic", "datacomp-clip-top30", "metaclip",
-                            "laion-aesthetics-6plus"}
+    assert set(PRESETS) == {"laion400m", "laion2b-en", "datacomp-basic", "datacomp-clip-top30",
+                            "datacomp-intersect-b32-l14", "metaclip", "laion-aesthetics-6plus"}
     with pytest.raises(ConfigError, match="unknown preset"):
         apply_preset(FiltersConfig(), "laion5b")

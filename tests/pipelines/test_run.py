@@ -238,3 +238,38 @@ def test_run_with_every_seed_refused_fails_with_the_reason(tmp_path):
     assert "nothing collected" in out and "blocked_address 2" in out and "allow_private_networks" in out
     st = json.loads((tmp_path / "ds" / "runs" / "0001" / "run.json").read_text())
     assert st["state"] == "done" and "blocked_address 2" in st["error"]
+
+
+def test_run_refreshes_its_exports(site, tmp_path):
+    """``output.exports``: every run leaves the exports equal to the dataset's kept samples; the second run
+    (a dedup of its own, a tighter CLIP cut) redoes what changed; an export inside the dataset is exit 2 at
+    ``--check``, before anything is written."""
+    datasets = pytest.importorskip("datasets")
+    from clipcrawl.pipelines.manifest import kept_samples
+
+    out = tmp_path / "hf"
+    bad = write_config(tmp_path / "bad.yaml", tmp_path / "ds", site.url,
+                       output={"exports": [{"format": "hf", "out": str(tmp_path / "ds" / "hf")}]})
+    r = clipcrawl("run", str(bad), "--check")
+    assert r.returncode == 2 and "inside the dataset" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "ds").exists()
+
+    def check() -> None:
+        want = set(kept_samples(str(tmp_path / "ds")).column("key").to_pylist())
+        ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / f"cache-{len(want)}"))
+        assert set(ds["key"]) == want and ds.num_rows == len(want)
+        assert isinstance(ds.features["image"], datasets.Image)
+
+    cfg = write_config(tmp_path / "run.yaml", tmp_path / "ds", site.url,
+                       output={"exports": [{"format": "hf", "out": str(out)}]})
+    r = clipcrawl("run", str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    check()
+    tighter = write_config(tmp_path / "run2.yaml", tmp_path / "ds", site.url,
+                           filters={"clip": {"model": "tiny", "pretrained": None, "threshold": 0.4,
+                                             "precision": "fp32", "top_fraction": 0.5}},
+                           output={"exports": [{"format": "hf", "out": str(out)}]})
+    r = clipcrawl("run", str(tighter))
+    assert r.returncode == 0, r.stderr[-3000:]
+    check()
+    assert_verified(tmp_path / "ds")

@@ -106,6 +106,13 @@ async function init() {
     fill($("status"), info.statuses); fill($("domain"), info.domains); fill($("lang"), info.languages);
     document.title = `clipcrawl browse – ${info.dataset}`;
     if (info.search_error) $("q").placeholder = `search unavailable: ${info.search_error}`;
+    const prov = info.provenance || {};
+    const pairs = (o) => Object.entries(o || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+    $("provenance").textContent = [
+      Object.keys(prov.refused || {}).length ? `refused by opt-outs: ${pairs(prov.refused)}` : "",
+      prov.ai_generated_kept ? `kept AI-generated (IPTC/C2PA): ${prov.ai_generated_kept}` : "",
+      Object.keys(prov.licences_kept || {}).length ? `kept licences: ${pairs(prov.licences_kept)}` : "",
+    ].filter(Boolean).join(" · ");
   } catch (e) { /* filters stay empty; results still load */ }
   for (const f of FIELDS) if (url.has(f)) $(f).value = url.get(f);
   like = url.get("like") || "";

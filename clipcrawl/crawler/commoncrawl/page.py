@@ -43,6 +43,7 @@ class PageInfo:
     language: str | None = None
     date: datetime | None = None  # capture time (WARC-Date)
     noai: bool = False
+    license: str | None = None  # the page's licence link (extract.Page.license)
     pairs: list[Candidate] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # image candidates left out, by reason
 

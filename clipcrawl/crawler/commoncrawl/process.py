@@ -30,7 +30,7 @@ SOURCE = "commoncrawl"
 READ_TYPES = frozenset({"response", "metadata"})  # the blocks of other records are skipped unread
 MAX_ERRORS_KEPT = 5
 _COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_title", "page_language",
-            "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title")
+            "img_width_attr", "img_height_attr", "found_at", "alt", "figcaption", "title", "page_license")
 
 
 @dataclass
@@ -119,6 +119,7 @@ class _Chunks:
             c["alt"].append(p.alt)
             c["figcaption"].append(p.figcaption)
             c["title"].append(p.title)
+            c["page_license"].append(page.license)
         if len(c["key"]) >= self.size:
             self.flush()
         return len(page.pairs)

@@ -49,6 +49,7 @@ def page_from_response(rec: RawRecord, max_html_bytes: int) -> PageInfo:
     except PageTooComplex:  # nested deeper / builds more than the parse budget allows (crawler.parsebudget)
         raise Skip("over_parse_budget") from None
     page.title = parsed.title
+    page.license = parsed.license
     page.language = parsed.language or first_language(msg.header("content-language"))
     if parsed.noai:
         page.noai = True

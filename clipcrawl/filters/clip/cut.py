@@ -7,6 +7,12 @@ each giving ``filtered_clip`` with ``"clip_cut: <reason>"``:
 2. ``max_pwatermark``: ``pwatermark > max_pwatermark`` is dropped;
 3. ``threshold``: ``clip_similarity < threshold`` is dropped (``-1`` or None: no absolute cut);
 4. ``top_fraction`` P: only the P highest ``clip_similarity`` of all **candidates of the dataset**
+
+``threshold_by`` / ``top_fraction_by`` move rules 3 and 4 to another score column (a further model's
+``clip_similarity_<name>``, a ``clip_sigmoid``...). The fraction's cut-off is taken over every
+candidate's score in that column, independent of the threshold, so ``threshold`` by one model and
+``top_fraction`` by another is DataComp's intersection of two filters (preset
+``datacomp-intersect-b32-l14``). A candidate without a score in a ranked column is dropped.
    stay. The cut-off is one number for all shards (:func:`global_cutoff`): the score of the
    ``ceil(P * N)``-th best candidate; every candidate scoring at least that stays (ties at the
    cut-off all stay, so slightly more than P may stay when scores tie).
@@ -38,6 +44,7 @@ import pyarrow as pa
 
 from clipcrawl.base.stage import mark, set_column
 from clipcrawl.schemas.components import ClipConfig
+from clipcrawl.schemas.configbase import ConfigError
 from clipcrawl.schemas.status import Status
 
 STAGE = "clip_cut"
@@ -50,18 +57,20 @@ class CutRule:
     top_fraction: float | None = None
     max_punsafe: float | None = None
     max_pwatermark: float | None = None
+    threshold_by: str = "clip_similarity"
+    top_fraction_by: str = "clip_similarity"
 
     @classmethod
     def from_config(cls, cfg: ClipConfig) -> CutRule:
         return cls(None if cfg.threshold <= -1 else cfg.threshold, cfg.top_fraction, cfg.max_punsafe,
-                   cfg.max_pwatermark)
+                   cfg.max_pwatermark, cfg.threshold_by, cfg.top_fraction_by)
 
     def describe(self) -> str:
         parts = []
         if self.threshold is not None:
-            parts.append(f"clip_similarity >= {self.threshold:g}")
+            parts.append(f"{self.threshold_by} >= {self.threshold:g}")
         if self.top_fraction is not None:
-            parts.append(f"top {self.top_fraction:.0%} by clip_similarity (whole dataset)")
+            parts.append(f"top {self.top_fraction:.0%} by {self.top_fraction_by} (whole dataset)")
         if self.max_punsafe is not None:
             parts.append(f"punsafe <= {self.max_punsafe:g}")
         if self.max_pwatermark is not None:
@@ -100,8 +109,8 @@ def candidate_mask(table: pa.Table) -> np.ndarray:
     return ok & ~np.isnan(_floats(table, "clip_similarity"))
 
 
-def candidate_scores(table: pa.Table) -> np.ndarray:
-    return _floats(table, "clip_similarity")[candidate_mask(table)]
+def candidate_scores(table: pa.Table, column: str = "clip_similarity") -> np.ndarray:
+    return _floats(table, column)[candidate_mask(table)]
 
 
 def global_cutoff(score_arrays: Iterable[np.ndarray], top_fraction: float | None) -> float | None:
@@ -118,18 +127,20 @@ def global_cutoff(score_arrays: Iterable[np.ndarray], top_fraction: float | None
 
 
 def cut_reasons(table: pa.Table, rule: CutRule, cutoff: float | None) -> list[str | None]:
-    sim, ps, pw = (_floats(table, c) for c in ("clip_similarity", "punsafe", "pwatermark"))
+    ps, pw = (_floats(table, c) for c in ("punsafe", "pwatermark"))
+    tcol, fcol = rule.threshold_by, rule.top_fraction_by
+    sim, rank = _floats(table, tcol), _floats(table, fcol)
     out: list[str | None] = []
-    for s, u, w in zip(sim, ps, pw):
+    for s, f, u, w in zip(sim, rank, ps, pw):
         r = None
         if rule.max_punsafe is not None and u > rule.max_punsafe:
             r = f"punsafe {u:.3f} > {rule.max_punsafe:g}"
         elif rule.max_pwatermark is not None and w > rule.max_pwatermark:
             r = f"pwatermark {w:.3f} > {rule.max_pwatermark:g}"
-        elif rule.threshold is not None and s < rule.threshold:
-            r = f"clip_similarity {s:.3f} < {rule.threshold:g}"
-        elif cutoff is not None and s < cutoff:
-            r = f"clip_similarity {s:.3f} below the top {rule.top_fraction:.0%} cut-off {cutoff:.4f}"
+        elif rule.threshold is not None and not s >= rule.threshold:
+            r = f"{tcol} {s:.3f} < {rule.threshold:g}"
+        elif cutoff is not None and not f >= cutoff:
+            r = f"{fcol} {f:.3f} below the top {rule.top_fraction:.0%} cut-off {cutoff:.4f}"
         out.append(r)
     return out
 
@@ -144,8 +155,30 @@ def cut_table(table: pa.Table, rule: CutRule, cutoff: float | None) -> pa.Table:
     return mark(table, drop, Status.FILTERED_CLIP, STAGE, reasons)
 
 
+def rank_columns(rule: CutRule) -> list[str]:
+    """The score columns ``rule`` reads for its threshold and fraction."""
+    return ([rule.threshold_by] if rule.threshold is not None else []) + (
+        [rule.top_fraction_by] if rule.top_fraction is not None else [])
+
+
+def check_columns(tables: Sequence[pa.Table], rule: CutRule) -> None:
+    """A rule over a score column that no shard has (a model that was not scored) is a ConfigError."""
+    if any(t.num_rows for t in tables):
+        check_available(rule, {c for t in tables for c in t.column_names})
+
+
+def check_available(rule: CutRule, available: set[str]) -> None:
+    """ConfigError when ``rule`` ranks by a column outside ``available`` (what the shards hold plus what
+    this pass's scorers write); the score command calls it before scoring anything."""
+    for col in rank_columns(rule):
+        if col not in available:
+            raise ConfigError(f"the CLIP cut ranks by {col}, which no shard has (fix: score with the model that "
+                              f"writes it, e.g. filters.clip.models / a second --model, or rank by clip_similarity)")
+
+
 def apply_cut(tables: Sequence[pa.Table], rule: CutRule) -> list[pa.Table]:
     """The cut over a whole dataset held as tables (one per shard): per-row status and reason."""
     tables = [reset_cut(t) for t in tables]
-    cutoff = global_cutoff((candidate_scores(t) for t in tables), rule.top_fraction)
+    check_columns(tables, rule)
+    cutoff = global_cutoff((candidate_scores(t, rule.top_fraction_by) for t in tables), rule.top_fraction)
     return [cut_table(t, rule, cutoff) for t in tables]

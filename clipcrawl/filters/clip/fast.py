@@ -3,7 +3,9 @@
 * Image tower: exported once to ONNX and int8-quantized with the fastest recipe whose similarities
   stay within ``tolerance`` of fp32 on a calibration set (:mod:`clipcrawl.filters.clip.quantize`).
 * Text tower: fp32 ONNX run on tokens cropped after the longest caption (exact: causal attention
-  and end-of-text pooling), so a 12-token caption costs 13 positions instead of 77.
+  and end-of-text pooling), so a 12-token caption costs 13 positions instead of 77. Towers whose
+  crop would change the result (SigLIP's bidirectional text tower read at the last position,
+  HF text towers) get the full padded tokens.
 * Threads: ``intra_op_num_threads`` = the torch thread count, spinning off (decode threads share
   the cores), one inter-op thread.
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from clipcrawl.base.progress import log
 from clipcrawl.filters.clip.model import LoadedClip
-from clipcrawl.filters.clip.towers import crop_tokens, l2_normalize
+from clipcrawl.filters.clip.towers import crop_tokens, l2_normalize, text_croppable
 
 EXPORT_VERSION = "4"  # bump when the export or quantization recipe changes
 DEFAULT_TOLERANCE = 0.006  # calibration budget; the promise is 0.01 on real data
@@ -100,7 +102,9 @@ def build_onnx(clip: LoadedClip, quantize: str = "int8", tolerance: float = DEFA
 
 
 def _tokens(clip: LoadedClip, texts: list[str]) -> np.ndarray:
-    return np.ascontiguousarray(crop_tokens(clip.tokenizer(texts)).numpy(), dtype=np.int64)
+    t = clip.tokenizer(texts)
+    t = crop_tokens(t) if text_croppable(clip.model) else t
+    return np.ascontiguousarray(t.numpy(), dtype=np.int64)
 
 
 class OnnxEncoder:
@@ -114,13 +118,14 @@ class OnnxEncoder:
         self.image = _session(img_path, n)
         self.text = _session(txt_path, n)
         self.image_recipe = img_path.name
+        self.crop = text_croppable(clip.model)
 
     def encode_images(self, pixels: Any) -> np.ndarray:
         x = pixels.numpy() if hasattr(pixels, "numpy") else np.asarray(pixels)
         return l2_normalize(self.image.run(None, {"pixels": np.ascontiguousarray(x, dtype=np.float32)})[0])
 
     def encode_texts(self, tokens: Any) -> np.ndarray:
-        t = crop_tokens(tokens)
+        t = crop_tokens(tokens) if self.crop else tokens
         t = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
         return l2_normalize(self.text.run(None, {"tokens": np.ascontiguousarray(t, dtype=np.int64)})[0])
 

@@ -47,6 +47,19 @@ class LoadedClip:
     name: str  # "<model>/<pretrained>" as stored in clip_model
     weights_id: str  # stable id of the weights (for caches keyed by model+weights)
     embed_dim: int
+    #: SigLIP-style sigmoid pairs: the model's own ``logit_bias`` (None for softmax CLIP models); with
+    #: ``logit_scale`` (already exponentiated) it gives ``clip_sigmoid`` = sigmoid(scale * cosine + bias)
+    logit_bias: float | None = None
+    logit_scale: float = 100.0
+
+    def sigmoid(self, cosine: Any) -> Any:
+        """The model's calibrated pair probability for cosines (numpy); None when not a sigmoid model."""
+        import numpy as np
+
+        if self.logit_bias is None:
+            return None
+        z = np.asarray(cosine, dtype=np.float64) * self.logit_scale + self.logit_bias
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
 def is_offline() -> bool:
@@ -100,8 +113,13 @@ def load_clip(
     device: str = "auto",
     precision: str = "auto",
     cache_dir: str | None = None,
+    tokenizer: str | None = None,
 ) -> LoadedClip:
     """Create model, preprocess and tokenizer; raise ClipWeightsUnavailable / ConfigError on bad input.
+
+    ``tokenizer``: a local tokenizer folder (HF ``tokenizer.json``/``spiece.model``..., or a CLIP BPE
+    ``*.txt.gz``) or name that replaces the architecture's own (which, for SigLIP / MetaCLIP 2 / other
+    HF tokenizers, downloads with the weights; offline and not cached is a ClipWeightsUnavailable).
 
     Without torch/open_clip (a core install) the shipped tiny model runs on ONNX Runtime
     (:mod:`clipcrawl.filters.clip.light`); any other model is a ConfigError naming the ``[clip]`` extra."""
@@ -127,11 +145,11 @@ def load_clip(
         arch, ckpt, kwargs = _resolve_named(model, pretrained, cache_dir)
         name = f"{model}/{pretrained}" if pretrained else model
     try:
+        tok = make_tokenizer(arch, tokenizer, cache_dir)  # before the weights: a missing tokenizer fails fast
         net, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=ckpt, device=dev, cache_dir=cache_dir, **kwargs
         )
-        tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
-    except ClipWeightsUnavailable:
+    except (ClipWeightsUnavailable, ConfigError):
         raise
     except (OSError, RuntimeError, ValueError) as e:
         if _looks_like_network(e):
@@ -143,8 +161,103 @@ def load_clip(
     for p in net.parameters():
         p.requires_grad_(False)
     embed_dim = int(net.text_projection.shape[1]) if getattr(net, "text_projection", None) is not None else 0
-    embed_dim = embed_dim or int(net.encode_text(tokenizer(["a"]).to(dev)).shape[-1])
-    return LoadedClip(net, preprocess, tokenizer, dev, prec, name, _weights_id(name, ckpt), embed_dim)
+    embed_dim = embed_dim or int(net.encode_text(tok(["a"]).to(dev)).shape[-1])
+    bias = getattr(net, "logit_bias", None)
+    scale = getattr(net, "logit_scale", None)
+    return LoadedClip(net, preprocess, tok, dev, prec, name, _weights_id(name, ckpt), embed_dim,
+                      logit_bias=float(bias.item()) if bias is not None else None,
+                      logit_scale=float(scale.exp().item()) if scale is not None else 100.0)
+
+
+# ---------------------------------------------------------------- tokenizers
+_HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "sentencepiece.bpe.model",
+                       "vocab.txt", "vocab.json")
+HF_TOKENIZER_HINT = 'pip install "clipcrawl[clip-hf]"'
+
+
+def text_config(arch: str) -> dict[str, Any]:
+    """The text tower's config of an open_clip arch name or ``local-dir:`` folder ({} when unknown)."""
+    import open_clip
+
+    if arch.startswith("local-dir:"):
+        f = Path(arch[len("local-dir:") :]) / "open_clip_config.json"
+        try:
+            return dict(json.loads(f.read_text(encoding="utf-8")).get("model_cfg", {}).get("text_cfg", {}))
+        except (OSError, ValueError):
+            return {}
+    return dict((open_clip.get_model_config(arch) or {}).get("text_cfg", {}))
+
+
+def _has_hf_tokenizer(d: Path) -> bool:
+    return d.is_dir() and any((d / f).is_file() for f in _HF_TOKENIZER_FILES)
+
+
+def make_tokenizer(arch: str, override: str | None = None, cache_dir: str | None = None) -> Any:
+    """The tokenizer of ``arch`` (open_clip's choice), or ``override``: a local folder (HF files or a
+    CLIP BPE ``*.txt.gz``), an HF hub tokenizer name, or another open_clip model's name. HF tokenizers
+    are taken from the local cache first; offline and not cached is one ClipWeightsUnavailable line."""
+    import open_clip
+
+    tcfg = text_config(arch)
+    ctx = int(tcfg.get("context_length", 77))
+    kwargs = dict(tcfg.get("tokenizer_kwargs", {}))
+    source: str | None = None
+    if override:
+        d = Path(override).expanduser()
+        if d.is_dir():
+            bpe = sorted(d.glob("*.txt.gz"))
+            if bpe and not _has_hf_tokenizer(d):
+                return open_clip.SimpleTokenizer(bpe_path=str(bpe[0]), context_length=ctx)
+            if not _has_hf_tokenizer(d):
+                raise ConfigError(f"--tokenizer {override}: no tokenizer files in that folder (fix: a folder saved "
+                                  f"with tokenizer.save_pretrained(), or one holding a CLIP BPE vocabulary *.txt.gz)")
+            source = str(d)
+        elif override.replace("/", "-") in open_clip.list_models():
+            return open_clip.get_tokenizer(override.replace("/", "-"), context_length=ctx, cache_dir=cache_dir)
+        elif "/" in override and not override.startswith((".", "/", "~")):
+            source = override  # an HF hub tokenizer
+        else:
+            raise ConfigError(f"--tokenizer {override}: not a folder, an HF hub name (org/name) nor an open_clip model")
+    else:
+        hf_name = tcfg.get("hf_tokenizer_name", "")
+        if not hf_name:
+            return open_clip.get_tokenizer(arch, cache_dir=cache_dir)  # CLIP's BPE: shipped inside open_clip
+        local = Path(arch[len("local-dir:") :]) if arch.startswith("local-dir:") else None
+        source = str(local) if local is not None and _has_hf_tokenizer(local) else hf_name
+    return _hf_tokenizer(source, arch, ctx, kwargs, tcfg.get("tokenizer_mode"), cache_dir)
+
+
+def _hf_tokenizer(source: str, arch: str, ctx: int, kwargs: dict[str, Any], mode: str | None,
+                  cache_dir: str | None) -> Any:
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        raise ConfigError(f"the tokenizer of {arch} ({source}) needs the transformers package "
+                          f"(fix: {HF_TOKENIZER_HINT})")
+    from open_clip.tokenizer import HFTokenizer
+
+    extra: dict[str, Any] = {}
+    if not Path(source).is_dir():
+        if _hf_cached(source, list(_HF_TOKENIZER_FILES), cache_dir):
+            extra["local_files_only"] = True  # cached: no network round trip
+        elif is_offline():
+            raise ClipWeightsUnavailable(_tokenizer_hint(source, arch, "not in the local cache and offline mode is on"))
+        else:
+            err = _network_error(_hf_endpoint())
+            if err:
+                raise ClipWeightsUnavailable(_tokenizer_hint(source, arch, err))
+    try:
+        return HFTokenizer(source, context_length=ctx, cache_dir=cache_dir, tokenizer_mode=mode, **kwargs, **extra)
+    except (OSError, ValueError, ImportError) as e:
+        if Path(source).is_dir():
+            raise ConfigError(f"cannot load the tokenizer in {source}: {' '.join(str(e).split())[:200]}") from None
+        raise ClipWeightsUnavailable(_tokenizer_hint(source, arch, e)) from None
+
+
+def _tokenizer_hint(source: str, arch: str, reason: Any) -> str:
+    reason = " ".join(str(reason).split())[:200]
+    return (f"cannot load the tokenizer {source!r} of CLIP model {arch}: {reason}. It downloads with the weights; "
+            f"offline, pass a local copy: --tokenizer DIR (a folder saved with tokenizer.save_pretrained())")
 
 
 # ---------------------------------------------------------------- core install (no torch)
@@ -320,6 +433,13 @@ def _hf_endpoint() -> str:
 def _require_network(url: str, what: str, timeout: float = 3.0) -> None:
     """One TCP connect (to the proxy if one is set) before handing over to the hub client, whose
     retries with back-off would otherwise spend minutes on a machine without network."""
+    err = _network_error(url, timeout)
+    if err:
+        raise ClipWeightsUnavailable(offline_hint(repr(what), err))
+
+
+def _network_error(url: str, timeout: float = 3.0) -> str | None:
+    """None when one TCP connect to ``url``'s host (or the proxy) succeeds, else why not."""
     import socket
     from urllib.parse import urlsplit
 
@@ -327,12 +447,13 @@ def _require_network(url: str, what: str, timeout: float = 3.0) -> None:
     target = urlsplit(proxy if proxy else url)
     host = target.hostname
     if not host:
-        return
+        return None
     port = target.port or (443 if target.scheme == "https" else 80)
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
-        raise ClipWeightsUnavailable(offline_hint(repr(what), f"{host}:{port} unreachable ({e})")) from None
+        return f"{host}:{port} unreachable ({e})"
+    return None
 
 
 def _looks_like_network(e: BaseException) -> bool:

@@ -61,7 +61,7 @@ def export_towers(clip: LoadedClip, out_dir: Path) -> tuple[Path, Path]:
     """Export the two towers to fp32 ONNX in ``out_dir``; returns (image, text) paths."""
     import torch
 
-    from clipcrawl.filters.clip.towers import encode_text_cropped
+    from clipcrawl.filters.clip.towers import encode_text_cropped, text_croppable
 
     model = _exportable_copy(clip.model)
 
@@ -79,12 +79,14 @@ def export_towers(clip: LoadedClip, out_dir: Path) -> tuple[Path, Path]:
             self.m = model
 
         def forward(self, t: torch.Tensor) -> torch.Tensor:
-            return encode_text_cropped(self.m, t, crop=False) if hasattr(self.m, "token_embedding") else self.m.encode_text(t)
+            return encode_text_cropped(self.m, t, crop=False) if croppable else self.m.encode_text(t)
 
+    croppable = text_croppable(clip.model)
     size = image_size(clip)
     x = torch.randn(2, 3, size[0], size[1])
     t = clip.tokenizer(["a photo of a cat", "a red circle on a white background"])
-    t = t[:, : int(t.argmax(dim=-1).max()) + 1]
+    if croppable:
+        t = t[:, : int(t.argmax(dim=-1).max()) + 1]
     img_path, txt_path = out_dir / "image.fp32.onnx", out_dir / "text.fp32.onnx"
     _export_towers(Image(), Text(), x, t, img_path, txt_path)
     return img_path, txt_path

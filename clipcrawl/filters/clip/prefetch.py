@@ -32,6 +32,8 @@ class PreparedBatch:
     ok: list[bool]  # per row: image decoded
     errors: list[str | None]
     tokens: Any  # torch.LongTensor (len(rows), context) of every row's caption
+    #: further models (Prefetcher's ``more``): (pixels, tokens) each, from the same decoded images
+    more: list[tuple[Any, Any]] | None = None
 
 
 @dataclass
@@ -71,7 +73,8 @@ def split_preprocess(preprocess: Callable[[Any], Any]) -> SplitPreprocess | None
         return None
 
     steps = list(getattr(preprocess, "transforms", []))
-    if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize):
+    to_tensor = isinstance(steps[-2], T.ToTensor) or type(steps[-2]).__name__ == "MaybeToTensor" if len(steps) >= 2 else False
+    if len(steps) < 2 or not to_tensor or not isinstance(steps[-1], T.Normalize):
         return None
     pil_safe = (T.Resize, T.CenterCrop)
     for t in steps[:-2]:
@@ -110,6 +113,16 @@ def decode_image(data: bytes, preprocess: Callable[[Any], Any], max_pixels: int 
     return preprocess(rgb)
 
 
+def _finish(split: SplitPreprocess | None, tensors: list[Any]) -> Any:
+    if not tensors:
+        return None
+    if split is not None:
+        return split.finish(tensors)
+    import torch
+
+    return torch.stack(tensors)
+
+
 class Prefetcher:
     """Iterate prepared batches of ``images``/``captions`` with decoding running ahead in threads."""
 
@@ -120,10 +133,31 @@ class Prefetcher:
         workers: int | None = None,
         depth: int = 2,
         timeout: float = DECODE_TIMEOUT_S,
+        more: Sequence[tuple[Callable[[Any], Any], Callable[[list[str]], Any]]] = (),
     ) -> None:
+        """``more``: (preprocess, tokenizer) of further models; each image is decoded once and every
+        distinct preprocess (by its repr: sizes, interpolation, mean/std) runs on the decoded pixels."""
         self.split = split_preprocess(preprocess)
         self.preprocess = self.split.pil if self.split is not None else preprocess
         self.tokenizer = tokenizer
+        self.more_tokenizers = [t for _, t in more]
+        self._finishers: list[Any] = [self.split]  # per distinct preprocess: its SplitPreprocess or None
+        self._heads: list[Callable[[Any], Any]] = [self.preprocess]
+        self._which: list[int] = []  # per further model: index into _heads
+        keys = [repr(preprocess)]
+        for pre, _ in more:
+            k = repr(pre)
+            if k in keys:
+                self._which.append(keys.index(k))
+                continue
+            sp = split_preprocess(pre)
+            keys.append(k)
+            self._finishers.append(sp)
+            self._heads.append(sp.pil if sp is not None else pre)
+            self._which.append(len(keys) - 1)
+        if more:
+            heads = self._heads
+            self.preprocess = lambda rgb: [h(rgb) for h in heads]  # one decode, every model's pixels
         self.workers = workers or max(1, min(8, (os.cpu_count() or 2)))
         self.depth = max(1, depth)
         self.timeout = timeout
@@ -142,13 +176,15 @@ class Prefetcher:
     def _submit(self, rows: list[int], images: Sequence[bytes], captions: Sequence[str]) -> tuple:
         assert self._pool is not None
         futs = [self._pool.submit(decode_image, images[i], self.preprocess) for i in rows]
-        tok = self._pool.submit(self.tokenizer, [captions[i] for i in rows])
-        return rows, futs, tok
+        texts = [captions[i] for i in rows]
+        tok = self._pool.submit(self.tokenizer, texts)
+        more = [self._pool.submit(t, texts) for t in self.more_tokenizers]
+        return rows, futs, (tok, more)
 
     def _collect(self, job: tuple) -> PreparedBatch:
         import time
 
-        rows, futs, tok = job
+        rows, futs, (tok, more_tok) = job
         deadline = time.monotonic() + self.timeout
         tensors, ok, errors = [], [], []
         for f in futs:
@@ -164,15 +200,11 @@ class Prefetcher:
                 ok.append(False)
                 errors.append(str(e))
         tokens = tok.result()
-        if not tensors:
-            pixels = None
-        elif self.split is not None:
-            pixels = self.split.finish(tensors)
-        else:
-            import torch
-
-            pixels = torch.stack(tensors)
-        return PreparedBatch(rows, pixels, ok, errors, tokens)
+        if not self.more_tokenizers:
+            return PreparedBatch(rows, _finish(self.split, tensors), ok, errors, tokens)
+        per_head = [_finish(f, [t[j] for t in tensors]) for j, f in enumerate(self._finishers)]
+        more = [(per_head[j], t.result()) for j, t in zip(self._which, more_tok)]
+        return PreparedBatch(rows, per_head[0], ok, errors, tokens, more)
 
     def batches(
         self, rows: Sequence[int], images: Sequence[bytes], captions: Sequence[str], batch_size: int

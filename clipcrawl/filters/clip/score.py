@@ -7,6 +7,11 @@ or a user-supplied trained head's, :mod:`clipcrawl.filters.clip.safety_head`), a
 ``text_embedding`` (fixed-size list<float32>). Rows without image bytes keep null scores; images
 that cannot be decoded become ``failed_to_score``. Decoding runs in threads ahead of the model
 (:mod:`clipcrawl.filters.clip.prefetch`).
+
+Several models (``ClipConfig.models``, :mod:`clipcrawl.filters.clip.multi`) share that decode: the
+first writes the columns above (and ``clip_sigmoid`` when it is a SigLIP-style sigmoid model), each
+further one ``clip_similarity_<name>`` / ``clip_sigmoid_<name>`` / ``clip_model_<name>``; tags and
+embeddings come from the first.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class ScoreClip(Stage):
     reports_progress: ClassVar[bool] = True
     #: a quarter GPU per worker when the cluster has GPUs (``device: auto`` then resolves to CUDA there)
     resources: ClassVar[dict[str, float]] = {"gpu": 0.25}
-    _transient = ("clip", "encoder", "tags", "logit_scale")
+    _transient = ("clip", "encoder", "tags", "logit_scale", "others")
 
     def __init__(self, config: ClipConfig | None = None) -> None:
         self.config = config or ClipConfig()
@@ -59,12 +64,20 @@ class ScoreClip(Stage):
     def setup(self) -> None:
         from clipcrawl.filters.clip.encoders import make_encoder
         from clipcrawl.filters.clip.model import load_clip
+        from clipcrawl.filters.clip.multi import scorers
         from clipcrawl.filters.clip.zeroshot import ZeroShotTag
 
         c = self.config
-        self.clip = load_clip(c.model, c.pretrained, device=c.device, precision=c.precision)
+        specs = scorers(c)
+        self.clip = load_clip(c.model, c.pretrained, device=c.device, precision=c.precision, tokenizer=c.tokenizer)
         kwargs: dict[str, Any] = {"quantize": c.quantize} if self.clip.precision == "fast" else {}
         self.encoder = make_encoder(self.clip, **kwargs)
+        #: further models: (scorer, loaded, encoder), all loaded before the first row is read
+        self.others = []
+        for sc in specs[1:]:
+            other = load_clip(sc.model, sc.pretrained, device=c.device, precision=c.precision, tokenizer=sc.tokenizer)
+            kw = {"quantize": c.quantize} if other.precision == "fast" else {}
+            self.others.append((sc, other, make_encoder(other, **kw)))
         scale = getattr(self.clip.model, "logit_scale", None)
         self.logit_scale = float(scale.exp().item()) if scale is not None else 100.0
         if hasattr(self.clip.model, "logit_scale_exp"):  # the tiny model on ONNX Runtime (no torch)
@@ -91,6 +104,11 @@ class ScoreClip(Stage):
     def model_name(self) -> str:
         return self.clip.name
 
+    @property
+    def model_names(self) -> dict[str, str]:
+        """model-name column -> the model name it records, for every scorer."""
+        return {"clip_model": self.clip.name, **{sc.model_column: o.name for sc, o, _ in self.others}}
+
     def process(self, table: pa.Table) -> pa.Table:
         from clipcrawl.filters.clip.prefetch import Prefetcher
 
@@ -106,7 +124,9 @@ class ScoreClip(Stage):
         scored = np.zeros(n, dtype=bool)
         failed = np.zeros(n, dtype=bool)
         messages: list[str | None] = [None] * n
-        with Prefetcher(self.clip.preprocess, self.clip.tokenizer, workers=self.config.workers) as pf:
+        more_sims = [np.zeros(n, dtype=np.float32) for _ in self.others]
+        more = [(o.preprocess, o.tokenizer) for _, o, _ in self.others]
+        with Prefetcher(self.clip.preprocess, self.clip.tokenizer, workers=self.config.workers, more=more) as pf:
             for batch in pf.batches(todo, images, captions, self.config.batch_size):
                 rows = np.asarray(batch.rows)
                 ok = np.asarray(batch.ok, dtype=bool)
@@ -118,6 +138,8 @@ class ScoreClip(Stage):
                 good = rows[ok]
                 img_emb[good] = self.encoder.encode_images(batch.pixels)
                 txt_emb[good] = self.encoder.encode_texts(batch.tokens[ok])
+                for k, ((_, _, enc), (pix, tok)) in enumerate(zip(self.others, batch.more or [])):
+                    more_sims[k][good] = (enc.encode_images(pix) * enc.encode_texts(tok[ok])).sum(axis=1)
                 scored[good] = True
                 self.tick(len(rows))
 
@@ -127,9 +149,16 @@ class ScoreClip(Stage):
             probs = np.zeros(n, dtype=np.float32)
             probs[scored] = tag.probabilities(img_emb[scored], self.logit_scale)
             cols[tag.column] = _float_column(probs, scored, _col(table, tag.column))
-        model = pa.array([self.clip.name if s else None for s in scored], pa.string())
-        old_model = _col(table, "clip_model")
-        cols["clip_model"] = model if old_model is None else pc.if_else(pa.array(scored), model, old_model.combine_chunks())
+        models = [("clip_model", self.clip.name)]
+        _sigmoid_column(cols, table, "clip_sigmoid", self.clip, sims, scored)
+        for (sc, other, _), ms in zip(self.others, more_sims):
+            cols[sc.similarity_column] = _float_column(ms, scored, _col(table, sc.similarity_column))
+            _sigmoid_column(cols, table, sc.sigmoid_column, other, ms, scored)
+            models.append((sc.model_column, other.name))
+        for column, name in models:
+            model = pa.array([name if s else None for s in scored], pa.string())
+            old = _col(table, column)
+            cols[column] = model if old is None else pc.if_else(pa.array(scored), model, old.combine_chunks().cast(pa.string()))
         cols["image_embedding"] = embedding_array(img_emb, scored)
         cols["text_embedding"] = embedding_array(txt_emb, scored)
         for name, arr in cols.items():
@@ -139,22 +168,36 @@ class ScoreClip(Stage):
         return table
 
 
+def _sigmoid_column(cols: dict[str, pa.Array], table: pa.Table, name: str, clip: Any, sims: np.ndarray,
+                    scored: np.ndarray) -> None:
+    """``name`` = the model's sigmoid of ``sims`` on scored rows; a softmax model nulls what an earlier
+    (sigmoid) model left there, so a score never outlives the model that produced it."""
+    old = _col(table, name)
+    if clip.logit_bias is not None:
+        cols[name] = _float_column(clip.sigmoid(sims), scored, old)
+    elif old is not None:
+        cols[name] = pc.if_else(pa.array(scored), pa.nulls(len(scored), pa.float32()),
+                                old.combine_chunks().cast(pa.float32()))
+
+
 def _col(table: pa.Table, name: str) -> pa.ChunkedArray | None:
     return table.column(name) if name in table.column_names else None
 
 
 class ApplyClipThreshold(Stage):
-    """Move success rows with ``clip_similarity < threshold`` to ``filtered_clip`` (null scores stay)."""
+    """Move success rows with ``column`` (default ``clip_similarity``) ``< threshold`` to ``filtered_clip``
+    (null scores stay)."""
 
     name: ClassVar[str] = "clip_threshold"
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, column: str = "clip_similarity") -> None:
         self.threshold = float(threshold)
+        self.column = column
 
     def process(self, table: pa.Table) -> pa.Table:
-        if "clip_similarity" not in table.column_names or table.num_rows == 0:
+        if self.column not in table.column_names or table.num_rows == 0:
             return table
-        sims = table.column("clip_similarity").to_numpy(zero_copy_only=False).astype(np.float64)
+        sims = table.column(self.column).to_numpy(zero_copy_only=False).astype(np.float64)
         below = np.nan_to_num(sims, nan=np.inf) < self.threshold
-        msgs = [f"clip_similarity {s:.3f} < {self.threshold:g}" if b else None for s, b in zip(sims, below)]
+        msgs = [f"{self.column} {s:.3f} < {self.threshold:g}" if b else None for s, b in zip(sims, below)]
         return mark(table, below, Status.FILTERED_CLIP, self.name, msgs)

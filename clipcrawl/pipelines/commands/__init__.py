@@ -27,7 +27,9 @@ def exit_on_failures(failures: list) -> None:
         raise typer.Exit(1)
 
 
-ENGINE_HELP = "local (this machine) or ray (a Ray cluster: every shard of the pass runs on its actors)."
+ENGINE_HELP = ("local (this machine), ray (a Ray cluster: every shard of the pass runs on its actors) or spark "
+               "(every shard a Spark task: the running SparkContext, --spark-master, or local[*]; needs Java 17+).")
+SPARK_MASTER_HELP = "Spark master for --engine spark (spark://host:7077, yarn, local[4]...; default local[*])."
 RAY_ADDRESS_HELP = ("Ray cluster address (default: RAY_ADDRESS, else a local Ray instance); "
                     "ADDRESS@NODE_IP when this machine's IP as the cluster knows it must be given.")
 
@@ -36,10 +38,13 @@ GPUS_PER_ACTOR_HELP = ("Ray: GPU share per actor of a pass that uses a GPU (e.g.
                        "stages declare). Only asked for when the cluster has GPUs.")
 
 
-def make_pass_engine(engine: str, ray_address: str | None, gpus_per_actor: float | None = None):
-    """The engine a pass command runs on (``--engine``, ``--ray-address ADDRESS[@NODE_IP]``)."""
+def make_pass_engine(engine: str, ray_address: str | None, gpus_per_actor: float | None = None,
+                     spark_master: str | None = None):
+    """The engine a pass command runs on (``--engine``, ``--ray-address ADDRESS[@NODE_IP]``, ``--spark-master``)."""
     from clipcrawl.pipelines.engine import make_engine
 
+    if engine == "spark":
+        return make_engine(engine, master=spark_master)
     if engine != "ray":
         return make_engine(engine)
     address, _, node_ip = (ray_address or "").partition("@")

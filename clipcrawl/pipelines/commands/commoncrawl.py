@@ -44,6 +44,8 @@ def commoncrawl(
         "clipcrawl commoncrawl",
     )
     runner = None
+    if engine not in ("local", "ray"):  # spark: no ids shared by its workers (file numbers); checked before any write
+        raise ConfigError(f"--engine {engine!r}: commoncrawl runs on local or ray")
     if engine != "local":
         from clipcrawl.pipelines.passes.commoncrawl import engine_runner
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, SPARK_MASTER_HELP, make_pass_engine
 
 ORDER = 50
 
@@ -35,6 +35,7 @@ def dedup_cmd(
                                                 "DedupConfig's, 1 = one index)."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
 ) -> None:
     """Mark duplicates across all shards of DIR (exact, pHash, semantic, eval sets)."""
     from clipcrawl.pipelines.commands import exit_on_failures
@@ -56,7 +57,7 @@ def dedup_cmd(
     if model and pretrained is None and model not in ("tiny", "clipcrawl-tiny"):
         pretrained = "openai"
     r = dedup_dataset(path, config, model=model, pretrained=pretrained, device=device, keep_tars=keep_tars,
-                      dry_run=dry_run, allow_tiny=allow_tiny, engine=make_pass_engine(engine, ray_address))
+                      dry_run=dry_run, allow_tiny=allow_tiny, engine=make_pass_engine(engine, ray_address, spark_master=spark_master))
     by = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "none"
     typer.echo(f"{r.rows} rows in {r.shards} shards, {r.considered} success before the pass")
     typer.echo(f"duplicates marked: {r.marked} ({by}); semantic: {r.semantic}")

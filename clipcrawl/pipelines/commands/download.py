@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, make_pass_engine
+from clipcrawl.pipelines.commands import ENGINE_HELP, RAY_ADDRESS_HELP, SPARK_MASTER_HELP, make_pass_engine
 from clipcrawl.schemas.components import DEFAULT_JPEG_DRAFT_GAP
 
 ORDER = 20
@@ -52,7 +52,7 @@ def download(
                                                                      "by robots.txt and X-Robots-Tag)."),
     disallowed_header_directives: str | None = typer.Option(
         None, "--disallowed-header-directives",
-        help="Comma-separated X-Robots-Tag directives that refuse an image (default noai,noimageai,noindex,"
+        help="Comma-separated X-Robots-Tag directives that refuse an image (default noai,noimageai,noml,noindex,"
              "noimageindex; '' or [] turns the check off)."),
     no_robots: bool = typer.Option(False, "--ignore-robots", help="Do not fetch or obey robots.txt (your own sites "
                                                                   "only)."),
@@ -68,6 +68,7 @@ def download(
                                       help="Refetch failed_to_download rows of finished shards and rewrite them."),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
     blocklist: list[str] | None = typer.Option(
         None, "--blocklist", help="Blocklist file (repeat): URL, domain:example.com, sha256:<hex>, md5:<hex> lines "
                                   "-> status blocked (URL/domain before any request, hashes on the bytes)."),
@@ -78,6 +79,18 @@ def download(
     max_retry_after: float = typer.Option(120.0, "--max-retry-after",
                                           help="Cap in seconds on a host pause after 429/503."),
     no_tdmrep: bool = typer.Option(False, "--ignore-tdmrep", help="Do not honour TDMRep (your own sites only)."),
+    no_image_metadata: bool = typer.Option(
+        False, "--ignore-image-metadata", help="Do not honour the opt-outs in the images' own IPTC/C2PA metadata "
+                                               "(your own images only; the provenance columns are still recorded)."),
+    no_ai_txt: bool = typer.Option(False, "--ignore-ai-txt", help="Do not fetch or honour the origins' ai.txt "
+                                                                  "(your own sites only)."),
+    exclude_ai_generated: bool = typer.Option(
+        False, "--exclude-ai-generated", help="After the download, drop images whose IPTC/C2PA metadata says a "
+                                              "generative model made them (status filtered_image)."),
+    licenses: str | None = typer.Option(
+        None, "--licenses", help="After the download, keep only images under these licences (image metadata, else "
+                                 "the page): comma-separated cc0, pdm, cc-by, cc-by-sa, cc-by-nd, cc-by-nc, cc-by-nc-sa, "
+                                 "cc-by-nc-nd (status filtered_image)."),
     preset: str | None = typer.Option(
         None, "--preset", help="Curation recipe (laion400m, laion2b-en, datacomp-basic, datacomp-clip-top30, "
         "metaclip): its caption, language and image rules are applied to the shards after the download "
@@ -108,27 +121,34 @@ def download(
           "decoder": decoder, "respect_robots": not (no_robots or no_robots_alias),
           "allow_private_networks": allow_private_networks,
           "blocklists": list(blocklist or []), "blur_faces": blur_faces, "bbox_col": bbox_col,
-          "max_retry_after": max_retry_after, "respect_tdmrep": not no_tdmrep, "dns_servers": list(dns_server or [])}
+          "max_retry_after": max_retry_after, "respect_tdmrep": not no_tdmrep, "dns_servers": list(dns_server or []),
+          "respect_image_metadata": not no_image_metadata, "respect_ai_txt": not no_ai_txt}
     if user_agent:
         dl["user_agent"] = user_agent
     directives = _split(disallowed_header_directives)
     if directives is not None:
         dl["disallowed_header_directives"] = directives
     config = parse_config(dl, DownloadConfig, src)
+    provenance = {"exclude_ai_generated": exclude_ai_generated, "licenses": _split(licenses) or []}
+    from clipcrawl.filters.provenance import check_licenses
+
+    check_licenses(provenance["licenses"], src)  # an unknown licence name -> exit 2, before any download
     output = parse_config({"output_format": output_format, "samples_per_shard": samples_per_shard}, OutputConfig, src)
     from clipcrawl.pipelines.preflight import check_output
 
     check_output(out, "output")  # --out is a file / not writable -> exit 2, before any download
     summary = run_download(urls, out, config, output, retry_failed=retry_failed,
-                           engine=make_pass_engine(engine, ray_address))
+                           engine=make_pass_engine(engine, ray_address, spark_master=spark_master))
     _print_summary(summary)
-    if preset:
+    if preset or exclude_ai_generated or provenance["licenses"]:
         from clipcrawl.filters.presets import apply_preset, preset_overrides
         from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
-        from clipcrawl.schemas.config import FiltersConfig, TextFilterConfig
+        from clipcrawl.schemas.config import FiltersConfig, ImageFilterConfig, TextFilterConfig
 
-        text = TextFilterConfig(enabled="text" in preset_overrides(preset))  # the recipe's caption rules only
-        filters = apply_preset(FiltersConfig(text=text), preset)  # no scores yet: the CLIP cut finds no candidates
+        text = TextFilterConfig(enabled=bool(preset) and "text" in preset_overrides(preset))  # the recipe's only
+        filters = FiltersConfig(text=text, image=ImageFilterConfig(**provenance))
+        if preset:
+            filters = apply_preset(filters, preset)  # no scores yet: the CLIP cut finds no candidates
         print_curation(curate_shards(out, filters, preset))
 
     from clipcrawl.pipelines.commands import exit_on_failures

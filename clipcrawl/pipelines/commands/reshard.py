@@ -8,6 +8,7 @@ import typer
 from clipcrawl.pipelines.commands import (
     ENGINE_HELP,
     RAY_ADDRESS_HELP,
+    SPARK_MASTER_HELP,
     STORAGE_OPTIONS_HELP,
     apply_storage_options,
     make_pass_engine,
@@ -27,6 +28,7 @@ def reshard_cmd(
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
 ) -> None:
     """Rewrite the kept samples of a dataset as new shards of N samples (after filtering/dedup)."""
     from clipcrawl.pipelines.commands import exit_on_failures
@@ -34,7 +36,7 @@ def reshard_cmd(
 
     apply_storage_options(storage_options, dataset, out)
     res = reshard(dataset, out, samples_per_shard, shuffle=shuffle, seed=seed, overwrite=overwrite, workers=workers,
-                  engine=make_pass_engine(engine, ray_address))
+                  engine=make_pass_engine(engine, ray_address, spark_master=spark_master))
     typer.echo(f"{res.samples} samples in {len(res.shards)} shards -> {res.out}/shards")
     exit_on_failures(res.failures)
 

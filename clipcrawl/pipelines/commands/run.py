@@ -81,6 +81,12 @@ def run_command(
                 from clipcrawl.pipelines.passes.curate import curate_shards, print_curation
 
                 print_curation(curate_shards(cfg.dataset, cfg.filters, cfg.preset))
+            for target in cfg.output.exports:  # other loaders' formats follow the dataset as it is now
+                from clipcrawl.pipelines.export import export
+
+                res = export(cfg.dataset, target.format, target.out, target.columns, chunk_mb=target.chunk_mb)
+                log.info("export %s -> %s: %d samples (%d shards already there)", target.format, res.out,
+                         res.samples, res.skipped_shards)
     except LockedError as e:
         log.error("clipcrawl: locked: %s", e)
         raise typer.Exit(3) from None

@@ -10,11 +10,9 @@ and every request is recorded so tests can check what was (never) fetched.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import io
 import random
-import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -181,9 +179,7 @@ class DemoSite:
         self.host = host
         self.requests: list[str] = []
         self.url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._site = None  # a ThreadedSite while serving
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.path_qs)
@@ -193,36 +189,19 @@ class DemoSite:
         body, ctype = f
         return web.Response(body=body, headers={"Content-Type": ctype})
 
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        return app
+
     def __enter__(self) -> DemoSite:
-        ready = threading.Event()
+        from clipcrawl.base.websrv import ThreadedSite
 
-        async def start() -> None:
-            app = web.Application()
-            app.router.add_get("/{tail:.*}", self._handle)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.url = f"http://{self.host}:{port}/"
-            ready.set()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(start())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="demo-site", daemon=True)
-        self._thread.start()
-        if not ready.wait(30):
-            raise RuntimeError("demo site did not start")
+        self._site = ThreadedSite(self._app, self.host, 0, "demo-site", timeout=30).start()
+        self.url = self._site.url + "/"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is None:
-            return
-        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)  # type: ignore[union-attr]
-        fut.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
-        self._loop.close()
+        if self._site is not None:
+            self._site.stop()
+            self._site = None

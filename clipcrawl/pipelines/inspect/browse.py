@@ -13,6 +13,9 @@ address it listens on are refused, against DNS rebinding). It serves one static 
                                    caption_ocr_overlap, nsfw_score (curation signals).
     GET /image/{key}               the sample's image from its shard (or shards/dropped/NNNNN.tar)
     GET /meta/{key}                every column of the sample's row (JSON)
+    GET /indices-list, POST /knn-service, POST /metadata
+                                   clip-retrieval back's API, as ``clipcrawl serve`` answers it
+                                   (:mod:`.serve`), so ClipClient can query a browsed dataset
 
 Rows are every row of ``shards/NNNNN.parquet`` (kept and dropped); semantic search covers the
 samples that have saved embeddings and are ``success`` now (the searcher filters by the statuses
@@ -42,14 +45,15 @@ from clipcrawl.base.storage import fs_and_path, read_parquet
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "browse"
 ROW_COLUMNS = ("key", "status", "error_message", "caption", "url", "page_language", "clip_similarity",
-               "punsafe", "pwatermark", "width", "height", "duplicate_of",
+               "punsafe", "pwatermark", "width", "height", "duplicate_of", "ai_generated", "license",
                "aesthetic", "text_area", "caption_ocr_overlap", "nsfw_score", "ocr_text")
 #: curation signals (clipcrawl.filters.signals) the page filters on: ``min_<col>`` / ``max_<col>``
 SIGNAL_FILTERS = ("aesthetic", "text_area", "caption_ocr_overlap", "nsfw_score")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _TYPES = {"clip_similarity": pa.float32(), "punsafe": pa.float32(), "pwatermark": pa.float32(),
-          "width": pa.int32(), "height": pa.int32(), **dict.fromkeys(SIGNAL_FILTERS, pa.float32())}
+          "width": pa.int32(), "height": pa.int32(), "ai_generated": pa.bool_(),
+          **dict.fromkeys(SIGNAL_FILTERS, pa.float32())}
 MAX_K = 500
 CTYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -97,11 +101,13 @@ class BrowseData:
             if self._searcher is None:
                 from clipcrawl.pipelines.inspect.search import Searcher
 
-                status = self.rows.column("status")
-                ok = pc.fill_null(pc.equal(status, "success"), False)
-                self._searcher = Searcher(self.dataset, success_keys=self.rows.column("key").filter(ok)
-                                          .combine_chunks().cast(pa.string()))
+                self._searcher = Searcher(self.dataset, success_keys=self.success_keys())
             return self._searcher
+
+    def success_keys(self) -> pa.Array:
+        """The keys whose row is success now (from the rows read here)."""
+        ok = pc.fill_null(pc.equal(self.rows.column("status"), "success"), False)
+        return self.rows.column("key").filter(ok).combine_chunks().cast(pa.string())
 
     def warm(self) -> None:
         """Load the index and the CLIP model ahead of the first query (in a background thread)."""
@@ -121,12 +127,28 @@ class BrowseData:
         out = {"dataset": self.dataset, "rows": self.rows.num_rows, "kept": kept, "shards": len(self.shards),
                "statuses": counts("status"), "domains": counts("domain"),
                "languages": [[d["values"], d["counts"]] for d in pc.value_counts(langs.drop_null()).to_pylist()]}
+        out["provenance"] = self._provenance()
         try:
             s = self.searcher
             out.update(indexed=len(s), searchable=s.searchable, index=s.kind, model=(s.state or {}).get("clip_model"))
         except Exception as e:  # noqa: BLE001 - no embeddings: browsing still works
             out.update(indexed=0, index=None, search_error=str(e))
         return out
+
+    def _provenance(self) -> dict[str, Any]:
+        """Refusals by the image-level opt-outs, AI-generated and licences among the kept rows."""
+        from clipcrawl.filters.provenance import licence_breakdown, refusal_kind
+
+        refused: dict[str, int] = {}
+        for d in pc.value_counts(self.rows.column("error_message").drop_null()).to_pylist():
+            kind = refusal_kind(d["values"])
+            if kind:
+                refused[kind] = refused.get(kind, 0) + d["counts"]
+        ok = pc.fill_null(pc.equal(self.rows.column("status"), "success"), False)
+        kept = self.rows.filter(ok)
+        ai = int(pc.sum(pc.fill_null(kept.column("ai_generated"), False)).as_py() or 0)
+        return {"refused": refused, "ai_generated_kept": ai,
+                "licences_kept": licence_breakdown(kept.column("license").to_pylist())}
 
     def mask(self, params: dict[str, str]) -> np.ndarray:
         """Row filter from the query parameters."""
@@ -293,6 +315,11 @@ def make_app(data: BrowseData, allowed_hosts: set[str] | None = None) -> Any:
     app.router.add_get("/api/search", search)
     app.router.add_get("/image/{key}", image)
     app.router.add_get("/meta/{key}", meta)
+    # clip-retrieval back's API over the same dataset (clipcrawl serve's): ClipClient works against browse too
+    from clipcrawl.pipelines.inspect.serve import Indices, ServedIndex, add_api
+
+    name = data.dataset.rsplit("/", 1)[-1] or "dataset"
+    add_api(app, Indices({name: lambda: ServedIndex(data.dataset, name, success_keys=data.success_keys())}))
     return app
 
 
@@ -304,48 +331,19 @@ class BrowseServer:
         self.data = data or BrowseData(dataset)
         self.warm = warm
         self.host, self.port, self.url = host, port, ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: Any = None
+        self._site: Any = None
 
     def __enter__(self) -> BrowseServer:
-        from aiohttp import web
+        from clipcrawl.base.websrv import ThreadedSite
 
-        ready, errors = threading.Event(), []
         allowed = None if self.host in ("0.0.0.0", "::") else {self.host, "localhost", "127.0.0.1", "::1"}
-
-        async def start() -> None:
-            self._runner = web.AppRunner(make_app(self.data, allowed), access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            host = f"[{self.host}]" if ":" in self.host else self.host
-            self.url = f"http://{host}:{self.port}/"
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(start())
-            except Exception as e:  # noqa: BLE001 - reported to the caller
-                errors.append(e)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="browse", daemon=True)
-        self._thread.start()
-        if not ready.wait(60) or errors:
-            raise RuntimeError(f"browse server did not start: {errors[0] if errors else 'timeout'}")
+        self._site = ThreadedSite(lambda: make_app(self.data, allowed), self.host, self.port, "browse").start()
+        self.port, self.url = self._site.port, self._site.url + "/"
         if self.warm:
             threading.Thread(target=self.data.warm, name="browse-warm", daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is None or self._runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
-        self._loop.close()
+        if self._site is not None:
+            self._site.stop()
+            self._site = None

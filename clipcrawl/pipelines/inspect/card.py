@@ -96,6 +96,22 @@ def _funnel(layout: DatasetLayout) -> tuple[Counter, Counter]:
     return counts, reasons
 
 
+def _provenance(layout: DatasetLayout, kept: pa.Table) -> dict[str, Any]:
+    """Refusals by the image-level opt-outs (shard stats), AI-generated and licences among the kept samples."""
+    from clipcrawl.filters.provenance import licence_breakdown, refusal_kind
+
+    refused: Counter = Counter()
+    for ref in list_shards(layout.shards):
+        for reason, n in (read_json(ref.stats).get("status_dict") or {}).items():
+            kind = refusal_kind(reason)
+            if kind:
+                refused[kind] += int(n)
+    names = kept.column_names
+    ai = sum(1 for v in kept.column("ai_generated").to_pylist() if v) if "ai_generated" in names else None
+    lic = licence_breakdown(kept.column("license").to_pylist()) if "license" in names else {}
+    return {"refused": refused, "ai_generated": ai, "licences": lic}
+
+
 def _pages(layout: DatasetLayout) -> Counter:
     fs, p = fs_and_path(layout.source_dir("crawl") + "/pages")
     if not fs.isdir(p):
@@ -135,6 +151,7 @@ def collect(dataset: str) -> dict[str, Any]:
         "nbytes": int(kept.nbytes),
         "config": _read_yaml(layout.config), "kept": kept.num_rows, "funnel": counts, "reasons": reasons,
         "models": sorted(set(kept.column("clip_model").drop_null().to_pylist())),
+        "more_models": _more_models(kept),
         "signal_sources": sorted(set(kept.column("signal_sources").drop_null().to_pylist()))
         if "signal_sources" in kept.column_names else [],
         "languages": [lang for lang, n in langs.most_common() if lang.isalpha() and n >= max(1, kept.num_rows // 100)],
@@ -142,10 +159,22 @@ def collect(dataset: str) -> dict[str, Any]:
         "domains": len(set(pc.struct_field(hosts, [0]).to_pylist())) if len(hosts) else 0,
         "sources": Counter(kept.column("source").drop_null().to_pylist()),
         "pages": _pages(layout),
+        "provenance": _provenance(layout, kept),
         "embeddings": fs.isdir(fs_and_path(layout.embeddings)[1]),
         "tars": not layout.plain and any(fs.exists(fs_and_path(r.tar)[1]) for r in list_shards(layout.shards)[:1]),
         "index": fs.exists(fs_and_path(layout.p("index", "index.json"))[1]),
     }
+
+
+def _more_models(kept) -> list[tuple[str, str]]:
+    """(score column, model) of each further CLIP scorer the kept rows record (filters.clip.models)."""
+    from clipcrawl.schemas.tables import clip_score_columns
+
+    out = []
+    for score, model_col in clip_score_columns(kept.column_names).items():
+        if model_col in kept.column_names:
+            out += [(score, m) for m in sorted(set(kept.column(model_col).drop_null().to_pylist()))]
+    return out
 
 
 def header(info: dict[str, Any], pretty_name: str | None, license_id: str) -> dict[str, Any]:
@@ -224,13 +253,24 @@ def _fmt_optouts(info: dict[str, Any]) -> list[str]:
     out = [
         f"- robots.txt: {'honoured' if crawl.get('respect_robots', True) and dl.get('respect_robots', True) else 'NOT honoured'}"
         f" for pages and images; {pages.get('robots_disallowed', 0)} page(s) were never fetched because of it.",
-        f"- Page-level `<meta name=robots>` opt-outs (noai, noimageai, noindex, noimageindex): "
+        f"- Page-level `<meta name=robots>` opt-outs (noai, noimageai, noml, noindex, noimageindex): "
         f"{pages.get('meta_noai', 0)} page(s) withheld all their pairs.",
         f"- Image-level `X-Robots-Tag` directives honoured: {', '.join(dl.get('disallowed_header_directives') or []) or 'none'}.",
     ]
     if "download" in reasons:
         out.append(f"- {reasons['download']} image(s) failed or were refused at download (including robots and "
                    "X-Robots-Tag refusals, see `error_message` in `shards/*.parquet`).")
+    prov = info.get("provenance") or {}
+    on = "honoured" if dl.get("respect_image_metadata", True) else "NOT honoured"
+    out.append(f"- Opt-outs in the images' own metadata (IPTC/PLUS Data Mining, C2PA/CAWG training-mining): {on}; "
+               f"Spawning ai.txt: {'honoured' if dl.get('respect_ai_txt', True) else 'NOT honoured'}.")
+    for kind, n in (prov.get("refused") or Counter()).most_common():
+        out.append(f"  - refused by {kind}: {n:,} image(s)")
+    if prov.get("ai_generated") is not None:
+        out.append(f"- AI-generated according to their IPTC/C2PA metadata: {prov['ai_generated']:,} kept sample(s).")
+    if prov.get("licences"):
+        out.append("- Licences of the kept samples (image metadata, else the page): "
+                   + ", ".join(f"{k} {v:,}" for k, v in prov["licences"].items()) + ".")
     out.append("- Removal requests: contact the maintainers of this dataset with the image URL; the sample's `key` identifies it in every file.")
     return out
 
@@ -278,6 +318,7 @@ def render(info: dict[str, Any], pretty_name: str | None = None, license_id: str
     lines += ["", "## Filtering rules and thresholds", "", *_fmt_rules(info["config"]), ""]
     lines += ["## Models", ""]
     lines += [f"- CLIP scoring and embeddings: `{x}`" for x in info["models"]] or ["- No CLIP model recorded."]
+    lines += [f"- Further CLIP score `{col}`: `{m}`" for col, m in info.get("more_models", [])]
     for src in info.get("signal_sources") or []:  # curation signals and trained heads: the file/package of each
         lines += [f"- Curation signals: {part.strip()}" for part in src.split(";") if part.strip()]
     lines += ["", "## Funnel", "", "| stage | samples |", "|---|---:|", f"| candidates | {fun.get('candidates', 0):,} |"]

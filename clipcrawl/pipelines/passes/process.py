@@ -50,7 +50,7 @@ def fetch_and_score_stages(cfg: RunConfig) -> list[Stage]:
     if clip.enabled:
         from clipcrawl.filters.clip.score import ApplyClipThreshold, ScoreClip
 
-        stages += [ScoreClip(clip), *([sig] if sig else []), ApplyClipThreshold(clip.threshold)]
+        stages += [ScoreClip(clip), *([sig] if sig else []), ApplyClipThreshold(clip.threshold, clip.threshold_by)]
     elif sig is not None:
         stages.append(sig)
     if cfg.dedup.enabled:  # fingerprints on the workers; the driver's dedup only compares them

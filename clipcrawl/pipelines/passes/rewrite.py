@@ -24,7 +24,21 @@ class ReadShards(ShardPass):
         self.tables: list[pa.Table] = []
 
     def read(self, ref: ShardRef) -> pa.Table:
-        return read_parquet(ref.parquet)
+        """The rows without an ``output_format: parquet`` image column: a decision needs no image bytes, and
+        :func:`~clipcrawl.pipelines.writer.rewrite_shard` reads them back one shard at a time."""
+        import pyarrow.parquet as pq
+
+        from clipcrawl.base.shardfiles import IMAGE_EXTS
+        from clipcrawl.base.storage import fs_and_path
+
+        fs, path = fs_and_path(ref.parquet)
+        try:
+            with fs.open(path, "rb") as f:
+                names = pq.read_schema(f).names
+        except (pa.ArrowInvalid, OSError):
+            return read_parquet(ref.parquet)  # raises naming the file
+        images = [n for n in IMAGE_EXTS if n in names]
+        return read_parquet(ref.parquet, [n for n in names if n not in images] if images else None)
 
     def write(self, ref: ShardRef, table: pa.Table) -> pa.Table:
         return table  # nothing to write in this step: the rows go to the driver

@@ -84,9 +84,12 @@ def _reset_filtered(table: pa.Table) -> pa.Table:
     return table
 
 
-def _already_scored(table: pa.Table, model_name: str, with_image: set[str] | None = None) -> bool:
+def _already_scored(table: pa.Table, model_name: str | dict[str, str], with_image: set[str] | None = None) -> bool:
     """Every success row (that has an image, when ``with_image`` says which do) has a score from
-    ``model_name``."""
+    ``model_name`` (or, several models, from each: ``{clip_model column: name}``)."""
+    if isinstance(model_name, dict):
+        return all(_already_scored(table.rename_columns(_as_primary(table.column_names, col)), name, with_image)
+                   for col, name in model_name.items())
     if "clip_similarity" not in table.column_names or "clip_model" not in table.column_names:
         return False
     ok = pc.equal(table.column("status"), Status.SUCCESS.value)
@@ -111,6 +114,16 @@ def _signals_missing(table: pa.Table, signals: SignalsConfig | None, with_image:
     return any(cols[s] not in rows.column_names or rows.column(cols[s]).null_count for s in signals.compute)
 
 
+def _as_primary(names: list[str], model_column: str) -> list[str]:
+    """Column names with ``clip_model_<x>``/``clip_similarity_<x>`` renamed to the primary's (and the
+    primary's out of the way), so one check serves every model."""
+    suffix = model_column[len("clip_model"):]
+    if not suffix:
+        return names
+    swap = {"clip_model" + suffix: "clip_model", "clip_similarity" + suffix: "clip_similarity"}
+    return [swap.get(n, "__primary_" + n if n in ("clip_model", "clip_similarity") else n) for n in names]
+
+
 class ScorePass(ShardPass):
     name = "score"
     write_behind = True
@@ -123,7 +136,8 @@ class ScorePass(ShardPass):
         self.signals = signals
         sig = signal_stage(signals, config.unsafe_head) if signals is not None else None
         self.computing = [self.clip] + ([sig] if sig is not None else [])  # stages that need the images
-        self.stages = self.computing + ([ApplyClipThreshold(config.threshold)] if threshold else [])
+        self.stages = self.computing + ([ApplyClipThreshold(config.threshold, config.threshold_by)] if threshold
+                                        else [])
         self.threshold = threshold
 
     def read(self, ref: ShardRef) -> pa.Table:
@@ -138,7 +152,7 @@ class ScorePass(ShardPass):
         if self.threshold:
             table = _reset_filtered(table)
         with_image = set(index_tar(ref.tar)) if exists(ref.tar) else None  # rows without one cannot be scored
-        if (self.embed or not _already_scored(table, self.clip.ready().model_name, with_image)
+        if (self.embed or not _already_scored(table, self.clip.ready().model_names, with_image)
                 or _signals_missing(table, self.signals, with_image)):
             images = shard_images(ref)
             if self.threshold:  # rows an earlier threshold dropped are decided again with their images
@@ -207,7 +221,8 @@ def score_shards(path: str, config: ClipConfig, *, apply_threshold: bool = True,
             from clipcrawl.filters.clip.safety_head import load_head
 
             load_head(str(signals.aesthetic_head), "aesthetic", clip.embed_dim)
-        summary.model, summary.precision = clip.name, clip.precision
+        summary.model = " + ".join(p.clip.model_names.values())
+        summary.precision = clip.precision
         log.info("scoring %d shard(s) in %s with %s (%s on %s)", len(refs), summary.root, clip.name, clip.precision,
                  clip.device)
 

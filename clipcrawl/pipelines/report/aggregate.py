@@ -25,6 +25,7 @@ from clipcrawl.pipelines.report.sql import (
     load_samples,
     rows,
     scalar,
+    score_columns,
 )
 from clipcrawl.schemas.status import Status
 
@@ -82,6 +83,7 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
         out["languages"] = dist.languages(con)
         out["images"] = dist.images(con)
         out["clip"] = dist.clip(con, threshold)
+        out["clip_scores"] = dist.scores(con, score_columns(have))
         out["safety"] = {name: dist.rate(con, name) for name in ("punsafe", "pwatermark")}
         from clipcrawl.pipelines.report.signals import signals
 
@@ -89,6 +91,7 @@ def aggregate(parts: DatasetParts, threshold: float | None = None, threads: int 
         out["dedup"] = group_counts(con, "s", "coalesce(dedup_method, 'unknown')", f"status = '{Status.DUPLICATE}'")
         out["shards"] = {k: v for k, v in sorted(group_counts(con, "s", "shard").items())}
         out["by_run"] = _by_run(con)
+        out["provenance"] = _provenance(con, have)
     else:
         out["funnel"] = _funnel(con, out)
     out["curation"] = _curation(parts)
@@ -212,6 +215,32 @@ def _causes(con) -> list[dict[str, Any]]:
             keep.append((f"(other causes: {len(rest)})", sum(n for _, n in rest)))
         out += [{"status": status, "cause": c, "count": n, "pct": _pct(n, total)} for c, n in keep]
     return sorted(out, key=lambda r: -r["count"])
+
+
+def _provenance(con, have: set[str]) -> dict[str, Any] | None:
+    """Refusals by the image-level opt-outs (IPTC, C2PA, ai.txt, noml), AI-generated and licences of the kept
+    (success) samples; None when the samples have no provenance columns (older datasets)."""
+    from clipcrawl.filters.provenance import licence_breakdown, refusal_kind
+
+    if "ai_generated" not in have:
+        return None
+    refused: dict[str, int] = {}
+    for msg, n in rows(con, "SELECT error_message, count(*) FROM s WHERE status <> 'success' "
+                            "AND error_message IS NOT NULL GROUP BY 1"):
+        kind = refusal_kind(msg)
+        if kind:
+            refused[kind] = refused.get(kind, 0) + int(n)
+    ok = f"status = '{Status.SUCCESS}'"
+    lic = rows(con, f"SELECT license, count(*) FROM s WHERE {ok} GROUP BY 1") if "license" in have else []
+    licences: dict[str, int] = {}
+    for value, n in lic:
+        for k, c in licence_breakdown([value]).items():
+            licences[k] = licences.get(k, 0) + c * int(n)
+    return {"refused": dict(sorted(refused.items(), key=lambda kv: -kv[1])),
+            "ai_generated_kept": int(scalar(con, f"SELECT count(*) FROM s WHERE {ok} AND ai_generated") or 0),
+            "c2pa_kept": int(scalar(con, f"SELECT count(*) FROM s WHERE {ok} AND c2pa_present") or 0)
+            if "c2pa_present" in have else 0,
+            "licences_kept": dict(sorted(licences.items(), key=lambda kv: -kv[1]))}
 
 
 def _registered_domains(hosts: list[str]) -> dict[str, str]:

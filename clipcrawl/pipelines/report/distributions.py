@@ -91,6 +91,24 @@ def clip(con, threshold: float | None) -> dict[str, Any]:
     return out
 
 
+def scores(con, columns: list[str]) -> dict[str, Any]:
+    """Further CLIP scores (clip_sigmoid, a second model's clip_similarity_<name> ...): summaries of
+    all rows and of the kept ones, and a 20-bin histogram over the observed range."""
+    out: dict[str, Any] = {}
+    for col in columns:
+        summ = _summary(con, col)
+        d: dict[str, Any] = {"summary": summ, "summary_kept": _summary(con, col, f"status = '{Status.SUCCESS}'")}
+        if summ["n"]:
+            lo, hi = float(summ["min"]), float(summ["max"])
+            width = max((hi - lo) / 20, 1e-3)
+            edges = [lo + i * width for i in range(21)]
+            got = rows(con, f"SELECT round({col}, 4), count(*), count(*) FILTER (WHERE status = '{Status.SUCCESS}') "
+                            f"FROM s WHERE {col} IS NOT NULL GROUP BY 1")
+            d["hist"] = _binned([(r[0], r[1], r[2]) for r in got], [round(e, 5) for e in edges])
+        out[col] = d
+    return out
+
+
 def rate(con, col: str) -> dict[str, Any]:
     r = con.execute(f"""SELECT count({col}), avg({col}), count(*) FILTER (WHERE {col} > 0.5),
                                count({col}) FILTER (WHERE status = '{Status.SUCCESS}'),

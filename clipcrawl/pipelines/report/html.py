@@ -169,6 +169,15 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
              "(clip.unsafe_head / watermark_head); uncalibrated, never used to filter.</p>"
              + table(["score", "scored", "mean", "> 0.5", "kept mean", "kept > 0.5"], srows, {1, 2, 3, 4, 5}))
             if srows else "", sid="clip"))
+    more = {k: d for k, d in (agg.get("clip_scores") or {}).items() if d["summary"]["n"]}
+    if more:  # further CLIP models (filters.clip.models) and clip_sigmoid
+        mrows = [[_e(k), _num(d["summary"]["n"]), _num(d["summary"]["mean"]), _num(d["summary"]["p5"]),
+                  _num(d["summary"]["median"]), _num(d["summary"]["p95"]), _num(d["summary_kept"]["median"])]
+                 for k, d in more.items()]
+        parts.append(_section("More CLIP scores", "<p>clip_sigmoid: a SigLIP-style model's own pair probability; "
+                              "clip_similarity_&lt;name&gt;: the cosine of a further scorer (clip_model_&lt;name&gt; "
+                              "names it).</p>" + table(["score", "scored", "mean", "p5", "median", "p95", "kept median"],
+                                                       mrows, {1, 2, 3, 4, 5, 6}), sid="clip-more"))
     sig = {k: v for k, v in (agg.get("signals") or {}).items() if k != "sources"}
     if sig:  # curation signals (clipcrawl.filters.signals) and what produced them
         rows_ = [[_e(k), _num(r["n"]), _num(r["mean"]), _num(r["median"]), _num(r["p95"]), _num(r["kept_mean"])]
@@ -181,6 +190,13 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
             f"<p>Produced by:</p><ul>{srcs}</ul>" if srcs else "", sid="signals"))
     if agg.get("dedup"):
         parts.append(_section("Duplicates", _plot(plots.dedup(agg["dedup"]), "duplicates"), sid="dedup"))
+    prov = agg.get("provenance")
+    if prov:
+        prow = ([[_e(f"refused: {k}"), _num(v)] for k, v in prov["refused"].items()]
+                + [[_e("kept, AI-generated (IPTC/C2PA)"), _num(prov["ai_generated_kept"])],
+                   [_e("kept, with a C2PA manifest"), _num(prov["c2pa_kept"])]]
+                + [[_e(f"kept, licence {k}"), _num(v)] for k, v in prov["licences_kept"].items()])
+        parts.append(_section("Consent and provenance", table(["what", "count"], prow, {1}), sid="provenance"))
     tp = agg.get("throughput")
     if tp:
         rows = [[k, _num(tp.get(k))] for k in ("shards", "count", "successes", "bytes", "start", "end",

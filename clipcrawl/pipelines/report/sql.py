@@ -73,6 +73,15 @@ def columns_of(con, files: list[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
+def score_columns(have: set[str]) -> list[str]:
+    """The further CLIP score columns the files have (clip_sigmoid, clip_similarity_<name>,
+    clip_sigmoid_<name>; clipcrawl.filters.clip.multi), sorted: kept under their own names in ``s``."""
+    import re
+
+    pat = re.compile(r"^(clip_sigmoid|clip_similarity_[a-z0-9_]{1,40}|clip_sigmoid_[a-z0-9_]{1,40})$")
+    return sorted(c for c in have if pat.match(c))
+
+
 def _select(have: set[str]) -> str:
     """The columns of ``s`` from files that have the columns ``have`` (absent ones read as NULL)."""
 
@@ -86,7 +95,9 @@ def _select(have: set[str]) -> str:
 
     status = "coalesce(status, 'unknown')" if "status" in have else "'success'"
     url = col("url", "VARCHAR")
+    scores = "".join(f"CAST({c} AS DOUBLE) AS {c},\n        " for c in score_columns(have))
     return f"""
+        {scores}
         CAST({status} AS VARCHAR) AS status,
         {col("error_message", "VARCHAR")} AS error_message,
         split_part(split_part(split_part(split_part({url}, '://', 2), '/', 1), '?', 1), '#', 1) AS authority,
@@ -98,6 +109,9 @@ def _select(have: set[str]) -> str:
         {col("pwatermark", "DOUBLE")} AS pwatermark,
         {col("dedup_method", "VARCHAR")} AS dedup_method,
         {col("run", "INTEGER")} AS run,
+        {col("ai_generated", "BOOLEAN")} AS ai_generated,
+        {col("c2pa_present", "BOOLEAN")} AS c2pa_present,
+        {col("license", "VARCHAR")} AS license,
         {select_columns(have)},
         parse_filename(filename, true) AS shard,
         ({col("original_width", "INTEGER")} IS NOT NULL OR {col("sha256", "VARCHAR")} IS NOT NULL) AS fetched

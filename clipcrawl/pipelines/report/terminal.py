@@ -74,6 +74,10 @@ def _distributions(agg: dict[str, Any]) -> Table:
                     ("clip_similarity", clip.get("summary")), ("clip (kept)", clip.get("summary_kept"))):
         if s and s.get("n"):
             t.add_row(name, _n(s["n"]), _n(s["p5"]), _n(s["median"]), _n(s["p95"]), _n(s["mean"]))
+    for name, d in (agg.get("clip_scores") or {}).items():  # further models, clip_sigmoid
+        for label, s in ((name, d.get("summary")), (f"{name} (kept)", d.get("summary_kept"))):
+            if s and s.get("n"):
+                t.add_row(label, _n(s["n"]), _n(s["p5"]), _n(s["median"]), _n(s["p95"]), _n(s["mean"]))
     return t
 
 
@@ -182,6 +186,12 @@ def render(agg: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None 
             console.print(f"signals from: {src}", overflow="fold")
     if agg.get("dedup"):
         console.print(_small_dict("Dedup", agg["dedup"], "method"))
+    prov = agg.get("provenance")
+    if prov:
+        console.print(_small_dict("Consent and provenance", {
+            **{f"refused: {k}": v for k, v in prov["refused"].items()},
+            "kept, AI-generated (IPTC/C2PA)": prov["ai_generated_kept"], "kept, with a C2PA manifest": prov["c2pa_kept"],
+            **{f"kept, licence {k}": v for k, v in prov["licences_kept"].items()}}, "what"))
     if agg.get("curation"):
         console.print(_curation(agg["curation"]))
     tp = agg.get("throughput")

@@ -133,7 +133,7 @@ def test_score_with_every_signal_then_recut_without_rescoring(dataset, tmp_path)
     assert sum(r["status"] == "success" for r in rows.values()) == 5
 
     # another cut: the top half by aesthetic; the earlier signal rule is re-decided (not given now)
-    rc = main([*base, "--top-fraction", "0.5", "--top-by", "aesthetic"])
+    rc = main([*base, "--top-fraction", "0.5", "--top-fraction-by", "aesthetic"])
     assert rc == 0
     rows = _rows(dataset)
     kept = sorted((r["aesthetic"] for r in rows.values() if r["status"] == "success"), reverse=True)

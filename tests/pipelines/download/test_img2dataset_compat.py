@@ -273,7 +273,7 @@ def test_additional_columns_keep_their_values(tmp_path, urls):
 def test_argument_errors(tmp_path, urls):
     src = write_input(tmp_path / "in", "parquet", rows_of(urls[:1]))
     for kw, match in (({"save_additional_columns": ["status"]}, "reserve"),
-                      ({"output_format": "tfrecord"}, "tensorflow"), ({"distributor": "pyspark"}, "ray"),
+                      ({"output_format": "tfrecord"}, "tensorflow"), ({"distributor": "dask"}, "not supported"),
                       ({"compute_hash": "crc"}, "Unsupported hash"), ({"caption_col": "nope"}, "not found")):
         with pytest.raises(ConfigError, match=match):
             run(src, tmp_path / "out", input_format="parquet", **kw)
@@ -304,6 +304,45 @@ def test_incremental_modes(tmp_path, urls, server):
     assert server.hits("/f/wide.jpg") == hits + 1 and not (out / "stray.txt").exists()
     run(src, out, output_format="webdataset", number_sample_per_shard=1, incremental_mode="extend")
     assert sorted(read_out(out)["stats"]) == [f"0000{i}_stats.json" for i in range(4)]
+
+
+def _spark_ready() -> str | None:
+    """Why pyspark cannot run here, or None."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark not installed (pip install 'clipcrawl[spark]')"
+    from clipcrawl.pipelines.sparkengine import check_java
+
+    try:
+        check_java()
+    except ConfigError as e:
+        return f"no Java for Spark: {e}"
+    return None
+
+
+@pytest.mark.parametrize("distributor", ["multiprocessing", pytest.param("pyspark", marks=pytest.mark.slow)])
+def test_distributors(tmp_path, urls, distributor):
+    """img2dataset's tests/test_main.py::test_distributors: a txt list, webdataset, one 00000.tar holding two
+    members per sample; pyspark (a local Spark the engine starts and stops) writes what multiprocessing writes.
+    A standalone ``spark://`` cluster, retries and the running-context case: test_spark.py."""
+    if distributor == "pyspark" and _spark_ready():
+        pytest.skip(_spark_ready())
+    src = write_input(tmp_path / "in", "txt", [{"url": u} for u in urls])
+    run(src, tmp_path / "out", output_format="webdataset", number_sample_per_shard=10000, distributor=distributor)
+    got = read_out(tmp_path / "out")
+    assert list(got["tars"]) == ["00000.tar"]
+    assert len(got["tars"]["00000.tar"]) == 2 * got["stats"]["00000_stats.json"]["successes"] == 2 * 3
+    if distributor == "multiprocessing":
+        return
+    run(src, tmp_path / "mp", output_format="webdataset", number_sample_per_shard=10000)
+    want = read_out(tmp_path / "mp")
+    assert got["files"] == want["files"] and got["tars"] == want["tars"]
+    assert {k: (r["status"], r["error_message"]) for k, r in got["rows"].items()} == \
+        {k: (r["status"], r["error_message"]) for k, r in want["rows"].items()}
+    from pyspark import SparkContext
+
+    assert SparkContext._active_spark_context is None  # the engine stopped the context it started
 
 
 @pytest.mark.slow

@@ -1,0 +1,245 @@
+"""The frontier finds URLs by a 64-bit hash (issue 26): colliding URLs stay distinct, databases of the earlier
+layout (``url TEXT UNIQUE``) are migrated in place, atomically, and a crawl resumes from them."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipcrawl.crawler.crawl import crawl
+from clipcrawl.crawler.frontier import Frontier, UrlKeys, url_hash
+from clipcrawl.schemas.config import CrawlConfig
+from tests.crawler.site import LoopbackServer, generated_site
+
+#: the ``urls`` table as the versions before the hash key wrote it (``refused`` came one version earlier)
+OLD_URLS = """CREATE TABLE urls (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    depth INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retryable INTEGER NOT NULL DEFAULT 0,
+    fetched_at REAL,
+    added_at REAL NOT NULL{refused}
+)"""
+OLD_COLUMNS = "id, url, depth, state, attempts, retryable, fetched_at, added_at"
+
+
+class Colliding(Frontier):
+    """Every URL hashes to its length's parity: most URLs collide with many others."""
+
+    url_hash = staticmethod(lambda u: len(u) % 2)
+    url_hash_name = "test-parity"
+
+
+def _page(url: str, status: str = "ok") -> dict:
+    return {"url": url, "final_url": url, "status": status, "depth": 0, "fetched_at": time.time()}
+
+
+def _rows(path: Path) -> list[tuple]:
+    db = sqlite3.connect(path / "frontier.sqlite")
+    try:
+        return db.execute(f"SELECT {OLD_COLUMNS} FROM urls ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def _layout(path: Path) -> tuple[set[str], set[str]]:
+    db = sqlite3.connect(path / "frontier.sqlite")
+    try:
+        cols = {r[1] for r in db.execute("PRAGMA table_info(urls)")}
+        idx = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='urls'")}
+        return cols, idx
+    finally:
+        db.close()
+
+
+def to_old_layout(db_path: Path, refused: bool = True) -> None:
+    """Rewrite a frontier database into the layout of the previous version (without ``refused`` and ``meta``:
+    the one before)."""
+    cols = OLD_COLUMNS + (", refused" if refused else "")
+    create = OLD_URLS.format(refused=", refused TEXT" if refused else "")
+    forget = "DELETE FROM meta WHERE key='url_hash'" if refused else "DROP TABLE meta"
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.executescript(f"""
+        BEGIN;
+        ALTER TABLE urls RENAME TO urls_cur;
+        {create};
+        INSERT INTO urls({cols}) SELECT {cols} FROM urls_cur ORDER BY id;
+        DROP TABLE urls_cur;
+        CREATE INDEX urls_queue ON urls(state, depth, id);
+        {forget};
+        COMMIT;""")
+    db.close()
+    cols_now, idx = _layout(db_path.parent)
+    assert "h" not in cols_now and ("refused" in cols_now) == refused and "sqlite_autoindex_urls_1" in idx
+
+
+def test_colliding_urls_are_kept_apart(tmp_path):
+    a, b, c, d = "http://a.com/1", "http://a.com/2", "http://a.com/3", "http://a.com/10"  # a, b, c collide
+    with Colliding(tmp_path) as f:
+        assert f.add([a, b, a, c], 1) == 3  # one batch: the repeat of a is one row, b and c are not a
+        assert f.add([b, d], 1) == 1
+        assert f.add([c], 0) == 1  # c, not a or b, moves to depth 0
+        got = f.claim(10, 3)
+        assert [(x.url, x.depth) for x in got] == [(c, 0), (a, 1), (b, 1), (d, 1)]
+        ca = got[1]
+        # links and a redirect target that collide with known URLs
+        done = f.complete(ca, _page(a), [], ["http://a.com/4", b, "http://a.com/11"], ok=True,
+                          final_url="http://a.com/5")
+        assert done.new_links == 2
+        assert f.add(["http://a.com/5", "http://a.com/4"], 0) == 1  # the redirect target is known; 4 moves up
+        assert [x.url for x in f.claim(10, 3)] == ["http://a.com/4", "http://a.com/11"]
+        assert f.counts() == {"in-flight": 5, "done": 1, "redirected": 1, "pages": 1, "pairs": 0}
+        assert len({k for (k,) in f.db.execute("SELECT h FROM urls")}) == 2
+    # the same database under the real hash: h is computed again, the URLs stay what they were
+    with Frontier(tmp_path) as f:
+        assert f.requeued == 5
+        assert f.db.execute("SELECT value FROM meta WHERE key='url_hash'").fetchone() == ("blake2b-8",)
+        assert all(k == url_hash(u) for k, u in f.db.execute("SELECT h, url FROM urls"))
+        assert f.add([a, b, c, d, "http://a.com/5"], 0) == 2  # all known: b and d (queued again) move up
+        assert f.add(["http://a.com/12"], 0) == 1
+        assert [x.url for x in f.claim(10, 0)] == [b, c, d, "http://a.com/4", "http://a.com/12"]
+
+
+@pytest.mark.parametrize("spread", ["random", "four hashes"])
+def test_url_keys_find_every_id(spread):
+    """UrlKeys against a dict: built from arrays, then grown one key at a time past several resizes."""
+    rng = random.Random(3)
+
+    def draw() -> int:
+        if spread == "random":
+            return rng.getrandbits(64) - 2**63
+        return rng.choice([0, 1, 2**32, -1])  # 0 and 1 share a fingerprint
+
+    first = [draw() for _ in range(3000)]
+    keys = UrlKeys(np.array(first, dtype=np.int64), np.arange(1, 3001))
+    ref: dict[int, set[int]] = {}
+    for i, h in enumerate(first, 1):
+        ref.setdefault(h, set()).add(i)
+    for i in range(3001, 3001 + (40_000 if spread == "random" else 4000)):
+        h = draw()
+        keys.add(h, i)
+        ref.setdefault(h, set()).add(i)
+    assert keys.n == sum(len(v) for v in ref.values()) and keys.bits > UrlKeys.MIN_BITS
+    hash_of = {i: h for h, ids in ref.items() for i in ids}
+    fingerprint = lambda h: (h & 0xFFFF_FFFF_FFFF_FFFF) >> 32  # noqa: E731
+    for h, ids in ref.items():
+        got = set(keys.ids(h))
+        assert ids <= got  # never a miss
+        assert all(fingerprint(hash_of[x]) == fingerprint(h) for x in got - ids)  # others share the fingerprint
+
+
+def test_a_failed_transaction_adds_no_keys(tmp_path):
+    """A page whose completion fails leaves neither rows nor keys: its redirect target is new again after."""
+
+    class FailsOn(Frontier):
+        @staticmethod
+        def url_hash(u: str) -> int:
+            if u.endswith("/boom"):
+                raise RuntimeError("boom")
+            return url_hash(u)
+
+    with FailsOn(tmp_path) as f:
+        f.add(["http://a.com/"], 0)
+        c = f.claim(1, 0)[0]
+        with pytest.raises(RuntimeError):
+            f.complete(c, _page(c.url), [], ["http://a.com/x", "http://a.com/boom"], ok=True,
+                       final_url="http://a.com/target")
+        assert f.add(["http://a.com/target", "http://a.com/x"], 0) == 2
+        assert [r[0] for r in f.db.execute("SELECT id FROM urls ORDER BY id")] == [1, 2, 3]
+    with Frontier(tmp_path) as f:
+        assert f.add(["http://a.com/target", "http://a.com/x", "http://a.com/"], 0) == 0
+
+
+def test_refusals_of_a_colliding_database_without_refused_column(tmp_path):
+    """``refused`` is filled by joining pages to urls on (hash, url): colliding URLs get their own status."""
+    with Colliding(tmp_path, policy={"address": "off", "robots": "on"}) as f:
+        f.add(["http://a/1", "http://a/2", "http://a/3"], 0)  # all three collide
+        x, y, z = f.claim(3, 0)
+        f.complete(x, _page(x.url, "blocked_address"), [], [], ok=False, refused="address")
+        f.complete(y, _page(y.url, "robots_disallowed"), [], [], ok=False, refused="robots")
+        f.complete(z, _page(z.url, "http_error"), [], [], ok=False)
+    db = sqlite3.connect(tmp_path / "frontier.sqlite")
+    db.execute("ALTER TABLE urls DROP COLUMN refused")
+    db.commit()
+    db.close()
+    with Colliding(tmp_path, policy={"address": "off", "robots": "on"}) as f:
+        assert dict(f.db.execute("SELECT url, refused FROM urls")) == {
+            "http://a/1": "address", "http://a/2": "robots", "http://a/3": None}
+    with Colliding(tmp_path, policy={"address": "on", "robots": "on"}) as f:
+        assert f.redecided == 1 and [x.url for x in f.claim(5, 0)] == ["http://a/1"]
+
+
+@pytest.mark.parametrize("refused", [True, False], ids=["previous", "before-refused"])
+def test_old_layout_is_migrated_in_place(tmp_path, refused):
+    with Frontier(tmp_path, policy={"address": "off"}) as f:
+        f.add([f"http://a.com/{i}" for i in range(6)], 1)
+        f.add(["http://a.com/0-seed"], 0)
+        seed, first, second = f.claim(3, 3)
+        f.complete(seed, _page(seed.url), [], ["http://a.com/new"], ok=True)
+        f.complete(first, _page(first.url, "blocked_address"), [], [], ok=False, refused="address")
+        # second stays in flight: a crawl killed mid-page
+    before = _rows(tmp_path)
+    to_old_layout(tmp_path / "frontier.sqlite", refused=refused)
+    with Frontier(tmp_path, policy={"address": "off"}) as f:
+        assert f.requeued == 1 and f.redecided == (0 if refused else 1)
+        cols, idx = _layout(tmp_path)
+        assert "h" in cols and "refused" in cols and idx == {"urls_queue"}
+        assert f.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert f.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='urls_new'").fetchone() == (0,)
+        if refused:  # same ids, states, depths: claim order and pages unchanged (the page in flight is queued)
+            assert _rows(tmp_path) == [r[:3] + ("queued" if r[3] == "in-flight" else r[3],) + r[4:] for r in before]
+        assert dict(f.db.execute("SELECT url, refused FROM urls WHERE refused IS NOT NULL")) == (
+            {} if not refused else {first.url: "address"})
+        assert f.add([f"http://a.com/{i}" for i in range(6)] + ["http://a.com/new"], 1) == 0
+        assert f.add(["http://a.com/5", "http://a.com/brand-new"], 0) == 2  # 5 moves up, one new
+        order = [x.url for x in f.claim(20, 3)]
+        assert order[:2] == ["http://a.com/5", "http://a.com/brand-new"]  # depth 0 first
+        # then by id, as before the migration (without ``meta``, the refusal is decided again: queued)
+        assert order[2:4] == ([second.url, "http://a.com/2"] if refused else [first.url, second.url])
+        assert f.processed() == (2 if refused else 1)
+
+
+def test_migration_is_atomic(tmp_path):
+    """A failure in the middle of the migration leaves the old database as it was."""
+    with Frontier(tmp_path) as f:
+        f.add([f"http://a.com/{i}" for i in range(50)], 0)
+    to_old_layout(tmp_path / "frontier.sqlite")
+    before = _rows(tmp_path)
+
+    class Failing(Frontier):
+        @staticmethod
+        def url_hash(u: str) -> int:
+            if u.endswith("/40"):
+                raise RuntimeError("disk gone")
+            return url_hash(u)
+
+    with pytest.raises(sqlite3.OperationalError):
+        Failing(tmp_path)
+    cols, idx = _layout(tmp_path)
+    assert "h" not in cols and "sqlite_autoindex_urls_1" in idx and "urls_new" not in idx
+    assert _rows(tmp_path) == before
+    with Frontier(tmp_path) as f:  # the lock was released; this open migrates
+        assert f.add([f"http://a.com/{i}" for i in range(51)], 0) == 1
+    assert _rows(tmp_path)[:50] == before
+
+
+def test_crawl_resumes_from_an_old_layout_database(tmp_path):
+    cfg = dict(max_depth=10, allowed_networks=["127.0.0.0/8"], concurrency=8, per_host_concurrency=4, retries=2,
+               timeout=5)
+    with LoopbackServer(generated_site(n_pages=40)) as srv:
+        s1 = crawl(CrawlConfig(seeds=[srv.base + "/p/0"], max_pages=5, **cfg), tmp_path, progress=False)
+        to_old_layout(tmp_path / "state" / "frontier.sqlite")
+        first = srv.log.counts()
+        s2 = crawl(CrawlConfig(seeds=[srv.base + "/p/0"], max_pages=100, **cfg), tmp_path, progress=False)
+        both = srv.log.counts()
+    assert (s1.pages, s2.pages, s2.pages_total, s2.stop_reason) == (5, 35, 40, "frontier exhausted")
+    assert [p for p, n in both.items() if p.startswith("/p/") and n > 1] == []  # nothing fetched twice
+    assert sum(n for p, n in first.items() if p.startswith("/p/")) == 5
+    assert "h" in _layout(tmp_path / "state")[0]

@@ -125,3 +125,32 @@ def test_score_cut_and_recut_keep_the_image_column_in_step(tmp_path):
     assert all(s == "success" and img == original[k] for k, (s, img) in rows.items())
     assert not _dropped(root)
     assert_verified(root)
+
+
+def test_score_cut_dedup_then_reshard_in_sequence(tmp_path):
+    """The passes after one another on a Parquet-format dataset: score (with embeddings), a dataset-wide cut,
+    dedup; verify is clean after each and the image column holds exactly the kept rows' original bytes (read
+    with pyarrow and tarfile). reshard reads tar shards only: exit 2 before it writes anything."""
+    import tarfile
+
+    from clipcrawl.cli import main
+
+    root = tmp_path / "pq"
+    original = _dataset(root)
+    tiny = ["--model", "tiny", "--precision", "fp32"]
+    steps = [["score", str(root), *tiny, "--threshold", "-1.0", "--save-embeddings"],
+             ["score", str(root), *tiny, "--top-fraction", "0.5"],
+             ["dedup", str(root)]]
+    for argv in steps:
+        assert main(argv) in (0, None), argv
+        assert_verified(root)
+        rows = _rows(root)
+        assert all((img == original[k]) if s == "success" else img is None for k, (s, img) in rows.items())
+        dropped = {}
+        for f in sorted((root / "dropped").glob("*.tar")):
+            with tarfile.open(f) as tf:
+                dropped.update({m.name.rsplit(".", 1)[0]: tf.extractfile(m).read() for m in tf.getmembers()})
+        assert dropped == {k: original[k] for k, (s, _) in rows.items() if s != "success"}
+    assert sum(s == "success" for s, _ in _rows(root).values()) == 3  # top 50 % of 6
+    assert main(["reshard", str(root), "--out", str(tmp_path / "re"), "--samples-per-shard", "2"]) == 2
+    assert not (tmp_path / "re").exists()

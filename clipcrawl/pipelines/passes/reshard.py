@@ -254,6 +254,9 @@ def reshard(src: str, out: str | None = None, samples_per_shard: int = 10_000, *
     # this exits 3), OUT under its own exclusive one; both before anything is listed
     with hold_dataset(src, shared=True):
         check_manifest(src)  # an unreadable source manifest: exit 2 before anything is made or changed
+        no_tar = next((r for r in _input_shards(source) if not exists(r.tar)), None)
+        if no_tar is not None:  # a Parquet/files-format shard: refused before OUT is made
+            raise ConfigError(f"{no_tar.tar}: missing; reshard reads webdataset shards (output_format: webdataset)")
         with hold_dataset(target.root, create=True):
             return _reshard(src, source, target, samples_per_shard, shuffle, seed, overwrite, workers, engine)
 

@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from download_bench import count_successes, run_measured  # noqa: E402
+from download_bench import _tree_rss, count_successes, run_measured  # noqa: E402
 from websim import SimServer, World, image_pool, load_pool  # noqa: E402
 
 INSIDE = "CLIPCRAWL_WEB_BENCH_NETNS"
@@ -113,8 +113,17 @@ def tail(world: World, dump: dict, t0: float) -> dict[str, float | int]:
     if not times:
         return {"t99_s": 0.0, "t100_s": 0.0, "tail_s": 0.0, "unrequested": unrequested, "unseen": len(visible)}
     t99 = times[max(0, int(0.99 * len(times)) - 1)]
+    # the URLs done after t99: host behaviour, request arrival (s after t99; None: never requested), time to done
+    late = []
+    for i in visible:
+        done = dump["done"].get(i)
+        if done is not None and done[0] - t0 > t99:
+            arr = dump["arrived"].get(i)
+            late.append((world.kind(i), None if arr is None else round(arr - t0 - t99, 2), round(done[0] - t0 - t99, 2),
+                         done[1]))
+    late.sort(key=lambda x: -x[2])
     return {"t50_s": times[len(times) // 2], "t99_s": t99, "t100_s": times[-1], "tail_s": times[-1] - t99,
-            "unrequested": unrequested, "unseen": len(visible) - len(times)}
+            "unrequested": unrequested, "unseen": len(visible) - len(times), "late": late[:20]}
 
 
 def by_kind(world: World, st: dict[int, str]) -> dict[str, dict[str, int]]:
@@ -193,6 +202,43 @@ def i2d_floor(world: World, kept: list[int], i2d_bin: str) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ main
+def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, float, dict[str, float]]:
+    """run_measured plus CPU seconds per thread of the main process: /proc/PID/task/TID/stat polled every 0.1 s
+    (a thread's last reading counts), names from ``py-spy dump`` (native tid -> Python thread name) taken once the
+    decoder threads exist; thread pools' numbered names are summed (``decode_0`` + ``decode_1`` -> ``decode``)."""
+    import resource
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    tick = os.sysconf("SC_CLK_TCK")
+    last: dict[int, float] = {}
+    names: dict[int, str] = {}
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    with open(log, "w") as lf:
+        p = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT)
+        peak = 0
+        while p.poll() is None:
+            peak = max(peak, _tree_rss(p.pid))
+            for task in Path(f"/proc/{p.pid}/task").glob("*"):
+                try:
+                    f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    last[int(task.name)] = (int(f[11]) + int(f[12])) / tick
+                except (OSError, ValueError, IndexError):
+                    continue
+            if len(names) < 3 and time.monotonic() - t0 > 3 + 2 * len(names):
+                out = subprocess.run([spy, "dump", "--pid", str(p.pid)], capture_output=True, text=True).stdout
+                names.update({int(t): n for t, n in re.findall(r'Thread (\d+) \([a-z]+\): "([^"]*)"', out)})
+            time.sleep(0.1)
+    wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    threads: dict[str, float] = {}
+    for tid, sec in last.items():
+        n = re.sub(r"_\d+$", "", names.get(tid, "other"))
+        threads[n] = threads.get(n, 0.0) + sec
+    threads["(children)"] = max(0.0, cpu - sum(last.values()))
+    return wall, peak, p.returncode, cpu, threads
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=12000, help="URLs")
@@ -209,6 +255,8 @@ def main() -> None:
     ap.add_argument("--img2dataset", default=str(DEFAULT_I2D))
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="run clipcrawl under py-spy (collapsed stacks, 200 Hz) into DIR/<tool>-<run>.txt")
+    ap.add_argument("--thread-cpu", action="store_true",
+                    help="clipcrawl: CPU per thread (user+sys from /proc, names from one py-spy dump), ms per kept image")
     ap.add_argument("--share-dead", type=float, default=0.02)
     ap.add_argument("--share-trickle", type=float, default=0.01)
     ap.add_argument("--share-nxdomain", type=float, default=0.03)
@@ -278,7 +326,7 @@ def main() -> None:
                     gil = ["--gil"] if os.environ.get("CLIPCRAWL_PROFILE_GIL") else []
                     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                     dest = Path(args.profile).resolve() / f"{name}-{out.name.rsplit('-', 1)[-1]}.txt"
-                    return [spy, "record", "--format", "raw", "-r", "200", "--subprocesses", "--nonblocking", *gil,
+                    return [spy, "record", "--format", "raw", "-r", "200", "--subprocesses", "--nonblocking", "--threads", *gil,
                             "-o", str(dest), "--"]
 
                 tools[name] = (lambda out, prof=prof: [
@@ -294,7 +342,11 @@ def main() -> None:
                 server.call("reset")
                 load = os.getloadavg()[0]
                 t0 = time.monotonic()
-                wall, rss, rc, cpu = run_measured(cmd(out), tenv, work / f"{name}-{r}.log")
+                threads: dict[str, float] = {}
+                if args.thread_cpu and name != "img2dataset":
+                    wall, rss, rc, cpu, threads = run_thread_cpu(cmd(out), tenv, work / f"{name}-{r}.log")
+                else:
+                    wall, rss, rc, cpu = run_measured(cmd(out), tenv, work / f"{name}-{r}.log")
                 dump = server.call("dump")
                 ok, total = count_successes(out)
                 st = statuses(out)
@@ -304,6 +356,11 @@ def main() -> None:
                        "successes": ok, "rows": total, "load_at_start": load, "requests": dump["requests"],
                        "robots_requests": dump["robots"], "dns_queries": dump["dns_queries"],
                        **tail(world, dump, t0), "by_kind": by_kind(world, st)}
+                if threads:
+                    res["thread_cpu_ms_per_image"] = {k: 1000 * v / max(ok, 1) for k, v in threads.items()}
+                    print("  CPU ms per kept image by thread: " + ", ".join(
+                        f"{k} {v:.3f}" for k, v in sorted(res["thread_cpu_ms_per_image"].items(), key=lambda kv: -kv[1])),
+                        flush=True)
                 kept = [i for i, s in st.items() if s == "success"]
                 if name != "img2dataset":
                     res.update(image_floor(world, pool, kept, trees[name]))
@@ -315,6 +372,9 @@ def main() -> None:
                       f"{res['cpu_ms_per_image']:6.2f} CPU-ms/img{floor}  success {ok}/{total}  "
                       f"99->100% {res['tail_s']:5.1f}s (t99 {res['t99_s']:.1f}s)  RSS {res['peak_rss_mib']:.0f} MiB  "
                       f"DNS queries {res['dns_queries']}  exit {rc}  load {load:.1f}", flush=True)
+                if res.get("late"):
+                    print("  last URLs (host kind, request arrived s after t99, done s after t99, outcome): "
+                          + "; ".join(f"{k} {a} {d} {o}" for k, a, d, o in res["late"][:6]), flush=True)
                 if rc != 0 or total != world.n:
                     print(f"  see {work / f'{name}-{r}.log'}", flush=True)
     finally:

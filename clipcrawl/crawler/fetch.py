@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import re
 import ssl
 import time
@@ -149,12 +150,13 @@ class Fetcher:
             resolver=GuardedResolver(cfg.allow_private, resolver=self.resolver, allowed_networks=self._networks),
             enable_cleanup_closed=True,
             **({} if cfg.verify_ssl else {"ssl": False}),
+            **_EXACT_DEADLINES,
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=cfg.timeout, sock_connect=self.connect_timeout,
-                                          sock_read=self.read_timeout),
+                                          sock_read=self.read_timeout, **_EXACT_TIMEOUT),
             auto_decompress=True,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
@@ -354,6 +356,13 @@ def _fail(res: FetchResult, kind: str, message: str) -> FetchResult:
     res.error_kind, res.error, res.body = kind, message, None
     return res
 
+
+# aiohttp rounds every deadline of 5 s or more up to the next whole second of the loop's clock (to batch timer
+# handles), so a 10 s timeout fired after 10-11 s: the last URLs of a run waited up to a second past the timeout.
+# Deadlines here are what the configuration says.
+_EXACT_DEADLINES = ({"timeout_ceil_threshold": float("inf")}
+                    if "timeout_ceil_threshold" in inspect.signature(aiohttp.TCPConnector.__init__).parameters else {})
+_EXACT_TIMEOUT = {"ceil_threshold": float("inf")} if hasattr(aiohttp.ClientTimeout(), "ceil_threshold") else {}
 
 # aiohttp >= 3.10 tells connect and read timeouts apart (older: () matches nothing)
 _CONNECT_TIMEOUT = getattr(aiohttp, "ConnectionTimeoutError", ())

@@ -204,14 +204,16 @@ def i2d_floor(world: World, kept: list[int], i2d_bin: str) -> dict[str, float]:
 # ------------------------------------------------------------------ main
 def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, float, dict[str, float]]:
     """run_measured plus CPU seconds per thread of the main process: /proc/PID/task/TID/stat polled every 0.1 s
-    (a thread's last reading counts), names from ``py-spy dump`` (native tid -> Python thread name) taken once the
-    decoder threads exist; thread pools' numbered names are summed (``decode_0`` + ``decode_1`` -> ``decode``)."""
+    (a thread's last reading counts), names from ``py-spy dump`` (native tid -> Python thread name), taken again
+    while a thread has no name yet (at most every 2 s); thread pools' numbered names are summed (``decode_0`` +
+    ``decode_1`` -> ``decode``); threads that ended before a dump named them count as ``other``."""
     import resource
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     tick = os.sysconf("SC_CLK_TCK")
     last: dict[int, float] = {}
     names: dict[int, str] = {}
+    next_dump = t0 + 2.0
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     with open(log, "w") as lf:
         p = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT)
@@ -224,8 +226,10 @@ def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[floa
                     last[int(task.name)] = (int(f[11]) + int(f[12])) / tick
                 except (OSError, ValueError, IndexError):
                     continue
-            if len(names) < 3 and time.monotonic() - t0 > 3 + 2 * len(names):
-                out = subprocess.run([spy, "dump", "--pid", str(p.pid)], capture_output=True, text=True).stdout
+            if set(last) - set(names) and time.monotonic() >= next_dump:  # a thread not named yet
+                next_dump = time.monotonic() + 2.0
+                out = subprocess.run([spy, "dump", "--nonblocking", "--pid", str(p.pid)], capture_output=True,
+                                     text=True).stdout
                 names.update({int(t): n for t, n in re.findall(r'Thread (\d+) \([a-z]+\): "([^"]*)"', out)})
             time.sleep(0.1)
     wall = time.monotonic() - t0
@@ -355,6 +359,7 @@ def main() -> None:
                        "cpu_ms_per_url": 1000 * cpu / world.n, "peak_rss_mib": rss / 2**20, "exit": rc,
                        "successes": ok, "rows": total, "load_at_start": load, "requests": dump["requests"],
                        "robots_requests": dump["robots"], "dns_queries": dump["dns_queries"],
+                       "http_requests": dump.get("http_total"),
                        **tail(world, dump, t0), "by_kind": by_kind(world, st)}
                 if threads:
                     res["thread_cpu_ms_per_image"] = {k: 1000 * v / max(ok, 1) for k, v in threads.items()}
@@ -371,7 +376,7 @@ def main() -> None:
                 print(f"{name:12s} run {r}: {wall:6.1f}s {res['url_per_s']:6.1f} URL/s {res['img_per_s']:6.1f} img/s "
                       f"{res['cpu_ms_per_image']:6.2f} CPU-ms/img{floor}  success {ok}/{total}  "
                       f"99->100% {res['tail_s']:5.1f}s (t99 {res['t99_s']:.1f}s)  RSS {res['peak_rss_mib']:.0f} MiB  "
-                      f"DNS queries {res['dns_queries']}  exit {rc}  load {load:.1f}", flush=True)
+                      f"DNS queries {res['dns_queries']}  HTTP requests {res['http_requests']}  exit {rc}  load {load:.1f}", flush=True)
                 if res.get("late"):
                     print("  last URLs (host kind, request arrived s after t99, done s after t99, outcome): "
                           + "; ".join(f"{k} {a} {d} {o}" for k, a, d, o in res["late"][:6]), flush=True)

@@ -245,6 +245,7 @@ class _State:
         self.done: dict[int, tuple[float, str]] = {}
         self.requests = 0
         self.robots = 0
+        self.http_total = 0  # every HTTP request, routed or not (tdmrep.json, ai.txt ... are 404s outside behave)
         self.per_host: dict[int, int] = {}
         self.dns_queries = 0
         self.dns_nxdomain = 0
@@ -359,7 +360,12 @@ def _serve(world_path: str, pool_dir: str, conn, seed: int) -> None:  # noqa: AN
     async def main() -> None:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(Dns, local_addr=("127.0.0.1", 53))
-        app = web.Application()
+        @web.middleware
+        async def count(request: web.Request, handler):  # noqa: ANN001, ANN202
+            st.http_total += 1
+            return await handler(request)
+
+        app = web.Application(middlewares=[count])
         app.add_routes([web.get("/robots.txt", robots), web.get("/p/{i:\\d+}.{ext}", image)])
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await runner.setup()
@@ -383,7 +389,7 @@ def _serve(world_path: str, pool_dir: str, conn, seed: int) -> None:  # noqa: AN
                         box["r"] = {"arrived": st.arrived, "done": st.done, "requests": st.requests,
                                     "robots": st.robots, "dns_queries": st.dns_queries,
                                     "dns_nxdomain": st.dns_nxdomain, "limited_log": st.limited_log,
-                                    "robots_done": st.robots_done}
+                                    "robots_done": st.robots_done, "http_total": st.http_total}
                     done.set()
 
                 loop.call_soon_threadsafe(run)

@@ -301,24 +301,14 @@ def test_deadlines_are_exact_above_five_seconds():
     not rounded: a request started at a loop time of x.05-x.35 s fails 5 s later, not at the next whole second
     (>= 5.65 s). The last URLs of a run (trickling hosts) waited up to a second past the timeout so."""
     async def main():
-        async def trickle(request):  # bytes keep coming: only the total deadline cuts it
-            resp = web.StreamResponse(headers={"Content-Type": "image/jpeg", "Content-Length": "1000"})
-            await resp.prepare(request)
-            for _ in range(1000):
-                await resp.write(b"x")
-                await asyncio.sleep(0.1)
-            return resp
-
-        app = web.Application()
-        app.router.add_get("/late", trickle)
-        runner, port = await _site(app)
+        runner, port = await _site(await _deadline_app())
         loop = asyncio.get_running_loop()
         try:
             async with Fetcher(_cfg(timeout=5, respect_robots=False, respect_tdmrep=False)) as f:
                 while not 0.05 <= loop.time() % 1 <= 0.35:
                     await asyncio.sleep(0.01)
                 t0 = time.monotonic()
-                r = await f.fetch(f"http://127.0.0.1:{port}/late")
+                r = await f.fetch(f"http://127.0.0.1:{port}/trickle")  # bytes keep coming: the total deadline cuts it
                 took = time.monotonic() - t0
                 assert r.error == "timeout after 5s (total)", r.error
                 assert 5.0 <= took < 5.4, took

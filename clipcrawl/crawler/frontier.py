@@ -342,8 +342,10 @@ class Frontier:
             if c not in have:
                 self.db.execute(f"ALTER TABLE pairs ADD COLUMN {c}")
         url_cols = {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}
-        if "h" not in url_cols or "h2" not in url_cols or self._meta("url_hash") != self.url_hash_name:
+        if "h" not in url_cols:
             self._rebuild_urls(url_cols)
+        elif "h2" not in url_cols or self._meta("url_hash") != self.url_hash_name:
+            self._rekey("h2" not in url_cols)
         if "refused" not in {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}:
             self._add_refused_column()
         self._next_id = (self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0) + 1
@@ -372,12 +374,12 @@ class Frontier:
                         (key, value))
 
     def _rebuild_urls(self, cols: set[str]) -> None:
-        """A database of an earlier version (``url TEXT UNIQUE`` and no ``h``; or ``h`` without ``h2``) or keyed by
-        another hash: copy ``urls`` into the current layout with the keys computed again (same ids, so claim
-        order and pages stay as they were) in one transaction: a crash leaves the old database."""
+        """A database of an earlier version (``url TEXT UNIQUE``, no ``h``): copy ``urls`` into the current
+        layout (same ids, so claim order and pages stay as they were) in one transaction: a crash leaves
+        the old database."""
         n = self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0
         if n > 100_000:
-            log.info("frontier %s: moving %d URLs to the current key layout (once)", self.dir, n)
+            log.info("frontier %s: moving %d URLs to the hash-keyed layout (once)", self.dir, n)
         keep = ", ".join(c for c in URL_COLUMNS if c in cols)
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -390,6 +392,24 @@ class Frontier:
             self.db.execute("CREATE INDEX urls_queue ON urls(state, depth, id)")
             if "refused" not in cols:
                 self._fill_refused()
+            self._set_meta("url_hash", self.url_hash_name)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _rekey(self, add_h2: bool) -> None:
+        """A database of the previous version (``h`` without ``h2``) or keyed by another hash: add ``h2`` and
+        compute both keys again, in place (no copy of the table: its index is untouched) and in one
+        transaction: a crash leaves the database as it was."""
+        n = self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0
+        if n > 100_000:
+            log.info("frontier %s: computing the 96-bit keys of %d URLs (once)", self.dir, n)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if add_h2:
+                self.db.execute("ALTER TABLE urls ADD COLUMN h2 INTEGER NOT NULL DEFAULT 0")
+            self.db.execute("UPDATE urls SET h = url_h(url), h2 = url_h2(url)")
             self._set_meta("url_hash", self.url_hash_name)
             self.db.execute("COMMIT")
         except BaseException:
@@ -420,27 +440,36 @@ class Frontier:
         self.db.execute("DROP TABLE temp.last_status")
 
     def _load_keys(self) -> UrlKeys:
-        """:class:`UrlKeys` from ``urls`` (``h``, ``h2``, id, queued depth), a million rows at a time as text that
-        SQLite joins and numpy parses (no Python object per row: ~4x faster than fetching rows)."""
+        """:class:`UrlKeys` from ``urls``, a million rows at a time as text that SQLite joins and numpy parses (no
+        Python object per row: ~4x faster than fetching rows); the ids are read only where they are not
+        consecutive. Every row's depth is taken as its queued depth: for a row that is not queued any value is
+        safe (a link to it that looks shallower asks the database, which finds nothing to move)."""
         n = self._next_id - 1
         if n > 1_000_000:
             log.info("frontier %s: loading the keys of %d URLs", self.dir, n)
-        parts, last = [], -(1 << 63)
-        q = ("SELECT group_concat(h || ',' || h2 || ',' || id || ',' || qd), max(id), count(*) FROM "
-             f"(SELECT h, h2, id, CASE WHEN state='{QUEUED}' THEN min(max(depth, 0), {_QD_ANY}) ELSE 0 END AS qd "
-             "FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)")
+        hs, h2s, ids, depths, last = [], [], [], [], -(1 << 63)
+        q = ("SELECT group_concat(h), group_concat(h2), group_concat(depth), min(id), max(id), count(*) FROM "
+             "(SELECT h, h2, depth, id FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)")
         while True:
-            text, top, count = self.db.execute(q, (last,)).fetchone()
+            h_text, h2_text, depth_text, low, top, count = self.db.execute(q, (last,)).fetchone()
             if not count:
                 break
-            parts.append(np.fromstring(text, dtype=np.int64, sep=","))  # text mode: parsed in C
-            if len(parts[-1]) != 4 * count:
-                raise RuntimeError(f"frontier {self.dir}: reading the keys gave {len(parts[-1])} numbers for {count} rows")
+            parsed = [np.fromstring(t, dtype=np.int64, sep=",") for t in (h_text, h2_text, depth_text)]  # in C
+            if top - low + 1 == count:
+                parsed.append(np.arange(low, top + 1, dtype=np.int64))
+            else:
+                q_ids = "SELECT group_concat(id) FROM (SELECT id FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)"
+                parsed.append(np.fromstring(self.db.execute(q_ids, (last,)).fetchone()[0], dtype=np.int64, sep=","))
+            if any(len(x) != count for x in parsed):
+                raise RuntimeError(f"frontier {self.dir}: reading the keys gave {[len(x) for x in parsed]} values "
+                                   f"for {count} rows")
+            for out, x in zip((hs, h2s, depths, ids), parsed):
+                out.append(x)
             last = top
-        if not parts:
+        if not ids:
             return UrlKeys()
-        rows = np.concatenate(parts).reshape(-1, 4)
-        return UrlKeys(rows[:, 0], rows[:, 2], rows[:, 1], rows[:, 3])
+        qds = np.clip(np.concatenate(depths), 0, _QD_ANY)
+        return UrlKeys(np.concatenate(hs), np.concatenate(ids), np.concatenate(h2s), qds)
 
     def _redecide(self, policy: Mapping[str, str]) -> int:
         """Queue again the URLs refused by each policy whose setting differs from the stored one."""

@@ -36,20 +36,21 @@ URLs are found by a 96-bit key held in memory, not by their text
     B-tree leaf per new URL, written to the WAL and again at each checkpoint: the CPU per inserted URL
     grew ~1.6x from 100k to 1M URLs as the index left the CPU and page caches
     (``bench/frontier_scale.py``, bench/RESULTS.md). Instead each row stores its key, ``h`` and ``h2``
-    (:func:`url_hash`: the first 8 and the next 4 bytes of the URL's BLAKE2b digest; ``h2`` takes 4 bytes
-    in the row), and the frontier keeps :class:`UrlKeys` in memory: a table from ``h``'s high 32 bits to
-    row ids (8 bytes a slot, at most 70 % full), and per row id the other 64 bits of the key and the depth
-    the row is queued at (9 bytes a row): ~230 MiB at 10M URLs, loaded at open and updated after each
-    commit. A link is known when a row has **its 96-bit key**, and whether it moves a queued row to a
+    (:func:`url_hash`: the first 8 and the next 4 bytes of the URL's BLAKE2b digest; ``h2`` takes 5 bytes
+    in the row with its type byte), and the frontier keeps :class:`UrlKeys` in memory: a table from
+    ``h``'s high 32 bits to row ids (8 bytes a slot, at most 70 % full), and per row id the other 64 bits
+    of the key and the depth the row is queued at (9 bytes a row): 225 MiB at 10M URLs, loaded at open
+    (8-11 s CPU at 10M URLs) and updated after each commit. A link is known when a row has **its 96-bit key**, and whether it moves a queued row to a
     smaller depth is decided from memory too, so a link costs no database read (a link to a known URL
     read its row, a random read in a table of 1.3 GB at 10M URLs, before ``h2``). Two different URLs
     share a key with probability 2**-96 per pair: over a crawl of N URLs the chance that any link is
     taken for another URL is about N**2 / 2**97 (6e-16 at 10M URLs, 6e-12 at 1G); such a link would not
     be queued. (:attr:`Frontier.verify_text` makes the URL text decide as well, at one row read per link
     to a known URL.) New rows get their ids from the frontier (``MAX(id) + 1`` at open; one process per
-    directory). A database of an earlier version (``UNIQUE(url)`` and no ``h``; ``h`` without ``h2``) is
-    rebuilt in place on open, in one transaction; ``meta`` names the hash that filled the keys and they
-    are computed again when that name differs.
+    directory). A database of an earlier version is migrated on open, in one transaction (a crash leaves
+    it as it was): ``UNIQUE(url)`` without ``h`` is copied into the current layout; ``h`` without ``h2``
+    gains ``h2`` in place (``ALTER TABLE`` + one ``UPDATE`` of both keys, ~50 s at 10M URLs, once). ``meta``
+    names the hash that filled the keys; they are computed again when that name differs.
 
 One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
 """
@@ -148,8 +149,9 @@ class UrlKeys:
     fingerprint, so the table can be rebuilt from its own slots. Probing runs forward only (no wrap-around):
     the array has a tail past the ``2**bits`` homes and its last slot stays empty. Beside the slots, two dense
     arrays indexed by row id (grown by half when an id passes their end): ``check`` (``h``'s low 32 bits
-    ``<< 32 | h2``: with the fingerprint, all 96 bits of the key) and ``qd`` (the depth the row is queued at,
-    0 when it is not queued, :data:`_QD_ANY` for "check in the database")."""
+    ``<< 32 | h2``: with the fingerprint, all 96 bits of the key) and ``qd`` (:func:`_qd`: at least the depth
+    the row is queued at, :data:`_QD_ANY` for "ask the database"; any value for a row that is not queued,
+    0 once claimed). A ``qd`` is lowered only after the transaction that moved its row committed."""
 
     LOAD = 0.7
     TAIL = 4096
@@ -644,17 +646,19 @@ class Frontier:
             return []
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            rows = self.db.execute(
+            cur = self.db.execute(
                 f"SELECT id, url, depth, attempts FROM urls WHERE state='{QUEUED}' AND depth <= ? "
-                "ORDER BY depth, id LIMIT ?", (max_depth, max(n, window) if take else n)).fetchall()
-            if take is not None:
-                picked = []
-                for r in rows:
+                "ORDER BY depth, id LIMIT ?", (max_depth, max(n, window) if take else n))
+            if take is None:
+                rows = cur.fetchall()
+            else:  # rows are read as they are taken: usually ~n of the window, not all of it
+                rows = []
+                for r in cur:
                     if take(r[1]):
-                        picked.append(r)
-                        if len(picked) == n:
+                        rows.append(r)
+                        if len(rows) == n:
                             break
-                rows = picked
+                cur.close()
             self.db.executemany(f"UPDATE urls SET state='{IN_FLIGHT}' WHERE id=?", ((r[0],) for r in rows))
             self.db.execute("COMMIT")
         except BaseException:

@@ -15,7 +15,9 @@ fixed sample so the figures compare:
   largest frontier (which loads the key table).
 
 Insert, claim and complete are reported as wall time and as this process's CPU time (user + system): on a shared
-machine the CPU time is the steadier figure. The last lines give each figure's ratio, largest size / smallest.
+machine the CPU time is the steadier figure. Each size is measured ``--passes`` times (3) one after the other and
+each figure is the median of the passes (a short burst of other work on a shared machine moved a single pass by
+up to 1.6x). The last lines give each figure's ratio, largest size / smallest.
 To measure another version of the frontier, put its tree first on PYTHONPATH (the key layout is printed).
 
     python bench/frontier_scale.py --sizes 100000 1000000 10000000
@@ -156,6 +158,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--passes", type=int, default=3,
+                    help="measurements at each size; the figures are their medians (default 3)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="frontier-scale-"))
     state = work / "state"
@@ -173,8 +177,19 @@ def main() -> None:
             next_id += grow
             grow_s = time.perf_counter() - t0
             f.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            r = measure(f, state, n, rng, link_id)
-            link_id = r.pop("_next_id")
+            passes = []
+            for _ in range(max(1, args.passes)):
+                p = measure(f, state, n, rng, link_id)
+                link_id = p.pop("_next_id")
+                passes.append(p)
+            r = {k: (statistics.median(p[k] for p in passes) if k.endswith(("_us", "_ms", "_per_url", "_per_page"))
+                     and k != "bytes_per_url" else passes[-1][k]) for k in passes[-1]}
+            for k in ("urls", "bytes_per_url", "db_mb"):  # the size the first pass measured at (later ones grew it)
+                r[k] = passes[0][k]
+            r["urls_after_passes"] = passes[-1]["urls"]
+            r["insert_cpu_passes"] = [p["insert_cpu_us_per_url"] for p in passes]
+            r["claim_cpu_passes"] = [p["claim_cpu_us_per_url"] for p in passes]
+            r["complete_cpu_passes"] = [p["complete_cpu_ms_per_page"] for p in passes]
             r["grow_s"] = round(grow_s, 1)
             rows.append(r)
             have = f.db.execute("SELECT count(*) FROM urls").fetchone()[0]
@@ -185,15 +200,19 @@ def main() -> None:
     Frontier(state).close()
     print(f"open (with the key table's load) at {have:,} URLs: {time.perf_counter() - t0:.1f} s "
           f"({time.process_time() - c0:.1f} s CPU)", flush=True)
-    print("\n| URLs | insert us/URL | insert CPU us/URL (median) | known CPU us/URL | new CPU us/URL "
-          "| claim CPU us/URL (median) | complete CPU ms/page (median) | bytes/URL | db MB | key table MB |")
+    def each(v: list[float]) -> str:
+        return " / ".join(str(round(x, 3)) for x in v)
+
+    print(f"\nmedians of {max(1, args.passes)} passes (each pass in brackets)")
+    print("\n| URLs | insert us/URL | insert CPU us/URL | known CPU us/URL | new CPU us/URL | claim CPU us/URL "
+          "| complete CPU ms/page | bytes/URL | db MB | key table MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['urls']:,} | {r['insert_us_per_url']} | {r['insert_cpu_us_per_url']} ({r['insert_cpu_median_us']}) "
+        print(f"| {r['urls']:,} | {r['insert_us_per_url']} | {r['insert_cpu_us_per_url']} ({each(r['insert_cpu_passes'])}) "
               f"| {r['insert_known_cpu_us']} | {r['insert_new_cpu_us']} "
-              f"| {r['claim_cpu_us_per_url']} ({r['claim_cpu_median_us']}) "
-              f"| {r['complete_cpu_ms_per_page']} ({r['complete_cpu_median_ms']}) | {r['bytes_per_url']} | {r['db_mb']} "
-              f"| {r['key_table_mb']} |")
+              f"| {r['claim_cpu_us_per_url']} ({each(r['claim_cpu_passes'])}) "
+              f"| {r['complete_cpu_ms_per_page']} ({each(r['complete_cpu_passes'])}) | {r['bytes_per_url']} "
+              f"| {r['db_mb']} | {r['key_table_mb']} |")
     if len(rows) > 1:
         keys = ("insert_us_per_url", "insert_cpu_us_per_url", "insert_cpu_median_us", "insert_known_cpu_us",
                 "insert_new_cpu_us", "claim_us_per_url", "claim_cpu_us_per_url", "claim_cpu_median_us",

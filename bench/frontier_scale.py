@@ -182,7 +182,7 @@ def main() -> None:
                 p = measure(f, state, n, rng, link_id)
                 link_id = p.pop("_next_id")
                 passes.append(p)
-            r = {k: (statistics.median(p[k] for p in passes) if k.endswith(("_us", "_ms", "_per_url", "_per_page"))
+            r = {k: (round(statistics.median(p[k] for p in passes), 3) if k.endswith(("_us", "_ms", "_per_url", "_per_page"))
                      and k != "bytes_per_url" else passes[-1][k]) for k in passes[-1]}
             for k in ("urls", "bytes_per_url", "db_mb"):  # the size the first pass measured at (later ones grew it)
                 r[k] = passes[0][k]

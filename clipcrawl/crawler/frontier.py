@@ -457,7 +457,7 @@ class Frontier:
             if not count:
                 break
             parsed = [np.fromstring(t, dtype=np.int64, sep=",") for t in (h_text, h2_text, depth_text)]  # in C
-            if top - low + 1 == count:
+            if top - low + 1 == count and self._in_id_order(parsed[0], low):
                 parsed.append(np.arange(low, top + 1, dtype=np.int64))
             else:
                 q_ids = "SELECT group_concat(id) FROM (SELECT id FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)"
@@ -472,6 +472,15 @@ class Frontier:
             return UrlKeys()
         qds = np.clip(np.concatenate(depths), 0, _QD_ANY)
         return UrlKeys(np.concatenate(hs), np.concatenate(ids), np.concatenate(h2s), qds)
+
+    def _in_id_order(self, hs: np.ndarray, low: int) -> bool:
+        """Spot check that ``group_concat`` gave the rows in id order (it does over an ordered subquery; SQLite
+        does not promise it): the first, middle and last keys against their rows."""
+        for i in (0, len(hs) // 2, len(hs) - 1):
+            row = self.db.execute("SELECT h FROM urls WHERE id=?", (low + i,)).fetchone()
+            if row is None or row[0] != hs[i]:
+                return False
+        return True
 
     def _redecide(self, policy: Mapping[str, str]) -> int:
         """Queue again the URLs refused by each policy whose setting differs from the stored one."""
@@ -510,6 +519,8 @@ class Frontier:
         self.close()
 
     def _begin(self) -> None:
+        if self._keys is None:  # dropped after a failed update: loaded again outside any transaction
+            self._keys = self._load_keys()
         self.db.execute("BEGIN IMMEDIATE")
         self._txn_new.clear()
         self._txn_qd.clear()
@@ -569,8 +580,7 @@ class Frontier:
         """The rows of these ``((h, h2), url)`` that exist: url -> [id, qd] (qd: :meth:`UrlKeys.qd`, as this
         transaction left it). A row is the URL's when its 96-bit key matches, read from memory (no database
         read); with :attr:`verify_text`, when its text matches too."""
-        if self._keys is None:
-            self._keys = self._load_keys()
+        assert self._keys is not None  # loaded by _begin
         if self.verify_text:
             return self._known_by_text(keyed)
         keys, pending, moved = self._keys, self._txn_new, self._txn_qd

@@ -369,3 +369,18 @@ def test_crawl_resumes_from_an_old_layout_database(tmp_path, layout):
     assert [p for p, n in both.items() if p.startswith("/p/") and n > 1] == []  # nothing fetched twice
     assert sum(n for p, n in first.items() if p.startswith("/p/")) == 5
     assert {"h", "h2"} <= _layout(tmp_path / "state")[0]
+
+
+def test_keys_load_with_gaps_in_the_ids(tmp_path):
+    """Ids that are not consecutive (a row deleted by hand) are read, not assumed."""
+    urls = [f"http://a.com/{i}" for i in range(10)]
+    with Frontier(tmp_path) as f:
+        f.add(urls, 1)
+    db = sqlite3.connect(tmp_path / "frontier.sqlite")
+    db.execute("DELETE FROM urls WHERE id=5")
+    db.commit()
+    db.close()
+    with Frontier(tmp_path) as f:
+        assert f.add(urls[:4] + urls[5:], 1) == 0 and f.add(urls[:4] + urls[5:], 0) == 9  # known, at depth 1
+        assert f.add([urls[4]], 1) == 1
+        assert f.db.execute("SELECT id FROM urls WHERE url=?", (urls[4],)).fetchone() == (11,)

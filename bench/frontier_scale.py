@@ -160,50 +160,91 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--passes", type=int, default=3,
                     help="measurements at each size; the figures are their medians (default 3)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="one frontier grown through the sizes, each size measured before the next is grown (the "
+                         "earlier tables); default: one frontier per size, grown first, the passes taken in turn")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="frontier-scale-"))
-    state = work / "state"
-    shutil.rmtree(state, ignore_errors=True)
+    sizes, n_passes = sorted(args.sizes), max(1, args.passes)
     rng = random.Random(0)
-    rows, have, next_id, link_id = [], 0, 0, 10**9  # link_id: URLs first seen as links while measuring
-    with Frontier(state) as f:
+    link_id = 10**9  # URLs first seen as links while measuring
+    passes: dict[int, list[dict]] = {n: [] for n in sizes}
+    grow_s: dict[int, float] = {}
+    key_mb: dict[int, float] = {}
+
+    def one_pass(f: Frontier, state: Path, n: int) -> None:
+        nonlocal link_id
+        p = measure(f, state, n, rng, link_id)
+        link_id = p.pop("_next_id")
+        keys = getattr(f, "_keys", None)
+        key_mb[n] = round(keys.nbytes() / 2**20, 1) if keys is not None else 0
+        passes[n].append(p)
+        print(json.dumps(p), flush=True)
+
+    def grown(f: Frontier, start: int, n: int) -> None:
+        t0 = time.perf_counter()
+        _grow(f, start, n)
+        grow_s[n] = round(time.perf_counter() - t0, 1)
+        f.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def describe(f: Frontier) -> None:
         cols = {r[1] for r in f.db.execute("PRAGMA table_info(urls)")}
         key = "96-bit URL key (h, h2)" if "h2" in cols else "64-bit URL hash" if "h" in cols else "UNIQUE(url)"
-        print(f"frontier: {sys.modules[Frontier.__module__].__file__} ({key})", flush=True)
-        for n in sorted(args.sizes):
-            t0 = time.perf_counter()
-            grow = max(0, n - have)
-            _grow(f, next_id, next_id + grow)
-            next_id += grow
-            grow_s = time.perf_counter() - t0
-            f.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            passes = []
-            for _ in range(max(1, args.passes)):
-                p = measure(f, state, n, rng, link_id)
-                link_id = p.pop("_next_id")
-                passes.append(p)
-            r = {k: (round(statistics.median(p[k] for p in passes), 3) if k.endswith(("_us", "_ms", "_per_url", "_per_page"))
-                     and k != "bytes_per_url" else passes[-1][k]) for k in passes[-1]}
-            for k in ("urls", "bytes_per_url", "db_mb"):  # the size the first pass measured at (later ones grew it)
-                r[k] = passes[0][k]
-            r["urls_after_passes"] = passes[-1]["urls"]
-            r["insert_cpu_passes"] = [p["insert_cpu_us_per_url"] for p in passes]
-            r["claim_cpu_passes"] = [p["claim_cpu_us_per_url"] for p in passes]
-            r["complete_cpu_passes"] = [p["complete_cpu_ms_per_page"] for p in passes]
-            r["grow_s"] = round(grow_s, 1)
-            rows.append(r)
-            have = f.db.execute("SELECT count(*) FROM urls").fetchone()[0]
-            keys = getattr(f, "_keys", None)
-            r["key_table_mb"] = round(keys.nbytes() / 2**20, 1) if keys is not None else 0
-            print(json.dumps(r), flush=True)
+        print(f"frontier: {sys.modules[Frontier.__module__].__file__} ({key}); "
+              f"{'sequential' if args.sequential else 'one frontier per size, passes in turn'}", flush=True)
+
+    if args.sequential:
+        state = work / "state"
+        shutil.rmtree(state, ignore_errors=True)
+        states = {n: state for n in sizes}
+        with Frontier(state) as f:
+            describe(f)
+            have = 0  # URLs _url(0 .. have-1) are in the frontier (beside the links added while measuring)
+            for n in sizes:
+                grown(f, have, max(have, n))
+                have = max(have, n)
+                for _ in range(n_passes):
+                    one_pass(f, state, n)
+    else:  # a burst of other work on a shared machine then hits one pass of one size, which the median drops
+        states = {n: work / f"state-{n}" for n in sizes}
+        fronts = {}
+        try:
+            for n in sizes:
+                shutil.rmtree(states[n], ignore_errors=True)
+                fronts[n] = Frontier(states[n])
+                grown(fronts[n], 0, n)
+            describe(fronts[sizes[0]])
+            for _ in range(n_passes):
+                for n in sizes:
+                    one_pass(fronts[n], states[n], n)
+        finally:
+            for f in fronts.values():
+                f.close()
+    rows = []
+    for n in sizes:
+        ps = passes[n]
+        r = {k: (round(statistics.median(p[k] for p in ps), 3) if k.endswith(("_us", "_ms", "_per_url", "_per_page"))
+                 and k != "bytes_per_url" else ps[-1][k]) for k in ps[-1]}
+        for k in ("urls", "bytes_per_url", "db_mb"):  # the size the first pass measured at (later ones grew it)
+            r[k] = ps[0][k]
+        r["urls_after_passes"] = ps[-1]["urls"]
+        r["insert_cpu_passes"] = [p["insert_cpu_us_per_url"] for p in ps]
+        r["insert_cpu_min"] = min(r["insert_cpu_passes"])
+        r["claim_cpu_passes"] = [p["claim_cpu_us_per_url"] for p in ps]
+        r["complete_cpu_passes"] = [p["complete_cpu_ms_per_page"] for p in ps]
+        r["grow_s"], r["key_table_mb"] = grow_s.get(n, 0.0), key_mb[n]
+        rows.append(r)
+    largest = states[sizes[-1]]
     t0, c0 = time.perf_counter(), time.process_time()
-    Frontier(state).close()
+    with Frontier(largest) as f:
+        have = f.db.execute("SELECT count(*) FROM urls").fetchone()[0]
     print(f"open (with the key table's load) at {have:,} URLs: {time.perf_counter() - t0:.1f} s "
           f"({time.process_time() - c0:.1f} s CPU)", flush=True)
+
     def each(v: list[float]) -> str:
         return " / ".join(str(round(x, 3)) for x in v)
 
-    print(f"\nmedians of {max(1, args.passes)} passes (each pass in brackets)")
+    print(f"\nmedians of {n_passes} passes (each pass in brackets)")
     print("\n| URLs | insert us/URL | insert CPU us/URL | known CPU us/URL | new CPU us/URL | claim CPU us/URL "
           "| complete CPU ms/page | bytes/URL | db MB | key table MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -214,8 +255,8 @@ def main() -> None:
               f"| {r['complete_cpu_ms_per_page']} ({each(r['complete_cpu_passes'])}) | {r['bytes_per_url']} "
               f"| {r['db_mb']} | {r['key_table_mb']} |")
     if len(rows) > 1:
-        keys = ("insert_us_per_url", "insert_cpu_us_per_url", "insert_cpu_median_us", "insert_known_cpu_us",
-                "insert_new_cpu_us", "claim_us_per_url", "claim_cpu_us_per_url", "claim_cpu_median_us",
+        keys = ("insert_us_per_url", "insert_cpu_us_per_url", "insert_cpu_min", "insert_cpu_median_us",
+                "insert_known_cpu_us", "insert_new_cpu_us", "claim_us_per_url", "claim_cpu_us_per_url", "claim_cpu_median_us",
                 "complete_ms_per_page", "complete_cpu_ms_per_page", "complete_cpu_median_ms", "bytes_per_url")
         print("\nlargest / smallest: " + ", ".join(f"{k} {rows[-1][k] / rows[0][k]:.2f}x" for k in keys))
     if args.json:

@@ -2,7 +2,8 @@
 
 The frontier (clipcrawl/crawler/frontier.py) is one SQLite database: ``urls`` (an index on (state, depth, id);
 URLs found through an in-memory table from their hash to row ids, earlier versions: a UNIQUE(url) index),
-``pages`` and ``pairs``. This grows it the way a crawl does (URLs arrive as the links of
+``pages`` and ``pairs``. This grows one frontier per size (``--sequential``: one frontier through the sizes)
+the way a crawl does (URLs arrive as the links of
 processed pages, ~50 per page, on ~1,000 hosts, with ~30 % already known), and at each size measures, over a
 fixed sample so the figures compare:
 
@@ -15,9 +16,10 @@ fixed sample so the figures compare:
   largest frontier (which loads the key table).
 
 Insert, claim and complete are reported as wall time and as this process's CPU time (user + system): on a shared
-machine the CPU time is the steadier figure. Each size is measured ``--passes`` times (3) one after the other and
-each figure is the median of the passes (a short burst of other work on a shared machine moved a single pass by
-up to 1.6x). The last lines give each figure's ratio, largest size / smallest.
+machine the CPU time is the steadier figure. Each size is measured ``--passes`` times (3), the sizes in turn
+(100k, 1M, 10M, 100k, ...; ``--sequential``: one size after the other), and each figure is the median of the
+passes (a burst of other work on a shared machine moved a single pass by up to 1.6x; taken in turn, it hits one
+pass of one size). The last lines give each figure's ratio, largest size / smallest.
 To measure another version of the frontier, put its tree first on PYTHONPATH (the key layout is printed).
 
     python bench/frontier_scale.py --sizes 100000 1000000 10000000

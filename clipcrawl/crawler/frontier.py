@@ -40,7 +40,7 @@ URLs are found by a 96-bit key held in memory, not by their text
     in the row with its type byte), and the frontier keeps :class:`UrlKeys` in memory: a table from
     ``h``'s high 32 bits to row ids (8 bytes a slot, at most 70 % full), and per row id the other 64 bits
     of the key and the depth the row is queued at (9 bytes a row): 225 MiB at 10M URLs, loaded at open
-    (8-11 s CPU at 10M URLs) and updated after each commit. A link is known when a row has **its 96-bit key**, and whether it moves a queued row to a
+    (8-12 s at 10M URLs) and updated after each commit. A link is known when a row has **its 96-bit key**, and whether it moves a queued row to a
     smaller depth is decided from memory too, so a link costs no database read (a link to a known URL
     read its row, a random read in a table of 1.3 GB at 10M URLs, before ``h2``). Two different URLs
     share a key with probability 2**-96 per pair: over a crawl of N URLs the chance that any link is

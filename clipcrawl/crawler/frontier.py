@@ -31,18 +31,26 @@ Policy refusals are re-decided when their setting changes
     settings does not fetch them again (so reruns stay cheap and deterministic); a rerun with, say,
     ``--allow-private-networks`` after a ``blocked_address`` seed crawls it.
 
-URLs are found by their 64-bit hash, not by their text
-    ``urls`` has no index on the URL. A ``UNIQUE(url)`` index (or an index on ``h``) costs one random
+URLs are found by a 96-bit key held in memory, not by their text
+    ``urls`` has no index on the URL. A ``UNIQUE(url)`` index (or an index on a hash) costs one random
     B-tree leaf per new URL, written to the WAL and again at each checkpoint: the CPU per inserted URL
     grew ~1.6x from 100k to 1M URLs as the index left the CPU and page caches
-    (``bench/frontier_scale.py``, bench/RESULTS.md). Instead the frontier keeps an in-memory table
-    (:class:`UrlKeys`: 8 bytes a slot, at most 70 % full, 128 MiB at 10M URLs) from each URL's hash to
-    its row id, loaded from ``urls.h`` at open (8-20 s at 10M URLs) and updated after each commit. The
-    hash only finds candidates: a URL is known when a candidate row has **its text**, so two URLs with
-    the same hash are two rows. New rows get their ids from the frontier (``MAX(id) + 1`` at open; one
-    process per directory). A database of an earlier version (``UNIQUE(url)``, no ``h``) is rebuilt
-    in place on open, in one transaction; ``meta`` names the hash that filled ``h`` and the column is
-    recomputed when that name differs.
+    (``bench/frontier_scale.py``, bench/RESULTS.md). Instead each row stores its key, ``h`` and ``h2``
+    (:func:`url_hash`: the first 8 and the next 4 bytes of the URL's BLAKE2b digest; ``h2`` takes 5 bytes
+    in the row with its type byte), and the frontier keeps :class:`UrlKeys` in memory: a table from
+    ``h``'s high 32 bits to row ids (8 bytes a slot, at most 70 % full), and per row id the other 64 bits
+    of the key and the depth the row is queued at (9 bytes a row): 225 MiB at 10M URLs, loaded at open
+    (8-12 s at 10M URLs) and updated after each commit. A link is known when a row has **its 96-bit key**, and whether it moves a queued row to a
+    smaller depth is decided from memory too, so a link costs no database read (a link to a known URL
+    read its row, a random read in a table of 1.3 GB at 10M URLs, before ``h2``). Two different URLs
+    share a key with probability 2**-96 per pair: over a crawl of N URLs the chance that any link is
+    taken for another URL is about N**2 / 2**97 (6e-16 at 10M URLs, 6e-12 at 1G); such a link would not
+    be queued. (:attr:`Frontier.verify_text` makes the URL text decide as well, at one row read per link
+    to a known URL.) New rows get their ids from the frontier (``MAX(id) + 1`` at open; one process per
+    directory). A database of an earlier version is migrated on open, in one transaction (a crash leaves
+    it as it was): ``UNIQUE(url)`` without ``h`` is copied into the current layout; ``h`` without ``h2``
+    gains ``h2`` in place (``ALTER TABLE`` + one ``UPDATE`` of both keys, ~50 s at 10M URLs, once). ``meta``
+    names the hash that filled the keys; they are computed again when that name differs.
 
 One crawl at a time: :class:`Frontier` holds an exclusive ``flock`` on ``state/lock``.
 """
@@ -81,13 +89,14 @@ PAIR_COLUMNS = ("key", "url", "caption", "page_url", "caption_source", "page_tit
 #: pair columns added after the first release: ALTER TABLE'd into older frontier databases
 LATER_PAIR_COLUMNS = ("alt", "figcaption", "title", "page_license")
 
-#: ``urls`` columns after ``id`` and ``h`` (a database of an earlier version may lack ``refused``)
+#: ``urls`` columns after ``id``, ``h`` and ``h2`` (a database of an earlier version may lack ``refused``)
 URL_COLUMNS = ("url", "depth", "state", "attempts", "retryable", "fetched_at", "added_at", "refused")
 
 _URLS_TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
     h INTEGER NOT NULL,
+    h2 INTEGER NOT NULL,
     url TEXT NOT NULL,
     depth INTEGER NOT NULL,
     state TEXT NOT NULL,
@@ -109,36 +118,74 @@ CREATE INDEX IF NOT EXISTS pairs_chunk ON pairs(chunk);
 """
 
 
-def url_hash(url: str) -> int:
-    """The 64-bit key of a URL: the first 8 bytes of its BLAKE2b digest, as SQLite's signed INTEGER."""
-    return int.from_bytes(blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little",
-                          signed=True)
+def url_hash(url: str) -> tuple[int, int]:
+    """The key of a URL: ``(h, h2)``, the first 8 and the next 4 bytes of its 12-byte BLAKE2b digest, as signed
+    integers (SQLite stores ``h2`` in 4 bytes)."""
+    d = blake2b(url.encode("utf-8", "surrogatepass"), digest_size=12).digest()
+    return int.from_bytes(d[:8], "little", signed=True), int.from_bytes(d[8:], "little", signed=True)
 
 
-#: rows looked up per query by :meth:`Frontier._known` (the ``IN`` list is padded to a power of two, so
+#: rows looked up per query by :meth:`Frontier._known_by_text` (the ``IN`` list is padded to a power of two, so
 #: the statement cache holds a few statements)
 _LOOKUP_MAX = 512
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
+_U32 = 0xFFFF_FFFF
+#: :meth:`UrlKeys.qd` of a row queued at a depth past 254: every link to it is checked in the database
+_QD_ANY = 255
+
+
+def _qd(depth: int) -> int:
+    """:meth:`UrlKeys.qd` of a row queued at ``depth``: a link at depth ``d`` may move it up only if ``d < qd``
+    (so a row queued at depth 0 and a row not queued look the same: 0), or if ``qd`` is :data:`_QD_ANY`."""
+    return min(max(depth, 0), _QD_ANY)
 
 
 class UrlKeys:
-    """Which row ids may hold a URL of a given hash: open addressing with linear probing over one uint64
-    array. A slot holds ``fingerprint << 32 | id`` (the fingerprint is the hash's high 32 bits; 0 is an
-    empty slot, ids start at 1); a slot's home is a mix of its fingerprint, so the table can be rebuilt
-    from its own slots. Probing runs forward only (no wrap-around): the array has a tail past the
-    ``2**bits`` homes and its last slot stays empty. Candidates are only candidates: the URL text decides."""
+    """The frontier's URL keys in memory: which row holds a URL of a given 96-bit key, and at which depth a row
+    is queued, so a link to a known URL costs no database read.
+
+    Open addressing with linear probing over one uint64 array: a slot holds ``fingerprint << 32 | id`` (the
+    fingerprint is ``h``'s high 32 bits; 0 is an empty slot, ids start at 1); a slot's home is a mix of its
+    fingerprint, so the table can be rebuilt from its own slots. Probing runs forward only (no wrap-around):
+    the array has a tail past the ``2**bits`` homes and its last slot stays empty. Beside the slots, two dense
+    arrays indexed by row id (grown by half when an id passes their end): ``check`` (``h``'s low 32 bits
+    ``<< 32 | h2``: with the fingerprint, all 96 bits of the key) and ``qd`` (:func:`_qd`: at least the depth
+    the row is queued at, :data:`_QD_ANY` for "ask the database"; any value for a row that is not queued,
+    0 once claimed). A ``qd`` is lowered only after the transaction that moved its row committed."""
 
     LOAD = 0.7
     TAIL = 4096
     MIN_BITS = 12
 
-    def __init__(self, hashes: np.ndarray | None = None, ids: np.ndarray | None = None) -> None:
+    def __init__(self, hashes: np.ndarray | None = None, ids: np.ndarray | None = None,
+                 hashes2: np.ndarray | None = None, qds: np.ndarray | None = None) -> None:
         h = np.zeros(0, np.uint64) if hashes is None else hashes.astype(np.int64).view(np.uint64)
         i = np.zeros(0, np.uint64) if ids is None else ids.astype(np.uint64)
+        h2 = np.zeros(len(i), np.int64) if hashes2 is None else hashes2.astype(np.int64)
         if len(i) and int(i.max()) >= 1 << 32:
             raise ValueError("UrlKeys: row ids past 2**32")
         self.n = len(i)
         self._build((h >> np.uint64(32)) << np.uint64(32) | i)
+        size = (int(i.max()) + 1 if len(i) else 0)
+        size += size // 8 + 1024
+        self._check = np.zeros(size, np.uint64)
+        self._qd = np.zeros(size, np.uint8)
+        if len(i):
+            at = i.astype(np.int64)
+            self._check[at] = (h & np.uint64(_U32)) << np.uint64(32) | h2.view(np.uint64) & np.uint64(_U32)
+            if qds is not None:
+                self._qd[at] = qds.astype(np.uint8)
+        self._views()
+
+    def _views(self) -> None:
+        self._checkv, self._qdv = memoryview(self._check), memoryview(self._qd)  # scalar access as Python ints
+
+    def _grow_rows(self, id_: int) -> None:
+        size = max(id_ + 1, len(self._check) + len(self._check) // 2)
+        check, qd = np.zeros(size, np.uint64), np.zeros(size, np.uint8)
+        check[:len(self._check)], qd[:len(self._qd)] = self._check, self._qd
+        self._check, self._qd = check, qd
+        self._views()
 
     @staticmethod
     def _bits_for(n: int) -> int:
@@ -171,19 +218,40 @@ class UrlKeys:
     def _home(self, fp: int) -> int:
         return ((fp * 0x9E3779B1) & 0xFFFF_FFFF) >> (32 - self.bits)
 
-    def ids(self, h: int) -> list[int]:
-        """Row ids whose URL may hash to ``h``."""
-        fp = (h & _U64) >> 32
-        slots, i, out = self._slots, self._home(fp), []
+    def ids(self, h: int, h2: int) -> list[int]:
+        """Row ids whose key is ``(h, h2)`` (all 96 bits)."""
+        fp, check = (h & _U64) >> 32, (h & _U32) << 32 | h2 & _U32
+        slots, checks, i, out = self._slots, self._checkv, self._home(fp), []
         while e := slots[i]:
-            if e >> 32 == fp:
-                out.append(e & 0xFFFF_FFFF)
+            if e >> 32 == fp and checks[e & _U32] == check:
+                out.append(e & _U32)
             i += 1
         return out
 
-    def add(self, h: int, id_: int) -> None:
+    def find(self, h: int, h2: int) -> int:
+        """The first row id whose key is ``(h, h2)``, 0 if none."""
+        fp, check = (h & _U64) >> 32, (h & _U32) << 32 | h2 & _U32
+        slots, checks, i = self._slots, self._checkv, self._home(fp)
+        while e := slots[i]:
+            if e >> 32 == fp and checks[e & _U32] == check:
+                return e & _U32
+            i += 1
+        return 0
+
+    def qd(self, id_: int) -> int:
+        """The depth row ``id_`` is queued at (0: not queued, :data:`_QD_ANY`: ask the database)."""
+        return self._qdv[id_]
+
+    def set_qd(self, id_: int, qd: int) -> None:
+        self._qdv[id_] = qd
+
+    def add(self, h: int, h2: int, id_: int, qd: int = 0) -> None:
         if id_ >= 1 << 32:
             raise ValueError("UrlKeys: row ids past 2**32")
+        if id_ >= len(self._check):
+            self._grow_rows(id_)
+        self._checkv[id_] = (h & _U32) << 32 | h2 & _U32
+        self._qdv[id_] = qd
         fp = (h & _U64) >> 32
         slots, i = self._slots, self._home(fp)
         while slots[i]:
@@ -197,7 +265,7 @@ class UrlKeys:
             self._build(self._table[self._table != 0], self.bits + 1)
 
     def nbytes(self) -> int:
-        return self._table.nbytes
+        return self._table.nbytes + self._check.nbytes + self._qd.nbytes
 
 
 class FrontierLocked(RuntimeError):
@@ -222,8 +290,11 @@ class Frontier:
     """``with Frontier(out_dir / "state") as f: ...`` (single process, single thread)."""
 
     #: the URL key and its name in ``meta``; tests swap in a tiny hash (in a subclass) to force collisions
-    url_hash: Callable[[str], int] = staticmethod(url_hash)
-    url_hash_name = "blake2b-8"
+    url_hash: Callable[[str], tuple[int, int]] = staticmethod(url_hash)
+    url_hash_name = "blake2b-12"
+    #: True: a URL is known only when a row with its key also has its text (one row read per link to a known URL:
+    #: the rule before ``h2``); tests that force tiny hashes use it to show colliding URLs stay two rows
+    verify_text = False
 
     def __init__(self, state_dir: str | os.PathLike[str], revisit_after_days: float | None = None,
                  policy: Mapping[str, str] | None = None) -> None:
@@ -265,7 +336,8 @@ class Frontier:
         self.db.execute("PRAGMA cache_size=-131072")  # 128 MiB
         self.db.execute("PRAGMA mmap_size=2147418112")  # read path
         self.db.execute("PRAGMA temp_store=MEMORY")
-        self.db.create_function("url_hash", 1, self.url_hash, deterministic=True)
+        self.db.create_function("url_h", 1, lambda u: self.url_hash(u)[0], deterministic=True)
+        self.db.create_function("url_h2", 1, lambda u: self.url_hash(u)[1], deterministic=True)
         self.db.executescript(_SCHEMA)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(pairs)")}
         for c in LATER_PAIR_COLUMNS:
@@ -274,13 +346,14 @@ class Frontier:
         url_cols = {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}
         if "h" not in url_cols:
             self._rebuild_urls(url_cols)
+        elif "h2" not in url_cols or self._meta("url_hash") != self.url_hash_name:
+            self._rekey("h2" not in url_cols)
         if "refused" not in {r[1] for r in self.db.execute("PRAGMA table_info(urls)")}:
             self._add_refused_column()
-        if self._meta("url_hash") != self.url_hash_name:
-            self._rehash()
         self._next_id = (self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0) + 1
-        self._keys = self._load_keys()
-        self._txn_new: dict[str, tuple[int, int]] = {}  # URLs inserted by the open transaction: (hash, id)
+        self._keys: UrlKeys | None = None  # loaded below, once the states are settled (it holds queued depths)
+        self._txn_new: dict[str, list[int]] = {}  # URLs inserted by the open transaction: [h, h2, id, qd]
+        self._txn_qd: dict[int, int] = {}  # rows whose queued depth the open transaction changed: id -> qd
         self.requeued = self._execute(f"UPDATE urls SET state='{QUEUED}' WHERE state='{IN_FLIGHT}'")
         self.retried = self._execute(
             f"UPDATE urls SET state='{QUEUED}' WHERE state='{FAILED}' AND retryable=1 AND attempts < ?",
@@ -292,6 +365,7 @@ class Frontier:
                 f"UPDATE urls SET state='{QUEUED}' WHERE state IN ('{DONE}','{FAILED}') AND fetched_at < ?",
                 (cutoff,))
         self.redecided = self._redecide(policy or {})
+        self._keys = self._load_keys()
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -313,7 +387,8 @@ class Frontier:
         try:
             self.db.execute("DROP TABLE IF EXISTS urls_new")
             self.db.execute(_URLS_TABLE.format(name="urls_new"))
-            self.db.execute(f"INSERT INTO urls_new(id, h, {keep}) SELECT id, url_hash(url), {keep} FROM urls ORDER BY id")
+            self.db.execute(f"INSERT INTO urls_new(id, h, h2, {keep}) SELECT id, url_h(url), url_h2(url), {keep} "
+                            "FROM urls ORDER BY id")
             self.db.execute("DROP TABLE urls")
             self.db.execute("ALTER TABLE urls_new RENAME TO urls")
             self.db.execute("CREATE INDEX urls_queue ON urls(state, depth, id)")
@@ -325,11 +400,18 @@ class Frontier:
             self.db.execute("ROLLBACK")
             raise
 
-    def _rehash(self) -> None:
-        """``h`` was filled by another hash (or ``meta`` lost its name): compute it again."""
+    def _rekey(self, add_h2: bool) -> None:
+        """A database of the previous version (``h`` without ``h2``) or keyed by another hash: add ``h2`` and
+        compute both keys again, in place (no copy of the table: its index is untouched) and in one
+        transaction: a crash leaves the database as it was."""
+        n = self.db.execute("SELECT MAX(id) FROM urls").fetchone()[0] or 0
+        if n > 100_000:
+            log.info("frontier %s: computing the 96-bit keys of %d URLs (once)", self.dir, n)
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("UPDATE urls SET h = url_hash(url)")
+            if add_h2:
+                self.db.execute("ALTER TABLE urls ADD COLUMN h2 INTEGER NOT NULL DEFAULT 0")
+            self.db.execute("UPDATE urls SET h = url_h(url), h2 = url_h2(url)")
             self._set_meta("url_hash", self.url_hash_name)
             self.db.execute("COMMIT")
         except BaseException:
@@ -360,26 +442,45 @@ class Frontier:
         self.db.execute("DROP TABLE temp.last_status")
 
     def _load_keys(self) -> UrlKeys:
-        """:class:`UrlKeys` from ``urls.h``, a million rows at a time as text that SQLite joins and numpy parses
-        (no Python object per row: ~4x faster than fetching rows)."""
+        """:class:`UrlKeys` from ``urls``, a million rows at a time as text that SQLite joins and numpy parses (no
+        Python object per row: ~4x faster than fetching rows); the ids are read only where they are not
+        consecutive. Every row's depth is taken as its queued depth: for a row that is not queued any value is
+        safe (a link to it that looks shallower asks the database, which finds nothing to move)."""
         n = self._next_id - 1
         if n > 1_000_000:
             log.info("frontier %s: loading the keys of %d URLs", self.dir, n)
-        hs, ids, last = [], [], -(1 << 63)
-        q = ("SELECT group_concat(h), group_concat(id), max(id), count(*) FROM "
-             "(SELECT h, id FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)")
+        hs, h2s, ids, depths, last = [], [], [], [], -(1 << 63)
+        q = ("SELECT group_concat(h), group_concat(h2), group_concat(depth), min(id), max(id), count(*) FROM "
+             "(SELECT h, h2, depth, id FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)")
         while True:
-            h_text, id_text, top, count = self.db.execute(q, (last,)).fetchone()
+            h_text, h2_text, depth_text, low, top, count = self.db.execute(q, (last,)).fetchone()
             if not count:
                 break
-            hs.append(np.fromstring(h_text, dtype=np.int64, sep=","))  # text mode: parsed in C
-            ids.append(np.fromstring(id_text, dtype=np.int64, sep=","))
-            if len(hs[-1]) != count or len(ids[-1]) != count:
-                raise RuntimeError(f"frontier {self.dir}: reading urls.h gave {len(hs[-1])} keys for {count} rows")
+            parsed = [np.fromstring(t, dtype=np.int64, sep=",") for t in (h_text, h2_text, depth_text)]  # in C
+            if top - low + 1 == count and self._in_id_order(parsed[0], low):
+                parsed.append(np.arange(low, top + 1, dtype=np.int64))
+            else:
+                q_ids = "SELECT group_concat(id) FROM (SELECT id FROM urls WHERE id > ? ORDER BY id LIMIT 1000000)"
+                parsed.append(np.fromstring(self.db.execute(q_ids, (last,)).fetchone()[0], dtype=np.int64, sep=","))
+            if any(len(x) != count for x in parsed):
+                raise RuntimeError(f"frontier {self.dir}: reading the keys gave {[len(x) for x in parsed]} values "
+                                   f"for {count} rows")
+            for out, x in zip((hs, h2s, depths, ids), parsed):
+                out.append(x)
             last = top
         if not ids:
             return UrlKeys()
-        return UrlKeys(np.concatenate(hs), np.concatenate(ids))
+        qds = np.clip(np.concatenate(depths), 0, _QD_ANY)
+        return UrlKeys(np.concatenate(hs), np.concatenate(ids), np.concatenate(h2s), qds)
+
+    def _in_id_order(self, hs: np.ndarray, low: int) -> bool:
+        """Spot check that ``group_concat`` gave the rows in id order (it does over an ordered subquery; SQLite
+        does not promise it): the first, middle and last keys against their rows."""
+        for i in (0, len(hs) // 2, len(hs) - 1):
+            row = self.db.execute("SELECT h FROM urls WHERE id=?", (low + i,)).fetchone()
+            if row is None or row[0] != hs[i]:
+                return False
+        return True
 
     def _redecide(self, policy: Mapping[str, str]) -> int:
         """Queue again the URLs refused by each policy whose setting differs from the stored one."""
@@ -418,20 +519,29 @@ class Frontier:
         self.close()
 
     def _begin(self) -> None:
+        if self._keys is None:  # dropped after a failed update: loaded again outside any transaction
+            self._keys = self._load_keys()
         self.db.execute("BEGIN IMMEDIATE")
         self._txn_new.clear()
+        self._txn_qd.clear()
         self._txn_next_id = self._next_id
 
     def _commit(self) -> None:
-        """COMMIT, then the URLs it inserted become keys (if that fails, the table is loaded again when next
-        used: it never misses a committed URL)."""
+        """COMMIT, then the URLs it inserted become keys and the queued depths it changed are noted (if that
+        fails, the table is loaded again when next used: it never misses a committed URL)."""
         self.db.execute("COMMIT")
         new, self._txn_new = list(self._txn_new.values()), {}
+        moved, self._txn_qd = self._txn_qd, {}
+        if self._keys is None:
+            return
         try:
-            for h, id_ in new:
-                self._keys.add(h, id_)
+            keys = self._keys
+            for h, h2, id_, qd in new:
+                keys.add(h, h2, id_, qd)
+            for id_, qd in moved.items():
+                keys.set_qd(id_, qd)
         except BaseException:
-            self._keys = None  # type: ignore[assignment]
+            self._keys = None
             raise
 
     def _rollback(self) -> None:
@@ -440,6 +550,7 @@ class Frontier:
             self.db.execute("ROLLBACK")
             self._next_id = self._txn_next_id
         self._txn_new.clear()
+        self._txn_qd.clear()
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         self.db.execute("BEGIN IMMEDIATE")
@@ -465,19 +576,36 @@ class Frontier:
             raise
         return n
 
-    def _known(self, keyed: Sequence[tuple[int, str]]) -> dict[str, list[Any]]:
-        """The rows of these ``(hash, url)`` that exist: url -> [id, depth, state]. A candidate row whose text
-        differs is another URL (a hash collision) and is not returned."""
+    def _known(self, keyed: Sequence[tuple[tuple[int, int], str]]) -> dict[str, list[int]]:
+        """The rows of these ``((h, h2), url)`` that exist: url -> [id, qd] (qd: :meth:`UrlKeys.qd`, as this
+        transaction left it). A row is the URL's when its 96-bit key matches, read from memory (no database
+        read); with :attr:`verify_text`, when its text matches too."""
+        assert self._keys is not None  # loaded by _begin
+        if self.verify_text:
+            return self._known_by_text(keyed)
+        keys, pending, moved = self._keys, self._txn_new, self._txn_qd
+        find, qd = keys.find, keys.qd
+        found: dict[str, list[int]] = {}
+        for (h, h2), u in keyed:
+            p = pending.get(u)
+            if p is not None:
+                found[u] = [p[2], moved.get(p[2], p[3])]
+            elif id_ := find(h, h2):
+                found[u] = [id_, moved.get(id_, qd(id_))]
+        return found
+
+    def _known_by_text(self, keyed: Sequence[tuple[tuple[int, int], str]]) -> dict[str, list[int]]:
+        """:meth:`_known` when a candidate row's text decides: a row with the same key whose text differs is
+        another URL and is not returned."""
         want, cands = set(), set()
-        if self._keys is None:
-            self._keys = self._load_keys()
         keys, pending = self._keys, self._txn_new
-        for h, u in keyed:
+        assert keys is not None
+        for (h, h2), u in keyed:
             want.add(u)
-            cands.update(keys.ids(h))
+            cands.update(keys.ids(h, h2))
             if u in pending:
-                cands.add(pending[u][1])
-        found: dict[str, list[Any]] = {}
+                cands.add(pending[u][2])
+        found: dict[str, list[int]] = {}
         ids = list(cands)
         for i in range(0, len(ids), _LOOKUP_MAX):
             part = ids[i:i + _LOOKUP_MAX]
@@ -486,15 +614,15 @@ class Frontier:
             q = f"SELECT id, url, depth, state FROM urls WHERE id IN ({','.join('?' * width)})"
             for id_, url, d, st in self.db.execute(q, part):
                 if url in want:
-                    found[url] = [id_, d, st]
+                    found[url] = [id_, _qd(d) if st == QUEUED else 0]
         return found
 
-    def _new_id(self, h: int, url: str) -> int:
+    def _new_id(self, key: tuple[int, int], url: str, qd: int) -> int:
         id_ = self._next_id
         if id_ >= 1 << 32:
             raise RuntimeError(f"frontier {self.dir}: more than 2**32 URLs (the key table's row ids are 32-bit)")
         self._next_id += 1
-        self._txn_new[url] = (h, id_)
+        self._txn_new[url] = [key[0], key[1], id_, qd]
         return id_
 
     def _upsert(self, urls: Iterable[str], depth: int, now: float) -> None:
@@ -504,17 +632,19 @@ class Frontier:
         if not keyed:
             return
         known = self._known(keyed)
-        new, shallower = [], []
+        new, shallower, qd = [], [], _qd(depth)
         for k, u in keyed:
             row = known.get(u)
             if row is None:
-                new.append((self._new_id(k, u), k, u, depth, QUEUED, now))
-                known[u] = [None, depth, QUEUED]
-            elif depth < row[1] and row[2] == QUEUED:
-                shallower.append((depth, row[0]))
-                row[1] = depth
-        self.db.executemany("INSERT INTO urls(id, h, url, depth, state, added_at) VALUES (?, ?, ?, ?, ?, ?)", new)
-        self.db.executemany("UPDATE urls SET depth=? WHERE id=?", shallower)
+                id_ = self._new_id(k, u, qd)
+                new.append((id_, k[0], k[1], u, depth, QUEUED, now))
+                known[u] = [id_, qd]
+            elif depth < row[1] or row[1] == _QD_ANY:  # it may be queued deeper: the database decides
+                shallower.append((depth, row[0], depth))
+                row[1] = self._txn_qd[row[0]] = min(qd, row[1])
+        self.db.executemany("INSERT INTO urls(id, h, h2, url, depth, state, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            new)
+        self.db.executemany(f"UPDATE urls SET depth=? WHERE id=? AND state='{QUEUED}' AND depth > ?", shallower)
 
     def claim(self, n: int, max_depth: int, take: Callable[[str], bool] | None = None,
               window: int = 0) -> list[Claim]:
@@ -526,22 +656,27 @@ class Frontier:
             return []
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            rows = self.db.execute(
+            cur = self.db.execute(
                 f"SELECT id, url, depth, attempts FROM urls WHERE state='{QUEUED}' AND depth <= ? "
-                "ORDER BY depth, id LIMIT ?", (max_depth, max(n, window) if take else n)).fetchall()
-            if take is not None:
-                picked = []
-                for r in rows:
+                "ORDER BY depth, id LIMIT ?", (max_depth, max(n, window) if take else n))
+            if take is None:
+                rows = cur.fetchall()
+            else:  # rows are read as they are taken: usually ~n of the window, not all of it
+                rows = []
+                for r in cur:
                     if take(r[1]):
-                        picked.append(r)
-                        if len(picked) == n:
+                        rows.append(r)
+                        if len(rows) == n:
                             break
-                rows = picked
+                cur.close()
             self.db.executemany(f"UPDATE urls SET state='{IN_FLIGHT}' WHERE id=?", ((r[0],) for r in rows))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        if self._keys is not None:
+            for r in rows:
+                self._keys.set_qd(r[0], 0)  # not queued
         return [Claim(*r) for r in rows]
 
     def complete(self, claim: Claim, page: dict[str, Any], pairs: Sequence[dict[str, Any]],
@@ -564,11 +699,14 @@ class Frontier:
                 k = self.url_hash(final_url)
                 row = self._known([(k, final_url)]).get(final_url)
                 if row is None:
-                    self.db.execute("INSERT INTO urls(id, h, url, depth, state, fetched_at, added_at) "
-                                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                    (self._new_id(k, final_url), k, final_url, claim.depth, REDIRECTED, now, now))
-                elif row[2] == QUEUED:
-                    self.db.execute(f"UPDATE urls SET state='{REDIRECTED}', fetched_at=? WHERE id=?", (now, row[0]))
+                    self.db.execute("INSERT INTO urls(id, h, h2, url, depth, state, fetched_at, added_at) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                    (self._new_id(k, final_url, 0), k[0], k[1], final_url, claim.depth, REDIRECTED,
+                                     now, now))
+                else:  # a row queued at depth 0 has qd 0 too: the database decides
+                    self.db.execute(f"UPDATE urls SET state='{REDIRECTED}', fetched_at=? WHERE id=? AND state='{QUEUED}'",
+                                    (now, row[0]))
+                    self._txn_qd[row[0]] = 0
             before = self.db.total_changes
             self._upsert(links, claim.depth + 1, now)
             new_links = self.db.total_changes - before

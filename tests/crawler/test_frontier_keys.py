@@ -1,11 +1,14 @@
-"""The frontier finds URLs by a 64-bit hash (issue 26): colliding URLs stay distinct, databases of the earlier
-layout (``url TEXT UNIQUE``) are migrated in place, atomically, and a crawl resumes from them."""
+"""The frontier finds URLs by a 96-bit key held in memory (issue 26): URLs whose keys partly collide stay distinct
+without a row read, the rule with a forced full collision is shown (and the text rule of ``verify_text``),
+databases of the earlier layouts (``url TEXT UNIQUE``; ``h`` without ``h2``) are migrated in place, atomically,
+and a crawl resumes from them."""
 
 from __future__ import annotations
 
 import random
 import sqlite3
 import time
+from hashlib import blake2b
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +34,36 @@ OLD_COLUMNS = "id, url, depth, state, attempts, retryable, fetched_at, added_at"
 
 
 class Colliding(Frontier):
-    """Every URL hashes to its length's parity: most URLs collide with many others."""
+    """Every URL's whole key is its length's parity: most URLs collide with many others; the text decides."""
 
-    url_hash = staticmethod(lambda u: len(u) % 2)
+    url_hash = staticmethod(lambda u: (len(u) % 2, len(u) % 2))
     url_hash_name = "test-parity"
+    verify_text = True
+
+
+class SameFingerprint(Frontier):
+    """``h`` is the length's parity (one fingerprint, one table cluster for all URLs), ``h2`` the real one: the
+    96-bit key still tells every URL apart, from memory."""
+
+    url_hash = staticmethod(lambda u: (len(u) % 2, url_hash(u)[1]))
+    url_hash_name = "test-parity-h"
+
+
+def blake2b_8(url: str) -> int:
+    """``urls.h`` as the previous version computed it (``meta`` ``url_hash`` = ``blake2b-8``, no ``h2``)."""
+    return int.from_bytes(blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little", signed=True)
+
+
+class UrlReads:
+    """Counts the statements that read ``urls`` rows by id (the row read a known link cost before ``h2``)."""
+
+    def __init__(self, f: Frontier) -> None:
+        self.n = 0
+        f.db.set_trace_callback(self._trace)
+
+    def _trace(self, sql: str) -> None:
+        if "FROM urls WHERE id IN" in sql or ("UPDATE urls SET depth" in sql):
+            self.n += 1
 
 
 def _page(url: str, status: str = "ok") -> dict:
@@ -59,8 +88,27 @@ def _layout(path: Path) -> tuple[set[str], set[str]]:
         db.close()
 
 
+def to_h_layout(db_path: Path) -> None:
+    """Rewrite a frontier database into the layout of the previous version: ``h`` (BLAKE2b-8), no ``h2``."""
+    cols = OLD_COLUMNS + ", refused"
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.create_function("blake2b_8", 1, blake2b_8)
+    db.executescript(f"""
+        BEGIN;
+        ALTER TABLE urls RENAME TO urls_cur;
+        {OLD_URLS.format(refused=", refused TEXT").replace("url TEXT NOT NULL UNIQUE", "h INTEGER NOT NULL, url TEXT NOT NULL")};
+        INSERT INTO urls(h, {cols}) SELECT blake2b_8(url), {cols} FROM urls_cur ORDER BY id;
+        DROP TABLE urls_cur;
+        CREATE INDEX urls_queue ON urls(state, depth, id);
+        UPDATE meta SET value='blake2b-8' WHERE key='url_hash';
+        COMMIT;""")
+    db.close()
+    cols_now, idx = _layout(db_path.parent)
+    assert "h" in cols_now and "h2" not in cols_now and idx == {"urls_queue"}
+
+
 def to_old_layout(db_path: Path, refused: bool = True) -> None:
-    """Rewrite a frontier database into the layout of the previous version (without ``refused`` and ``meta``:
+    """Rewrite a frontier database into the layout of the version before ``h`` (without ``refused`` and ``meta``:
     the one before)."""
     cols = OLD_COLUMNS + (", refused" if refused else "")
     create = OLD_URLS.format(refused=", refused TEXT" if refused else "")
@@ -96,12 +144,12 @@ def test_colliding_urls_are_kept_apart(tmp_path):
         assert f.add(["http://a.com/5", "http://a.com/4"], 0) == 1  # the redirect target is known; 4 moves up
         assert [x.url for x in f.claim(10, 3)] == ["http://a.com/4", "http://a.com/11"]
         assert f.counts() == {"in-flight": 5, "done": 1, "redirected": 1, "pages": 1, "pairs": 0}
-        assert len({k for (k,) in f.db.execute("SELECT h FROM urls")}) == 2
-    # the same database under the real hash: h is computed again, the URLs stay what they were
+        assert len({k for k in f.db.execute("SELECT h, h2 FROM urls")}) == 2
+    # the same database under the real hash: the keys are computed again, the URLs stay what they were
     with Frontier(tmp_path) as f:
         assert f.requeued == 5
-        assert f.db.execute("SELECT value FROM meta WHERE key='url_hash'").fetchone() == ("blake2b-8",)
-        assert all(k == url_hash(u) for k, u in f.db.execute("SELECT h, url FROM urls"))
+        assert f.db.execute("SELECT value FROM meta WHERE key='url_hash'").fetchone() == ("blake2b-12",)
+        assert all((k, k2) == url_hash(u) for k, k2, u in f.db.execute("SELECT h, h2, url FROM urls"))
         assert f.add([a, b, c, d, "http://a.com/5"], 0) == 2  # all known: b and d (queued again) move up
         assert f.add(["http://a.com/12"], 0) == 1
         assert [x.url for x in f.claim(10, 0)] == [b, c, d, "http://a.com/4", "http://a.com/12"]
@@ -109,42 +157,98 @@ def test_colliding_urls_are_kept_apart(tmp_path):
 
 @pytest.mark.parametrize("spread", ["random", "four hashes"])
 def test_url_keys_find_every_id(spread):
-    """UrlKeys against a dict: built from arrays, then grown one key at a time past several resizes."""
+    """UrlKeys against a dict: built from arrays, then grown one key at a time past several resizes; every id
+    whose 96-bit key matches is found, no other."""
     rng = random.Random(3)
 
-    def draw() -> int:
+    def draw() -> tuple[int, int]:
+        h2 = rng.getrandbits(32) - 2**31
         if spread == "random":
-            return rng.getrandbits(64) - 2**63
-        return rng.choice([0, 1, 2**32, -1])  # 0 and 1 share a fingerprint
+            return rng.getrandbits(64) - 2**63, h2
+        return rng.choice([0, 1, 2**32, -1]), rng.choice([h2, 7, -7])  # 0 and 1 share a fingerprint; whole repeats
 
     first = [draw() for _ in range(3000)]
-    keys = UrlKeys(np.array(first, dtype=np.int64), np.arange(1, 3001))
-    ref: dict[int, set[int]] = {}
-    for i, h in enumerate(first, 1):
-        ref.setdefault(h, set()).add(i)
+    keys = UrlKeys(np.array([h for h, _ in first], dtype=np.int64), np.arange(1, 3001),
+                   np.array([h2 for _, h2 in first], dtype=np.int64), np.full(3000, 3))
+    ref: dict[tuple[int, int], set[int]] = {}
+    for i, k in enumerate(first, 1):
+        ref.setdefault(k, set()).add(i)
     for i in range(3001, 3001 + (40_000 if spread == "random" else 4000)):
-        h = draw()
-        keys.add(h, i)
-        ref.setdefault(h, set()).add(i)
+        k = draw()
+        keys.add(*k, i, i % 7)
+        ref.setdefault(k, set()).add(i)
     assert keys.n == sum(len(v) for v in ref.values()) and keys.bits > UrlKeys.MIN_BITS
-    hash_of = {i: h for h, ids in ref.items() for i in ids}
-    fingerprint = lambda h: (h & 0xFFFF_FFFF_FFFF_FFFF) >> 32  # noqa: E731
-    for h, ids in ref.items():
-        got = set(keys.ids(h))
-        assert ids <= got  # never a miss
-        assert all(fingerprint(hash_of[x]) == fingerprint(h) for x in got - ids)  # others share the fingerprint
+    for k, ids in ref.items():
+        assert set(keys.ids(*k)) == ids  # all of them, and nothing that only shares the fingerprint
+        assert keys.find(*k) in ids
+    assert keys.find(0, 12345) == 0 and keys.find(1 << 40, 7) == 0
+    assert keys.qd(2999) == 3 and [keys.qd(i) for i in (3001, 3006, 3003)] == [3001 % 7, 3006 % 7, 0]
+    keys.set_qd(3006, 0)
+    assert keys.qd(3006) == 0
+
+
+def test_same_fingerprint_urls_stay_apart_without_row_reads(tmp_path):
+    """200 URLs share ``h`` (one fingerprint); ``h2`` tells them apart: links to known URLs read no row, a move to
+    a smaller depth is one guarded UPDATE."""
+    urls = [f"http://a.com/{i}" for i in range(200)]
+    with SameFingerprint(tmp_path) as f:
+        assert f.add(urls, 2) == 200
+        reads = UrlReads(f)
+        assert f.add(urls + ["http://a.com/new"], 2) == 1  # all known but one, decided in memory
+        assert f.add(urls[:50], 3) == 0 and reads.n == 0  # deeper than queued: nothing to move
+        assert f.add([urls[5]], 1) == 1 and reads.n == 1  # moves up
+        assert f.add([urls[5], urls[6]], 1) == 1 and reads.n == 2
+        assert f.add([urls[5]], 1) == 0 and reads.n == 2  # already there: nothing read
+        got = f.claim(300, 3)
+        assert [c.url for c in got[:2]] == [urls[5], urls[6]] and len(got) == 201
+        assert f.add(urls, 0) == 0 and reads.n == 2  # in flight: never moved, nothing read
+    with SameFingerprint(tmp_path) as f:  # queued depths come back from the database at open
+        assert f.requeued == 201
+        reads = UrlReads(f)
+        assert f.add(urls, 2) == 0 and reads.n == 0
+        assert f.add(urls[:3], 0) == 3 and f.add(urls[:3], 0) == 0 and reads.n == 3  # one UPDATE per row moved
+        assert len({h for (h,) in f.db.execute("SELECT h FROM urls")}) == 2
+
+
+def test_the_rule_is_the_96_bit_key(tmp_path):
+    """Two URLs forced to one whole key are one URL (the documented false merge, probability N**2 / 2**97); with
+    ``verify_text`` the text decides, as before ``h2``."""
+
+    class OneKey(Frontier):
+        url_hash = staticmethod(lambda u: (1, 2))
+        url_hash_name = "test-one-key"
+
+    class OneKeyByText(OneKey):
+        verify_text = True
+
+    with OneKey(tmp_path) as f:
+        assert f.add(["http://a/1"], 0) == 1
+        assert f.add(["http://a/2"], 0) == 0  # taken for http://a/1 (URLs of the open transaction: by text)
+    with OneKeyByText(tmp_path) as f:
+        assert f.add(["http://a/1", "http://a/2", "http://a/3"], 0) == 2
+        assert f.counts()["queued"] == 3
+
+
+def test_depths_past_254(tmp_path):
+    """The in-memory queued depth is one byte: a row queued deeper than 254 is decided by the database."""
+    with Frontier(tmp_path) as f:
+        assert f.add(["http://a/x"], 300) == 1
+        assert f.add(["http://a/x"], 280) == 1 and f.add(["http://a/x"], 290) == 0
+    with Frontier(tmp_path) as f:
+        assert f.add(["http://a/x"], 270) == 1 and f.add(["http://a/x"], 3) == 1 and f.add(["http://a/x"], 4) == 0
+        assert f.claim(1, 300)[0].depth == 3
+
+
+class FailsOn(Frontier):
+    @staticmethod
+    def url_hash(u: str) -> tuple[int, int]:
+        if u.endswith("/boom"):
+            raise RuntimeError("boom")
+        return url_hash(u)
 
 
 def test_a_failed_transaction_adds_no_keys(tmp_path):
     """A page whose completion fails leaves neither rows nor keys: its redirect target is new again after."""
-
-    class FailsOn(Frontier):
-        @staticmethod
-        def url_hash(u: str) -> int:
-            if u.endswith("/boom"):
-                raise RuntimeError("boom")
-            return url_hash(u)
-
     with FailsOn(tmp_path) as f:
         f.add(["http://a.com/"], 0)
         c = f.claim(1, 0)[0]
@@ -155,6 +259,18 @@ def test_a_failed_transaction_adds_no_keys(tmp_path):
         assert [r[0] for r in f.db.execute("SELECT id FROM urls ORDER BY id")] == [1, 2, 3]
     with Frontier(tmp_path) as f:
         assert f.add(["http://a.com/target", "http://a.com/x", "http://a.com/"], 0) == 0
+
+
+def test_a_failed_transaction_moves_no_depth(tmp_path):
+    """A link that moved a queued URL up in a transaction that failed leaves its in-memory depth as it was."""
+    with FailsOn(tmp_path) as f:
+        f.add(["http://a.com/"], 0)
+        f.add(["http://a.com/deep"], 5)
+        c = f.claim(1, 0)[0]
+        with pytest.raises(RuntimeError):
+            f.complete(c, _page(c.url), [], ["http://a.com/deep", "http://a.com/boom"], ok=True)
+        assert f.add(["http://a.com/deep"], 3) == 1  # still at 5: it moves to 3
+        assert f.add(["http://a.com/deep"], 3) == 0
 
 
 def test_refusals_of_a_colliding_database_without_refused_column(tmp_path):
@@ -176,8 +292,9 @@ def test_refusals_of_a_colliding_database_without_refused_column(tmp_path):
         assert f.redecided == 1 and [x.url for x in f.claim(5, 0)] == ["http://a/1"]
 
 
-@pytest.mark.parametrize("refused", [True, False], ids=["previous", "before-refused"])
-def test_old_layout_is_migrated_in_place(tmp_path, refused):
+@pytest.mark.parametrize("layout", ["h-without-h2", "unique-url", "before-refused"])
+def test_old_layout_is_migrated_in_place(tmp_path, layout):
+    refused = layout != "before-refused"
     with Frontier(tmp_path, policy={"address": "off"}) as f:
         f.add([f"http://a.com/{i}" for i in range(6)], 1)
         f.add(["http://a.com/0-seed"], 0)
@@ -186,11 +303,15 @@ def test_old_layout_is_migrated_in_place(tmp_path, refused):
         f.complete(first, _page(first.url, "blocked_address"), [], [], ok=False, refused="address")
         # second stays in flight: a crawl killed mid-page
     before = _rows(tmp_path)
-    to_old_layout(tmp_path / "frontier.sqlite", refused=refused)
+    if layout == "h-without-h2":
+        to_h_layout(tmp_path / "frontier.sqlite")
+    else:
+        to_old_layout(tmp_path / "frontier.sqlite", refused=refused)
     with Frontier(tmp_path, policy={"address": "off"}) as f:
         assert f.requeued == 1 and f.redecided == (0 if refused else 1)
         cols, idx = _layout(tmp_path)
-        assert "h" in cols and "refused" in cols and idx == {"urls_queue"}
+        assert {"h", "h2", "refused"} <= cols and idx == {"urls_queue"}
+        assert all((k, k2) == url_hash(u) for k, k2, u in f.db.execute("SELECT h, h2, url FROM urls"))
         assert f.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert f.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='urls_new'").fetchone() == (0,)
         if refused:  # same ids, states, depths: claim order and pages unchanged (the page in flight is queued)
@@ -206,40 +327,60 @@ def test_old_layout_is_migrated_in_place(tmp_path, refused):
         assert f.processed() == (2 if refused else 1)
 
 
-def test_migration_is_atomic(tmp_path):
+@pytest.mark.parametrize("layout", ["h-without-h2", "unique-url"])
+def test_migration_is_atomic(tmp_path, layout):
     """A failure in the middle of the migration leaves the old database as it was."""
     with Frontier(tmp_path) as f:
         f.add([f"http://a.com/{i}" for i in range(50)], 0)
-    to_old_layout(tmp_path / "frontier.sqlite")
+    (to_h_layout if layout == "h-without-h2" else to_old_layout)(tmp_path / "frontier.sqlite")
     before = _rows(tmp_path)
+    cols_before, idx_before = _layout(tmp_path)
 
     class Failing(Frontier):
         @staticmethod
-        def url_hash(u: str) -> int:
+        def url_hash(u: str) -> tuple[int, int]:
             if u.endswith("/40"):
                 raise RuntimeError("disk gone")
             return url_hash(u)
 
     with pytest.raises(sqlite3.OperationalError):
         Failing(tmp_path)
-    cols, idx = _layout(tmp_path)
-    assert "h" not in cols and "sqlite_autoindex_urls_1" in idx and "urls_new" not in idx
+    assert _layout(tmp_path) == (cols_before, idx_before) and "h2" not in cols_before
+    db = sqlite3.connect(tmp_path / "frontier.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='urls_new'").fetchone() == (0,)
+    db.close()
     assert _rows(tmp_path) == before
     with Frontier(tmp_path) as f:  # the lock was released; this open migrates
         assert f.add([f"http://a.com/{i}" for i in range(51)], 0) == 1
     assert _rows(tmp_path)[:50] == before
 
 
-def test_crawl_resumes_from_an_old_layout_database(tmp_path):
+@pytest.mark.parametrize("layout", ["h-without-h2", "unique-url"])
+def test_crawl_resumes_from_an_old_layout_database(tmp_path, layout):
     cfg = dict(max_depth=10, allowed_networks=["127.0.0.0/8"], concurrency=8, per_host_concurrency=4, retries=2,
                timeout=5)
     with LoopbackServer(generated_site(n_pages=40)) as srv:
         s1 = crawl(CrawlConfig(seeds=[srv.base + "/p/0"], max_pages=5, **cfg), tmp_path, progress=False)
-        to_old_layout(tmp_path / "state" / "frontier.sqlite")
+        (to_h_layout if layout == "h-without-h2" else to_old_layout)(tmp_path / "state" / "frontier.sqlite")
         first = srv.log.counts()
         s2 = crawl(CrawlConfig(seeds=[srv.base + "/p/0"], max_pages=100, **cfg), tmp_path, progress=False)
         both = srv.log.counts()
     assert (s1.pages, s2.pages, s2.pages_total, s2.stop_reason) == (5, 35, 40, "frontier exhausted")
     assert [p for p, n in both.items() if p.startswith("/p/") and n > 1] == []  # nothing fetched twice
     assert sum(n for p, n in first.items() if p.startswith("/p/")) == 5
-    assert "h" in _layout(tmp_path / "state")[0]
+    assert {"h", "h2"} <= _layout(tmp_path / "state")[0]
+
+
+def test_keys_load_with_gaps_in_the_ids(tmp_path):
+    """Ids that are not consecutive (a row deleted by hand) are read, not assumed."""
+    urls = [f"http://a.com/{i}" for i in range(10)]
+    with Frontier(tmp_path) as f:
+        f.add(urls, 1)
+    db = sqlite3.connect(tmp_path / "frontier.sqlite")
+    db.execute("DELETE FROM urls WHERE id=5")
+    db.commit()
+    db.close()
+    with Frontier(tmp_path) as f:
+        assert f.add(urls[:4] + urls[5:], 1) == 0 and f.add(urls[:4] + urls[5:], 0) == 9  # known, at depth 1
+        assert f.add([urls[4]], 1) == 1
+        assert f.db.execute("SELECT id FROM urls WHERE url=?", (urls[4],)).fetchone() == (11,)

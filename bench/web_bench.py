@@ -212,6 +212,7 @@ def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[floa
     t0 = time.monotonic()
     tick = os.sysconf("SC_CLK_TCK")
     last: dict[int, float] = {}
+    last_sys: dict[int, float] = {}  # the kernel's part of it
     names: dict[int, str] = {}
     next_dump = t0 + 2.0
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -224,6 +225,7 @@ def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[floa
                 try:
                     f = (task / "stat").read_text().rsplit(")", 1)[1].split()
                     last[int(task.name)] = (int(f[11]) + int(f[12])) / tick
+                    last_sys[int(task.name)] = int(f[12]) / tick
                 except (OSError, ValueError, IndexError):
                     continue
             if set(last) - set(names) and time.monotonic() >= next_dump:  # a thread not named yet
@@ -239,7 +241,8 @@ def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[floa
     for tid, sec in last.items():
         n = re.sub(r"_\d+$", "", names.get(tid, "other"))
         threads[n] = threads.get(n, 0.0) + sec
-    threads["(children)"] = max(0.0, cpu - sum(last.values()))
+        threads[f"{n} (sys)"] = threads.get(f"{n} (sys)", 0.0) + last_sys.get(tid, 0.0)
+    threads["(children)"] = max(0.0, cpu - sum(last.values()))  # "X (sys)": the kernel's part of thread X
     return wall, peak, p.returncode, cpu, threads
 
 

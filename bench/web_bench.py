@@ -205,16 +205,18 @@ def i2d_floor(world: World, kept: list[int], i2d_bin: str) -> dict[str, float]:
 def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, float, dict[str, float]]:
     """run_measured plus CPU seconds per thread of the main process: /proc/PID/task/TID/stat polled every 0.1 s
     (a thread's last reading counts), names from ``py-spy dump`` (native tid -> Python thread name), taken again
-    while a thread has no name yet (at most every 2 s); thread pools' numbered names are summed (``decode_0`` +
-    ``decode_1`` -> ``decode``); threads that ended before a dump named them count as ``other``."""
+    while a thread has no name yet (at most every 5 s, 8 times; their CPU is not counted as the tool's); thread
+    pools' numbered names are summed (``decode_0`` +
+    ``decode_1`` -> ``decode``); threads py-spy cannot name (C libraries' own, or ended before a dump) count as ``other:<OS thread name>``."""
     import resource
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     tick = os.sysconf("SC_CLK_TCK")
     last: dict[int, float] = {}
     last_sys: dict[int, float] = {}  # the kernel's part of it
+    comms: dict[int, str] = {}  # the OS thread name (threads py-spy cannot name: C libraries' own)
     names: dict[int, str] = {}
-    next_dump = t0 + 2.0
+    next_dump, dumps, spy_cpu = t0 + 2.0, 0, 0.0
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     with open(log, "w") as lf:
         p = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT)
@@ -226,20 +228,25 @@ def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[floa
                     f = (task / "stat").read_text().rsplit(")", 1)[1].split()
                     last[int(task.name)] = (int(f[11]) + int(f[12])) / tick
                     last_sys[int(task.name)] = int(f[12]) / tick
+                    if int(task.name) not in comms:
+                        comms[int(task.name)] = (task / "comm").read_text().strip()
                 except (OSError, ValueError, IndexError):
                     continue
-            if set(last) - set(names) and time.monotonic() >= next_dump:  # a thread not named yet
-                next_dump = time.monotonic() + 2.0
+            if set(last) - set(names) and time.monotonic() >= next_dump and dumps < 8:  # a thread not named yet
+                next_dump, dumps = time.monotonic() + 5.0, dumps + 1
+                d0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 out = subprocess.run([spy, "dump", "--nonblocking", "--pid", str(p.pid)], capture_output=True,
                                      text=True).stdout
+                d1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # py-spy is our child too: not the tool's CPU
+                spy_cpu += (d1.ru_utime - d0.ru_utime) + (d1.ru_stime - d0.ru_stime)
                 names.update({int(t): n for t, n in re.findall(r'Thread (\d+) \([a-z]+\): "([^"]*)"', out)})
             time.sleep(0.1)
     wall = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime) - spy_cpu
     threads: dict[str, float] = {}
     for tid, sec in last.items():
-        n = re.sub(r"_\d+$", "", names.get(tid, "other"))
+        n = re.sub(r"_\d+$", "", names.get(tid) or f"other:{comms.get(tid, '?')}")
         threads[n] = threads.get(n, 0.0) + sec
         threads[f"{n} (sys)"] = threads.get(f"{n} (sys)", 0.0) + last_sys.get(tid, 0.0)
     threads["(children)"] = max(0.0, cpu - sum(last.values()))  # "X (sys)": the kernel's part of thread X

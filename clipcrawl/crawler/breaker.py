@@ -2,7 +2,10 @@
 
 After ``threshold`` consecutive host failures (DNS SERVFAIL and timeouts, connect errors, TLS handshake
 errors, timeouts; HTTP answers such as 404 are not failures, nor, by default, 429/503, which pause the host
-instead: :mod:`clipcrawl.crawler.politeness`; nor NXDOMAIN, a cached answer that fails fast by itself) the breaker of the host opens: its requests fail at once
+instead: :mod:`clipcrawl.crawler.politeness`; nor NXDOMAIN, a cached answer that fails fast by itself), or
+after ``timeout_threshold`` of them that were request timeouts (connect, first byte, body stalled, total: each
+held one of the host's slots for a whole timeout, so a dead or trickling host's later URLs would otherwise wait
+out one timeout per pair of slots), the breaker of the host opens: its requests fail at once
 with ``"breaker open: <host>: <last cause>"``, no request made. After ``cooldown`` seconds it half-opens:
 one trial request goes out (the others still fail fast); success closes the breaker, failure re-opens it
 for another ``cooldown``. Any answer from the host closes it and resets the count.
@@ -25,6 +28,7 @@ log = logging.getLogger("clipcrawl.breaker")
 class _State:
     label: str
     failures: int = 0  # consecutive
+    timeouts: int = 0  # of those, request timeouts
     cause: str = ""
     opened_at: float | None = None  # None: closed
     trial: bool = False  # the half-open trial is in flight
@@ -35,8 +39,9 @@ class HostBreaker:
     ``b.release(host, trial)``."""
 
     def __init__(self, threshold: int = 5, cooldown: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, timeout_threshold: int = 2) -> None:
         self.threshold, self.cooldown, self.clock = threshold, cooldown, clock
+        self.timeout_threshold = timeout_threshold  # 0: timeouts count like other failures only
         self._states: dict[str, _State] = {}  # only hosts with failures: success forgets the host
         self.opened = 0  # times a breaker opened (re-opens after a failed trial included)
         self.fast_failures = 0  # requests refused while open
@@ -61,15 +66,19 @@ class HostBreaker:
         if s is not None and s.opened_at is not None:
             log.info("breaker closed: %s answers again", s.label)
 
-    def failure(self, host: str, cause: str, trial: bool = False, label: str | None = None) -> None:
+    def failure(self, host: str, cause: str, trial: bool = False, label: str | None = None,
+                timeout: bool = False) -> None:
+        """A host failure; ``timeout``: a request timeout (counts against ``timeout_threshold`` too)."""
         if not self.enabled:
             return
         s = self._states.get(host)
         if s is None:
             s = self._states[host] = _State(label or host)
         s.failures += 1
+        s.timeouts += timeout
         s.cause = cause
-        if trial or (s.opened_at is None and s.failures >= self.threshold):
+        reached = s.failures >= self.threshold or 0 < self.timeout_threshold <= s.timeouts
+        if trial or (s.opened_at is None and reached):
             if s.opened_at is None:
                 log.info("breaker open: %s after %d failures in a row (%s)", s.label, s.failures, cause)
             s.opened_at, s.trial = self.clock(), False

@@ -115,6 +115,7 @@ class FetchConfig:
     connect_timeout: float | None = None  # TCP (+ TLS) connect; None: min(timeout, 10)
     read_timeout: float | None = None  # no byte for this long (first byte, body stall); None: timeout
     breaker_threshold: int = 5  # consecutive host failures that open the host's breaker (0: no breaker)
+    breaker_timeouts: int = 2  # ... or this many of them that were request timeouts (0: no separate count)
     breaker_cooldown: float = 30.0  # seconds open before one trial request
     breaker_statuses: tuple[int, ...] = ()  # HTTP statuses counted as host failures too (e.g. 503)
     max_pause_wait: float | None = None  # fail a request at once rather than wait longer for a 429/503 pause
@@ -134,7 +135,7 @@ class Fetcher:
         self.session: aiohttp.ClientSession | None = None
         self.bytes_downloaded = 0
         self._networks = parse_networks(cfg.allowed_networks)
-        self.breaker = HostBreaker(cfg.breaker_threshold, cfg.breaker_cooldown)
+        self.breaker = HostBreaker(cfg.breaker_threshold, cfg.breaker_cooldown, timeout_threshold=cfg.breaker_timeouts)
         self.resolver: CachingResolver | None = None  # its .stats count DNS lookups
         self.connect_timeout = min(cfg.timeout, cfg.connect_timeout or 10.0)
         self.read_timeout = min(cfg.timeout, cfg.read_timeout or cfg.timeout)
@@ -252,7 +253,7 @@ class Fetcher:
                 return _fail(res, "paused", str(e))
             except Exception as e:  # noqa: BLE001 - every network failure becomes data
                 if self._classify(res, e, body[0]):
-                    self.breaker.failure(key, res.error or "", trial, _host_label(u))
+                    self.breaker.failure(key, res.error or "", trial, _host_label(u), res.error_kind == "timeout")
                 else:
                     self.breaker.release(key, trial)
                 return res

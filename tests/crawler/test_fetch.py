@@ -285,6 +285,13 @@ def test_deadlines_name_the_phase():
                 r = await f.fetch(base + "/stall")
                 assert r.error_kind == "timeout" and r.error == "timeout after 0.3s (body stalled)", r.error
                 assert time.monotonic() - t0 < 1.2
+                # two timeouts in a row (breaker_timeouts=2) open the host's breaker: its next URL fails at once
+                t0 = time.monotonic()
+                r = await f.fetch(base + "/ok")
+                assert r.error == f"breaker open: 127.0.0.1:{port}: timeout after 0.3s (body stalled)", r.error
+                assert time.monotonic() - t0 < 0.1
+            async with Fetcher(_cfg(timeout=1.2, read_timeout=0.3, respect_robots=False,
+                                    respect_tdmrep=False)) as f:
                 t0 = time.monotonic()
                 r = await f.fetch(base + "/trickle")  # bytes keep coming: only the total deadline cuts it
                 took = time.monotonic() - t0
@@ -388,6 +395,30 @@ def test_breaker_opens_fails_fast_and_half_opens():
             await runner.cleanup()
 
     _run(main())
+
+
+def test_breaker_opens_sooner_on_timeouts():
+    """A timeout holds a host slot for a whole timeout: two in a row open the breaker (``breaker_timeouts``), while
+    other failures need ``breaker_threshold`` (5); an answer in between starts both counts again."""
+    from clipcrawl.crawler.breaker import HostBreaker
+
+    b = HostBreaker(threshold=5, cooldown=10, clock=lambda: 0.0)  # timeout_threshold=2 by default
+    for _ in range(4):
+        b.failure("a", "connection refused (a:80)")
+    assert b.state("a") == "closed"
+    b.failure("a", "timeout after 10s (first byte)", timeout=True)  # the fifth failure: open
+    assert b.state("a") == "open"
+    b.failure("t", "timeout after 10s (total)", timeout=True)
+    b.success("t")  # an answer: counts start again
+    b.failure("t", "timeout after 10s (total)", timeout=True)
+    assert b.state("t") == "closed"
+    b.failure("t", "connection reset", timeout=False)
+    b.failure("t", "timeout after 10s (body stalled)", timeout=True)  # two timeouts in one streak
+    assert b.admit("t") == (False, "breaker open: t: timeout after 10s (body stalled)")
+    off = HostBreaker(threshold=5, cooldown=10, timeout_threshold=0)
+    for _ in range(4):
+        off.failure("h", "timeout after 10s (total)", timeout=True)
+    assert off.state("h") == "closed"
 
 
 def test_breaker_concurrent_requests_share_one_trial():

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -130,19 +131,25 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, float]:
-    """(wall seconds, peak tree RSS bytes, exit code, CPU seconds of the whole process tree)."""
+def run_measured(cmd: list[str], env: dict[str, str], log: Path,
+                 on_poll: Callable[[int], float] | None = None) -> tuple[float, int, int, float]:
+    """(wall seconds, peak tree RSS bytes, exit code, CPU seconds of the whole process tree). ``on_poll(pid)``
+    runs every 0.1 s while the command runs and returns the CPU seconds of any processes it ran itself (our
+    children too, so not counted as the command's)."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
+    own = 0.0
     with open(log, "w") as lf:
         p = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT)
         peak = 0
         while p.poll() is None:
             peak = max(peak, _tree_rss(p.pid))
+            if on_poll is not None:
+                own += on_poll(p.pid)
             time.sleep(0.1)
     wall = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for descendants included
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime) - own
     return wall, peak, p.returncode, cpu
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from download_bench import _tree_rss, count_successes, run_measured  # noqa: E402
+from download_bench import count_successes, run_measured  # noqa: E402
 from websim import SimServer, World, image_pool, load_pool  # noqa: E402
 
 INSIDE = "CLIPCRAWL_WEB_BENCH_NETNS"
@@ -203,54 +203,47 @@ def i2d_floor(world: World, kept: list[int], i2d_bin: str) -> dict[str, float]:
 
 # ------------------------------------------------------------------ main
 def run_thread_cpu(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, float, dict[str, float]]:
-    """run_measured plus CPU seconds per thread of the main process: /proc/PID/task/TID/stat polled every 0.1 s
-    (a thread's last reading counts), names from ``py-spy dump`` (native tid -> Python thread name), taken again
-    while a thread has no name yet (at most every 5 s, 8 times; their CPU is not counted as the tool's); thread
-    pools' numbered names are summed (``decode_0`` +
-    ``decode_1`` -> ``decode``); threads py-spy cannot name (C libraries' own, or ended before a dump) count as ``other:<OS thread name>``."""
+    """run_measured plus CPU seconds per thread of the main process: /proc/PID/task/TID/stat at every poll (a
+    thread's last reading counts), names from ``py-spy dump`` (native tid -> Python thread name), taken again while
+    a thread has no name yet (at most every 5 s, 8 times; py-spy's CPU is not counted as the tool's); thread pools'
+    numbered names are summed (``decode_0`` + ``decode_1`` -> ``decode``); threads py-spy cannot name (C
+    libraries' own, or ended before a dump) count as ``other:<OS thread name>``; ``X (sys)`` is the kernel's part
+    of thread X."""
     import resource
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
     tick = os.sysconf("SC_CLK_TCK")
-    last: dict[int, float] = {}
-    last_sys: dict[int, float] = {}  # the kernel's part of it
+    last: dict[int, tuple[float, float]] = {}  # tid -> (user + sys, sys) seconds
     comms: dict[int, str] = {}  # the OS thread name (threads py-spy cannot name: C libraries' own)
     names: dict[int, str] = {}
-    next_dump, dumps, spy_cpu = t0 + 2.0, 0, 0.0
+    dumps = {"n": 0, "next": time.monotonic() + 2.0}
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    with open(log, "w") as lf:
-        p = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT)
-        peak = 0
-        while p.poll() is None:
-            peak = max(peak, _tree_rss(p.pid))
-            for task in Path(f"/proc/{p.pid}/task").glob("*"):
-                try:
-                    f = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                    last[int(task.name)] = (int(f[11]) + int(f[12])) / tick
-                    last_sys[int(task.name)] = int(f[12]) / tick
-                    if int(task.name) not in comms:
-                        comms[int(task.name)] = (task / "comm").read_text().strip()
-                except (OSError, ValueError, IndexError):
-                    continue
-            if set(last) - set(names) and time.monotonic() >= next_dump and dumps < 8:  # a thread not named yet
-                next_dump, dumps = time.monotonic() + 5.0, dumps + 1
-                d0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                out = subprocess.run([spy, "dump", "--nonblocking", "--pid", str(p.pid)], capture_output=True,
-                                     text=True).stdout
-                d1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # py-spy is our child too: not the tool's CPU
-                spy_cpu += (d1.ru_utime - d0.ru_utime) + (d1.ru_stime - d0.ru_stime)
-                names.update({int(t): n for t, n in re.findall(r'Thread (\d+) \([a-z]+\): "([^"]*)"', out)})
-            time.sleep(0.1)
-    wall = time.monotonic() - t0
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime) - spy_cpu
+
+    def poll(pid: int) -> float:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                tid = int(task.name)
+                last[tid] = ((int(f[11]) + int(f[12])) / tick, int(f[12]) / tick)
+                if tid not in comms:
+                    comms[tid] = (task / "comm").read_text().strip()
+            except (OSError, ValueError, IndexError):
+                continue
+        if not set(last) - set(names) or time.monotonic() < dumps["next"] or dumps["n"] >= 8:
+            return 0.0
+        dumps["n"], dumps["next"] = dumps["n"] + 1, time.monotonic() + 5.0
+        d0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run([spy, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True, text=True).stdout
+        d1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        names.update({int(t): n for t, n in re.findall(r'Thread (\d+) \([a-z]+\): "([^"]*)"', out)})
+        return (d1.ru_utime - d0.ru_utime) + (d1.ru_stime - d0.ru_stime)
+
+    wall, peak, rc, cpu = run_measured(cmd, env, log, on_poll=poll)
     threads: dict[str, float] = {}
-    for tid, sec in last.items():
+    for tid, (sec, sys_sec) in last.items():
         n = re.sub(r"_\d+$", "", names.get(tid) or f"other:{comms.get(tid, '?')}")
         threads[n] = threads.get(n, 0.0) + sec
-        threads[f"{n} (sys)"] = threads.get(f"{n} (sys)", 0.0) + last_sys.get(tid, 0.0)
-    threads["(children)"] = max(0.0, cpu - sum(last.values()))  # "X (sys)": the kernel's part of thread X
-    return wall, peak, p.returncode, cpu, threads
+        threads[f"{n} (sys)"] = threads.get(f"{n} (sys)", 0.0) + sys_sec
+    threads["(children)"] = max(0.0, cpu - sum(sec for sec, _ in last.values()))
+    return wall, peak, rc, cpu, threads
 
 
 def main() -> None:

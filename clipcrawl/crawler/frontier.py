@@ -331,7 +331,7 @@ class Frontier:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         # reads are memory-mapped (up to the 2 GiB SQLite allows by default; the pages are the OS's file cache);
-        # SQLite's own page cache is sized by _fit_cache (8 MiB below 1 GiB of database, 128 MiB above)
+        # SQLite's own page cache is sized by _fit_cache (2 MiB below 1 GiB of database, 128 MiB above)
         self.db.execute("PRAGMA mmap_size=2147418112")  # read path
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.create_function("url_h", 1, lambda u: self.url_hash(u)[0], deterministic=True)
@@ -369,7 +369,7 @@ class Frontier:
         self._keys = self._load_keys()
 
     #: SQLite's page cache (KiB) while the database is smaller than SQLite's pending-byte page (1 GiB), and past it
-    SMALL_CACHE_KIB, LARGE_CACHE_KIB = 8 << 10, 128 << 10
+    SMALL_CACHE_KIB, LARGE_CACHE_KIB = 2 << 10, 128 << 10
 
     def _fit_cache(self) -> None:
         """Size SQLite's page cache to the database: small while the file is under 1 GiB, 128 MiB past it.

@@ -587,6 +587,7 @@ class Frontier:
     # ------------------------------------------------------------------ queue
     def add(self, urls: Iterable[str], depth: int) -> int:
         """Queue URLs (seeds); a known queued URL moves to the smaller depth. Returns new rows."""
+        self._fit_cache()
         self._begin()
         try:
             before = self.db.total_changes
@@ -676,7 +677,7 @@ class Frontier:
         hold every worker)."""
         if n <= 0:
             return []
-        self._fit_cache()  # the database may have grown past 1 GiB since the last claim
+        self._fit_cache()  # the database may have grown past 1 GiB since the last call
         self.db.execute("BEGIN IMMEDIATE")
         try:
             cur = self.db.execute(

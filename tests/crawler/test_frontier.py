@@ -201,3 +201,5 @@ def test_page_cache_small_below_one_gib_large_past_it(tmp_path):
         f._pending_page = f.db.execute("PRAGMA page_count").fetchone()[0]  # as if the file had reached 1 GiB
         assert [c.url for c in f.claim(5, 3)] == urls[5:10] and cache() == -Frontier.LARGE_CACHE_KIB
         assert f.counts()["in-flight"] == 10
+        f._pending_page = 1 << 40  # and back (add checks too)
+        assert f.add(["http://h0.example/new"], 0) == 1 and cache() == -Frontier.SMALL_CACHE_KIB

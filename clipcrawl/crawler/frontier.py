@@ -330,15 +330,16 @@ class Frontier:
         self.db = sqlite3.connect(self.dir / "frontier.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        # a 10M-URL frontier is ~1.5 GB: SQLite's default 2 MB page cache made every read a cache miss
-        # (bench/frontier_scale.py); a larger cache and memory-mapped reads (up to the 2 GiB SQLite allows by
-        # default; the pages are the OS's file cache) keep it flat
-        self.db.execute("PRAGMA cache_size=-131072")  # 128 MiB
+        # reads are memory-mapped (up to the 2 GiB SQLite allows by default; the pages are the OS's file cache);
+        # SQLite's own page cache is sized by _fit_cache (2 MiB below 1 GiB of database, 128 MiB above)
         self.db.execute("PRAGMA mmap_size=2147418112")  # read path
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.create_function("url_h", 1, lambda u: self.url_hash(u)[0], deterministic=True)
         self.db.create_function("url_h2", 1, lambda u: self.url_hash(u)[1], deterministic=True)
         self.db.executescript(_SCHEMA)
+        self._pending_page = (1 << 30) // self.db.execute("PRAGMA page_size").fetchone()[0] + 1  # 262,145 at 4 KiB
+        self._cache_kib = 0
+        self._fit_cache()
         have = {r[1] for r in self.db.execute("PRAGMA table_info(pairs)")}
         for c in LATER_PAIR_COLUMNS:
             if c not in have:
@@ -366,6 +367,26 @@ class Frontier:
                 (cutoff,))
         self.redecided = self._redecide(policy or {})
         self._keys = self._load_keys()
+
+    #: SQLite's page cache (KiB) while the database is smaller than SQLite's pending-byte page (1 GiB), and past it
+    SMALL_CACHE_KIB, LARGE_CACHE_KIB = 2 << 10, 128 << 10
+
+    def _fit_cache(self) -> None:
+        """Size SQLite's page cache to the database: small while the file is under 1 GiB, 128 MiB past it.
+
+        Why (``perf``, bench/RESULTS.md "Crawl frontier at scale"): when a write splits B-tree pages, SQLite's
+        ``balance_nonroot`` swaps two page numbers through a temporary number, the pending-byte page (262,145 at
+        4 KiB pages), which raises the page cache's largest key to it; at the end of that transaction
+        ``pager_end_transaction`` truncates the cache to the database size, and while the database is smaller
+        than 1 GiB that key lies more than the hash table's size past it, so ``pcache1TruncateUnsafe`` walks the
+        **whole cache** (every cached page's header): with 128 MiB cached, 51-59 % of a claim's CPU at 186k and
+        1.1M URLs (~0.5-0.8 ms per call of 64; claims move index entries to in-flight and split pages often). Past 1 GiB that page is inside the database and nothing is walked. Reads are memory-mapped, so a
+        small cache costs nothing measurable below 1 GiB; above it the large cache is kept as it was."""
+        count = self.db.execute("PRAGMA page_count").fetchone()[0]
+        kib = self.LARGE_CACHE_KIB if count >= self._pending_page else self.SMALL_CACHE_KIB
+        if kib != self._cache_kib:
+            self.db.execute(f"PRAGMA cache_size=-{kib}")
+            self._cache_kib = kib
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -565,6 +586,7 @@ class Frontier:
     # ------------------------------------------------------------------ queue
     def add(self, urls: Iterable[str], depth: int) -> int:
         """Queue URLs (seeds); a known queued URL moves to the smaller depth. Returns new rows."""
+        self._fit_cache()
         self._begin()
         try:
             before = self.db.total_changes
@@ -654,6 +676,7 @@ class Frontier:
         hold every worker)."""
         if n <= 0:
             return []
+        self._fit_cache()  # the database may have grown past 1 GiB since the last call
         self.db.execute("BEGIN IMMEDIATE")
         try:
             cur = self.db.execute(

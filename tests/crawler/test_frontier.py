@@ -183,3 +183,23 @@ def test_policy_refusals_requeued_when_the_setting_changes(tmp_path):
     with Frontier(tmp_path, policy={"address": "on", "robots": "on"}) as f:
         assert f.requeued == 1 and f.redecided == 1  # a: claimed above, still in flight
         assert sorted(x.url for x in f.claim(5, 0)) == ["http://a/", "http://b/"]
+
+
+def test_page_cache_small_below_one_gib_large_past_it(tmp_path):
+    """While the database is under 1 GiB SQLite walks its whole page cache at the end of a write that split B-tree
+    pages (the pending-byte page, see ``Frontier._fit_cache``), so the cache is small there; past it, 128 MiB."""
+    urls = [f"http://h{i % 7}.example/{i}" for i in range(3000)]
+    with Frontier(tmp_path) as f:
+        def cache() -> int:
+            return f.db.execute("PRAGMA cache_size").fetchone()[0]
+
+        page_size = f.db.execute("PRAGMA page_size").fetchone()[0]
+        assert f._pending_page == (1 << 30) // page_size + 1  # 262,145 at 4 KiB pages
+        f.add(urls, 0)
+        assert cache() == -Frontier.SMALL_CACHE_KIB
+        assert [c.url for c in f.claim(5, 3)] == urls[:5] and cache() == -Frontier.SMALL_CACHE_KIB
+        f._pending_page = f.db.execute("PRAGMA page_count").fetchone()[0]  # as if the file had reached 1 GiB
+        assert [c.url for c in f.claim(5, 3)] == urls[5:10] and cache() == -Frontier.LARGE_CACHE_KIB
+        assert f.counts()["in-flight"] == 10
+        f._pending_page = 1 << 40  # and back (add checks too)
+        assert f.add(["http://h0.example/new"], 0) == 1 and cache() == -Frontier.SMALL_CACHE_KIB

@@ -16,8 +16,8 @@ TESTDATA = Path(os.environ.get("CLIPCRAWL_TESTDATA", REPO.parent / "shared" / "t
 #: Test files that start a Ray or Spark cluster (or a local Ray): under pytest-xdist they run one after the other on
 #: one worker (``--dist loadgroup``), as two clusters on one machine would race for Ray's worker ports and the
 #: process-wide Ray connection.
-CLUSTER_FILES = ("tests/pipelines/test_ray_", "tests/pipelines/ray_resources_cases.py",
-                 "tests/filters/dedup/test_partitioned_ray.py", "tests/pipelines/download/test_spark.py",
+CLUSTER_FILES = ("tests/pipelines/test_ray_", "tests/filters/dedup/test_partitioned_ray.py",
+                 "tests/pipelines/download/test_spark.py",
                  "tests/pipelines/download/test_img2dataset_compat.py",
                  "tests/pipelines/download/test_img2dataset_progress.py")
 

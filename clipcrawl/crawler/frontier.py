@@ -380,8 +380,9 @@ class Frontier:
         ``pager_end_transaction`` truncates the cache to the database size, and while the database is smaller
         than 1 GiB that key lies more than the hash table's size past it, so ``pcache1TruncateUnsafe`` walks the
         **whole cache** (every cached page's header): with 128 MiB cached, 51-59 % of a claim's CPU at 186k and
-        1.1M URLs (~0.5-0.8 ms per call of 64; claims move index entries to in-flight and split pages often). Past 1 GiB that page is inside the database and nothing is walked. Reads are memory-mapped, so a
-        small cache costs nothing measurable below 1 GiB; above it the large cache is kept as it was."""
+        1.1M URLs (~0.5-0.8 ms per call of 64; claims move index entries to in-flight and split pages often).
+        Past 1 GiB that page is inside the database and nothing is walked. Reads are memory-mapped, so a small
+        cache costs nothing measurable below 1 GiB; above it the large cache is kept as it was."""
         count = self.db.execute("PRAGMA page_count").fetchone()[0]
         kib = self.LARGE_CACHE_KIB if count >= self._pending_page else self.SMALL_CACHE_KIB
         if kib != self._cache_kib:
